@@ -1,0 +1,81 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "spillway",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "spillway", targets: ["spillway"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        // Pure procfs parsers (bytes in, values out) and the rooted reader. No metrics, no config.
+        .target(name: "ProcFS", swiftSettings: strict),
+        // Record, the Input protocol, line protocol, globs, durations and sizes.
+        .target(name: "SpillwayCore", swiftSettings: strict),
+        // agent.toml + plugins.d/*.toml -> typed config, every error located.
+        .target(
+            name: "SpillwayConfig",
+            dependencies: ["SpillwayCore", "TOMLKit"],
+            swiftSettings: strict
+        ),
+        // The built-in inputs, one folder each, and Registry.swift.
+        .target(
+            name: "SpillwayInputs",
+            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig"],
+            swiftSettings: strict
+        ),
+        // Runtime: the collection scheduler, as swift-service-lifecycle services.
+        .target(
+            name: "SpillwayAgent",
+            dependencies: [
+                "SpillwayCore", "SpillwayConfig", "SpillwayInputs",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "spillway",
+            dependencies: [
+                "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // `make bench`: prints our figure, the reference measured in the same run, and the ratio.
+        .executableTarget(
+            name: "spillway-bench",
+            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs"],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "SpillwayCoreTests", dependencies: ["SpillwayCore"], swiftSettings: strict),
+        .testTarget(
+            name: "SpillwayConfigTests",
+            dependencies: ["SpillwayConfig", "SpillwayInputs"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpillwayInputsTests",
+            dependencies: ["SpillwayInputs", "SpillwayConfig", "SpillwayCore", "ProcFS"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpillwayCLITests",
+            dependencies: ["SpillwayCore"],
+            swiftSettings: strict
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,50 @@
+/// One line of /proc/diskstats: the first 14 columns, which every kernel since 2.6 writes.
+public struct DiskStat: Sendable, Equatable {
+    public var major: UInt64
+    public var minor: UInt64
+    public var name: String
+    public var reads: UInt64
+    public var mergedReads: UInt64
+    public var sectorsRead: UInt64
+    public var readTimeMs: UInt64
+    public var writes: UInt64
+    public var mergedWrites: UInt64
+    public var sectorsWritten: UInt64
+    public var writeTimeMs: UInt64
+    public var inProgress: UInt64
+    public var ioTimeMs: UInt64
+    public var weightedIOTimeMs: UInt64
+}
+
+public enum DiskStats {
+    /// Parses /proc/diskstats. Lines with discard/flush columns (kernels 4.18+, 5.5+) parse the same.
+    public static func parse(_ bytes: [UInt8], path: String = "diskstats") throws(ProcFSError) -> [DiskStat] {
+        var s = ByteScanner(bytes)
+        var out: [DiskStat] = []
+        while !s.atEnd {
+            defer { s.nextLine() }
+            if s.atEndOfLine { continue }
+            let line = s.line
+            guard let major = s.uint64(), let minor = s.uint64(), let name = s.token() else {
+                throw ProcFSError(path: path, line: line, reason: "expected \"major minor name\"")
+            }
+            var v = [UInt64](repeating: 0, count: 11)
+            for i in 0..<11 {
+                guard let t = s.token() else {
+                    throw ProcFSError(path: path, line: line, reason: "\(string(name)): \(i) counters, need 11")
+                }
+                guard let n = parseUInt64(t) else {
+                    throw ProcFSError(path: path, line: line, reason: "\(string(name)): \"\(string(t))\" is not a counter")
+                }
+                v[i] = n
+            }
+            out.append(DiskStat(
+                major: major, minor: minor, name: string(name),
+                reads: v[0], mergedReads: v[1], sectorsRead: v[2], readTimeMs: v[3],
+                writes: v[4], mergedWrites: v[5], sectorsWritten: v[6], writeTimeMs: v[7],
+                inProgress: v[8], ioTimeMs: v[9], weightedIOTimeMs: v[10]
+            ))
+        }
+        return out
+    }
+}

@@ -1,0 +1,59 @@
+/// What Spillway reads from /proc/meminfo, in bytes (the file's kB are 1024 bytes). A key the kernel
+/// does not have (MemAvailable before 3.14, SReclaimable before 2.6.19) is nil.
+public struct MemInfo: Sendable, Equatable {
+    public var memTotal: UInt64?
+    public var memFree: UInt64?
+    public var memAvailable: UInt64?
+    public var buffers: UInt64?
+    public var cached: UInt64?
+    public var sReclaimable: UInt64?
+    public var slab: UInt64?
+    public var dirty: UInt64?
+    public var swapTotal: UInt64?
+    public var swapFree: UInt64?
+
+    public init() {}
+
+    /// Parses /proc/meminfo: lines `Key:   value [kB]`. Unknown keys are skipped without allocating.
+    /// A known key with a non-numeric value, or a file without MemTotal, is an error.
+    public static func parse(_ bytes: [UInt8], path: String = "meminfo") throws(ProcFSError) -> MemInfo {
+        var s = ByteScanner(bytes)
+        var m = MemInfo()
+        while !s.atEnd {
+            defer { s.nextLine() }
+            guard let keyToken = s.token(), keyToken.last == UInt8(ascii: ":") else { continue }
+            let key = keyToken.dropLast()
+            let slot: WritableKeyPath<MemInfo, UInt64?>
+            switch key.count {
+            case 6 where equals(key, "Cached"): slot = \.cached
+            case 4 where equals(key, "Slab"): slot = \.slab
+            case 5 where equals(key, "Dirty"): slot = \.dirty
+            case 7 where equals(key, "Buffers"): slot = \.buffers
+            case 7 where equals(key, "MemFree"): slot = \.memFree
+            case 8 where equals(key, "MemTotal"): slot = \.memTotal
+            case 8 where equals(key, "SwapFree"): slot = \.swapFree
+            case 9 where equals(key, "SwapTotal"): slot = \.swapTotal
+            case 12 where equals(key, "MemAvailable"): slot = \.memAvailable
+            case 12 where equals(key, "SReclaimable"): slot = \.sReclaimable
+            default: continue
+            }
+            guard let value = s.uint64() else {
+                throw ProcFSError(path: path, line: s.line, reason: "\(string(key)) has no numeric value")
+            }
+            var multiplier: UInt64 = 1
+            if let unit = s.token() {
+                guard equals(unit, "kB") else {
+                    throw ProcFSError(path: path, line: s.line, reason: "\(string(key)): unknown unit \"\(string(unit))\"")
+                }
+                multiplier = 1024
+            }
+            let (bytesValue, overflow) = value.multipliedReportingOverflow(by: multiplier)
+            guard !overflow else { throw ProcFSError(path: path, line: s.line, reason: "\(string(key)) overflows") }
+            m[keyPath: slot] = bytesValue
+        }
+        guard m.memTotal != nil else {
+            throw ProcFSError(path: path, reason: "no MemTotal line (is this /proc/meminfo?)")
+        }
+        return m
+    }
+}

@@ -1,0 +1,83 @@
+/// One line of /proc/self/mountinfo.
+public struct Mount: Sendable, Equatable {
+    /// Where it is mounted, with `\040` (space), `\011` (tab), `\012` (newline) and `\134` (backslash)
+    /// decoded.
+    public var mountPoint: String
+    /// The mount source (e.g. `/dev/sda1`), escapes decoded.
+    public var source: String
+    public var fsType: String
+    /// The per-mount options (`rw,relatime`).
+    public var options: String
+
+    public init(mountPoint: String, source: String, fsType: String, options: String) {
+        self.mountPoint = mountPoint
+        self.source = source
+        self.fsType = fsType
+        self.options = options
+    }
+
+    /// `ro` when the per-mount options say read-only, else `rw`.
+    public var mode: String {
+        options.split(separator: ",").contains("ro") ? "ro" : "rw"
+    }
+}
+
+public enum MountInfo {
+    /// Parses mountinfo: `id parent major:minor root mountpoint options [optional…] - fstype source super`.
+    public static func parse(_ bytes: [UInt8], path: String = "self/mountinfo") throws(ProcFSError) -> [Mount] {
+        var s = ByteScanner(bytes)
+        var mounts: [Mount] = []
+        while !s.atEnd {
+            defer { s.nextLine() }
+            if s.atEndOfLine { continue }
+            let line = s.line
+            guard s.token() != nil, s.token() != nil, s.token() != nil, s.token() != nil,
+                  let mountPoint = s.token(), let options = s.token()
+            else {
+                throw ProcFSError(path: path, line: line, reason: "fewer than 6 fields before the separator")
+            }
+            var sawSeparator = false
+            while let t = s.token() {
+                if equals(t, "-") {
+                    sawSeparator = true
+                    break
+                }
+            }
+            guard sawSeparator, let fsType = s.token(), let source = s.token() else {
+                throw ProcFSError(path: path, line: line, reason: "no \" - fstype source\" part")
+            }
+            mounts.append(Mount(
+                mountPoint: unescapeOctal(mountPoint),
+                source: unescapeOctal(source),
+                fsType: string(fsType),
+                options: string(options)
+            ))
+        }
+        return mounts
+    }
+
+    /// Decodes the kernel's `\ooo` octal escapes; a malformed escape is kept as written.
+    static func unescapeOctal(_ t: ArraySlice<UInt8>) -> String {
+        guard t.contains(UInt8(ascii: "\\")) else { return string(t) }
+        var out: [UInt8] = []
+        out.reserveCapacity(t.count)
+        var i = t.startIndex
+        while i < t.endIndex {
+            let b = t[i]
+            if b == UInt8(ascii: "\\"), t.endIndex - i >= 4 {
+                let d = t[(i + 1)..<(i + 4)]
+                if d.allSatisfy({ $0 >= 0x30 && $0 <= 0x37 }) {
+                    let v = d.reduce(0) { $0 * 8 + Int($1 - 0x30) }
+                    if v <= 0xFF {
+                        out.append(UInt8(v))
+                        i += 4
+                        continue
+                    }
+                }
+            }
+            out.append(b)
+            i += 1
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

@@ -1,0 +1,76 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Why a procfs/sysfs file could not be used: unreadable, too large, or malformed (with the line).
+public struct ProcFSError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var path: String
+    public var line: Int?
+    public var reason: String
+
+    public init(path: String, line: Int? = nil, reason: String) {
+        self.path = path
+        self.line = line
+        self.reason = reason
+    }
+
+    public var description: String {
+        if let line { return "\(path):\(line): \(reason)" }
+        return "\(path): \(reason)"
+    }
+}
+
+/// Reads files below a root (`/proc`, `/sys`, or a fixture tree). Reads are bounded: a file larger
+/// than `maxFileBytes` is an error, never an unbounded allocation.
+public struct ProcFS: Sendable {
+    public let root: String
+    public let maxFileBytes: Int
+
+    public init(root: String, maxFileBytes: Int = 16 << 20) {
+        self.root = root.hasSuffix("/") && root.count > 1 ? String(root.dropLast()) : root
+        self.maxFileBytes = maxFileBytes
+    }
+
+    /// The full path of `relative` (e.g. `stat`, `net/dev`) below the root.
+    public func path(_ relative: String) -> String { root + "/" + relative }
+
+    /// The whole file. procfs files report size 0, so this reads until EOF.
+    public func read(_ relative: String) throws(ProcFSError) -> [UInt8] {
+        let full = path(relative)
+        let fd = open(full, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ProcFSError(path: full, reason: errnoText()) }
+        defer { close(fd) }
+        var out = [UInt8](repeating: 0, count: 8192)
+        var used = 0
+        while true {
+            if used == out.count {
+                guard out.count < maxFileBytes else {
+                    throw ProcFSError(path: full, reason: "larger than \(maxFileBytes) bytes")
+                }
+                out.append(contentsOf: repeatElement(0, count: min(out.count, maxFileBytes - out.count)))
+            }
+            let n = out.withUnsafeMutableBytes { buf in
+                Glibc.read(fd, buf.baseAddress! + used, buf.count - used)
+            }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ProcFSError(path: full, reason: errnoText())
+            }
+            if n == 0 { break }
+            used += n
+        }
+        out.removeSubrange(used...)
+        return out
+    }
+
+    /// Whether `relative` exists below the root.
+    public func exists(_ relative: String) -> Bool {
+        access(path(relative), F_OK) == 0
+    }
+}
+
+func errnoText() -> String {
+    String(cString: strerror(errno))
+}

@@ -1,0 +1,83 @@
+/// One `cpu…` line of /proc/stat, in USER_HZ ticks. Columns a kernel does not have (older kernels
+/// stop after `iowait`, `irq`, `softirq`, `steal` or `guest`) are 0.
+public struct CPUTimes: Sendable, Equatable {
+    /// `cpu` for the total line, `cpu0`, `cpu1`, … for the cores.
+    public var name: String
+    public var user: UInt64 = 0
+    public var nice: UInt64 = 0
+    public var system: UInt64 = 0
+    public var idle: UInt64 = 0
+    public var iowait: UInt64 = 0
+    public var irq: UInt64 = 0
+    public var softirq: UInt64 = 0
+    public var steal: UInt64 = 0
+    public var guest: UInt64 = 0
+    public var guestNice: UInt64 = 0
+
+    public init(name: String) { self.name = name }
+}
+
+/// What Spillway reads from /proc/stat.
+public struct Stat: Sendable, Equatable {
+    /// The total line first (when present), then the cores in file order.
+    public var cpus: [CPUTimes] = []
+    public var procsRunning: UInt64?
+    public var procsBlocked: UInt64?
+
+    public init() {}
+
+    /// The `cpu` total line, if the file had one.
+    public var total: CPUTimes? { cpus.first { $0.name == "cpu" } }
+    /// The per-core lines.
+    public var cores: [CPUTimes] { cpus.filter { $0.name != "cpu" } }
+
+    /// Parses /proc/stat. A `cpu` line needs at least user, nice, system and idle; other lines are
+    /// ignored unless they are `procs_running`/`procs_blocked`, which must then be numbers.
+    public static func parse(_ bytes: [UInt8], path: String = "stat") throws(ProcFSError) -> Stat {
+        var s = ByteScanner(bytes)
+        var stat = Stat()
+        while !s.atEnd {
+            defer { s.nextLine() }
+            guard let key = s.token() else { continue }
+            if startsWith(key, "cpu") {
+                let suffix = key.dropFirst(3)
+                guard suffix.isEmpty || parseUInt64(suffix) != nil else {
+                    throw ProcFSError(path: path, line: s.line, reason: "unexpected cpu line name \"\(string(key))\"")
+                }
+                var times = CPUTimes(name: string(key))
+                var values: [UInt64] = []
+                values.reserveCapacity(10)
+                while let t = s.token() {
+                    guard let v = parseUInt64(t) else {
+                        throw ProcFSError(path: path, line: s.line, reason: "\(string(key)): \"\(string(t))\" is not a counter")
+                    }
+                    values.append(v)
+                }
+                guard values.count >= 4 else {
+                    throw ProcFSError(path: path, line: s.line, reason: "\(string(key)): \(values.count) columns, need at least 4")
+                }
+                func at(_ i: Int) -> UInt64 { i < values.count ? values[i] : 0 }
+                times.user = at(0)
+                times.nice = at(1)
+                times.system = at(2)
+                times.idle = at(3)
+                times.iowait = at(4)
+                times.irq = at(5)
+                times.softirq = at(6)
+                times.steal = at(7)
+                times.guest = at(8)
+                times.guestNice = at(9)
+                stat.cpus.append(times)
+            } else if equals(key, "procs_running") || equals(key, "procs_blocked") {
+                guard let v = s.uint64() else {
+                    throw ProcFSError(path: path, line: s.line, reason: "\(string(key)) has no numeric value")
+                }
+                if equals(key, "procs_running") { stat.procsRunning = v } else { stat.procsBlocked = v }
+            }
+        }
+        guard !stat.cpus.isEmpty else {
+            throw ProcFSError(path: path, reason: "no cpu lines (is this /proc/stat?)")
+        }
+        return stat
+    }
+}

@@ -1,0 +1,85 @@
+import Logging
+import ServiceLifecycle
+import SpillwayConfig
+import SpillwayCore
+import Synchronization
+
+/// Counters the collector keeps, shared with whoever reports them.
+public final class CollectorStats: Sendable {
+    private struct Counts {
+        var collected: Int64 = 0
+        var errors: Int64 = 0
+    }
+
+    private let counts = Mutex(Counts())
+
+    public init() {}
+
+    /// Records collected so far.
+    public var collected: Int64 { counts.withLock { $0.collected } }
+    /// Failed collections so far.
+    public var errors: Int64 { counts.withLock { $0.errors } }
+
+    func add(collected: Int, errors: Int) {
+        counts.withLock {
+            $0.collected += Int64(collected)
+            $0.errors += Int64(errors)
+        }
+    }
+}
+
+/// Runs every input on its own schedule until graceful shutdown: each instance collects at multiples
+/// of its interval (aligned to the wall clock, as Telegraf's round_interval), delayed by a random
+/// 0…jitter, and hands its records to `sink`. A failing input is logged and counted; it never stops
+/// the others. A collection that overruns its interval skips the ticks it missed.
+public struct CollectorService: Service {
+    let config: Config
+    let logger: Logger
+    let stats: CollectorStats
+    let sink: @Sendable ([Record]) async -> Void
+
+    public init(config: Config, logger: Logger, stats: CollectorStats = CollectorStats(),
+                sink: @escaping @Sendable ([Record]) async -> Void) {
+        self.config = config
+        self.logger = logger
+        self.stats = stats
+        self.sink = sink
+    }
+
+    public func run() async throws {
+        let agent = config.agent
+        await withTaskGroup(of: Void.self) { group in
+            for instance in config.inputs {
+                group.addTask {
+                    await Self.loop(instance: instance, agent: agent, logger: logger, stats: stats, sink: sink)
+                }
+            }
+            await group.waitForAll()
+        }
+    }
+
+    static func loop(instance: InputInstance, agent: AgentConfig, logger: Logger, stats: CollectorStats,
+                     sink: @Sendable ([Record]) async -> Void) async {
+        var instance = instance
+        let interval = instance.interval
+        var records: [Record] = []
+        while !Task.isShuttingDownGracefully && !Task.isCancelled {
+            let now = wallClockNanoseconds()
+            let next = (now / interval + 1) * interval
+            let jitter = agent.jitter > 0 ? Int64.random(in: 0...agent.jitter) : 0
+            do {
+                try await Task.sleep(for: .nanoseconds(next - now + jitter))
+            } catch {
+                return
+            }
+            if Task.isShuttingDownGracefully { return }
+            records.removeAll(keepingCapacity: true)
+            let error = instance.collect(agent: agent, now: wallClockNanoseconds(), into: &records)
+            if let error {
+                logger.error("input failed", metadata: ["input": "\(instance.plugin)", "at": "\(instance.location)", "error": "\(error)"])
+            }
+            stats.add(collected: records.count, errors: error == nil ? 0 : 1)
+            if !records.isEmpty { await sink(records) }
+        }
+    }
+}

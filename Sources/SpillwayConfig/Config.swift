@@ -1,0 +1,69 @@
+import SpillwayCore
+
+/// `[agent]`: settings that apply to the whole agent.
+public struct AgentConfig: Sendable, Equatable {
+    /// The `host` tag on every record. Default: the machine's host name.
+    public var hostname: String
+    /// Default collection interval for inputs, nanoseconds. Default 10s.
+    public var interval: Int64 = 10_000_000_000
+    /// How often batches are flushed, nanoseconds. Default 1s.
+    public var flushInterval: Int64 = 1_000_000_000
+    /// Records per batch (a batch also flushes as soon as this many wait). Default 1000.
+    public var batchSize: Int = 1000
+    /// Each collection is delayed by a random 0…jitter, nanoseconds. Default 0.
+    public var jitter: Int64 = 0
+    /// Where the agent keeps its state; nil means the default (see `DataDirectory`).
+    public var dataDir: String?
+    /// Root of procfs. Default `/proc`.
+    public var procRoot: String = "/proc"
+    /// Root of sysfs. Default `/sys`.
+    public var sysRoot: String = "/sys"
+    /// Tags added to every record (`[agent.tags]`), sorted by key.
+    public var tags: [Tag] = []
+
+    public init(hostname: String) { self.hostname = hostname }
+}
+
+/// One `[[inputs.NAME]]` table, ready to run.
+public struct InputInstance: Sendable {
+    /// The plugin name (`cpu`).
+    public var plugin: String
+    /// Where it was declared.
+    public var file: String
+    public var line: Int?
+    /// Collection interval, nanoseconds (the input's `interval`, else `[agent] interval`).
+    public var interval: Int64
+    /// Replaces the measurement name of every record it emits.
+    public var nameOverride: String?
+    /// The instance's own `tags`.
+    public var tags: [Tag]
+    /// The input itself, with its options applied.
+    public var input: any Input
+
+    /// The location, as `file:line`.
+    public var location: String { line.map { "\(file):\($0)" } ?? file }
+}
+
+/// The whole, validated configuration.
+public struct Config: Sendable {
+    public var agent: AgentConfig
+    public var inputs: [InputInstance]
+    /// The files read, in order: the config file, then the drop-ins.
+    public var files: [String]
+}
+
+/// A built-in input: its name, a one-line summary, and a factory that reads its own options.
+public struct InputDescriptor: Sendable {
+    public let name: String
+    public let summary: String
+    /// Reads the input's options from its table (reporting problems through the reader) and returns
+    /// the input. The loader has already taken `interval`, `name_override` and `tags`, and calls
+    /// `finish()` after, which reports unknown keys.
+    public let make: @Sendable (inout OptionReader) -> any Input
+
+    public init(name: String, summary: String, make: @escaping @Sendable (inout OptionReader) -> any Input) {
+        self.name = name
+        self.summary = summary
+        self.make = make
+    }
+}

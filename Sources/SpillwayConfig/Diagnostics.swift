@@ -1,0 +1,42 @@
+/// One problem in the configuration: where it is, what is wrong, and how to fix it.
+public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
+    public var file: String
+    public var line: Int?
+    /// Key path inside the file (`inputs.cpu[0].percpu`), empty for whole-file problems.
+    public var keyPath: String
+    public var message: String
+    public var fix: String?
+
+    public var description: String {
+        var s = file
+        if let line { s += ":\(line)" }
+        s += ": "
+        if !keyPath.isEmpty { s += "\(keyPath): " }
+        s += message
+        if let fix { s += " (\(fix))" }
+        return s
+    }
+}
+
+/// Every problem found while loading, reported all at once. `spillway` prints them and exits 2.
+public struct ConfigError: Error, Sendable, CustomStringConvertible {
+    public var diagnostics: [Diagnostic]
+    public var description: String {
+        let n = diagnostics.count
+        return "\(n) problem\(n == 1 ? "" : "s") in the configuration:\n"
+            + diagnostics.map { "  \($0)" }.joined(separator: "\n")
+    }
+}
+
+/// Collects diagnostics while the loader walks the files.
+final class DiagnosticSink {
+    var items: [Diagnostic] = []
+
+    func report(_ file: SourceFile, _ keyPath: String, _ message: String, fix: String? = nil) {
+        items.append(Diagnostic(file: file.path, line: file.line(of: keyPath), keyPath: keyPath, message: message, fix: fix))
+    }
+
+    func report(path: String, line: Int? = nil, _ message: String, fix: String? = nil) {
+        items.append(Diagnostic(file: path, line: line, keyPath: "", message: message, fix: fix))
+    }
+}

@@ -1,0 +1,212 @@
+import Foundation
+import SpillwayCore
+import TOMLKit
+
+/// Loads `agent.toml` and every `*.toml` of the drop-in directory (in file-name order), substitutes
+/// `${VAR}`, and validates it all, reporting every problem at once.
+public struct ConfigLoader: Sendable {
+    public var registry: [InputDescriptor]
+    public var environment: [String: String]
+    public var defaultHostname: String
+
+    /// Top-level tables this version understands.
+    static let topLevelKeys = ["agent", "inputs"]
+    /// Keys every `[[inputs.NAME]]` table takes, besides the input's own.
+    static let commonInputKeys = ["interval", "name_override", "tags"]
+
+    public init(
+        registry: [InputDescriptor],
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        defaultHostname: String = machineHostname()
+    ) {
+        self.registry = registry
+        self.environment = environment
+        self.defaultHostname = defaultHostname
+    }
+
+    /// The drop-in directory for a config file: `plugins.d` beside it.
+    public static func defaultConfigDir(for configPath: String) -> String {
+        let dir = (configPath as NSString).deletingLastPathComponent
+        return (dir.isEmpty ? "." : dir) + "/plugins.d"
+    }
+
+    public func load(configPath: String, configDir: String? = nil) throws(ConfigError) -> Config {
+        let sink = DiagnosticSink()
+        let fm = FileManager.default
+        var paths: [String] = []
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: configPath, isDirectory: &isDir), !isDir.boolValue {
+            paths.append(configPath)
+        } else {
+            sink.report(path: configPath, isDir.boolValue ? "is a directory, not a config file" : "config file not found",
+                        fix: "pass --config with the path of agent.toml")
+            throw ConfigError(diagnostics: sink.items)
+        }
+        let dropIns = configDir ?? Self.defaultConfigDir(for: configPath)
+        if fm.fileExists(atPath: dropIns, isDirectory: &isDir) {
+            if !isDir.boolValue {
+                sink.report(path: dropIns, "is not a directory", fix: "--config-dir names the directory of drop-in *.toml files")
+            } else if let names = try? fm.contentsOfDirectory(atPath: dropIns) {
+                for name in names.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) })
+                where name.hasSuffix(".toml") && !name.hasPrefix(".") {
+                    paths.append(dropIns + "/" + name)
+                }
+            } else {
+                sink.report(path: dropIns, "cannot be listed", fix: "check its permissions")
+            }
+        } else if configDir != nil {
+            sink.report(path: dropIns, "drop-in directory not found", fix: "create it, or leave out --config-dir")
+        }
+
+        var agent = AgentConfig(hostname: defaultHostname)
+        var inputs: [InputInstance] = []
+        var agentFile: SourceFile?
+        for path in paths {
+            guard let data = fm.contents(atPath: path) else {
+                sink.report(path: path, "cannot be read", fix: "check that it exists and is readable")
+                continue
+            }
+            guard let raw = String(data: data, encoding: .utf8) else {
+                sink.report(path: path, "is not valid UTF-8", fix: "save it as UTF-8")
+                continue
+            }
+            let (text, envProblems) = EnvSubstitution.apply(raw, environment: environment)
+            for p in envProblems { sink.report(path: path, line: p.line, p.message, fix: p.fix) }
+            let file = SourceFile(path: path, text: text)
+            let root: TOMLTable
+            do {
+                root = try TOMLTable(string: text)
+            } catch let e as TOMLParseError {
+                sink.report(path: path, line: e.source.begin.line,
+                            "TOML syntax error at column \(e.source.begin.column): \(e.description)",
+                            fix: "see https://toml.io for the syntax")
+                continue
+            } catch {
+                sink.report(path: path, "TOML syntax error: \(error)")
+                continue
+            }
+            for key in root.keys where !Self.topLevelKeys.contains(key) {
+                let hint = closestMatch(to: key, in: Self.topLevelKeys).map { "did you mean [\($0)]?" }
+                sink.report(file, key, "unknown table \"\(key)\"",
+                            fix: hint ?? "top-level tables are [agent] and [[inputs.NAME]]")
+            }
+            if let value = root["agent"] {
+                if let table = value.table {
+                    readAgent(table, file: file, sink: sink, into: &agent)
+                    agentFile = file
+                } else {
+                    sink.report(file, "agent", "expected a table, found \(OptionReader.typeName(value))", fix: "write [agent] and its keys below it")
+                }
+            }
+            if let value = root["inputs"] {
+                if let table = value.table {
+                    readInputs(table, file: file, sink: sink, agent: agent, into: &inputs)
+                } else {
+                    sink.report(file, "inputs", "expected a table of inputs, found \(OptionReader.typeName(value))",
+                                fix: "declare each input as [[inputs.NAME]]")
+                }
+            }
+        }
+        // An input without its own interval takes [agent] interval as it stands after every file.
+        for i in inputs.indices where inputs[i].interval == 0 { inputs[i].interval = agent.interval }
+        if let agentFile, agent.jitter >= agent.interval {
+            sink.report(agentFile, "agent.jitter", "jitter \(Units.formatDuration(agent.jitter)) is not below interval \(Units.formatDuration(agent.interval))",
+                        fix: "use a jitter smaller than the interval")
+        }
+        guard sink.items.isEmpty else { throw ConfigError(diagnostics: sink.items) }
+        return Config(agent: agent, inputs: inputs, files: paths)
+    }
+
+    private func readAgent(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, into agent: inout AgentConfig) {
+        var r = OptionReader(table: table, path: "agent", file: file, sink: sink)
+        let host = r.string("hostname", default: "")
+        if r.has("hostname") { agent.hostname = host.isEmpty ? defaultHostname : host }
+        agent.interval = r.duration("interval", default: agent.interval, minimum: 1_000_000)
+        agent.flushInterval = r.duration("flush_interval", default: agent.flushInterval, minimum: 1_000_000)
+        agent.batchSize = r.int("batch_size", default: agent.batchSize, range: 1...1_000_000)
+        agent.jitter = r.duration("jitter", default: agent.jitter)
+        if let dir = r.optionalString("data_dir") {
+            if dir.isEmpty { r.error("data_dir", "must not be empty", fix: "leave it out for the default") } else { agent.dataDir = dir }
+        }
+        for key in ["proc_root", "sys_root"] {
+            guard let root = r.optionalString(key) else { continue }
+            guard root.hasPrefix("/") else {
+                r.error(key, "\"\(root)\" is not an absolute path", fix: "write a path starting with /")
+                continue
+            }
+            if key == "proc_root" { agent.procRoot = root } else { agent.sysRoot = root }
+        }
+        for tag in r.stringTable("tags") {
+            if let i = agent.tags.firstIndex(where: { $0.key == tag.key }) { agent.tags[i] = tag } else { agent.tags.append(tag) }
+        }
+        agent.tags.sort { $0.key < $1.key }
+        r.finish()
+    }
+
+    private func readInputs(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, agent: AgentConfig,
+                            into inputs: inout [InputInstance]) {
+        let names = registry.map(\.name)
+        for name in table.keys.sorted(by: { (file.line(of: "inputs.\($0)") ?? 0) < (file.line(of: "inputs.\($1)") ?? 0) }) {
+            guard let descriptor = registry.first(where: { $0.name == name }) else {
+                let fix = closestMatch(to: name, in: names).map { "did you mean \"\($0)\"?" }
+                    ?? "built-in inputs: \(names.joined(separator: ", "))"
+                sink.report(file, "inputs.\(name)", "unknown input \"\(name)\"", fix: fix)
+                continue
+            }
+            guard let value = table[name], let array = value.array else {
+                sink.report(file, "inputs.\(name)", "expected an array of tables",
+                            fix: "declare it as [[inputs.\(name)]] (double brackets)")
+                continue
+            }
+            for (index, element) in array.enumerated() {
+                let path = "inputs.\(name)[\(index)]"
+                guard let t = element.table else {
+                    sink.report(file, path, "expected a table, found \(OptionReader.typeName(element))",
+                                fix: "declare it as [[inputs.\(name)]]")
+                    continue
+                }
+                var r = OptionReader(table: t, path: path, file: file, sink: sink)
+                let interval = r.duration("interval", default: 0, minimum: 1_000_000)
+                let nameOverride = r.optionalString("name_override")
+                if let n = nameOverride, n.isEmpty { r.error("name_override", "must not be empty", fix: "leave it out to keep \"\(name)\"") }
+                let tags = r.stringTable("tags")
+                let input = descriptor.make(&r)
+                r.finish()
+                inputs.append(InputInstance(
+                    plugin: name, file: file.path, line: file.line(of: path), interval: interval,
+                    nameOverride: nameOverride, tags: tags, input: input
+                ))
+            }
+        }
+    }
+}
+
+/// Where the agent keeps its state (`data_dir`).
+public enum DataDirectory {
+    public static let systemDefault = "/var/lib/spillway"
+
+    /// `data_dir` when set; else `/var/lib/spillway` when it is (or can be made) writable; else
+    /// `$XDG_STATE_HOME/spillway` when XDG_STATE_HOME is set; else `./data`.
+    public static func resolve(explicit: String?, environment: [String: String],
+                               isWritable: (String) -> Bool = DataDirectory.isWritable) -> String {
+        if let explicit { return explicit }
+        if isWritable(systemDefault) { return systemDefault }
+        if let xdg = environment["XDG_STATE_HOME"], !xdg.isEmpty { return xdg + "/spillway" }
+        return "./data"
+    }
+
+    /// Whether `path` is a writable directory, or could be created as one.
+    public static func isWritable(_ path: String) -> Bool {
+        var dir = path
+        let fm = FileManager.default
+        while !dir.isEmpty {
+            var isDir: ObjCBool = false
+            if fm.fileExists(atPath: dir, isDirectory: &isDir) {
+                return isDir.boolValue && fm.isWritableFile(atPath: dir)
+            }
+            dir = (dir as NSString).deletingLastPathComponent
+            if dir == "/" { return fm.isWritableFile(atPath: "/") }
+        }
+        return false
+    }
+}

@@ -1,0 +1,77 @@
+/// A field value, as Telegraf and InfluxDB know them.
+public enum FieldValue: Sendable, Hashable {
+    case double(Double)
+    case int(Int64)
+    case uint(UInt64)
+    case bool(Bool)
+    case string(String)
+}
+
+/// A tag: a string key and a string value.
+public struct Tag: Sendable, Hashable {
+    public var key: String
+    public var value: String
+    public init(_ key: String, _ value: String) {
+        self.key = key
+        self.value = value
+    }
+}
+
+/// A field: a name and a typed value.
+public struct Field: Sendable, Hashable {
+    public var key: String
+    public var value: FieldValue
+    public init(_ key: String, _ value: FieldValue) {
+        self.key = key
+        self.value = value
+    }
+}
+
+/// What every input emits: a measurement name, tags, fields and a timestamp in nanoseconds since the
+/// epoch. Tags are kept sorted by key with unique keys (a canonical order for keys and encoders);
+/// fields keep the order the input gave them.
+public struct Record: Sendable, Hashable {
+    public var name: String
+    public private(set) var tags: [Tag]
+    public var fields: [Field]
+    public var timestamp: Int64
+
+    public init(name: String, tags: [Tag] = [], fields: [Field], timestamp: Int64) {
+        self.name = name
+        self.tags = []
+        self.fields = fields
+        self.timestamp = timestamp
+        self.tags.reserveCapacity(tags.count)
+        for tag in tags { setTag(tag.key, tag.value) }
+    }
+
+    /// The value of tag `key`, if any.
+    public func tag(_ key: String) -> String? {
+        tags.first { $0.key == key }?.value
+    }
+
+    /// The value of field `key`, if any.
+    public func field(_ key: String) -> FieldValue? {
+        fields.first { $0.key == key }?.value
+    }
+
+    /// Sets (or replaces) a tag, keeping the tags sorted by key.
+    public mutating func setTag(_ key: String, _ value: String) {
+        var lo = 0
+        var hi = tags.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if tags[mid].key < key { lo = mid + 1 } else { hi = mid }
+        }
+        if lo < tags.count, tags[lo].key == key {
+            tags[lo].value = value
+        } else {
+            tags.insert(Tag(key, value), at: lo)
+        }
+    }
+
+    /// Adds a tag only when the record has none of that key (lower precedence than what is there).
+    public mutating func addTagIfAbsent(_ key: String, _ value: String) {
+        if tag(key) == nil { setTag(key, value) }
+    }
+}

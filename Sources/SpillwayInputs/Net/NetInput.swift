@@ -1,0 +1,39 @@
+import ProcFS
+import SpillwayConfig
+import SpillwayCore
+
+/// `net`: traffic counters per interface, from /proc/net/dev.
+public struct NetInput: Input {
+    /// Only interfaces matching one of these globs. When empty: every interface but `lo`.
+    public var interfaces: [Glob]
+
+    public init(interfaces: [Glob] = []) {
+        self.interfaces = interfaces
+    }
+
+    public static let descriptor = InputDescriptor(name: "net", summary: "traffic counters per interface (/proc/net/dev)") { r in
+        NetInput(interfaces: r.globs("interfaces"))
+    }
+
+    public mutating func gather(into records: inout [Record], context: InputContext) throws {
+        let proc = ProcFS(root: context.procRoot)
+        let stats = try NetDev.parse(proc.read("net/dev"), path: proc.path("net/dev"))
+        for n in stats {
+            if interfaces.isEmpty {
+                if n.name == "lo" { continue }
+            } else if !interfaces.contains(where: { $0.matches(n.name) }) {
+                continue
+            }
+            records.append(Record(name: "net", tags: [Tag("interface", n.name)], fields: [
+                Field("bytes_recv", .uint(n.rxBytes)),
+                Field("bytes_sent", .uint(n.txBytes)),
+                Field("packets_recv", .uint(n.rxPackets)),
+                Field("packets_sent", .uint(n.txPackets)),
+                Field("err_in", .uint(n.rxErrors)),
+                Field("err_out", .uint(n.txErrors)),
+                Field("drop_in", .uint(n.rxDropped)),
+                Field("drop_out", .uint(n.txDropped)),
+            ], timestamp: context.now))
+        }
+    }
+}

@@ -1,0 +1,170 @@
+import ArgumentParser
+import Foundation
+import Logging
+import ServiceLifecycle
+import SpillwayAgent
+import SpillwayConfig
+import SpillwayCore
+import SpillwayInputs
+
+@main
+struct Spillway: AsyncParsableCommand {
+    static let version = "0.1.0"
+
+    static let configuration = CommandConfiguration(
+        commandName: "spillway",
+        abstract: "A host telemetry agent: collects host metrics and log lines and writes them to Redis.",
+        version: version,
+        subcommands: [Run.self, Once.self, Check.self],
+        defaultSubcommand: nil
+    )
+}
+
+/// Where the configuration comes from; shared by every command.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp(
+        "The agent's config file.",
+        discussion: "Default: ./agent.toml when it exists, else /etc/spillway/agent.toml.",
+        valueName: "file"))
+    var config: String?
+
+    @Option(name: .customLong("config-dir"), help: ArgumentHelp(
+        "Directory of drop-in *.toml files merged after the config file, in file-name order. Default: plugins.d beside the config file.",
+        valueName: "dir"))
+    var configDir: String?
+
+    var configPath: String {
+        if let config { return config }
+        return FileManager.default.fileExists(atPath: "agent.toml") ? "agent.toml" : "/etc/spillway/agent.toml"
+    }
+
+    /// Loads and validates the configuration; on any problem prints every diagnostic and exits 2.
+    func load() throws -> Config {
+        do {
+            return try ConfigLoader(registry: InputRegistry.all).load(configPath: configPath, configDir: configDir)
+        } catch {
+            FileHandle.standardError.write(Data("spillway: \(error.description)\n".utf8))
+            throw ExitCode(2)
+        }
+    }
+}
+
+struct Once: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run each declared input once and print its records as Influx line protocol.",
+        discussion: """
+            No Redis is involved: this shows what the agent would send. Inputs that report changes \
+            (cpu) are sampled twice, --sample-interval apart. Records are printed in a stable order: \
+            by name, then by tags. An input that fails is reported on stderr and the others still \
+            print; the exit code is then 1.
+            """
+    )
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(name: .customLong("input"), help: ArgumentHelp("Run only inputs of this plugin (repeatable).", valueName: "name"))
+    var inputNames: [String] = []
+
+    @Option(name: .customLong("sample-interval"), help: ArgumentHelp("Time between the two samples of cpu.", valueName: "duration"))
+    var sampleInterval: String = "500ms"
+
+    func run() async throws {
+        var config = try options.load()
+        guard let gap = Units.parseDuration(sampleInterval) else {
+            throw ValidationError("--sample-interval \"\(sampleInterval)\" is not a duration (e.g. 500ms, 1s)")
+        }
+        let known = Set(InputRegistry.all.map(\.name))
+        for name in inputNames where !known.contains(name) {
+            let hint = closestMatch(to: name, in: Array(known)).map { "; did you mean \"\($0)\"?" } ?? ""
+            throw ValidationError("--input \(name): no such input\(hint)")
+        }
+        if !inputNames.isEmpty {
+            config.inputs.removeAll { !inputNames.contains($0.plugin) }
+            for name in inputNames where !config.inputs.contains(where: { $0.plugin == name }) {
+                FileHandle.standardError.write(Data("spillway: --input \(name): the configuration declares no [[inputs.\(name)]]\n".utf8))
+                throw ExitCode(2)
+            }
+        }
+        var scratch: [Record] = []
+        if config.inputs.contains(where: { $0.input.needsBaseline }) {
+            for i in config.inputs.indices where config.inputs[i].input.needsBaseline {
+                _ = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &scratch)
+            }
+            try await Task.sleep(for: .nanoseconds(gap))
+        }
+        var records: [Record] = []
+        var failed = false
+        for i in config.inputs.indices {
+            if let error = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &records) {
+                FileHandle.standardError.write(Data("spillway: input \(config.inputs[i].plugin) (\(config.inputs[i].location)): \(error)\n".utf8))
+                failed = true
+            }
+        }
+        LineProtocol.stableSort(&records)
+        FileHandle.standardOutput.write(Data(LineProtocol.encode(records).utf8))
+        if failed { throw ExitCode(1) }
+    }
+}
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate the configuration and list the effective input instances.",
+        discussion: "Exit code 0 when the configuration is valid, 2 with every problem listed when it is not."
+    )
+
+    @OptionGroup var options: ConfigOptions
+
+    func run() async throws {
+        let config = try options.load()
+        let a = config.agent
+        var out = "configuration OK: \(config.files.count) file\(config.files.count == 1 ? "" : "s"), \(config.inputs.count) input\(config.inputs.count == 1 ? "" : "s")\n"
+        for f in config.files { out += "  file \(f)\n" }
+        out += "agent: hostname=\(a.hostname) interval=\(Units.formatDuration(a.interval)) flush_interval=\(Units.formatDuration(a.flushInterval)) batch_size=\(a.batchSize) jitter=\(Units.formatDuration(a.jitter))\n"
+        out += "       data_dir=\(DataDirectory.resolve(explicit: a.dataDir, environment: ProcessInfo.processInfo.environment)) proc_root=\(a.procRoot) sys_root=\(a.sysRoot)"
+        out += a.tags.isEmpty ? "\n" : " tags=\(a.tags.map { "\($0.key)=\($0.value)" }.joined(separator: ","))\n"
+        for i in config.inputs {
+            var line = "input \(i.plugin) (\(i.location)) every \(Units.formatDuration(i.interval))"
+            if let n = i.nameOverride { line += " as \(n)" }
+            if !i.tags.isEmpty { line += " tags=\(i.tags.map { "\($0.key)=\($0.value)" }.joined(separator: ","))" }
+            out += line + "\n"
+        }
+        FileHandle.standardOutput.write(Data(out.utf8))
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Collect on schedule until SIGINT or SIGTERM, then stop cleanly.",
+        discussion: "Each input collects every `interval` (aligned to the clock, plus up to `jitter`). Until the Redis writer lands, records are logged at debug level (--log-level debug)."
+    )
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")
+        }
+        let config = try options.load()
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "spillway")
+        logger.info("starting", metadata: ["inputs": "\(config.inputs.count)", "host": "\(config.agent.hostname)"])
+        let collector = CollectorService(config: config, logger: logger) { records in
+            guard logger.logLevel <= .debug else { return }
+            for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
+        }
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: collector)],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await group.run()
+        logger.info("stopped")
+    }
+}
