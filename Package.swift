@@ -57,18 +57,16 @@ let package = Package(
             dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs"],
             swiftSettings: strict
         ),
-        .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], resources: [.copy("Fixtures")], swiftSettings: strict),
+        .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], swiftSettings: strict),
         .testTarget(name: "SpillwayCoreTests", dependencies: ["SpillwayCore"], swiftSettings: strict),
         .testTarget(
             name: "SpillwayConfigTests",
             dependencies: ["SpillwayConfig", "SpillwayInputs"],
-            resources: [.copy("Fixtures")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "SpillwayInputsTests",
             dependencies: ["SpillwayInputs", "SpillwayConfig", "SpillwayCore", "ProcFS"],
-            resources: [.copy("Fixtures")],
             swiftSettings: strict
         ),
         .testTarget(

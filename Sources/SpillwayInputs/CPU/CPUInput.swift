@@ -64,7 +64,7 @@ public struct CPUInput: Input {
         // guest time is already inside user (and guest_nice inside nice), so it is not added again.
         let total = user + nice + system + idle + iowait + irq + softirq + steal
         guard total > 0 else { return nil }
-        func pct(_ v: Double) -> FieldValue { .double(min(100, max(0, v / total * 100))) }
+        func pct(_ v: Double) -> FieldValue { .double(min(100, max(0, v * 100 / total))) }
         return [
             Field("usage_user", pct(user - guest)),
             Field("usage_system", pct(system)),

@@ -96,7 +96,7 @@ public struct DiskInput: Input {
             Field("total", .uint(total)),
             Field("free", .uint(free)),
             Field("used", .uint(used)),
-            Field("used_percent", .double(denominator == 0 ? 0 : Double(used) / denominator * 100)),
+            Field("used_percent", .double(denominator == 0 ? 0 : Double(used) * 100 / denominator)),
             Field("inodes_total", .uint(s.files)),
             Field("inodes_free", .uint(s.filesFree)),
             Field("inodes_used", .uint(s.files >= s.filesFree ? s.files - s.filesFree : 0)),

@@ -29,7 +29,7 @@ public struct MemoryInput: Input {
         let used = total > notUsed ? total - notUsed : 0
         let swapTotal = m.swapTotal ?? 0
         let swapFree = m.swapFree ?? 0
-        func pct(_ v: UInt64) -> FieldValue { .double(total == 0 ? 0 : Double(v) / Double(total) * 100) }
+        func pct(_ v: UInt64) -> FieldValue { .double(total == 0 ? 0 : Double(v) * 100 / Double(total)) }
         return [
             Field("total", .uint(total)),
             Field("available", .uint(available)),

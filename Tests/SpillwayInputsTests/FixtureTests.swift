@@ -1,0 +1,91 @@
+import Foundation
+import ProcFS
+import SpillwayConfig
+import SpillwayCore
+import SpillwayInputs
+import Testing
+
+/// Every folder `Fixtures/<input>/<case>/` is a test: `input.toml` declares the input (loaded through
+/// the real config loader), `step0/`, `step1/`, … are fake roots (`proc/`, `sys/`) collected in order at
+/// t = 1s, 2s, …, `statvfs.txt` (disk) answers statvfs, and `expected.txt` holds the line protocol of
+/// the last step, or `error: <text>` when the last step must fail with that text.
+/// `SPILLWAY_UPDATE_FIXTURES=1 swift test` rewrites expected.txt (then review the diff by hand).
+let fixturesRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
+
+func fixtureCases() -> [String] {
+    let fm = FileManager.default
+    var cases: [String] = []
+    for input in (try? fm.contentsOfDirectory(atPath: fixturesRoot)) ?? [] {
+        for c in (try? fm.contentsOfDirectory(atPath: "\(fixturesRoot)/\(input)")) ?? [] {
+            cases.append("\(input)/\(c)")
+        }
+    }
+    return cases.sorted()
+}
+
+struct FixtureRun {
+    var output: String
+    var error: String?
+}
+
+/// Parses statvfs.txt: `mount-point frsize blocks bfree bavail files ffree` (the mount point may hold
+/// spaces; the six numbers are taken from the right).
+func loadStatvfs(_ path: String) -> [String: FileSystemStats] {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [:] }
+    var table: [String: FileSystemStats] = [:]
+    for line in text.split(separator: "\n") {
+        var parts = line.split(separator: " ", omittingEmptySubsequences: true).map(String.init)
+        guard parts.count >= 7 else { continue }
+        let n = parts.suffix(6).compactMap { UInt64($0) }
+        parts.removeLast(6)
+        table[parts.joined(separator: " ")] = FileSystemStats(
+            fragmentSize: n[0], blocks: n[1], blocksFree: n[2], blocksAvailable: n[3], files: n[4], filesFree: n[5])
+    }
+    return table
+}
+
+func runFixture(_ name: String) throws -> FixtureRun {
+    let dir = "\(fixturesRoot)/\(name)"
+    let config = try ConfigLoader(registry: InputRegistry.all, environment: [:], defaultHostname: "test")
+        .load(configPath: "\(dir)/input.toml")
+    #expect(config.inputs.count == 1)
+    var instance = config.inputs[0]
+    if var disk = instance.input as? DiskInput {
+        let table = loadStatvfs("\(dir)/statvfs.txt")
+        disk.statfs = { table[$0] }
+        instance.input = disk
+    }
+    let steps = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("step") }.sorted()
+    var run = FixtureRun(output: "")
+    for (i, step) in steps.enumerated() {
+        var agent = config.agent
+        agent.procRoot = "\(dir)/\(step)/proc"
+        agent.sysRoot = "\(dir)/\(step)/sys"
+        var records: [Record] = []
+        let error = instance.collect(agent: agent, now: Int64(i + 1) * 1_000_000_000, into: &records)
+        LineProtocol.stableSort(&records)
+        run = FixtureRun(output: LineProtocol.encode(records), error: error.map { "\($0)".replacingOccurrences(of: dir + "/", with: "") })
+    }
+    return run
+}
+
+@Test(arguments: fixtureCases())
+func fixture(_ name: String) throws {
+    let run = try runFixture(name)
+    let expectedPath = "\(fixturesRoot)/\(name)/expected.txt"
+    let actual = run.error.map { "error: \($0)\n" } ?? run.output
+    if ProcessInfo.processInfo.environment["SPILLWAY_UPDATE_FIXTURES"] == "1" {
+        try actual.write(toFile: expectedPath, atomically: true, encoding: .utf8)
+    }
+    let expected = try String(contentsOfFile: expectedPath, encoding: .utf8)
+    #expect(actual == expected, "fixture \(name)")
+}
+
+@Test func everyInputHasFixtures() {
+    let withFixtures = Set(fixtureCases().map { String($0.split(separator: "/")[0]) })
+    for d in InputRegistry.all {
+        #expect(withFixtures.contains(d.name), "input \(d.name) has no fixture cases")
+        // Each input has at least one failing (malformed file) case besides its good ones.
+        #expect(fixtureCases().contains { $0.hasPrefix("\(d.name)/garbage") }, "input \(d.name) has no garbage case")
+    }
+}
