@@ -42,14 +42,16 @@ public struct ProcFS: Sendable {
         let fd = open(full, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ProcFSError(path: full, reason: errnoText()) }
         defer { close(fd) }
-        var out = [UInt8](repeating: 0, count: 8192)
+        // One byte more than allowed tells "exactly at the limit" from "over it".
+        let limit = maxFileBytes + 1
+        var out = [UInt8](repeating: 0, count: min(8192, limit))
         var used = 0
         while true {
             if used == out.count {
-                guard out.count < maxFileBytes else {
+                guard out.count < limit else {
                     throw ProcFSError(path: full, reason: "larger than \(maxFileBytes) bytes")
                 }
-                out.append(contentsOf: repeatElement(0, count: min(out.count, maxFileBytes - out.count)))
+                out.append(contentsOf: repeatElement(0, count: min(out.count, limit - out.count)))
             }
             let n = out.withUnsafeMutableBytes { buf in
                 Glibc.read(fd, buf.baseAddress! + used, buf.count - used)
@@ -61,6 +63,7 @@ public struct ProcFS: Sendable {
             if n == 0 { break }
             used += n
         }
+        if used > maxFileBytes { throw ProcFSError(path: full, reason: "larger than \(maxFileBytes) bytes") }
         out.removeSubrange(used...)
         return out
     }

@@ -40,14 +40,15 @@ public struct SourceFile: Sendable {
             if line.hasPrefix("[[") {
                 guard let end = line.range(of: "]]") else { continue }
                 let raw = normalizeKey(line[line.index(line.startIndex, offsetBy: 2)..<end.lowerBound])
-                let base = withIndices(raw, arrayIndex)
+                let base = withIndices(raw, arrayIndex, indexLast: false)
+                result[base] = result[base] ?? lineNo
                 let next = (arrayIndex[base] ?? -1) + 1
                 arrayIndex[base] = next
                 current = "\(base)[\(next)]"
                 result[current] = result[current] ?? lineNo
             } else if line.hasPrefix("[") {
                 guard let end = line.firstIndex(of: "]") else { continue }
-                current = withIndices(normalizeKey(line[line.index(after: line.startIndex)..<end]), arrayIndex)
+                current = withIndices(normalizeKey(line[line.index(after: line.startIndex)..<end]), arrayIndex, indexLast: true)
                 result[current] = result[current] ?? lineNo
             } else if let eq = keyEnd(line) {
                 let key = normalizeKey(line[..<eq])
@@ -103,11 +104,14 @@ public struct SourceFile: Sendable {
     }
 
     /// Puts the current array-of-tables index after each prefix that is one: `inputs.cpu.tags` ->
-    /// `inputs.cpu[0].tags`.
-    private static func withIndices(_ path: String, _ arrayIndex: [String: Int]) -> String {
+    /// `inputs.cpu[0].tags`. The last component gets one only when `indexLast` (a `[table]` header
+    /// naming an element; not a `[[array]]` header, which starts a new element).
+    private static func withIndices(_ path: String, _ arrayIndex: [String: Int], indexLast: Bool) -> String {
         var out = ""
-        for component in path.split(separator: ".", omittingEmptySubsequences: false) {
+        let components = path.split(separator: ".", omittingEmptySubsequences: false)
+        for (n, component) in components.enumerated() {
             out = out.isEmpty ? String(component) : "\(out).\(component)"
+            if n == components.count - 1 && !indexLast { break }
             if let i = arrayIndex[out] { out += "[\(i)]" }
         }
         return out

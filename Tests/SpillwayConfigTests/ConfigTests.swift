@@ -1,0 +1,241 @@
+import Foundation
+import SpillwayConfig
+import SpillwayCore
+import SpillwayInputs
+import Testing
+
+let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+let repoRoot = here.deletingLastPathComponent().deletingLastPathComponent()
+
+func loader(_ env: [String: String] = [:]) -> ConfigLoader {
+    ConfigLoader(registry: InputRegistry.all, environment: env, defaultHostname: "testhost")
+}
+
+/// A temp dir with the given files; removed by the caller.
+func makeTree(_ files: [String: String]) throws -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-config-\(UUID().uuidString)").path
+    for (name, text) in files {
+        let path = "\(dir)/\(name)"
+        try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        try text.write(toFile: path, atomically: true, encoding: .utf8)
+    }
+    return dir
+}
+
+func diagnostics(_ body: () throws -> Config) -> [Diagnostic] {
+    do {
+        _ = try body()
+        return []
+    } catch let e as ConfigError {
+        return e.diagnostics
+    } catch {
+        Issue.record("unexpected error \(error)")
+        return []
+    }
+}
+
+/// `# expect: LINE KEYPATH | MESSAGE | FIX` at the top of each Malformed/*.toml.
+struct Expectation: Sendable, CustomStringConvertible {
+    var file: String
+    var line: Int
+    var keyPath: String
+    var message: String
+    var fix: String
+    var description: String { (file as NSString).lastPathComponent }
+}
+
+func malformedCases() -> [Expectation] {
+    let dir = here.appendingPathComponent("Malformed").path
+    let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".toml") }.sorted()
+    return names.compactMap { name in
+        let path = "\(dir)/\(name)"
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+              let header = text.split(separator: "\n").first, header.hasPrefix("# expect: ") else { return nil }
+        let parts = header.dropFirst("# expect: ".count).split(separator: "|", omittingEmptySubsequences: false)
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+        let head = parts[0].split(separator: " ", maxSplits: 1).map(String.init)
+        return Expectation(file: path, line: Int(head[0])!, keyPath: head.count > 1 ? head[1] : "",
+                           message: parts[1], fix: parts[2])
+    }
+}
+
+@Suite struct MalformedConfigs {
+    @Test func thereAreAtLeastFifteen() {
+        #expect(malformedCases().count >= 15)
+    }
+
+    @Test(arguments: malformedCases())
+    func reportsTheNamedLocatedError(_ c: Expectation) throws {
+        let diags = diagnostics { try loader().load(configPath: c.file) }
+        #expect(diags.count == 1, "\(diags)")
+        let d = try #require(diags.first)
+        #expect(d.file == c.file)
+        #expect(d.line == c.line, "\(d)")
+        #expect(d.keyPath == c.keyPath, "\(d)")
+        #expect(d.message.contains(c.message), "\(d)")
+        if c.fix.isEmpty {
+            #expect(d.fix == nil, "\(d)")
+        } else {
+            #expect((d.fix ?? "").contains(c.fix), "\(d)")
+        }
+    }
+}
+
+@Suite struct Loading {
+    @Test func everyProblemIsReportedAtOnce() throws {
+        let dir = try makeTree([
+            "agent.toml": "[agent]\ninterval = \"ten\"\nbatch_sise = 5\n[[inputs.cpu]]\npercpu = 1\n",
+            "plugins.d/10-net.toml": "[[inputs.net]]\ninterfaces = [\"[\"]\n[[inputs.dsik]]\n",
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let diags = diagnostics { try loader().load(configPath: "\(dir)/agent.toml") }
+        #expect(diags.map { "\(($0.file as NSString).lastPathComponent):\($0.line ?? 0) \($0.keyPath)" } == [
+            "agent.toml:2 agent.interval",
+            "agent.toml:3 agent.batch_sise",
+            "agent.toml:5 inputs.cpu[0].percpu",
+            "10-net.toml:2 inputs.net[0].interfaces",
+            "10-net.toml:3 inputs.dsik",
+        ])
+        #expect(diags[4].fix == "did you mean \"disk\"?")
+    }
+
+    @Test func dropInsMergeInFileNameOrder() throws {
+        let dir = try makeTree([
+            "agent.toml": "[agent]\ninterval = \"10s\"\nhostname = \"main\"\n[agent.tags]\ndc = \"eu\"\nrole = \"db\"\n[[inputs.mem]]\n",
+            "conf/20-b.toml": "[agent]\nhostname = \"override\"\n[agent.tags]\nrole = \"web\"\n[[inputs.net]]\ninterval = \"1s\"\n",
+            "conf/10-a.toml": "[[inputs.cpu]]\nname_override = \"processor\"\ntags = { team = \"core\" }\n[[inputs.cpu]]\npercpu = false\n",
+            "conf/not-toml.txt": "garbage",
+            "conf/.hidden.toml": "garbage",
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try loader().load(configPath: "\(dir)/agent.toml", configDir: "\(dir)/conf")
+        #expect(config.files.map { ($0 as NSString).lastPathComponent } == ["agent.toml", "10-a.toml", "20-b.toml"])
+        #expect(config.agent.hostname == "override")
+        #expect(config.agent.tags == [Tag("dc", "eu"), Tag("role", "web")])
+        #expect(config.inputs.map(\.plugin) == ["mem", "cpu", "cpu", "net"])
+        #expect(config.inputs.map(\.interval) == [10_000_000_000, 10_000_000_000, 10_000_000_000, 1_000_000_000])
+        #expect(config.inputs[1].nameOverride == "processor")
+        #expect(config.inputs[1].tags == [Tag("team", "core")])
+        #expect(config.inputs[2].line == 4)
+        #expect((config.inputs[2].input as? CPUInput)?.perCPU == false)
+    }
+
+    @Test func commonTagsAndNameOverrideAreApplied() throws {
+        let dir = try makeTree([
+            "agent.toml": "[agent]\nproc_root = \"/p\"\n[agent.tags]\nhost = \"ignored-by-record\"\ndc = \"eu\"\nkind = \"global\"\n",
+            "plugins.d/a.toml": "[[inputs.mem]]\nname_override = \"memory\"\ntags = { kind = \"instance\" }\n",
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = try loader().load(configPath: "\(dir)/agent.toml")
+        config.agent.procRoot = here.deletingLastPathComponent().appendingPathComponent("SpillwayInputsTests/Fixtures/mem/basic/step0/proc").path
+        var records: [Record] = []
+        let error = config.inputs[0].collect(agent: config.agent, now: 42, into: &records)
+        #expect(error == nil)
+        #expect(records.count == 1)
+        #expect(records[0].name == "memory")
+        #expect(records[0].tags == [Tag("dc", "eu"), Tag("host", "ignored-by-record"), Tag("kind", "instance")])
+        #expect(records[0].timestamp == 42)
+    }
+
+    @Test func environmentSubstitution() throws {
+        let dir = try makeTree([
+            "agent.toml": """
+                # ${IN_A_COMMENT} is left alone
+                [agent]
+                hostname = "${HOST_FROM_ENV}"
+                interval = "${INTERVAL:-30s}"
+                jitter = "${EMPTY:-1s}"
+                [agent.tags]
+                dc = "x-${DC}-y" # ${ALSO_IN_COMMENT}
+                """,
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try loader(["HOST_FROM_ENV": "web-1", "DC": "eu", "EMPTY": ""]).load(configPath: "\(dir)/agent.toml")
+        #expect(config.agent.hostname == "web-1")
+        #expect(config.agent.interval == 30_000_000_000)
+        #expect(config.agent.jitter == 1_000_000_000)
+        #expect(config.agent.tags == [Tag("dc", "x-eu-y")])
+    }
+
+    @Test func defaults() throws {
+        let dir = try makeTree(["agent.toml": "\n"])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = try loader().load(configPath: "\(dir)/agent.toml").agent
+        #expect(a.hostname == "testhost")
+        #expect(a.interval == 10_000_000_000 && a.flushInterval == 1_000_000_000 && a.jitter == 0)
+        #expect(a.batchSize == 1000 && a.dataDir == nil)
+        #expect(a.procRoot == "/proc" && a.sysRoot == "/sys" && a.tags.isEmpty)
+    }
+
+    @Test func missingConfigAndDropInDir() throws {
+        let diags = diagnostics { try loader().load(configPath: "/nonexistent/agent.toml") }
+        #expect(diags.map(\.message) == ["config file not found"])
+        let dir = try makeTree(["agent.toml": "\n"])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let d2 = diagnostics { try loader().load(configPath: "\(dir)/agent.toml", configDir: "\(dir)/nope") }
+        #expect(d2.map(\.message) == ["drop-in directory not found"])
+    }
+
+    @Test func dataDirResolution() {
+        #expect(DataDirectory.resolve(explicit: "/x", environment: [:], isWritable: { _ in false }) == "/x")
+        #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in true }) == "/var/lib/spillway")
+        #expect(DataDirectory.resolve(explicit: nil, environment: ["XDG_STATE_HOME": "/home/u/.local/state"], isWritable: { _ in false })
+            == "/home/u/.local/state/spillway")
+        #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in false }) == "./data")
+    }
+}
+
+/// The shipped agent.toml + plugins.d load, run the six inputs, and every commented option in every
+/// sample is valid when uncommented.
+@Suite struct ShippedConfig {
+    @Test func loadsTheSixInputs() throws {
+        let config = try loader().load(configPath: repoRoot.appendingPathComponent("agent.toml").path)
+        #expect(config.inputs.map(\.plugin).sorted() == ["cpu", "disk", "diskio", "mem", "net", "system"])
+        #expect(config.agent.interval == 10_000_000_000)
+        #expect(config.agent.procRoot == "/proc")
+    }
+
+    /// Uncomments `# key = value` lines (and the continuation lines of a multi-line array).
+    static func uncommented(_ text: String) -> String {
+        var out: [String] = []
+        var openArray = false
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.drop { $0 == " " }
+            if trimmed.hasPrefix("#") {
+                let body = trimmed.dropFirst().drop { $0 == " " }
+                let isKey = body.range(of: #"^[a-z_]+ = "#, options: .regularExpression) != nil
+                if isKey || openArray {
+                    out.append(String(body))
+                    let opens = body.filter { $0 == "[" }.count, closes = body.filter { $0 == "]" }.count
+                    openArray = isKey ? opens > closes : (openArray && closes == 0)
+                    continue
+                }
+            }
+            out.append(String(line))
+        }
+        return out.joined(separator: "\n")
+    }
+
+    @Test func everyCommentedOptionIsValid() throws {
+        let samples = try FileManager.default.contentsOfDirectory(atPath: repoRoot.appendingPathComponent("plugins.d").path)
+            .filter { $0.hasSuffix(".toml") }.sorted()
+        #expect(samples.count >= 6)
+        var files: [String: String] = [
+            "agent.toml": Self.uncommented(try String(contentsOf: repoRoot.appendingPathComponent("agent.toml"), encoding: .utf8)),
+        ]
+        for s in samples {
+            files["plugins.d/\(s)"] = Self.uncommented(try String(contentsOf: repoRoot.appendingPathComponent("plugins.d/\(s)"), encoding: .utf8))
+        }
+        let dir = try makeTree(files)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try loader(["DATACENTER": "eu-2"]).load(configPath: "\(dir)/agent.toml")
+        #expect(config.agent.dataDir == "/var/lib/spillway")
+        #expect(config.agent.tags == [Tag("dc", "eu-2"), Tag("env", "prod")])
+        let disk = try #require(config.inputs.first { $0.plugin == "disk" }?.input as? DiskInput)
+        #expect(disk.mountPoints.map(\.pattern) == ["/", "/var", "/mnt/*"])
+        #expect(disk.ignoreFS == Set(DiskInput.defaultIgnoreFS))
+        let cpu = try #require(config.inputs.first { $0.plugin == "cpu" })
+        #expect(cpu.nameOverride == "cpu" && cpu.tags == [Tag("role", "web")])
+        #expect((config.inputs.first { $0.plugin == "net" }?.input as? NetInput)?.interfaces.count == 3)
+    }
+}
