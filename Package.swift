@@ -57,16 +57,18 @@ let package = Package(
             dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs"],
             swiftSettings: strict
         ),
-        .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], swiftSettings: strict),
+        .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SpillwayCoreTests", dependencies: ["SpillwayCore"], swiftSettings: strict),
         .testTarget(
             name: "SpillwayConfigTests",
             dependencies: ["SpillwayConfig", "SpillwayInputs"],
+            exclude: ["Malformed"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "SpillwayInputsTests",
             dependencies: ["SpillwayInputs", "SpillwayConfig", "SpillwayCore", "ProcFS"],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -8,17 +8,26 @@ public struct Mount: Sendable, Equatable {
     public var fsType: String
     /// The per-mount options (`rw,relatime`).
     public var options: String
+    /// `ro` when the per-mount options say read-only, else `rw`.
+    public var mode: String
 
     public init(mountPoint: String, source: String, fsType: String, options: String) {
         self.mountPoint = mountPoint
         self.source = source
         self.fsType = fsType
         self.options = options
+        self.mode = Mount.isReadOnly(ArraySlice(options.utf8)) ? "ro" : "rw"
     }
 
-    /// `ro` when the per-mount options say read-only, else `rw`.
-    public var mode: String {
-        options.split(separator: ",").contains("ro") ? "ro" : "rw"
+    /// Whether a comma-separated option list holds `ro`.
+    static func isReadOnly(_ options: ArraySlice<UInt8>) -> Bool {
+        var start = options.startIndex
+        for i in options.indices where options[i] == UInt8(ascii: ",") || i == options.endIndex - 1 {
+            let end = options[i] == UInt8(ascii: ",") ? i : i + 1
+            if equals(options[start..<end], "ro") { return true }
+            start = i + 1
+        }
+        return false
     }
 }
 

@@ -39,7 +39,7 @@ public struct ProcFS: Sendable {
     /// The whole file. procfs files report size 0, so this reads until EOF.
     public func read(_ relative: String) throws(ProcFSError) -> [UInt8] {
         let full = path(relative)
-        let fd = open(full, O_RDONLY | O_CLOEXEC)
+        let fd = full.withCString { open($0, O_RDONLY | O_CLOEXEC) }
         guard fd >= 0 else { throw ProcFSError(path: full, reason: errnoText()) }
         defer { close(fd) }
         // One byte more than allowed tells "exactly at the limit" from "over it".
@@ -70,7 +70,7 @@ public struct ProcFS: Sendable {
 
     /// Whether `relative` exists below the root.
     public func exists(_ relative: String) -> Bool {
-        access(path(relative), F_OK) == 0
+        path(relative).withCString { access($0, F_OK) } == 0
     }
 }
 

@@ -45,28 +45,29 @@ public struct Stat: Sendable, Equatable {
                     throw ProcFSError(path: path, line: s.line, reason: "unexpected cpu line name \"\(string(key))\"")
                 }
                 var times = CPUTimes(name: string(key))
-                var values: [UInt64] = []
-                values.reserveCapacity(10)
+                var count = 0
                 while let t = s.token() {
                     guard let v = parseUInt64(t) else {
                         throw ProcFSError(path: path, line: s.line, reason: "\(string(key)): \"\(string(t))\" is not a counter")
                     }
-                    values.append(v)
+                    switch count {
+                    case 0: times.user = v
+                    case 1: times.nice = v
+                    case 2: times.system = v
+                    case 3: times.idle = v
+                    case 4: times.iowait = v
+                    case 5: times.irq = v
+                    case 6: times.softirq = v
+                    case 7: times.steal = v
+                    case 8: times.guest = v
+                    case 9: times.guestNice = v
+                    default: break  // columns a future kernel may add
+                    }
+                    count += 1
                 }
-                guard values.count >= 4 else {
-                    throw ProcFSError(path: path, line: s.line, reason: "\(string(key)): \(values.count) columns, need at least 4")
+                guard count >= 4 else {
+                    throw ProcFSError(path: path, line: s.line, reason: "\(string(key)): \(count) columns, need at least 4")
                 }
-                func at(_ i: Int) -> UInt64 { i < values.count ? values[i] : 0 }
-                times.user = at(0)
-                times.nice = at(1)
-                times.system = at(2)
-                times.idle = at(3)
-                times.iowait = at(4)
-                times.irq = at(5)
-                times.softirq = at(6)
-                times.steal = at(7)
-                times.guest = at(8)
-                times.guestNice = at(9)
                 stat.cpus.append(times)
             } else if equals(key, "procs_running") || equals(key, "procs_blocked") {
                 guard let v = s.uint64() else {

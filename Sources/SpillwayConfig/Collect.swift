@@ -14,12 +14,20 @@ extension InputInstance {
         } catch {
             failure = error
         }
+        guard start < records.count else { return failure }
+        let common = commonTags(agent: agent)
         for i in start..<records.count {
             if let nameOverride { records[i].name = nameOverride }
-            for tag in tags { records[i].addTagIfAbsent(tag.key, tag.value) }
-            for tag in agent.tags { records[i].addTagIfAbsent(tag.key, tag.value) }
-            records[i].addTagIfAbsent("host", agent.hostname)
+            records[i].addTagsIfAbsent(common)
         }
         return failure
+    }
+
+    /// The instance's tags over `[agent.tags]` over `host`, as one sorted list.
+    func commonTags(agent: AgentConfig) -> [Tag] {
+        var r = Record(name: "", tags: tags, fields: [], timestamp: 0)
+        r.addTagsIfAbsent(agent.tags)
+        r.addTagsIfAbsent([Tag("host", agent.hostname)])
+        return r.tags
     }
 }

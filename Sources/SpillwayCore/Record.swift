@@ -38,11 +38,47 @@ public struct Record: Sendable, Hashable {
 
     public init(name: String, tags: [Tag] = [], fields: [Field], timestamp: Int64) {
         self.name = name
-        self.tags = []
         self.fields = fields
         self.timestamp = timestamp
-        self.tags.reserveCapacity(tags.count)
-        for tag in tags { setTag(tag.key, tag.value) }
+        if Record.isStrictlySorted(tags) {
+            self.tags = tags
+        } else {
+            self.tags = []
+            self.tags.reserveCapacity(tags.count)
+            for tag in tags { setTag(tag.key, tag.value) }
+        }
+    }
+
+    static func isStrictlySorted(_ tags: [Tag]) -> Bool {
+        var i = 1
+        while i < tags.count {
+            if !(tags[i - 1].key < tags[i].key) { return false }
+            i += 1
+        }
+        return true
+    }
+
+    /// Adds every tag of `defaults` (sorted by key, unique) whose key the record does not have, in one
+    /// merge of the two sorted lists.
+    public mutating func addTagsIfAbsent(_ defaults: [Tag]) {
+        guard !defaults.isEmpty else { return }
+        var merged: [Tag] = []
+        merged.reserveCapacity(tags.count + defaults.count)
+        var i = 0, j = 0
+        while i < tags.count || j < defaults.count {
+            if j == defaults.count || (i < tags.count && tags[i].key < defaults[j].key) {
+                merged.append(tags[i])
+                i += 1
+            } else if i == tags.count || defaults[j].key < tags[i].key {
+                merged.append(defaults[j])
+                j += 1
+            } else {
+                merged.append(tags[i])  // the record's own tag wins
+                i += 1
+                j += 1
+            }
+        }
+        tags = merged
     }
 
     /// The value of tag `key`, if any.

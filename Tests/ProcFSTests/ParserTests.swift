@@ -181,3 +181,11 @@ func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
     let under = ProcFS(root: captured.root, maxFileBytes: full.count - 1)
     #expect(throws: ProcFSError.self) { try under.read("loadavg") }
 }
+
+@Test func mountMode() {
+    #expect(Mount(mountPoint: "/", source: "x", fsType: "ext4", options: "ro").mode == "ro")
+    #expect(Mount(mountPoint: "/", source: "x", fsType: "ext4", options: "rw,relatime").mode == "rw")
+    #expect(Mount(mountPoint: "/", source: "x", fsType: "ext4", options: "nosuid,ro,noatime").mode == "ro")
+    #expect(Mount(mountPoint: "/", source: "x", fsType: "ext4", options: "nosuid,rox").mode == "rw")
+    #expect(Mount(mountPoint: "/", source: "x", fsType: "ext4", options: "").mode == "rw")
+}

@@ -105,3 +105,11 @@ import Testing
         #expect(closestMatch(to: "zzzzzz", in: ["cpu", "mem"]) == nil)
     }
 }
+
+@Test func addTagsIfAbsentMergesWithRecordWinning() {
+    var r = Record(name: "x", tags: [Tag("b", "own"), Tag("d", "own")], fields: [], timestamp: 0)
+    r.addTagsIfAbsent([Tag("a", "def"), Tag("b", "def"), Tag("c", "def"), Tag("e", "def")])
+    #expect(r.tags == [Tag("a", "def"), Tag("b", "own"), Tag("c", "def"), Tag("d", "own"), Tag("e", "def")])
+    r.addTagsIfAbsent([])
+    #expect(r.tags.count == 5)
+}

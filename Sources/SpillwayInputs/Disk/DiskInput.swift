@@ -26,7 +26,8 @@ public struct FileSystemStats: Sendable, Equatable {
     /// statvfs(3) on `path`; nil when it fails (gone, no permission).
     public static func query(_ path: String) -> FileSystemStats? {
         var s = statvfs()
-        guard statvfs(path, &s) == 0 else { return nil }
+        // withCString: the implicit String-to-pointer conversion copies into a new array each call.
+        guard path.withCString({ statvfs($0, &s) }) == 0 else { return nil }
         return FileSystemStats(
             fragmentSize: UInt64(s.f_frsize), blocks: UInt64(s.f_blocks), blocksFree: UInt64(s.f_bfree),
             blocksAvailable: UInt64(s.f_bavail), files: UInt64(s.f_files), filesFree: UInt64(s.f_ffree)

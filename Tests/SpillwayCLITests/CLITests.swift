@@ -1,0 +1,287 @@
+import Foundation
+import Testing
+
+let testsDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+let repo = testsDir.deletingLastPathComponent()
+
+/// The `spillway` binary built beside this test bundle (or $SPILLWAY_BIN).
+let spillwayBin: String = {
+    if let bin = ProcessInfo.processInfo.environment["SPILLWAY_BIN"] { return bin }
+    var dir = URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
+    // Inside an .xctest bundle on some platforms: walk up to the build products directory.
+    for _ in 0..<4 where !FileManager.default.isExecutableFile(atPath: dir.appendingPathComponent("spillway").path) {
+        dir = dir.deletingLastPathComponent()
+    }
+    return dir.appendingPathComponent("spillway").path
+}()
+
+struct Result {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs spillway with a time limit; a process still running after `timeout` seconds is killed and the
+/// test fails.
+func spillway(_ args: [String], env: [String: String] = [:], cwd: URL = repo, timeout: TimeInterval = 60) throws -> Result {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: spillwayBin)
+    p.arguments = args
+    p.currentDirectoryURL = cwd
+    p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let group = DispatchGroup()
+    nonisolated(unsafe) var outData = Data(), errData = Data()
+    DispatchQueue.global().async(group: group) { outData = out.fileHandleForReading.readDataToEndOfFile() }
+    DispatchQueue.global().async(group: group) { errData = err.fileHandleForReading.readDataToEndOfFile() }
+    if group.wait(timeout: .now() + timeout) == .timedOut {
+        kill(p.processIdentifier, SIGKILL)
+        Issue.record("spillway \(args) did not finish in \(timeout)s")
+    }
+    p.waitUntilExit()
+    return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+}
+
+// MARK: - A line protocol parser, to read `once` back
+
+struct Line: Equatable {
+    var measurement: String
+    var tags: [String: String]
+    var fields: [String: String]
+    var timestamp: Int64
+
+    func double(_ key: String) -> Double? { fields[key].flatMap { Double($0.hasSuffix("u") || $0.hasSuffix("i") ? String($0.dropLast()) : $0) } }
+}
+
+/// Parses one line per the Influx spec: `\` escapes in names, quoted string fields, typed numbers.
+func parseLine(_ text: String) throws -> Line {
+    struct Bad: Error { var why: String }
+    let c = Array(text)
+    var i = 0
+    func name(stops: Set<Character>) -> String {
+        var s = ""
+        while i < c.count, !stops.contains(c[i]) {
+            if c[i] == "\\", i + 1 < c.count {
+                let n = c[i + 1]
+                switch n {
+                case "n": s.append("\n")
+                case "t": s.append("\t")
+                case "r": s.append("\r")
+                case "f": s.append("\u{0C}")
+                case ",", "=", " ": s.append(n)
+                default: s.append("\\"); s.append(n)
+                }
+                i += 2
+            } else {
+                s.append(c[i])
+                i += 1
+            }
+        }
+        return s
+    }
+    var line = Line(measurement: name(stops: [",", " "]), tags: [:], fields: [:], timestamp: 0)
+    guard !line.measurement.isEmpty else { throw Bad(why: "empty measurement") }
+    while i < c.count, c[i] == "," {
+        i += 1
+        let k = name(stops: ["="])
+        guard i < c.count, c[i] == "=" else { throw Bad(why: "tag without =") }
+        i += 1
+        let v = name(stops: [",", " "])
+        guard !k.isEmpty, !v.isEmpty else { throw Bad(why: "empty tag") }
+        line.tags[k] = v
+    }
+    guard i < c.count, c[i] == " " else { throw Bad(why: "no fields") }
+    repeat {
+        i += 1
+        let k = name(stops: ["="])
+        guard i < c.count, c[i] == "=" else { throw Bad(why: "field without =") }
+        i += 1
+        var v = ""
+        if i < c.count, c[i] == "\"" {
+            i += 1
+            while i < c.count, c[i] != "\"" {
+                if c[i] == "\\", i + 1 < c.count { i += 1 }
+                v.append(c[i])
+                i += 1
+            }
+            guard i < c.count else { throw Bad(why: "unterminated string") }
+            i += 1
+        } else {
+            while i < c.count, c[i] != ",", c[i] != " " { v.append(c[i]); i += 1 }
+            let number = v.hasSuffix("i") || v.hasSuffix("u") ? String(v.dropLast()) : v
+            guard Double(number) != nil || v == "true" || v == "false" else { throw Bad(why: "bad field value \(v)") }
+        }
+        line.fields[k] = v
+    } while i < c.count && c[i] == ","
+    guard i < c.count, c[i] == " ", let ts = Int64(String(c[(i + 1)...])) else { throw Bad(why: "no timestamp") }
+    line.timestamp = ts
+    return line
+}
+
+func procLines(_ path: String) -> [String] {
+    ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+}
+
+@Suite(.serialized) struct OnceOnThisMachine {
+    @Test func printsValidLineProtocolAgreeingWithProc() throws {
+        let uptimeBefore = Double(procLines("/proc/uptime")[0].split(separator: " ")[0])!
+        let r = try spillway(["once", "--config", "agent.toml"])
+        let uptimeAfter = Double(procLines("/proc/uptime")[0].split(separator: " ")[0])!
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = try r.stdout.split(separator: "\n").map { try parseLine(String($0)) }
+        #expect(Set(lines.map(\.measurement)) == ["cpu", "mem", "disk", "diskio", "net", "system"])
+        // Stable order: sorted by name.
+        #expect(lines.map(\.measurement) == lines.map(\.measurement).sorted())
+        for l in lines { #expect(l.tags["host"] != nil && !l.tags["host"]!.isEmpty) }
+
+        // cpu: one record per core and the total; percentages add up to 100.
+        let cores = procLines("/proc/stat").filter { $0.hasPrefix("cpu") && !$0.hasPrefix("cpu ") }.count
+        let cpu = lines.filter { $0.measurement == "cpu" }
+        #expect(cpu.count == cores + 1)
+        #expect(cpu.contains { $0.tags["cpu"] == "cpu-total" })
+        for l in cpu {
+            let sum = ["usage_user", "usage_system", "usage_idle", "usage_nice", "usage_iowait", "usage_irq", "usage_softirq", "usage_steal"]
+                .compactMap { l.double($0) }.reduce(0, +)
+            #expect(abs(sum - 100) < 0.001, "\(l)")
+            #expect(l.fields.count == 11)
+        }
+
+        // mem: totals exactly as /proc/meminfo says.
+        let mem = try #require(lines.first { $0.measurement == "mem" })
+        let memTotal = procLines("/proc/meminfo").first { $0.hasPrefix("MemTotal:") }!.split(separator: " ")[1]
+        #expect(mem.fields["total"] == "\(UInt64(memTotal)! * 1024)u")
+        #expect(mem.fields.count == 13)
+
+        // system: n_cpus and uptime as /proc says.
+        let system = try #require(lines.first { $0.measurement == "system" })
+        #expect(system.fields["n_cpus"] == "\(cores)i")
+        let uptime = try #require(system.double("uptime"))
+        #expect(uptime >= uptimeBefore.rounded(.down) && uptime <= uptimeAfter)
+
+        // disk: / is there with statvfs's total.
+        var s = statvfs()
+        #expect(statvfs("/", &s) == 0)
+        let root = try #require(lines.first { $0.measurement == "disk" && $0.tags["path"] == "/" })
+        #expect(root.fields["total"] == "\(UInt64(s.f_blocks) * UInt64(s.f_frsize))u")
+
+        // diskio: every device of /proc/diskstats.
+        let devices = Set(procLines("/proc/diskstats").map { String($0.split(separator: " ")[2]) })
+        #expect(Set(lines.filter { $0.measurement == "diskio" }.map { $0.tags["name"]! }) == devices)
+
+        // net: every interface but lo.
+        let ifaces = Set(procLines("/proc/net/dev").dropFirst(2).map { String($0.split(separator: ":")[0].trimmingCharacters(in: .whitespaces)) })
+        #expect(Set(lines.filter { $0.measurement == "net" }.map { $0.tags["interface"]! }) == ifaces.subtracting(["lo"]))
+    }
+
+    @Test func inputFilterAndFixtureRootThroughTheEnvironment() throws {
+        let root = testsDir.appendingPathComponent("SpillwayInputsTests/Fixtures/mem/basic/step0/proc").path
+        let r = try spillway(["once", "--config", "agent.toml", "--input", "mem"], env: ["SPILLWAY_PROC_ROOT": root])
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = try r.stdout.split(separator: "\n").map { try parseLine(String($0)) }
+        #expect(lines.count == 1)
+        #expect(lines[0].fields["total"] == "25276510208u")
+        #expect(lines[0].fields["used"] == "85417984u")
+    }
+
+    @Test func aFailingInputDoesNotStopTheOthers() throws {
+        let root = testsDir.appendingPathComponent("SpillwayInputsTests/Fixtures/mem/basic/step0/proc").path
+        let r = try spillway(["once", "--config", "agent.toml"], env: ["SPILLWAY_PROC_ROOT": root])
+        #expect(r.status == 1)
+        #expect(r.stdout.hasPrefix("mem,"))
+        #expect(r.stdout.split(separator: "\n").count == 1)
+        for name in ["cpu", "disk", "diskio", "net", "system"] {
+            #expect(r.stderr.contains("spillway: input \(name) ("), "\(r.stderr)")
+        }
+        #expect(!r.stderr.contains("Fatal error"))
+    }
+
+    @Test func unknownInputName() throws {
+        let r = try spillway(["once", "--config", "agent.toml", "--input", "cpus"])
+        #expect(r.status != 0)
+        #expect(r.stderr.contains("did you mean \"cpu\"?"))
+    }
+}
+
+@Suite struct CheckCommand {
+    @Test func shippedConfigIsValid() throws {
+        let r = try spillway(["check", "--config", "agent.toml"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("configuration OK: 7 files, 6 inputs"))
+        for name in ["cpu", "mem", "disk", "diskio", "net", "system"] {
+            #expect(r.stdout.contains("input \(name) (./plugins.d/\(name).toml:"))
+        }
+    }
+
+    /// Every malformed config of SpillwayConfigTests exits 2 with its located error and no stack trace.
+    @Test func malformedConfigsExitTwo() throws {
+        let dir = testsDir.appendingPathComponent("SpillwayConfigTests/Malformed")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".toml") }.sorted()
+        #expect(files.count >= 15)
+        for f in files {
+            let path = dir.appendingPathComponent(f).path
+            let header = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")[0]
+            let expectedLine = header.dropFirst("# expect: ".count).prefix { $0.isNumber }
+            let r = try spillway(["check", "--config", path])
+            #expect(r.status == 2, "\(f): \(r.stderr)")
+            #expect(r.stderr.contains("\(path):\(expectedLine): "), "\(f): \(r.stderr)")
+            #expect(r.stdout.isEmpty)
+            #expect(!r.stderr.contains("Fatal error") && !r.stderr.contains("Stack"), "\(f)")
+        }
+    }
+
+    @Test func missingConfigExitsTwo() throws {
+        let r = try spillway(["check", "--config", "/nonexistent/agent.toml"])
+        #expect(r.status == 2)
+        #expect(r.stderr.contains("/nonexistent/agent.toml: config file not found"))
+    }
+
+    @Test func versionAndHelp() throws {
+        #expect(try spillway(["--version"]).stdout == "0.1.0\n")
+        for cmd in ["run", "once", "check"] {
+            let r = try spillway([cmd, "--help"])
+            #expect(r.status == 0)
+            #expect(r.stdout.contains("--config"))
+        }
+    }
+}
+
+@Suite struct RunCommand {
+    @Test func collectsOnScheduleAndStopsOnSIGTERM() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-run-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "[agent]\ninterval = \"200ms\"\n[[inputs.mem]]\n[[inputs.system]]\n".write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: spillwayBin)
+        p.arguments = ["run", "--config", dir.appendingPathComponent("agent.toml").path, "--log-level", "debug"]
+        let errFile = dir.appendingPathComponent("stderr")
+        FileManager.default.createFile(atPath: errFile.path, contents: nil)
+        p.standardError = try FileHandle(forWritingTo: errFile)
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        // Wait (at most 10 s) until at least two collections of each input were logged.
+        let deadline = Date().addingTimeInterval(10)
+        var log = ""
+        while Date() < deadline {
+            log = (try? String(contentsOf: errFile, encoding: .utf8)) ?? ""
+            if log.components(separatedBy: "line=mem,").count > 2 && log.components(separatedBy: "line=system,").count > 2 { break }
+            usleep(50_000)
+        }
+        kill(p.processIdentifier, SIGTERM)
+        let stopDeadline = Date().addingTimeInterval(10)
+        while p.isRunning && Date() < stopDeadline { usleep(20_000) }
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            Issue.record("spillway run did not stop within 10 s of SIGTERM")
+        }
+        p.waitUntilExit()
+        log = (try? String(contentsOf: errFile, encoding: .utf8)) ?? ""
+        #expect(p.terminationStatus == 0, "\(log)")
+        #expect(log.components(separatedBy: "line=mem,").count > 2, "\(log)")
+        #expect(log.contains("stopped"))
+        #expect(!log.contains("input failed"))
+    }
+}
