@@ -32,11 +32,20 @@ let package = Package(
             dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig"],
             swiftSettings: strict
         ),
+        // hiredis 0.14 from Debian's libhiredis-dev. Only RedisSink imports it.
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        // The only code that touches hiredis: connection, pipelining, replies, errors, and the
+        // stream and timeseries encoders.
+        .target(
+            name: "RedisSink",
+            dependencies: ["CHiredis", "SpillwayCore", "SpillwayConfig", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         // Runtime: the collection scheduler, as swift-service-lifecycle services.
         .target(
             name: "SpillwayAgent",
             dependencies: [
-                "SpillwayCore", "SpillwayConfig", "SpillwayInputs",
+                "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "RedisSink",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -45,7 +54,7 @@ let package = Package(
         .executableTarget(
             name: "spillway",
             dependencies: [
-                "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent",
+                "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -31,15 +31,16 @@ public final class CollectorStats: Sendable {
 /// Runs every input on its own schedule until graceful shutdown: each instance collects at multiples
 /// of its interval (aligned to the wall clock, as Telegraf's round_interval), delayed by a random
 /// 0…jitter, and hands its records to `sink`. A failing input is logged and counted; it never stops
-/// the others. A collection that overruns its interval skips the ticks it missed.
+/// the others. A collection that overruns its interval skips the ticks it missed. `sink` gets the
+/// index of the instance in `config.inputs` and its records.
 public struct CollectorService: Service {
     let config: Config
     let logger: Logger
     let stats: CollectorStats
-    let sink: @Sendable ([Record]) async -> Void
+    let sink: @Sendable (Int, [Record]) async -> Void
 
     public init(config: Config, logger: Logger, stats: CollectorStats = CollectorStats(),
-                sink: @escaping @Sendable ([Record]) async -> Void) {
+                sink: @escaping @Sendable (Int, [Record]) async -> Void) {
         self.config = config
         self.logger = logger
         self.stats = stats
@@ -49,9 +50,9 @@ public struct CollectorService: Service {
     public func run() async throws {
         let agent = config.agent
         await withTaskGroup(of: Void.self) { group in
-            for instance in config.inputs {
+            for (index, instance) in config.inputs.enumerated() {
                 group.addTask {
-                    await Self.loop(instance: instance, agent: agent, logger: logger, stats: stats, sink: sink)
+                    await Self.loop(instance: instance, agent: agent, logger: logger, stats: stats) { await sink(index, $0) }
                 }
             }
             await group.waitForAll()

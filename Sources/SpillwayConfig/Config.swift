@@ -20,6 +20,8 @@ public struct AgentConfig: Sendable, Equatable {
     public var sysRoot: String = "/sys"
     /// Tags added to every record (`[agent.tags]`), sorted by key.
     public var tags: [Tag] = []
+    /// Records waiting for Redis, at most. Default 100000.
+    public var bufferLimit: Int = 100_000
 
     public init(hostname: String) { self.hostname = hostname }
 }
@@ -37,6 +39,10 @@ public struct InputInstance: Sendable {
     public var nameOverride: String?
     /// The instance's own `tags`.
     public var tags: [Tag]
+    /// The instance's own Redis key template (`key`), overriding `[outputs.redis] key`.
+    public var key: KeyTemplate?
+    /// The instance's own stream `maxlen`, overriding `[outputs.redis] maxlen`.
+    public var maxlen: Int?
     /// The input itself, with its options applied.
     public var input: any Input
 
@@ -48,8 +54,12 @@ public struct InputInstance: Sendable {
 public struct Config: Sendable {
     public var agent: AgentConfig
     public var inputs: [InputInstance]
+    /// `[outputs.redis]` (its defaults when the table is absent).
+    public var redis: RedisOutputConfig
     /// The files read, in order: the config file, then the drop-ins.
     public var files: [String]
+    /// Things that work but are likely wrong (`check` prints them, `run` logs them).
+    public var warnings: [Diagnostic]
 }
 
 /// A built-in input: its name, a one-line summary, and a factory that reads its own options.

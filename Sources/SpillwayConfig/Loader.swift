@@ -10,9 +10,9 @@ public struct ConfigLoader: Sendable {
     public var defaultHostname: String
 
     /// Top-level tables this version understands.
-    static let topLevelKeys = ["agent", "inputs"]
-    /// Keys every `[[inputs.NAME]]` table takes, besides the input's own.
-    static let commonInputKeys = ["interval", "name_override", "tags"]
+    static let topLevelKeys = ["agent", "inputs", "outputs"]
+    /// Outputs this version has.
+    static let outputNames = ["redis"]
 
     public init(
         registry: [InputDescriptor],
@@ -61,6 +61,9 @@ public struct ConfigLoader: Sendable {
         var agent = AgentConfig(hostname: defaultHostname)
         var inputs: [InputInstance] = []
         var agentFile: SourceFile?
+        var redis = RedisOutputConfig()
+        var redisFile: SourceFile?
+        var warnings: [Diagnostic] = []
         for path in paths {
             guard let data = fm.contents(atPath: path) else {
                 sink.report(path: path, "cannot be read", fix: "check that it exists and is readable")
@@ -88,7 +91,7 @@ public struct ConfigLoader: Sendable {
             for key in root.keys where !Self.topLevelKeys.contains(key) {
                 let hint = closestMatch(to: key, in: Self.topLevelKeys).map { "did you mean [\($0)]?" }
                 sink.report(file, key, "unknown table \"\(key)\"",
-                            fix: hint ?? "top-level tables are [agent] and [[inputs.NAME]]")
+                            fix: hint ?? "top-level tables are [agent], [[inputs.NAME]] and [outputs.redis]")
             }
             if let value = root["agent"] {
                 if let table = value.table {
@@ -96,6 +99,30 @@ public struct ConfigLoader: Sendable {
                     agentFile = file
                 } else {
                     sink.report(file, "agent", "expected a table, found \(OptionReader.typeName(value))", fix: "write [agent] and its keys below it")
+                }
+            }
+            if let value = root["outputs"] {
+                if let table = value.table {
+                    for name in table.keys where !Self.outputNames.contains(name) {
+                        let hint = closestMatch(to: name, in: Self.outputNames).map { "did you mean [outputs.\($0)]?" }
+                        sink.report(file, "outputs.\(name)", "unknown output \"\(name)\"", fix: hint ?? "the output is [outputs.redis]")
+                    }
+                    if let v = table["redis"] {
+                        if let t = v.table {
+                            if let earlier = redisFile {
+                                sink.report(file, "outputs.redis", "[outputs.redis] is also declared in \(earlier.path)", fix: "declare it once")
+                            }
+                            var r = OptionReader(table: t, path: "outputs.redis", file: file, sink: sink)
+                            let dir = (path as NSString).deletingLastPathComponent
+                            redis = RedisOutputConfig.read(&r, baseDirectory: dir.isEmpty ? "." : dir)
+                            r.finish()
+                            redisFile = file
+                        } else {
+                            sink.report(file, "outputs.redis", "expected a table, found \(OptionReader.typeName(v))", fix: "write [outputs.redis]")
+                        }
+                    }
+                } else {
+                    sink.report(file, "outputs", "expected a table, found \(OptionReader.typeName(value))", fix: "write [outputs.redis]")
                 }
             }
             if let value = root["inputs"] {
@@ -113,8 +140,26 @@ public struct ConfigLoader: Sendable {
             sink.report(agentFile, "agent.jitter", "jitter \(Units.formatDuration(agent.jitter)) is not below interval \(Units.formatDuration(agent.interval))",
                         fix: "use a jitter smaller than the interval")
         }
+        // Key templates: {field} only for timeseries; explicit IDs on a key without {host} collide
+        // when many hosts write it.
+        for instance in inputs {
+            guard let key = instance.key else { continue }
+            if redis.format == .stream, key.parts.contains(.field) {
+                sink.items.append(Diagnostic(file: instance.file, line: instance.line, keyPath: "inputs.\(instance.plugin).key",
+                                             message: "{field} is for format = \"timeseries\" keys", fix: "remove {field}"))
+            }
+        }
+        if redis.format == .stream, redis.ids == .explicit {
+            let shared = [(redisFile?.path ?? paths[0], redisFile?.line(of: "outputs.redis.key"), "outputs.redis.key", redis.key)]
+                + inputs.compactMap { i in i.key.map { (i.file, i.line, "inputs.\(i.plugin).key", $0) } }
+            for (file, line, keyPath, template) in shared where !template.hasHost {
+                warnings.append(Diagnostic(file: file, line: line, keyPath: keyPath,
+                                           message: "key \"\(template.text)\" has no {host} but ids = \"explicit\": hosts writing the same stream would refuse each other's IDs",
+                                           fix: "add {host} to the key, or set [outputs.redis] ids = \"auto\""))
+            }
+        }
         guard sink.items.isEmpty else { throw ConfigError(diagnostics: sink.items) }
-        return Config(agent: agent, inputs: inputs, files: paths)
+        return Config(agent: agent, inputs: inputs, redis: redis, files: paths, warnings: warnings)
     }
 
     private func readAgent(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, into agent: inout AgentConfig) {
@@ -124,6 +169,7 @@ public struct ConfigLoader: Sendable {
         agent.interval = r.duration("interval", default: agent.interval, minimum: 1_000_000)
         agent.flushInterval = r.duration("flush_interval", default: agent.flushInterval, minimum: 1_000_000)
         agent.batchSize = r.int("batch_size", default: agent.batchSize, range: 1...1_000_000)
+        agent.bufferLimit = r.int("buffer_limit", default: agent.bufferLimit, range: 1...100_000_000)
         agent.jitter = r.duration("jitter", default: agent.jitter)
         if let dir = r.optionalString("data_dir") {
             if dir.isEmpty { r.error("data_dir", "must not be empty", fix: "leave it out for the default") } else { agent.dataDir = dir }
@@ -170,11 +216,14 @@ public struct ConfigLoader: Sendable {
                 let nameOverride = r.optionalString("name_override")
                 if let n = nameOverride, n.isEmpty { r.error("name_override", "must not be empty", fix: "leave it out to keep \"\(name)\"") }
                 let tags = r.stringTable("tags")
+                // {field} is checked against the output format once every file is read.
+                let key = RedisOutputConfig.keyTemplate(&r, "key", format: .timeseries)
+                let maxlen = r.has("maxlen") ? r.int("maxlen", default: 0, range: 0...Int(Int32.max)) : nil
                 let input = descriptor.make(&r)
                 r.finish()
                 inputs.append(InputInstance(
                     plugin: name, file: file.path, line: file.line(of: path), interval: interval,
-                    nameOverride: nameOverride, tags: tags, input: input
+                    nameOverride: nameOverride, tags: tags, key: key, maxlen: maxlen, input: input
                 ))
             }
         }

@@ -62,7 +62,7 @@ public enum LineProtocol {
     }
 
     /// Shortest round-tripping decimal form; integral values keep no exponent up to 1e16.
-    static func formatDouble(_ d: Double) -> String {
+    public static func formatDouble(_ d: Double) -> String {
         if d == d.rounded(), abs(d) < 1e16 { return String(Int64(d)) }
         return String(d)
     }

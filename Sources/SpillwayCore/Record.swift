@@ -111,3 +111,27 @@ public struct Record: Sendable, Hashable {
         if tag(key) == nil { setTag(key, value) }
     }
 }
+
+extension FieldValue {
+    /// The value as Redis stores it: shortest round-tripping decimal for floats, decimal integers,
+    /// `true`/`false`, and strings as they are.
+    public var text: String {
+        switch self {
+        case .double(let d): LineProtocol.formatDouble(d)
+        case .int(let i): String(i)
+        case .uint(let u): String(u)
+        case .bool(let b): b ? "true" : "false"
+        case .string(let s): s
+        }
+    }
+
+    /// The value as a number, for timeseries; nil for strings and booleans.
+    public var number: Double? {
+        switch self {
+        case .double(let d): d.isFinite ? d : nil
+        case .int(let i): Double(i)
+        case .uint(let u): Double(u)
+        case .bool, .string: nil
+        }
+    }
+}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import RedisSink
 import ServiceLifecycle
 import SpillwayAgent
 import SpillwayConfig
@@ -135,7 +136,7 @@ struct Check: AsyncParsableCommand {
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Collect on schedule until SIGINT or SIGTERM, then stop cleanly.",
-        discussion: "Each input collects every `interval` (aligned to the clock, plus up to `jitter`). Until the Redis writer lands, records are logged at debug level (--log-level debug)."
+        discussion: "Each input collects every `interval` (aligned to the clock, plus up to `jitter`); records are batched and written to Redis as [outputs.redis] says. --log-level debug also logs each record."
     )
 
     @OptionGroup var options: ConfigOptions
@@ -154,13 +155,33 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "spillway")
-        logger.info("starting", metadata: ["inputs": "\(config.inputs.count)", "host": "\(config.agent.hostname)"])
-        let collector = CollectorService(config: config, logger: logger) { records in
-            guard logger.logLevel <= .debug else { return }
-            for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
+        for w in config.warnings { logger.warning("\(w)") }
+        let dataDirectory = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment)
+        do {
+            try prepareDataDirectory(dataDirectory)
+        } catch {
+            logger.critical("cannot use the data directory", metadata: ["data_dir": "\(dataDirectory)", "error": "\(error)"])
+            throw ExitCode(1)
         }
+        logger.info("starting", metadata: [
+            "inputs": "\(config.inputs.count)", "host": "\(config.agent.hostname)",
+            "redis": "\(config.redis.urlDisplay)", "format": "\(config.redis.format.rawValue)", "data_dir": "\(dataDirectory)",
+        ])
+        let (routes, instanceRoute) = makeRoutes(config)
+        let queue = RecordQueue(limit: config.agent.bufferLimit, batchSize: config.agent.batchSize)
+        let writer = WriterService(config: config, queue: queue, routes: routes, dataDirectory: dataDirectory,
+                                   stats: WriterStats(), logger: logger)
+        let collector = CollectorService(config: config, logger: logger) { index, records in
+            if logger.logLevel <= .debug {
+                for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
+            }
+            let route = instanceRoute[index]
+            let dropped = queue.push(records.map { QueuedRecord(record: $0, route: route) })
+            if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["dropped": "\(dropped)", "buffer_limit": "\(queue.limit)"]) }
+        }
+        // Shutdown runs in reverse: the collector stops first, then the writer drains the queue.
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: collector)],
+            services: [.init(service: writer), .init(service: collector)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

@@ -1,0 +1,226 @@
+import SpillwayConfig
+import SpillwayCore
+
+/// Where an input's records go: the output's key template and stream length, or the instance's own.
+public struct Route: Sendable, Equatable {
+    public var key: KeyTemplate
+    public var maxlen: Int
+
+    public init(key: KeyTemplate, maxlen: Int) {
+        self.key = key
+        self.maxlen = maxlen
+    }
+}
+
+/// A record waiting to be written, with the index of its route.
+public struct QueuedRecord: Sendable {
+    public var record: Record
+    public var route: Int
+
+    public init(record: Record, route: Int) {
+        self.record = record
+        self.route = route
+    }
+}
+
+/// One command of a batch and what its reply settles.
+public struct EncodedCommand: Sendable {
+    public enum Role: Sendable, Equatable {
+        /// An XADD: the reply settles record `index` of the batch.
+        case record(Int)
+        /// A TS.MADD: sample j belongs to record `owners[j]`; every sample of those records is here.
+        case samples(owners: [Int])
+        /// TS.CREATE / TS.CREATERULE for series `key`; "already exists" counts as done.
+        case setup
+    }
+
+    public var command: RedisCommand
+    /// The key the command writes (for logs).
+    public var key: [UInt8]
+    public var role: Role
+}
+
+/// A batch, encoded once: every record has its key and (for streams) its ID from here on, so a
+/// resend is exactly what was sent before.
+public struct EncodedBatch: Sendable {
+    public var commands: [EncodedCommand]
+    public var recordCount: Int
+    /// Records that can never be written (timeseries: no numeric field), already settled as rejected.
+    public var rejectedAtEncoding: Int
+    /// Fields left out (timeseries: strings and booleans).
+    public var skippedFields: Int
+}
+
+/// Turns records into commands for the configured layout. Owns the stream ID minter and the set of
+/// timeseries already created.
+public struct BatchEncoder: Sendable {
+    public let config: RedisOutputConfig
+    public let routes: [Route]
+    public var minter: StreamIDMinter
+    /// Series created (or found existing) in this run; TS.CREATE is sent for the others.
+    var createdSeries: Set<[UInt8]> = []
+    /// Records per TS.MADD command.
+    static let recordsPerMADD = 256
+
+    public init(config: RedisOutputConfig, routes: [Route], minter: StreamIDMinter) {
+        self.config = config
+        self.routes = routes
+        self.minter = minter
+    }
+
+    public mutating func encode(_ records: [QueuedRecord], now: Int64) -> EncodedBatch {
+        switch config.format {
+        case .stream: encodeStreams(records, now: now)
+        case .timeseries: encodeSeries(records)
+        }
+    }
+
+    /// The stream keys of `records` (to seed the minter from Redis before minting).
+    public func streamKeys(_ records: [QueuedRecord]) -> Set<[UInt8]> {
+        var keys: Set<[UInt8]> = []
+        var key: [UInt8] = []
+        for q in records {
+            key.removeAll(keepingCapacity: true)
+            routes[q.route].key.render(q.record, into: &key)
+            keys.insert(key)
+        }
+        return keys
+    }
+
+    mutating func encodeStreams(_ records: [QueuedRecord], now: Int64) -> EncodedBatch {
+        var commands: [EncodedCommand] = []
+        commands.reserveCapacity(records.count)
+        let minID: String? = config.maxAge.map { age in "\(max(0, now - age) / 1_000_000)" }
+        for (index, q) in records.enumerated() {
+            let r = q.record
+            let route = routes[q.route]
+            var c = RedisCommand()
+            c.reserve(bytes: 64 + r.fields.count * 32 + r.tags.count * 32, arguments: 8 + 2 * (r.fields.count + r.tags.count))
+            c.append("XADD")
+            let keyStart = c.argumentStart
+            route.key.render(r, into: &tmpKey)
+            c.appendToArgument(tmpKey)
+            c.endArgument(start: keyStart)
+            if let minID {
+                c.append("MINID"); c.append("~"); c.append(minID)
+            } else if route.maxlen > 0 {
+                c.append("MAXLEN"); c.append("~"); c.append(Int64(route.maxlen))
+            }
+            let ms = UInt64(max(0, r.timestamp) / 1_000_000)
+            switch config.ids {
+            case .explicit: c.append(minter.mint(key: tmpKey, ms: ms).description)
+            case .auto: c.append("*")
+            }
+            for f in r.fields {
+                c.append(f.key)
+                c.append(f.value.text)
+            }
+            for t in r.tags {
+                let start = c.argumentStart
+                c.appendToArgument("tag_".utf8)
+                c.appendToArgument(t.key.utf8)
+                c.endArgument(start: start)
+                c.append(t.value)
+            }
+            c.append("timestamp")
+            c.append(Int64(ms))
+            commands.append(EncodedCommand(command: c, key: tmpKey, role: .record(index)))
+            tmpKey.removeAll(keepingCapacity: true)
+        }
+        return EncodedBatch(commands: commands, recordCount: records.count, rejectedAtEncoding: 0, skippedFields: 0)
+    }
+
+    private var tmpKey: [UInt8] = []
+
+    /// The series key of a record's field: the template, then every tag the template does not name,
+    /// as `:key=value` in tag order, so `cpu=cpu0` and `cpu=cpu1` never share a series.
+    func seriesKey(_ r: Record, field: String, template: KeyTemplate) -> [UInt8] {
+        var key: [UInt8] = []
+        template.render(r, field: field, into: &key)
+        let named = Set(template.tagKeys + (template.hasHost ? ["host"] : []))
+        for t in r.tags where !named.contains(t.key) {
+            key.append(UInt8(ascii: ":"))
+            key.append(contentsOf: t.key.utf8)
+            key.append(UInt8(ascii: "="))
+            key.append(contentsOf: t.value.utf8)
+        }
+        return key
+    }
+
+    func labels(_ r: Record, field: String, into c: inout RedisCommand) {
+        c.append("LABELS")
+        c.append("name"); c.append(r.name)
+        c.append("field"); c.append(field)
+        for t in r.tags where t.key != "name" && t.key != "field" {
+            c.append(t.key); c.append(t.value)
+        }
+    }
+
+    mutating func encodeSeries(_ records: [QueuedRecord]) -> EncodedBatch {
+        var commands: [EncodedCommand] = []
+        var setup: Set<[UInt8]> = []
+        var madd = RedisCommand()
+        var owners: [Int] = []
+        var recordsInMADD = 0
+        var rejected = 0
+        var skipped = 0
+        func flushMADD() {
+            guard !owners.isEmpty else { return }
+            commands.append(EncodedCommand(command: madd, key: Array("TS.MADD".utf8), role: .samples(owners: owners)))
+            madd = RedisCommand()
+            owners = []
+            recordsInMADD = 0
+        }
+        for (index, q) in records.enumerated() {
+            let r = q.record
+            let template = routes[q.route].key
+            var any = false
+            for f in r.fields {
+                guard let value = f.value.number else {
+                    skipped += 1
+                    continue
+                }
+                any = true
+                let key = seriesKey(r, field: f.key, template: template)
+                if !createdSeries.contains(key), setup.insert(key).inserted {
+                    var create = RedisCommand(["TS.CREATE"])
+                    create.append(bytes: key)
+                    create.append("RETENTION"); create.append(config.retentionMs)
+                    create.append("DUPLICATE_POLICY"); create.append("LAST")
+                    labels(r, field: f.key, into: &create)
+                    commands.append(EncodedCommand(command: create, key: key, role: .setup))
+                    for rollup in config.rollups {
+                        let dst = key + Array(":\(rollup.aggregation)_\(rollup.bucketText)".utf8)
+                        var c = RedisCommand(["TS.CREATE"])
+                        c.append(bytes: dst)
+                        c.append("RETENTION"); c.append(rollup.retentionMs)
+                        c.append("DUPLICATE_POLICY"); c.append("LAST")
+                        labels(r, field: f.key, into: &c)
+                        c.append("rollup"); c.append("\(rollup.aggregation)_\(rollup.bucketText)")
+                        commands.append(EncodedCommand(command: c, key: dst, role: .setup))
+                        var rule = RedisCommand(["TS.CREATERULE"])
+                        rule.append(bytes: key)
+                        rule.append(bytes: dst)
+                        rule.append("AGGREGATION"); rule.append(rollup.aggregation); rule.append(rollup.bucketMs)
+                        commands.append(EncodedCommand(command: rule, key: dst, role: .setup))
+                    }
+                }
+                if owners.isEmpty { madd.append("TS.MADD") }
+                madd.append(bytes: key)
+                madd.append(r.timestamp / 1_000_000)
+                madd.append(LineProtocol.formatDouble(value))
+                owners.append(index)
+            }
+            if !any { rejected += 1 }
+            recordsInMADD += 1
+            if recordsInMADD >= Self.recordsPerMADD { flushMADD() }
+        }
+        flushMADD()
+        return EncodedBatch(commands: commands, recordCount: records.count, rejectedAtEncoding: rejected, skippedFields: skipped)
+    }
+
+    /// Marks a series as created (its TS.CREATE succeeded or it existed).
+    public mutating func seriesCreated(_ key: [UInt8]) {
+        createdSeries.insert(key)
+    }
+}

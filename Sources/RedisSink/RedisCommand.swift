@@ -1,0 +1,63 @@
+/// One Redis command as its arguments, stored flat: every argument's bytes back to back, and their
+/// lengths. Binary-safe; one allocation per command instead of one per argument.
+public struct RedisCommand: Sendable, Hashable {
+    public private(set) var bytes: [UInt8] = []
+    public private(set) var lengths: [Int] = []
+
+    public init() {}
+
+    public init(_ args: [String]) {
+        for a in args { append(a) }
+    }
+
+    public var argc: Int { lengths.count }
+
+    public mutating func reserve(bytes: Int, arguments: Int) {
+        self.bytes.reserveCapacity(bytes)
+        lengths.reserveCapacity(arguments)
+    }
+
+    public mutating func append(_ s: String) {
+        var s = s
+        s.withUTF8 { append(bytes: $0) }
+    }
+
+    public mutating func append(_ s: StaticString) {
+        s.withUTF8Buffer { append(bytes: $0) }
+    }
+
+    public mutating func append(bytes b: some Collection<UInt8>) {
+        bytes.append(contentsOf: b)
+        lengths.append(b.count)
+    }
+
+    public mutating func append(_ v: Int64) {
+        append(String(v))
+    }
+
+    /// Starts an argument that the caller writes with `bytes` directly, ended by `endArgument(start:)`.
+    public var argumentStart: Int { bytes.count }
+    public mutating func appendToArgument(_ b: some Sequence<UInt8>) { bytes.append(contentsOf: b) }
+    public mutating func endArgument(start: Int) { lengths.append(bytes.count - start) }
+
+    /// The i-th argument.
+    public func argument(_ i: Int) -> ArraySlice<UInt8> {
+        var offset = 0
+        for j in 0..<i { offset += lengths[j] }
+        return bytes[offset..<(offset + lengths[i])]
+    }
+
+    /// The arguments as strings (for logs and tests).
+    public var strings: [String] {
+        var out: [String] = []
+        var offset = 0
+        for n in lengths {
+            out.append(String(decoding: bytes[offset..<(offset + n)], as: UTF8.self))
+            offset += n
+        }
+        return out
+    }
+
+    /// The command name (first argument), upper-cased, for logs.
+    public var name: String { argc == 0 ? "" : String(decoding: argument(0), as: UTF8.self).uppercased() }
+}

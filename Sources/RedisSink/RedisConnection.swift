@@ -1,0 +1,208 @@
+import CHiredis
+import SpillwayCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why talking to Redis failed at the connection level.
+public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// Could not connect, or the connection broke (refused, reset, EOF, protocol error).
+    case connection(String)
+    /// No complete answer within the timeout.
+    case timeout(String)
+    /// AUTH or SELECT was refused. Never fall back to an unauthenticated connection.
+    case authentication(String)
+
+    public var description: String {
+        switch self {
+        case .connection(let m): "connection error: \(m)"
+        case .timeout(let m): "timeout: \(m)"
+        case .authentication(let m): "authentication failed: \(m)"
+        }
+    }
+}
+
+/// How to reach and set up a connection.
+public struct RedisConnectionOptions: Sendable, Equatable {
+    public var endpoint: RedisEndpoint
+    /// Time allowed to connect, nanoseconds.
+    public var connectTimeout: Int64 = 2_000_000_000
+    /// Time allowed for a whole pipeline (all writes and all replies), nanoseconds.
+    public var timeout: Int64 = 5_000_000_000
+    /// TCP keepalive on the socket.
+    public var keepalive: Bool = true
+
+    public init(endpoint: RedisEndpoint) { self.endpoint = endpoint }
+}
+
+/// The one owner of a hiredis context. Blocking: call it from a dedicated thread, never from the
+/// cooperative pool. After any connection error the context is dropped, and the next call connects
+/// afresh and applies timeout, keepalive, AUTH and SELECT again (hiredis 0.14's own reconnect
+/// restores none of them).
+public final class RedisConnection {
+    public let options: RedisConnectionOptions
+    private var context: UnsafeMutablePointer<redisContext>?
+
+    public init(options: RedisConnectionOptions) {
+        self.options = options
+        RedisConnection.ignoreSIGPIPE
+    }
+
+    deinit { close() }
+
+    /// Writing to a socket Redis closed raises SIGPIPE, which would kill the process.
+    private static let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN) }()
+
+    public var isConnected: Bool { context != nil }
+
+    public func close() {
+        if let context { redisFree(context) }
+        context = nil
+    }
+
+    /// Connects (if not connected) and authenticates. Throws `.authentication` for a refused AUTH or
+    /// SELECT, `.connection`/`.timeout` otherwise.
+    public func connect() throws(RedisError) {
+        if context != nil { return }
+        let tv = Self.timeval(options.connectTimeout)
+        let c: UnsafeMutablePointer<redisContext>?
+        switch options.endpoint.address {
+        case .tcp(let host, let port): c = host.withCString { redisConnectWithTimeout($0, Int32(port), tv) }
+        case .unix(let path): c = path.withCString { redisConnectUnixWithTimeout($0, tv) }
+        }
+        guard let c else { throw .connection("cannot allocate a hiredis context") }
+        if spillway_redis_err(c) != 0 {
+            let message = String(cString: spillway_redis_errstr(c))
+            redisFree(c)
+            throw .connection("\(options.endpoint.display): \(message)")
+        }
+        if redisSetTimeout(c, Self.timeval(options.timeout)) != REDIS_OK {
+            redisFree(c)
+            throw .connection("cannot set the socket timeout")
+        }
+        if options.keepalive, case .tcp = options.endpoint.address, redisEnableKeepAlive(c) != REDIS_OK {
+            redisFree(c)
+            throw .connection("cannot enable TCP keepalive")
+        }
+        context = c
+        var setup: [RedisCommand] = []
+        if let password = options.endpoint.password {
+            var auth = RedisCommand()
+            auth.append("AUTH")
+            if let user = options.endpoint.username { auth.append(user) }
+            auth.append(password)
+            setup.append(auth)
+        }
+        if options.endpoint.db != 0 { setup.append(RedisCommand(["SELECT", String(options.endpoint.db)])) }
+        guard !setup.isEmpty else { return }
+        let replies = try pipelineOrThrow(setup)
+        for (command, reply) in zip(setup, replies) {
+            if case .error(let message) = reply {
+                close()
+                let what = command.name == "AUTH" ? "AUTH" : "SELECT \(options.endpoint.db)"
+                throw .authentication("\(what) refused by \(options.endpoint.display): \(message)")
+            }
+        }
+    }
+
+    /// Sends every command, then reads every reply, in order. On a connection error or timeout part
+    /// way, returns the replies read so far and the error: the commands past them have an unknown
+    /// outcome (they may or may not have been applied).
+    public func pipeline(_ commands: [RedisCommand]) -> (replies: [RedisReply], error: RedisError?) {
+        do {
+            try connect()
+        } catch {
+            return ([], error)
+        }
+        guard let c = context else { return ([], .connection("not connected")) }
+        let start = monotonicNanoseconds()
+        for command in commands {
+            let ok = command.bytes.withUnsafeBufferPointer { data -> Bool in
+                withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: command.argc) { argv in
+                    withUnsafeTemporaryAllocation(of: Int.self, capacity: command.argc) { lens in
+                        var offset = 0
+                        let base = UnsafeRawPointer(data.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+                        for i in 0..<command.argc {
+                            argv[i] = (base + offset).assumingMemoryBound(to: CChar.self)
+                            lens[i] = command.lengths[i]
+                            offset += command.lengths[i]
+                        }
+                        return redisAppendCommandArgv(c, Int32(command.argc), argv.baseAddress, lens.baseAddress) == REDIS_OK
+                    }
+                }
+            }
+            if !ok { return ([], failure(c, "appending \(command.name)")) }
+        }
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        for _ in commands {
+            var raw: UnsafeMutableRawPointer?
+            if redisGetReply(c, &raw) != REDIS_OK || raw == nil {
+                return (replies, failure(c, "reading replies (\(replies.count) of \(commands.count) read)"))
+            }
+            let reply = raw!.assumingMemoryBound(to: redisReply.self)
+            replies.append(Self.convert(reply))
+            freeReplyObject(raw)
+            if monotonicNanoseconds() - start > options.timeout, replies.count < commands.count {
+                close()
+                return (replies, .timeout("pipeline of \(commands.count) commands took longer than \(Units.formatDuration(options.timeout)) (\(replies.count) replies read)"))
+            }
+        }
+        return (replies, nil)
+    }
+
+    /// One command.
+    public func command(_ args: [String]) throws(RedisError) -> RedisReply {
+        try pipelineOrThrow([RedisCommand(args)])[0]
+    }
+
+    private func pipelineOrThrow(_ commands: [RedisCommand]) throws(RedisError) -> [RedisReply] {
+        let (replies, error) = pipeline(commands)
+        if let error { throw error }
+        return replies
+    }
+
+    /// Maps the context's error, drops the context (it is unusable now), and says what failed.
+    private func failure(_ c: UnsafeMutablePointer<redisContext>, _ doing: String) -> RedisError {
+        let code = spillway_redis_err(c)
+        let message = String(cString: spillway_redis_errstr(c))
+        close()
+        let text = "\(options.endpoint.display): \(doing): \(message.isEmpty ? "error \(code)" : message)"
+        if code == REDIS_ERR_IO, message.contains("temporarily unavailable") || message.contains("timed out") {
+            return .timeout(text)
+        }
+        return .connection(text)
+    }
+
+    static func convert(_ r: UnsafeMutablePointer<redisReply>) -> RedisReply {
+        let reply = r.pointee
+        switch reply.type {
+        case REDIS_REPLY_STATUS:
+            return .status(String(decoding: UnsafeRawBufferPointer(start: reply.str, count: reply.len), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            return .error(String(decoding: UnsafeRawBufferPointer(start: reply.str, count: reply.len), as: UTF8.self))
+        case REDIS_REPLY_INTEGER:
+            return .integer(Int64(reply.integer))
+        case REDIS_REPLY_STRING:
+            return .bulk(Array(UnsafeRawBufferPointer(start: reply.str, count: reply.len)))
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisReply] = []
+            elements.reserveCapacity(reply.elements)
+            for i in 0..<reply.elements { elements.append(convert(spillway_reply_element(r, i))) }
+            return .array(elements)
+        default:
+            return .null
+        }
+    }
+
+    static func timeval(_ ns: Int64) -> timeval {
+        Glibc.timeval(tv_sec: Int(ns / 1_000_000_000), tv_usec: Int((ns % 1_000_000_000) / 1000))
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+public func monotonicNanoseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
+}

@@ -1,0 +1,199 @@
+import Logging
+import SpillwayConfig
+import SpillwayCore
+
+/// What became of records, counted.
+public struct WriteCounters: Sendable, Equatable {
+    /// Acknowledged by Redis.
+    public var written: Int64 = 0
+    /// Already in Redis (an explicit stream ID at or below the stream's top).
+    public var duplicates: Int64 = 0
+    /// Refused for good (WRONGTYPE, syntax, NOPERM, unknown command, no numeric field…).
+    public var rejected: Int64 = 0
+    /// Timeseries fields left out because they are not numbers.
+    public var skippedFields: Int64 = 0
+
+    public init() {}
+
+    public static func += (a: inout WriteCounters, b: WriteCounters) {
+        a.written += b.written
+        a.duplicates += b.duplicates
+        a.rejected += b.rejected
+        a.skippedFields += b.skippedFields
+    }
+}
+
+/// A batch on its way: which commands are settled, and what each record came to.
+public struct PendingBatch: Sendable {
+    public var batch: EncodedBatch
+    var done: [Bool]
+    var rejected: [Bool]
+    public internal(set) var settledRecords = 0
+
+    public init(_ batch: EncodedBatch) {
+        self.batch = batch
+        done = Array(repeating: false, count: batch.commands.count)
+        rejected = Array(repeating: false, count: batch.recordCount)
+    }
+
+    public var isComplete: Bool { !done.contains(false) }
+}
+
+/// Sends encoded batches over one connection and settles every record: written, duplicate or
+/// rejected. Transient failures (connection errors, timeouts, LOADING, BUSY, OOM, READONLY, …) leave
+/// the affected commands pending, to be sent again as they are.
+public final class RedisWriter {
+    public let connection: RedisConnection
+    public var encoder: BatchEncoder
+    let logger: Logger
+    /// Keys already logged as rejected (each is logged once; bounded).
+    private var loggedKeys: Set<[UInt8]> = []
+    private static let maxLoggedKeys = 10_000
+    /// Stream keys whose last ID was read from Redis in this run.
+    private var seededKeys: Set<[UInt8]> = []
+
+    public init(connection: RedisConnection, encoder: BatchEncoder, logger: Logger) {
+        self.connection = connection
+        self.encoder = encoder
+        self.logger = logger
+    }
+
+    /// Encodes records into a batch. For explicit stream IDs, first raises each new key's high-water
+    /// mark to the stream's last ID in Redis (when Redis answers), then saves the marks before any
+    /// minted ID can be sent.
+    public func encode(_ records: [QueuedRecord], now: Int64) throws(StreamIDMinter.PersistenceError) -> EncodedBatch {
+        if encoder.config.format == .stream, encoder.config.ids == .explicit {
+            seed(encoder.streamKeys(records).subtracting(seededKeys))
+        }
+        let batch = encoder.encode(records, now: now)
+        try encoder.minter.save()
+        return batch
+    }
+
+    /// Reads `last-generated-id` of each stream with XINFO STREAM (a missing stream has none).
+    func seed(_ keys: Set<[UInt8]>) {
+        guard !keys.isEmpty else { return }
+        let ordered = Array(keys)
+        let commands = ordered.map { key -> RedisCommand in
+            var c = RedisCommand(["XINFO", "STREAM"])
+            c.append(bytes: key)
+            return c
+        }
+        let (replies, error) = connection.pipeline(commands)
+        if let error {
+            logger.debug("cannot read the streams' last IDs now; minting from the saved marks", metadata: ["error": "\(error)"])
+        }
+        for (key, reply) in zip(ordered, replies) {
+            if case .array(let fields) = reply {
+                var i = 0
+                while i + 1 < fields.count {
+                    if fields[i].string == "last-generated-id", let text = fields[i + 1].string, let id = StreamID(text) {
+                        encoder.minter.observe(key: key, id: id)
+                    }
+                    i += 2
+                }
+                seededKeys.insert(key)
+            } else if case .error(let message) = reply, message.contains("no such key") {
+                seededKeys.insert(key)
+            }
+        }
+    }
+
+    /// One attempt: sends every unsettled command of the batch in one pipeline. Returns what it
+    /// settled, and the error that left commands pending, if any.
+    public func attempt(_ p: inout PendingBatch) -> (counters: WriteCounters, error: String?) {
+        var counters = WriteCounters()
+        if p.settledRecords == 0, p.batch.rejectedAtEncoding > 0 || p.batch.skippedFields > 0 {
+            counters.rejected += Int64(p.batch.rejectedAtEncoding)
+            counters.skippedFields += Int64(p.batch.skippedFields)
+        }
+        let indices = p.done.indices.filter { !p.done[$0] }
+        if indices.isEmpty { return (counters, nil) }
+        let (replies, connectionError) = connection.pipeline(indices.map { p.batch.commands[$0].command })
+        var firstError: String? = connectionError.map { "\($0)" }
+        for (n, reply) in replies.enumerated() {
+            let i = indices[n]
+            let command = p.batch.commands[i]
+            switch command.role {
+            case .setup:
+                if case .error(let message) = reply {
+                    if message.contains("already") {
+                        p.done[i] = true
+                    } else {
+                        switch ReplyErrorKind.classify(message) {
+                        case .transient, .unauthenticated:
+                            firstError = firstError ?? message
+                            if ReplyErrorKind.classify(message) == .unauthenticated { connection.close() }
+                            continue
+                        default:
+                            logRejected(command.key, command: command.command.name, message)
+                            p.done[i] = true
+                        }
+                    }
+                } else {
+                    p.done[i] = true
+                }
+                if p.done[i], command.command.name == "TS.CREATE", command.command.argument(1).elementsEqual(command.key) {
+                    encoder.seriesCreated(command.key)
+                }
+            case .record:
+                if case .error(let message) = reply {
+                    switch ReplyErrorKind.classify(message) {
+                    case .duplicate:
+                        counters.duplicates += 1
+                    case .permanent:
+                        counters.rejected += 1
+                        logRejected(command.key, command: command.command.name, message)
+                    case .transient, .unauthenticated:
+                        firstError = firstError ?? message
+                        if ReplyErrorKind.classify(message) == .unauthenticated { connection.close() }
+                        continue
+                    }
+                } else {
+                    counters.written += 1
+                }
+                p.done[i] = true
+                p.settledRecords += 1
+            case .samples(let owners):
+                var pending = false
+                var sampleErrors: [(sample: Int, message: String)] = []
+                switch reply {
+                case .array(let results):
+                    for (j, r) in results.enumerated() where j < owners.count {
+                        if case .error(let message) = r { sampleErrors.append((j, message)) }
+                    }
+                case .error(let message):
+                    sampleErrors = owners.indices.map { ($0, message) }
+                default:
+                    break
+                }
+                for (sample, message) in sampleErrors {
+                    let owner = owners[sample]
+                    let kind = message.contains("key does not exist") ? .transient : ReplyErrorKind.classify(message)
+                    switch kind {
+                    case .transient, .unauthenticated:
+                        pending = true
+                        firstError = firstError ?? message
+                    case .permanent, .duplicate:
+                        if !p.rejected[owner] { logRejected(Array(command.command.argument(1 + 3 * sample)), command: "TS.MADD", message) }
+                        p.rejected[owner] = true
+                    }
+                }
+                if pending { continue }
+                p.done[i] = true
+                var seen = Set<Int>()
+                for owner in owners where seen.insert(owner).inserted {
+                    if p.rejected[owner] { counters.rejected += 1 } else { counters.written += 1 }
+                    p.settledRecords += 1
+                }
+            }
+        }
+        return (counters, p.isComplete ? nil : (firstError ?? "no reply"))
+    }
+
+    private func logRejected(_ key: [UInt8], command: String, _ message: String) {
+        guard loggedKeys.count < Self.maxLoggedKeys, loggedKeys.insert(key).inserted else { return }
+        logger.error("Redis rejected a write; records for this key are counted as rejected (logged once per key)",
+                     metadata: ["key": "\(String(decoding: key, as: UTF8.self))", "command": "\(command)", "reply": "\(message)"])
+    }
+}

@@ -1,0 +1,122 @@
+import Foundation
+import SpillwayCore
+
+/// `[outputs.redis]`.
+public struct RedisOutputConfig: Sendable, Equatable {
+    public enum Format: String, Sendable { case stream, timeseries }
+    public enum IDs: String, Sendable { case explicit, auto }
+
+    /// A `rollups` entry, `"avg:1m:1d"`: aggregation, bucket, retention of the compacted series.
+    public struct Rollup: Sendable, Equatable {
+        public static let aggregations = ["avg", "sum", "min", "max", "range", "count", "first", "last",
+                                          "std.p", "std.s", "var.p", "var.s", "twa"]
+        public var aggregation: String
+        public var bucketMs: Int64
+        public var retentionMs: Int64
+        /// The text of the bucket, as written (`1m`), used in the compacted series' key.
+        public var bucketText: String
+
+        public static func parse(_ s: String) -> Rollup? {
+            let parts = s.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 3, aggregations.contains(parts[0]),
+                  let bucket = Units.parseDuration(parts[1]), bucket >= 1_000_000,
+                  let retention = Units.parseDuration(parts[2]) else { return nil }
+            return Rollup(aggregation: parts[0], bucketMs: bucket / 1_000_000, retentionMs: retention / 1_000_000, bucketText: parts[1])
+        }
+    }
+
+    public var endpoint: RedisEndpoint
+    /// The url as written, password redacted (for logs and `check`).
+    public var urlDisplay: String
+    public var connectTimeout: Int64 = 2_000_000_000
+    public var timeout: Int64 = 5_000_000_000
+    public var keepalive = true
+    public var format: Format = .stream
+    public var key: KeyTemplate
+    public var maxlen: Int = 100_000
+    /// Trim streams by age with `MINID ~` instead of `MAXLEN ~`, nanoseconds.
+    public var maxAge: Int64?
+    public var ids: IDs = .explicit
+    /// Timeseries retention, milliseconds (0 = keep forever).
+    public var retentionMs: Int64 = 0
+    public var rollups: [Rollup] = []
+
+    public static let defaultURL = "redis://127.0.0.1:6379/0"
+    public static let defaultStreamKey = "metrics:{host}:{name}"
+    public static let defaultSeriesKey = "ts:{host}:{name}:{field}"
+
+    public init() {
+        endpoint = try! RedisEndpoint.parse(Self.defaultURL)
+        urlDisplay = Self.defaultURL
+        key = try! KeyTemplate(Self.defaultStreamKey)
+    }
+
+    /// Reads `[outputs.redis]`.
+    static func read(_ r: inout OptionReader, baseDirectory: String) -> RedisOutputConfig {
+        var out = RedisOutputConfig()
+        let url = r.string("url", default: defaultURL)
+        do {
+            out.endpoint = try RedisEndpoint.parse(url)
+            out.urlDisplay = RedisEndpoint.redacted(url)
+        } catch {
+            r.error("url", error.description)
+        }
+        if let user = r.optionalString("username") { out.endpoint.username = user }
+        let password = r.optionalString("password")
+        if let password { out.endpoint.password = password }
+        if let file = r.optionalString("password_file") {
+            if password != nil {
+                r.error("password_file", "both password and password_file are set", fix: "keep one of them")
+            }
+            let path = file.hasPrefix("/") ? file : baseDirectory + "/" + file
+            if let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) {
+                out.endpoint.password = text.trimmingCharacters(in: .newlines)
+            } else {
+                r.error("password_file", "cannot read \"\(path)\"", fix: "check that the file exists and the agent may read it")
+            }
+        }
+        out.connectTimeout = r.duration("connect_timeout", default: out.connectTimeout, minimum: 1_000_000)
+        out.timeout = r.duration("timeout", default: out.timeout, minimum: 1_000_000)
+        out.keepalive = r.bool("keepalive", default: true)
+        let format = r.string("format", default: "stream")
+        if let f = Format(rawValue: format) { out.format = f } else {
+            r.error("format", "unknown format \"\(format)\"", fix: "use \"stream\" or \"timeseries\"")
+        }
+        out.key = keyTemplate(&r, "key", format: out.format) ?? out.key
+        if out.format == .timeseries, !r.has("key") { out.key = try! KeyTemplate(defaultSeriesKey, allowField: true) }
+        out.maxlen = r.int("maxlen", default: out.maxlen, range: 0...Int(Int32.max))
+        out.maxAge = r.optionalDuration("max_age", minimum: 1_000_000)
+        if out.maxAge != nil, r.has("maxlen") {
+            r.error("max_age", "maxlen and max_age are both set; a stream is trimmed by one of them",
+                    fix: "keep maxlen (MAXLEN ~ N) or max_age (MINID ~ now - age)")
+        }
+        let ids = r.string("ids", default: "explicit")
+        if let i = IDs(rawValue: ids) { out.ids = i } else {
+            r.error("ids", "unknown ids \"\(ids)\"", fix: "use \"explicit\" or \"auto\"")
+        }
+        out.retentionMs = r.duration("retention", default: 0) / 1_000_000
+        for text in r.stringArray("rollups", default: []) {
+            if let rollup = Rollup.parse(text) { out.rollups.append(rollup) } else {
+                r.error("rollups", "\"\(text)\" is not a rollup",
+                        fix: "write AGGREGATION:BUCKET:RETENTION, e.g. \"avg:1m:1d\"; aggregations: \(Rollup.aggregations.joined(separator: ", "))")
+            }
+        }
+        if out.format == .stream {
+            for key in ["retention", "rollups"] where r.has(key) {
+                r.error(key, "\(key) applies to format = \"timeseries\" only", fix: "remove it, or set format = \"timeseries\"")
+            }
+        }
+        return out
+    }
+
+    /// Reads a key template option, checked for the format's placeholders.
+    static func keyTemplate(_ r: inout OptionReader, _ key: String, format: Format) -> KeyTemplate? {
+        guard let text = r.optionalString(key) else { return nil }
+        do {
+            return try KeyTemplate(text, allowField: format == .timeseries)
+        } catch {
+            r.error(key, error.description)
+            return nil
+        }
+    }
+}

@@ -1,0 +1,133 @@
+/// Where Redis is, as `[outputs.redis] url` says: `redis://[user:password@]host[:port][/db]` or
+/// `unix:///path/to.sock[?db=N]`. Percent-escapes in the user and password are decoded.
+public struct RedisEndpoint: Sendable, Equatable {
+    public enum Address: Sendable, Equatable {
+        case tcp(host: String, port: Int)
+        case unix(path: String)
+    }
+
+    public var address: Address
+    public var username: String?
+    public var password: String?
+    public var db: Int
+
+    public init(address: Address, username: String? = nil, password: String? = nil, db: Int = 0) {
+        self.address = address
+        self.username = username
+        self.password = password
+        self.db = db
+    }
+
+    public struct SyntaxError: Error, CustomStringConvertible, Sendable {
+        public var description: String
+    }
+
+    /// Whether the address is on this machine's loopback (127.0.0.0/8, ::1, localhost) or a socket.
+    public var isLocal: Bool {
+        switch address {
+        case .unix: return true
+        case .tcp(let host, _): return host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        }
+    }
+
+    /// The address without credentials, for logs.
+    public var display: String {
+        switch address {
+        case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)/\(db)" : "\(host):\(port)/\(db)"
+        case .unix(let path): return "unix:\(path)?db=\(db)"
+        }
+    }
+
+    public static func parse(_ url: String) throws(SyntaxError) -> RedisEndpoint {
+        func fail(_ why: String) -> SyntaxError {
+            SyntaxError(description: "\(why) in url \"\(redacted(url))\"; write redis://[user:password@]host:port/db or unix:///path/to.sock?db=N")
+        }
+        if url.hasPrefix("unix://") {
+            var rest = Substring(url.dropFirst("unix://".count))
+            var db = 0
+            if let q = rest.firstIndex(of: "?") {
+                let query = rest[rest.index(after: q)...]
+                rest = rest[..<q]
+                for pair in query.split(separator: "&") {
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    guard kv.count == 2, kv[0] == "db", let n = Int(kv[1]), n >= 0 else { throw fail("unknown query \"\(pair)\"") }
+                    db = n
+                }
+            }
+            guard rest.hasPrefix("/") else { throw fail("a unix socket needs an absolute path") }
+            return RedisEndpoint(address: .unix(path: String(rest)), db: db)
+        }
+        guard url.hasPrefix("redis://") else {
+            if url.hasPrefix("rediss://") { throw fail("TLS (rediss://) is not supported") }
+            throw fail("unknown scheme")
+        }
+        var rest = Substring(url.dropFirst("redis://".count))
+        var endpoint = RedisEndpoint(address: .tcp(host: "127.0.0.1", port: 6379))
+        if let at = rest.lastIndex(of: "@") {
+            let userinfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = userinfo.firstIndex(of: ":") {
+                let user = userinfo[..<colon]
+                endpoint.username = user.isEmpty ? nil : percentDecoded(user)
+                endpoint.password = percentDecoded(userinfo[userinfo.index(after: colon)...])
+            } else if !userinfo.isEmpty {
+                endpoint.username = percentDecoded(userinfo)
+            }
+        }
+        var hostPort = rest
+        if let slash = rest.firstIndex(of: "/") {
+            hostPort = rest[..<slash]
+            let dbText = rest[rest.index(after: slash)...]
+            if !dbText.isEmpty {
+                guard let db = Int(dbText), db >= 0 else { throw fail("database \"\(dbText)\" is not a number") }
+                endpoint.db = db
+            }
+        }
+        var host = "127.0.0.1"
+        var port = 6379
+        if hostPort.hasPrefix("[") {
+            guard let close = hostPort.firstIndex(of: "]") else { throw fail("unclosed [ in the host") }
+            host = String(hostPort[hostPort.index(after: hostPort.startIndex)..<close])
+            let after = hostPort[hostPort.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":"), let p = Int(after.dropFirst()) else { throw fail("bad port") }
+                port = p
+            }
+        } else if let colon = hostPort.lastIndex(of: ":") {
+            host = String(hostPort[..<colon])
+            guard let p = Int(hostPort[hostPort.index(after: colon)...]) else { throw fail("bad port") }
+            port = p
+        } else if !hostPort.isEmpty {
+            host = String(hostPort)
+        }
+        guard !host.isEmpty else { throw fail("empty host") }
+        guard (1...65535).contains(port) else { throw fail("port \(port) is out of range") }
+        endpoint.address = .tcp(host: host, port: port)
+        return endpoint
+    }
+
+    /// The url with its password replaced by `***`.
+    public static func redacted(_ url: String) -> String {
+        guard let at = url.lastIndex(of: "@"), url.hasPrefix("redis://") else { return url }
+        let userinfoStart = url.index(url.startIndex, offsetBy: "redis://".count)
+        guard userinfoStart <= at, let colon = url[userinfoStart..<at].firstIndex(of: ":") else { return url }
+        return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
+    }
+
+    static func percentDecoded(_ s: Substring) -> String {
+        var out: [UInt8] = []
+        let b = Array(s.utf8)
+        var i = 0
+        while i < b.count {
+            if b[i] == UInt8(ascii: "%"), i + 2 < b.count,
+               let v = UInt8(String(decoding: b[(i + 1)...(i + 2)], as: UTF8.self), radix: 16) {
+                out.append(v)
+                i += 3
+            } else {
+                out.append(b[i])
+                i += 1
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
