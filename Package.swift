@@ -66,6 +66,13 @@ let package = Package(
             dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs"],
             swiftSettings: strict
         ),
+        // Helpers for tests only: a redis-server started on a free loopback port, stopped by PID.
+        .target(name: "SpillwayTestSupport", swiftSettings: strict),
+        .testTarget(
+            name: "RedisSinkTests",
+            dependencies: ["RedisSink", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SpillwayCoreTests", dependencies: ["SpillwayCore"], swiftSettings: strict),
         .testTarget(
@@ -82,7 +89,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpillwayCLITests",
-            dependencies: ["SpillwayCore"],
+            dependencies: ["SpillwayCore", "SpillwayTestSupport"],
             swiftSettings: strict
         ),
     ],

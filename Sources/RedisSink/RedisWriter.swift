@@ -169,7 +169,13 @@ public final class RedisWriter {
                 }
                 for (sample, message) in sampleErrors {
                     let owner = owners[sample]
-                    let kind = message.contains("key does not exist") ? .transient : ReplyErrorKind.classify(message)
+                    // A series whose TS.CREATE in this batch is not settled yet does not exist yet.
+                    let seriesPending = (message.contains("not a TSDB key") || message.contains("does not exist"))
+                        && p.batch.commands.indices.contains { k in
+                            p.batch.commands[k].role == .setup && !p.done[k]
+                                && p.batch.commands[k].key.elementsEqual(command.command.argument(1 + 3 * sample))
+                        }
+                    let kind = seriesPending ? .transient : ReplyErrorKind.classify(message)
                     switch kind {
                     case .transient, .unauthenticated:
                         pending = true

@@ -46,7 +46,8 @@ public struct StreamIDMinter: Sendable {
         if let last = high[key], ms <= last.ms {
             id = StreamID(ms: last.ms, seq: last.seq + 1)
         } else {
-            id = StreamID(ms: ms, seq: 0)
+            // 0-0 is not a valid stream ID: a record at the epoch starts at 0-1.
+            id = StreamID(ms: ms, seq: ms == 0 ? 1 : 0)
         }
         high[key] = id
         dirty = true

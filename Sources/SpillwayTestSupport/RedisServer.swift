@@ -1,0 +1,109 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A redis-server the test starts on a free loopback port in a temp dir, and stops by its PID.
+/// Starting fails loudly (never a silent skip) when the server does not come up within 10 s.
+public final class RedisServer: @unchecked Sendable {
+    public let port: Int
+    public let dir: URL
+    public let process: Process
+    public var unixSocket: String { dir.appendingPathComponent("redis.sock").path }
+    public var url: String { "redis://127.0.0.1:\(port)/0" }
+
+    public struct StartError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    /// `stack`: the redis-server 7.4 + RedisTimeSeries of scripts/redis-stack-server instead of
+    /// Debian's. `port`: reuse a port (restart on the same one).
+    public init(stack: Bool = false, port: Int? = nil, dir: URL? = nil, args: [String] = []) throws {
+        self.port = try port ?? Self.freePort()
+        self.dir = dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("spillway-redis-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: self.dir, withIntermediateDirectories: true)
+        process = Process()
+        if stack {
+            process.executableURL = repositoryRoot.appendingPathComponent("scripts/redis-stack-server")
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        }
+        process.arguments = [
+            "--port", String(self.port), "--bind", "127.0.0.1", "--dir", self.dir.path,
+            "--save", "", "--appendonly", "no", "--unixsocket", self.dir.appendingPathComponent("redis.sock").path,
+            "--unixsocketperm", "700", "--daemonize", "no", "--protected-mode", "yes",
+            "--logfile", self.dir.appendingPathComponent("redis.log").path,
+        ] + args
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(stack ? 60 : 10)
+        while Date() < deadline {
+            if let reply = try? cli(["PING"]), reply.contains("PONG") || reply.contains("NOAUTH") { return }
+            guard process.isRunning else { break }
+            usleep(50_000)
+        }
+        stop()
+        let log = (try? String(contentsOf: self.dir.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
+        throw StartError(description: "redis-server did not start on 127.0.0.1:\(self.port): \(log.suffix(2000))")
+    }
+
+    /// A port nothing listens on now (bind to port 0, read it, close).
+    public static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        guard ok else { throw StartError(description: "no free port: \(String(cString: strerror(errno)))") }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// Runs redis-cli against this server and returns its output (raw mode, one value per line).
+    @discardableResult
+    public func cli(_ args: [String], auth: [String] = []) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+        p.arguments = ["-h", "127.0.0.1", "-p", String(port), "--no-auth-warning"] + auth + args
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL after 5 s.
+    public func stop() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    /// Kills the server with SIGKILL (a crash).
+    public func crash() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    public func removeFiles() {
+        try? FileManager.default.removeItem(at: dir)
+    }
+
+    deinit {
+        stop()
+    }
+}
+
+/// The repository root (this file is Sources/SpillwayTestSupport/RedisServer.swift).
+public let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

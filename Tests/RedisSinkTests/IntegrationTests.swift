@@ -1,0 +1,224 @@
+import Foundation
+import RedisSink
+import SpillwayConfig
+import SpillwayCore
+import SpillwayTestSupport
+import Testing
+
+@Suite struct Streams {
+    @Test func recordsLandWithKeysIDsFieldsAndOrder() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig(server.url))
+        var records: [Record] = []
+        for i in 0..<50 {
+            records.append(cpuRecord(cpu: "cpu\(i % 2)", ms: 1_700_000_000_000 + Int64(i / 4), base: Double(i)))
+        }
+        records.append(cpuRecord(host: "web-2", ms: 1_700_000_000_000))
+        let counters = try deliver(writer, records)
+        #expect(counters.written == 51 && counters.duplicates == 0 && counters.rejected == 0)
+        #expect(try server.cli(["KEYS", "*"]).split(separator: "\n").sorted() == ["metrics:web-1:cpu", "metrics:web-2:cpu"])
+        let entries = try xrange(server, "metrics:web-1:cpu")
+        #expect(entries.count == 50)
+        // IDs: the record's millisecond, the sequence counting up within it; production order kept.
+        #expect(entries[0].0 == "1700000000000-0")
+        #expect(entries[3].0 == "1700000000000-3")
+        #expect(entries[4].0 == "1700000000001-0")
+        for (i, (_, fields)) in entries.enumerated() {
+            #expect(fields["usage_user"] == LineProtocol.formatDouble(Double(i)))
+            #expect(fields["usage_active"] == LineProtocol.formatDouble(Double(i) + 2.5))
+            #expect(fields["tag_cpu"] == "cpu\(i % 2)" && fields["tag_host"] == "web-1" && fields["tag_dc"] == "eu-1")
+            #expect(fields["timestamp"] == "\(1_700_000_000_000 + Int64(i / 4))")
+            #expect(fields.count == 11 + 3 + 1)
+        }
+    }
+
+    @Test func sameBatchTwiceLeavesOneCopy() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig(server.url))
+        let batch = try writer.encode((0..<20).map { QueuedRecord(record: cpuRecord(ms: 1_000 + Int64($0)), route: 0) }, now: 0)
+        let first = send(writer, batch).counters
+        let second = send(writer, batch).counters
+        #expect(first.written == 20 && first.duplicates == 0)
+        #expect(second.written == 0 && second.duplicates == 20)
+        #expect(try server.cli(["XLEN", "metrics:web-1:cpu"]) == "20")
+    }
+
+    @Test func wrongTypeOnOneKeyDoesNotStopTheOthers() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        try server.cli(["SET", "metrics:bad:cpu", "a string"])
+        let writer = try makeWriter(try outputConfig(server.url))
+        let records = [cpuRecord(host: "good", ms: 1), cpuRecord(host: "bad", ms: 1), cpuRecord(host: "good", ms: 2), cpuRecord(host: "bad", ms: 3)]
+        let counters = try deliver(writer, records)
+        #expect(counters.written == 2 && counters.rejected == 2 && counters.duplicates == 0)
+        #expect(try server.cli(["XLEN", "metrics:good:cpu"]) == "2")
+        #expect(try server.cli(["GET", "metrics:bad:cpu"]) == "a string")
+    }
+
+    @Test func aclUserAndWrongPassword() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        #expect(try server.cli(["ACL", "SETUSER", "spill", "on", ">s3cret", "~metrics:*", "+@all"]) == "OK")
+        #expect(try server.cli(["CONFIG", "SET", "requirepass", "adminpw"]) == "OK")
+        let ok = try makeWriter(try outputConfig("redis://spill:s3cret@127.0.0.1:\(server.port)/0"))
+        #expect(try deliver(ok, [cpuRecord(ms: 5)]).written == 1)
+        #expect(try server.cli(["XLEN", "metrics:web-1:cpu"], auth: ["--user", "spill", "--pass", "s3cret"]) == "1")
+        // A refused AUTH is an authentication error, never an unauthenticated connection.
+        let bad = RedisConnection(options: RedisConnectionOptions(endpoint: try RedisEndpoint.parse("redis://spill:wrong@127.0.0.1:\(server.port)/0")))
+        #expect(throws: RedisError.self) { try bad.connect() }
+        do {
+            try bad.connect()
+        } catch {
+            guard case .authentication(let message) = error else { Issue.record("expected an authentication error, got \(error)"); return }
+            #expect(message.contains("AUTH refused"))
+        }
+        #expect(!bad.isConnected)
+        // The plain password of the default user works too.
+        let plain = try makeWriter(try outputConfig("redis://:adminpw@127.0.0.1:\(server.port)/0"))
+        #expect(try deliver(plain, [cpuRecord(host: "web-9", ms: 5)]).written == 1)
+        // NOPERM (the ACL user may not write outside metrics:*) is permanent for that record.
+        var cfg = try outputConfig("redis://spill:s3cret@127.0.0.1:\(server.port)/0")
+        cfg.key = try KeyTemplate("other:{host}")
+        let denied = try makeWriter(cfg)
+        #expect(try deliver(denied, [cpuRecord(ms: 6)]).rejected == 1)
+    }
+
+    @Test func unixSocketAndSelectedDatabase() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig("unix://\(server.unixSocket)?db=3"))
+        #expect(try deliver(writer, [cpuRecord(ms: 7)]).written == 1)
+        #expect(try server.cli(["-n", "3", "XLEN", "metrics:web-1:cpu"]) == "1")
+        #expect(try server.cli(["-n", "0", "EXISTS", "metrics:web-1:cpu"]) == "0")
+        let tcp = try makeWriter(try outputConfig("redis://127.0.0.1:\(server.port)/5"))
+        #expect(try deliver(tcp, [cpuRecord(ms: 8)]).written == 1)
+        #expect(try server.cli(["-n", "5", "XLEN", "metrics:web-1:cpu"]) == "1")
+    }
+
+    @Test func maxlenTrimsApproximately() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig(server.url) { $0.maxlen = 100 })
+        try deliver(writer, (0..<1000).map { cpuRecord(ms: Int64($0)) })
+        let length = Int(try server.cli(["XLEN", "metrics:web-1:cpu"]))!
+        #expect(length >= 100 && length < 1000)
+        #expect(try xrange(server, "metrics:web-1:cpu").last?.0 == "999-0")
+    }
+
+    @Test func refusedConnectionKeepsTheBatchUntilRedisIsBack() throws {
+        let port = try RedisServer.freePort()
+        let writer = try makeWriter(try outputConfig("redis://127.0.0.1:\(port)/0"))
+        let batch = try writer.encode((0..<10).map { QueuedRecord(record: cpuRecord(ms: Int64($0)), route: 0) }, now: 0)
+        var p = PendingBatch(batch)
+        let (c1, e1) = writer.attempt(&p)
+        #expect(c1 == WriteCounters())
+        #expect(e1?.contains("connection error") == true)
+        #expect(!p.isComplete)
+        let server = try RedisServer(port: port)
+        defer { server.stop(); server.removeFiles() }
+        let (c2, e2) = writer.attempt(&p)
+        #expect(e2 == nil, "\(e2 ?? "")")
+        #expect(c2.written == 10 && p.isComplete)
+        #expect(try server.cli(["XLEN", "metrics:web-1:cpu"]) == "10")
+    }
+
+    @Test func timeoutAfterSendIsRetriedWithoutDuplicates() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig(server.url), timeout: 300_000_000)
+        try deliver(writer, [cpuRecord(ms: 1)])  // connected
+        // Redis stops answering for 1.5 s; what it received meanwhile is applied afterwards.
+        #expect(try server.cli(["CLIENT", "PAUSE", "1500", "ALL"]) == "OK")
+        let batch = try writer.encode((2..<12).map { QueuedRecord(record: cpuRecord(ms: Int64($0)), route: 0) }, now: 0)
+        var p = PendingBatch(batch)
+        let (_, e1) = writer.attempt(&p)
+        #expect(e1?.contains("timeout") == true, "\(e1 ?? "nil")")
+        usleep(1_600_000)
+        var total = WriteCounters()
+        for _ in 0..<5 where !p.isComplete {
+            total += writer.attempt(&p).counters
+        }
+        #expect(p.isComplete)
+        // Whether the paused server applied the first send (the resend then finds duplicates) or
+        // dropped it with the closed connection (the resend writes them), each record is there once.
+        #expect(total.written + total.duplicates == 10, "\(total)")
+        #expect(try server.cli(["XLEN", "metrics:web-1:cpu"]) == "11")
+        let ids = try xrange(server, "metrics:web-1:cpu").map(\.0)
+        #expect(ids == ["1-0"] + (2..<12).map { "\($0)-0" })
+    }
+
+    @Test func oomIsTransient() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig(server.url))
+        try server.cli(["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        try server.cli(["CONFIG", "SET", "maxmemory", "1"])
+        let batch = try writer.encode((0..<5).map { QueuedRecord(record: cpuRecord(ms: Int64($0)), route: 0) }, now: 0)
+        var p = PendingBatch(batch)
+        let (c1, e1) = writer.attempt(&p)
+        #expect(c1.written == 0 && c1.rejected == 0)
+        #expect(e1?.hasPrefix("OOM") == true)
+        try server.cli(["CONFIG", "SET", "maxmemory", "0"])
+        let (c2, e2) = writer.attempt(&p)
+        #expect(e2 == nil && c2.written == 5)
+    }
+
+    @Test func newRunNeverMintsBelowWhatRedisHas() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        try server.cli(["XADD", "metrics:web-1:cpu", "5000-3", "f", "v"])
+        // No saved marks (a new data_dir): the stream's last ID is read from Redis first.
+        let writer = try makeWriter(try outputConfig(server.url), statePath: tempDir() + "/stream-ids")
+        let counters = try deliver(writer, [cpuRecord(ms: 10), cpuRecord(ms: 6000)])
+        #expect(counters.written == 2 && counters.duplicates == 0)
+        #expect(try xrange(server, "metrics:web-1:cpu").map(\.0) == ["5000-3", "5000-4", "6000-0"])
+    }
+}
+
+@Suite(.serialized) struct TimeSeries {
+    @Test func seriesLabelsRollupsAndIdempotentReplay() throws {
+        let server = try RedisServer(stack: true)
+        defer { server.stop(); server.removeFiles() }
+        let config = try outputConfig(server.url) {
+            $0.format = .timeseries
+            $0.key = try! KeyTemplate(RedisOutputConfig.defaultSeriesKey, allowField: true)
+            $0.retentionMs = 86_400_000
+            $0.rollups = [RedisOutputConfig.Rollup.parse("avg:1m:1d")!, RedisOutputConfig.Rollup.parse("max:1h:30d")!]
+        }
+        let writer = try makeWriter(config)
+        var records = (0..<4).map { cpuRecord(host: "web-1", cpu: "cpu\($0 % 2)", ms: 1_700_000_000_000 + Int64($0) * 1000, base: Double($0)) }
+        records.append(Record(name: "log", tags: [Tag("host", "web-1")], fields: [Field("message", .string("hi"))], timestamp: 1_700_000_000_000_000_000))
+        let batch = try writer.encode(records.map { QueuedRecord(record: $0, route: 0) }, now: 0)
+        let first = send(writer, batch).counters
+        #expect(first.written == 4 && first.rejected == 1 && first.skippedFields == 1)
+        // One series per (name, field, tags): 11 fields x 2 cpus, plus 2 rollups each.
+        #expect(try server.cli(["KEYS", "ts:*"]).split(separator: "\n").count == 22 * 3)
+        let info = try server.cli(["TS.INFO", "ts:web-1:cpu:usage_user:cpu=cpu0:dc=eu-1"])
+        #expect(info.contains("duplicatePolicy\nlast") || info.contains("duplicatePolicy\nLAST"), "\(info)")
+        #expect(info.contains("retentionTime\n86400000"))
+        #expect(info.contains("ts:web-1:cpu:usage_user:cpu=cpu0:dc=eu-1:avg_1m") && info.contains("ts:web-1:cpu:usage_user:cpu=cpu0:dc=eu-1:max_1h"))
+        let range = try server.cli(["TS.RANGE", "ts:web-1:cpu:usage_user:cpu=cpu0:dc=eu-1", "-", "+"])
+        #expect(range == "1700000000000\n0\n1700000002000\n2")
+        // The query the README shows finds the data by labels.
+        let mrange = try server.cli(["TS.MRANGE", "-", "+", "FILTER", "name=cpu", "field=usage_user", "host=web-1"])
+        #expect(mrange.contains("ts:web-1:cpu:usage_user:cpu=cpu0:dc=eu-1") && mrange.contains("ts:web-1:cpu:usage_user:cpu=cpu1"))
+        // A replay (a new run, series existing) leaves the same data.
+        let again = try makeWriter(config)
+        let second = send(again, try again.encode(records.map { QueuedRecord(record: $0, route: 0) }, now: 0)).counters
+        #expect(second.written == 4 && second.rejected == 1)
+        #expect(try server.cli(["TS.RANGE", "ts:web-1:cpu:usage_user:cpu=cpu0:dc=eu-1", "-", "+"]) == range)
+    }
+
+    @Test func withoutTheModuleRecordsAreRejected() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig(server.url) {
+            $0.format = .timeseries
+            $0.key = try! KeyTemplate(RedisOutputConfig.defaultSeriesKey, allowField: true)
+        })
+        let counters = try deliver(writer, [cpuRecord(ms: 1), cpuRecord(ms: 2)])
+        #expect(counters.rejected == 2 && counters.written == 0)
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import RedisSink
+import SpillwayConfig
+import SpillwayCore
+import Testing
+
+@Suite struct URLs {
+    @Test func tcpForms() throws {
+        #expect(try RedisEndpoint.parse("redis://127.0.0.1:6379/0") == RedisEndpoint(address: .tcp(host: "127.0.0.1", port: 6379)))
+        #expect(try RedisEndpoint.parse("redis://localhost") == RedisEndpoint(address: .tcp(host: "localhost", port: 6379)))
+        #expect(try RedisEndpoint.parse("redis://user:p%40ss@10.0.0.1:7000/3")
+            == RedisEndpoint(address: .tcp(host: "10.0.0.1", port: 7000), username: "user", password: "p@ss", db: 3))
+        #expect(try RedisEndpoint.parse("redis://:secret@[::1]:6380/1")
+            == RedisEndpoint(address: .tcp(host: "::1", port: 6380), password: "secret", db: 1))
+        #expect(try RedisEndpoint.parse("unix:///run/redis.sock?db=2") == RedisEndpoint(address: .unix(path: "/run/redis.sock"), db: 2))
+        #expect(try RedisEndpoint.parse("redis://[::1]:6380").isLocal)
+        #expect(try !RedisEndpoint.parse("redis://10.1.2.3").isLocal)
+    }
+
+    @Test func badURLs() {
+        for bad in ["http://x", "rediss://x", "redis://x:99999", "redis://x:abc", "redis://x/db", "unix://relative.sock", "unix:///s?x=1"] {
+            #expect(throws: RedisEndpoint.SyntaxError.self, "\(bad)") { try RedisEndpoint.parse(bad) }
+        }
+    }
+
+    @Test func redaction() {
+        #expect(RedisEndpoint.redacted("redis://u:secret@h:1/0") == "redis://u:***@h:1/0")
+        #expect(RedisEndpoint.redacted("redis://h:1/0") == "redis://h:1/0")
+    }
+}
+
+@Suite struct Templates {
+    @Test func render() throws {
+        let r = Record(name: "log", tags: [Tag("host", "h1"), Tag("tenant", "acme")], fields: [], timestamp: 0)
+        var out: [UInt8] = []
+        try KeyTemplate("prod:rag:drift:{tag.tenant}").render(r, into: &out)
+        #expect(String(decoding: out, as: UTF8.self) == "prod:rag:drift:acme")
+        out = []
+        try KeyTemplate("m:{host}:{name}:{tag.missing}").render(r, into: &out)
+        #expect(String(decoding: out, as: UTF8.self) == "m:h1:log:")
+        #expect(throws: KeyTemplate.SyntaxError.self) { try KeyTemplate("m:{hots}") }
+        #expect(throws: KeyTemplate.SyntaxError.self) { try KeyTemplate("m:{field}") }
+        #expect(throws: KeyTemplate.SyntaxError.self) { try KeyTemplate("m:{host") }
+        #expect(try KeyTemplate("ts:{field}", allowField: true).parts.count == 2)
+    }
+}
+
+@Suite struct Minting {
+    @Test func strictlyIncreasingPerKey() throws {
+        var m = try StreamIDMinter(path: nil)
+        let a = Array("a".utf8), b = Array("b".utf8)
+        #expect(m.mint(key: a, ms: 1000) == StreamID(ms: 1000, seq: 0))
+        #expect(m.mint(key: a, ms: 1000) == StreamID(ms: 1000, seq: 1))
+        #expect(m.mint(key: a, ms: 999) == StreamID(ms: 1000, seq: 2))   // clock went back
+        #expect(m.mint(key: a, ms: 1001) == StreamID(ms: 1001, seq: 0))
+        #expect(m.mint(key: b, ms: 5) == StreamID(ms: 5, seq: 0))       // keys are independent
+        m.observe(key: b, id: StreamID(ms: 10, seq: 7))
+        #expect(m.mint(key: b, ms: 6) == StreamID(ms: 10, seq: 8))
+        m.observe(key: b, id: StreamID(ms: 1, seq: 0))                  // never lowers
+        #expect(m.mint(key: b, ms: 6) == StreamID(ms: 10, seq: 9))
+        #expect(m.mint(key: Array("c".utf8), ms: 0) == StreamID(ms: 0, seq: 1))  // never 0-0
+    }
+
+    @Test func marksSurviveARestart() throws {
+        let path = tempDir() + "/stream-ids"
+        var m = try StreamIDMinter(path: path)
+        let key = Array("metrics:h:cpu \u{1}binary".utf8)
+        _ = m.mint(key: key, ms: 5000)
+        _ = m.mint(key: key, ms: 5000)
+        try m.save()
+        var again = try StreamIDMinter(path: path)
+        #expect(again.last(key) == StreamID(ms: 5000, seq: 1))
+        #expect(again.mint(key: key, ms: 10) == StreamID(ms: 5000, seq: 2))  // the clock stepped back across the restart
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+
+    @Test func corruptMarksFileIsAnError() throws {
+        let path = tempDir() + "/stream-ids"
+        try "zz not-an-id\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: StreamIDMinter.PersistenceError.self) { try StreamIDMinter(path: path) }
+    }
+}
+
+@Suite struct Encoding {
+    @Test func streamCommandIsExact() throws {
+        var config = RedisOutputConfig()
+        config.maxlen = 500
+        var encoder = BatchEncoder(config: config, routes: [Route(key: config.key, maxlen: config.maxlen)], minter: try StreamIDMinter(path: nil))
+        let r = Record(name: "mem", tags: [Tag("host", "h1"), Tag("dc", "eu")],
+                       fields: [Field("used", .uint(42)), Field("pct", .double(0.5)), Field("ok", .bool(true)), Field("s", .string("a b"))],
+                       timestamp: 1_700_000_000_123_456_789)
+        let batch = encoder.encode([QueuedRecord(record: r, route: 0), QueuedRecord(record: r, route: 0)], now: 0)
+        #expect(batch.commands.map(\.command.strings) == [
+            ["XADD", "metrics:h1:mem", "MAXLEN", "~", "500", "1700000000123-0", "used", "42", "pct", "0.5", "ok", "true", "s", "a b",
+             "tag_dc", "eu", "tag_host", "h1", "timestamp", "1700000000123"],
+            ["XADD", "metrics:h1:mem", "MAXLEN", "~", "500", "1700000000123-1", "used", "42", "pct", "0.5", "ok", "true", "s", "a b",
+             "tag_dc", "eu", "tag_host", "h1", "timestamp", "1700000000123"],
+        ])
+    }
+
+    @Test func trimByAgeAndAutoIDs() throws {
+        var config = RedisOutputConfig()
+        config.maxAge = 3_600_000_000_000
+        config.ids = .auto
+        var encoder = BatchEncoder(config: config, routes: [Route(key: config.key, maxlen: 0)], minter: try StreamIDMinter(path: nil))
+        let r = Record(name: "m", tags: [Tag("host", "h")], fields: [Field("v", .int(1))], timestamp: 5_000_000_000_000_000)
+        let c = encoder.encode([QueuedRecord(record: r, route: 0)], now: 5_000_000_000_000_000).commands[0].command.strings
+        #expect(c.prefix(6) == ["XADD", "metrics:h:m", "MINID", "~", "\(5_000_000_000 - 3_600_000)", "*"])
+    }
+
+    @Test func seriesKeysAndLabels() throws {
+        var config = RedisOutputConfig()
+        config.format = .timeseries
+        config.key = try KeyTemplate(RedisOutputConfig.defaultSeriesKey, allowField: true)
+        config.retentionMs = 86_400_000
+        config.rollups = [RedisOutputConfig.Rollup.parse("avg:1m:1d")!]
+        var encoder = BatchEncoder(config: config, routes: [Route(key: config.key, maxlen: 0)], minter: try StreamIDMinter(path: nil))
+        let r = Record(name: "cpu", tags: [Tag("host", "web-1"), Tag("cpu", "cpu0")],
+                       fields: [Field("usage_user", .double(12.5)), Field("note", .string("x"))], timestamp: 60_000_000_000)
+        let batch = encoder.encode([QueuedRecord(record: r, route: 0)], now: 0)
+        #expect(batch.skippedFields == 1)
+        #expect(batch.commands.map(\.command.strings) == [
+            ["TS.CREATE", "ts:web-1:cpu:usage_user:cpu=cpu0", "RETENTION", "86400000", "DUPLICATE_POLICY", "LAST",
+             "LABELS", "name", "cpu", "field", "usage_user", "cpu", "cpu0", "host", "web-1"],
+            ["TS.CREATE", "ts:web-1:cpu:usage_user:cpu=cpu0:avg_1m", "RETENTION", "86400000", "DUPLICATE_POLICY", "LAST",
+             "LABELS", "name", "cpu", "field", "usage_user", "cpu", "cpu0", "host", "web-1", "rollup", "avg_1m"],
+            ["TS.CREATERULE", "ts:web-1:cpu:usage_user:cpu=cpu0", "ts:web-1:cpu:usage_user:cpu=cpu0:avg_1m", "AGGREGATION", "avg", "60000"],
+            ["TS.MADD", "ts:web-1:cpu:usage_user:cpu=cpu0", "60000", "12.5"],
+        ])
+    }
+
+    @Test func replyClassification() {
+        #expect(ReplyErrorKind.classify("LOADING Redis is loading the dataset in memory") == .transient)
+        #expect(ReplyErrorKind.classify("OOM command not allowed when used memory > 'maxmemory'.") == .transient)
+        #expect(ReplyErrorKind.classify("READONLY You can't write against a read only replica.") == .transient)
+        #expect(ReplyErrorKind.classify("BUSY Redis is busy running a script.") == .transient)
+        #expect(ReplyErrorKind.classify("MASTERDOWN Link with MASTER is down") == .transient)
+        #expect(ReplyErrorKind.classify("TRYAGAIN Multiple keys request during rehashing of slot") == .transient)
+        #expect(ReplyErrorKind.classify("CLUSTERDOWN The cluster is down") == .transient)
+        #expect(ReplyErrorKind.classify("ERR The ID specified in XADD is equal or smaller than the target stream top item") == .duplicate)
+        #expect(ReplyErrorKind.classify("WRONGTYPE Operation against a key holding the wrong kind of value") == .permanent)
+        #expect(ReplyErrorKind.classify("NOPERM this user has no permissions to run the 'xadd' command") == .permanent)
+        #expect(ReplyErrorKind.classify("ERR unknown command 'TS.MADD', with args beginning with: ") == .permanent)
+        #expect(ReplyErrorKind.classify("ERR syntax error") == .permanent)
+        #expect(ReplyErrorKind.classify("NOAUTH Authentication required.") == .unauthenticated)
+    }
+}
