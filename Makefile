@@ -5,7 +5,7 @@ SHELL := /bin/bash
 
 SWIFT ?= swift
 CONFIG ?= agent.toml
-LOG_LEVEL ?= debug
+LOG_LEVEL ?= info
 APT_PACKAGES := libhiredis-dev libsqlite3-dev redis-server redis-tools
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -30,9 +30,10 @@ build: deps
 release: deps
 	$(SWIFT) build -c release
 
-# Runs the agent in the foreground with ./agent.toml and ./plugins.d; Ctrl-C stops it cleanly.
+# Runs the agent in the foreground with ./agent.toml and ./plugins.d; Ctrl-C stops it cleanly. With
+# no Redis answering on the configured loopback address, a throwaway redis-server runs for the demo.
 run: build
-	$$($(SWIFT) build --show-bin-path)/spillway run --config $(CONFIG) --log-level $(LOG_LEVEL)
+	scripts/run $$($(SWIFT) build --show-bin-path)/spillway $(CONFIG) --log-level $(LOG_LEVEL)
 
 # What would the agent send? One collection of every input, as line protocol.
 once: build
@@ -43,6 +44,7 @@ check: build
 
 # Every test (Swift Testing). The last line is a plain "N passed, N failed" summary.
 test: deps
+	scripts/redis-stack-server --prepare
 	$(SWIFT) build --build-tests
 	@log=$$(mktemp); status=0; \
 	$(SWIFT) test 2>&1 | tee "$$log" || status=$$?; \

@@ -172,7 +172,7 @@ public struct ConfigLoader: Sendable {
         agent.bufferLimit = r.int("buffer_limit", default: agent.bufferLimit, range: 1...100_000_000)
         agent.jitter = r.duration("jitter", default: agent.jitter)
         if let dir = r.optionalString("data_dir") {
-            if dir.isEmpty { r.error("data_dir", "must not be empty", fix: "leave it out for the default") } else { agent.dataDir = dir }
+            agent.dataDir = dir.isEmpty ? nil : dir  // empty: the default
         }
         for key in ["proc_root", "sys_root"] {
             guard let root = r.optionalString(key) else { continue }

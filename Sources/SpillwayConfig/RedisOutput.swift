@@ -59,7 +59,7 @@ public struct RedisOutputConfig: Sendable, Equatable {
             out.endpoint = try RedisEndpoint.parse(url)
             out.urlDisplay = RedisEndpoint.redacted(url)
         } catch {
-            r.error("url", error.description)
+            r.errorWithFix("url", error.description)
         }
         if let user = r.optionalString("username") { out.endpoint.username = user }
         let password = r.optionalString("password")
@@ -115,8 +115,19 @@ public struct RedisOutputConfig: Sendable, Equatable {
         do {
             return try KeyTemplate(text, allowField: format == .timeseries)
         } catch {
-            r.error(key, error.description)
+            r.errorWithFix(key, error.description)
             return nil
+        }
+    }
+}
+
+extension OptionReader {
+    /// Reports "reason; fix" texts (URL and template errors) with the fix in its own place.
+    func errorWithFix(_ key: String, _ text: String) {
+        if let cut = text.range(of: "; ") {
+            error(key, String(text[..<cut.lowerBound]), fix: String(text[cut.upperBound...]))
+        } else {
+            error(key, text)
         }
     }
 }

@@ -123,12 +123,29 @@ struct Check: AsyncParsableCommand {
         out += "agent: hostname=\(a.hostname) interval=\(Units.formatDuration(a.interval)) flush_interval=\(Units.formatDuration(a.flushInterval)) batch_size=\(a.batchSize) jitter=\(Units.formatDuration(a.jitter))\n"
         out += "       data_dir=\(DataDirectory.resolve(explicit: a.dataDir, environment: ProcessInfo.processInfo.environment)) proc_root=\(a.procRoot) sys_root=\(a.sysRoot)"
         out += a.tags.isEmpty ? "\n" : " tags=\(a.tags.map { "\($0.key)=\($0.value)" }.joined(separator: ","))\n"
+        out += "       buffer_limit=\(a.bufferLimit)\n"
+        let r = config.redis
+        out += "output redis: url=\(r.urlDisplay) format=\(r.format.rawValue) key=\(r.key.text)"
+        switch r.format {
+        case .stream:
+            out += r.maxAge.map { " max_age=\(Units.formatDuration($0))" } ?? " maxlen=\(r.maxlen)"
+            out += " ids=\(r.ids.rawValue)"
+        case .timeseries:
+            out += " retention=\(Units.formatDuration(r.retentionMs * 1_000_000))"
+            if !r.rollups.isEmpty {
+                out += " rollups=" + r.rollups.map { "\($0.aggregation):\($0.bucketText):\(Units.formatDuration($0.retentionMs * 1_000_000))" }.joined(separator: ",")
+            }
+        }
+        out += " timeout=\(Units.formatDuration(r.timeout)) connect_timeout=\(Units.formatDuration(r.connectTimeout))\n"
         for i in config.inputs {
             var line = "input \(i.plugin) (\(i.location)) every \(Units.formatDuration(i.interval))"
             if let n = i.nameOverride { line += " as \(n)" }
             if !i.tags.isEmpty { line += " tags=\(i.tags.map { "\($0.key)=\($0.value)" }.joined(separator: ","))" }
+            if let k = i.key { line += " key=\(k.text)" }
+            if let m = i.maxlen { line += " maxlen=\(m)" }
             out += line + "\n"
         }
+        for w in config.warnings { out += "warning: \(w)\n" }
         FileHandle.standardOutput.write(Data(out.utf8))
     }
 }

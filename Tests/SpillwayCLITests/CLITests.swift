@@ -1,4 +1,5 @@
 import Foundation
+import SpillwayTestSupport
 import Testing
 
 let testsDir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -283,5 +284,72 @@ func procLines(_ path: String) -> [String] {
         #expect(log.components(separatedBy: "line=mem,").count > 2, "\(log)")
         #expect(log.contains("stopped"))
         #expect(!log.contains("input failed"))
+    }
+}
+
+@Suite struct RunToRedis {
+    /// `spillway run` with the repo's agent.toml fills metrics:<host>:<input> in Redis.
+    @Test func shippedConfigFillsTheStreams() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-data-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dataDir) }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: spillwayBin)
+        p.arguments = ["run", "--config", "agent.toml"]
+        p.currentDirectoryURL = repo
+        p.environment = ProcessInfo.processInfo.environment.merging(
+            ["SPILLWAY_REDIS_URL": server.url, "SPILLWAY_DATA_DIR": dataDir.path]) { $1 }
+        let log = dataDir.appendingPathExtension("log")
+        FileManager.default.createFile(atPath: log.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: log) }
+        p.standardError = try FileHandle(forWritingTo: log)
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let host = try spillway(["check", "--config", "agent.toml"]).stdout
+            .split(separator: "\n").first { $0.hasPrefix("agent: hostname=") }!
+            .dropFirst("agent: hostname=".count).prefix { $0 != " " }
+        let names = ["cpu", "mem", "disk", "diskio", "net", "system"]
+        // The shipped interval is 10 s and cpu needs two collections: wait at most 45 s.
+        let deadline = Date().addingTimeInterval(45)
+        var lengths: [String: Int] = [:]
+        while Date() < deadline {
+            lengths = [:]
+            for n in names { lengths[n] = Int(try server.cli(["XLEN", "metrics:\(host):\(n)"])) ?? 0 }
+            if lengths.values.allSatisfy({ $0 > 0 }) { break }
+            usleep(250_000)
+        }
+        kill(p.processIdentifier, SIGTERM)
+        let stop = Date().addingTimeInterval(15)
+        while p.isRunning && Date() < stop { usleep(20_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGKILL); Issue.record("run did not stop within 15 s of SIGTERM") }
+        p.waitUntilExit()
+        let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+        #expect(p.terminationStatus == 0, "\(text)")
+        for n in names { #expect((lengths[n] ?? 0) > 0, "metrics:\(host):\(n) is empty; log: \(text)") }
+        // A mem entry: 13 fields, tag_host, timestamp; an explicit ms-seq ID.
+        let entry = try server.cli(["--raw", "XREVRANGE", "metrics:\(host):mem", "+", "-", "COUNT", "1"]).split(separator: "\n").map(String.init)
+        #expect(entry.count == 1 + 2 * 15, "\(entry)")
+        #expect(entry.first?.range(of: #"^[0-9]+-[0-9]+$"#, options: .regularExpression) != nil)
+        #expect(entry.contains("tag_host") && entry.contains("available_percent") && entry.contains("timestamp"))
+        // The writer's final count matches what Redis holds.
+        var total = 0
+        for n in names { total += Int(try server.cli(["XLEN", "metrics:\(host):\(n)"])) ?? 0 }
+        #expect(text.contains("written=\(total)"), "\(total) entries; log: \(text)")
+        #expect(text.contains("dropped=0") && text.contains("rejected=0"))
+        // The high-water marks were saved in data_dir, 0600 in a 0700 directory.
+        let marks = dataDir.appendingPathComponent("stream-ids").path
+        #expect((try FileManager.default.attributesOfItem(atPath: marks)[.posixPermissions] as? Int) == 0o600)
+        #expect((try FileManager.default.attributesOfItem(atPath: dataDir.path)[.posixPermissions] as? Int) == 0o700)
+    }
+
+    @Test func checkWarnsOnExplicitIDsWithoutHost() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-warn-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "[outputs.redis]\nkey = \"shared:{name}\"\n[[inputs.mem]]\n".write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
+        let r = try spillway(["check", "--config", dir.appendingPathComponent("agent.toml").path])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("warning: \(dir.path)/agent.toml:2: outputs.redis.key: key \"shared:{name}\" has no {host} but ids = \"explicit\""), "\(r.stdout)")
     }
 }

@@ -228,7 +228,23 @@ func malformedCases() -> [Expectation] {
         }
         let dir = try makeTree(files)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try loader(["DATACENTER": "eu-2"]).load(configPath: "\(dir)/agent.toml")
+        // Options that exclude each other (password/password_file, maxlen/max_age, and the
+        // timeseries-only ones under format = "stream") are dropped the way a user picking one would.
+        let agentText = files["agent.toml"]!
+        func variant(dropping prefixes: [String], format: String) throws -> Config {
+            let text = agentText.split(separator: "\n", omittingEmptySubsequences: false)
+                .filter { line in !prefixes.contains { line.drop { $0 == " " }.hasPrefix($0) } }
+                .joined(separator: "\n")
+                .replacingOccurrences(of: "format = \"stream\"", with: "format = \"\(format)\"")
+            try text.write(toFile: "\(dir)/agent.toml", atomically: true, encoding: .utf8)
+            return try loader(["DATACENTER": "eu-2", "REDIS_PASSWORD": "pw"]).load(configPath: "\(dir)/agent.toml")
+        }
+        let series = try variant(dropping: ["password_file", "max_age"], format: "timeseries")
+        #expect(series.redis.format == .timeseries && series.redis.retentionMs == 7 * 86_400_000)
+        #expect(series.redis.rollups.map(\.aggregation) == ["avg", "max"])
+        let byAge = try variant(dropping: ["password_file", "maxlen", "retention", "rollups"], format: "stream")
+        #expect(byAge.redis.maxAge == 86_400_000_000_000)
+        let config = try variant(dropping: ["password_file", "max_age", "retention", "rollups"], format: "stream")
         #expect(config.agent.dataDir == "/var/lib/spillway")
         #expect(config.agent.tags == [Tag("dc", "eu-2"), Tag("env", "prod")])
         let disk = try #require(config.inputs.first { $0.plugin == "disk" }?.input as? DiskInput)
@@ -236,6 +252,9 @@ func malformedCases() -> [Expectation] {
         #expect(disk.ignoreFS == Set(DiskInput.defaultIgnoreFS))
         let cpu = try #require(config.inputs.first { $0.plugin == "cpu" })
         #expect(cpu.nameOverride == "cpu" && cpu.tags == [Tag("role", "web")])
+        #expect(cpu.key?.text == "metrics:{host}:cpu:{tag.cpu}" && cpu.maxlen == 10000)
+        #expect(config.redis.endpoint.username == "spillway" && config.redis.endpoint.password == "pw")
+        #expect(config.redis.maxAge == nil && config.redis.maxlen == 100000 && config.redis.ids == .explicit)
         #expect((config.inputs.first { $0.plugin == "net" }?.input as? NetInput)?.interfaces.count == 3)
     }
 }
