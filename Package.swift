@@ -63,7 +63,8 @@ let package = Package(
         // `make bench`: prints our figure, the reference measured in the same run, and the ratio.
         .executableTarget(
             name: "spillway-bench",
-            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs"],
+            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "RedisSink", "SpillwayAgent", "SpillwayTestSupport",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // Helpers for tests only: a redis-server started on a free loopback port, stopped by PID.

@@ -1,5 +1,6 @@
 import SpillwayConfig
 import SpillwayCore
+import Synchronization
 
 /// Where an input's records go: the output's key template and stream length, or the instance's own.
 public struct Route: Sendable, Equatable {
@@ -57,8 +58,9 @@ public struct BatchEncoder: Sendable {
     public let config: RedisOutputConfig
     public let routes: [Route]
     public var minter: StreamIDMinter
-    /// Series created (or found existing) in this run; TS.CREATE is sent for the others.
-    var createdSeries: Set<[UInt8]> = []
+    /// Series created (or found existing) in this run; TS.CREATE is sent for the others. Shared by
+    /// the copies of the encoder (the send stage marks, the encode stage reads).
+    let createdSeries = SeriesRegistry()
     /// Records per TS.MADD command.
     static let recordsPerMADD = 256
 
@@ -76,13 +78,13 @@ public struct BatchEncoder: Sendable {
     }
 
     /// The stream keys of `records` (to seed the minter from Redis before minting).
-    public func streamKeys(_ records: [QueuedRecord]) -> Set<[UInt8]> {
-        var keys: Set<[UInt8]> = []
+    public func streamKeys(_ records: [QueuedRecord]) -> Set<KeyBytes> {
+        var keys: Set<KeyBytes> = []
         var key: [UInt8] = []
         for q in records {
             key.removeAll(keepingCapacity: true)
             routes[q.route].key.render(q.record, into: &key)
-            keys.insert(key)
+            keys.insert(KeyBytes(key))
         }
         return keys
     }
@@ -113,7 +115,7 @@ public struct BatchEncoder: Sendable {
             }
             for f in r.fields {
                 c.append(f.key)
-                c.append(f.value.text)
+                c.append(f.value)
             }
             for t in r.tags {
                 let start = c.argumentStart
@@ -158,7 +160,7 @@ public struct BatchEncoder: Sendable {
 
     mutating func encodeSeries(_ records: [QueuedRecord]) -> EncodedBatch {
         var commands: [EncodedCommand] = []
-        var setup: Set<[UInt8]> = []
+        var setup: Set<KeyBytes> = []
         var madd = RedisCommand()
         var owners: [Int] = []
         var recordsInMADD = 0
@@ -182,7 +184,7 @@ public struct BatchEncoder: Sendable {
                 }
                 any = true
                 let key = seriesKey(r, field: f.key, template: template)
-                if !createdSeries.contains(key), setup.insert(key).inserted {
+                if !createdSeries.contains(KeyBytes(key)), setup.insert(KeyBytes(key)).inserted {
                     var create = RedisCommand(["TS.CREATE"])
                     create.append(bytes: key)
                     create.append("RETENTION"); create.append(config.retentionMs)
@@ -220,7 +222,18 @@ public struct BatchEncoder: Sendable {
     }
 
     /// Marks a series as created (its TS.CREATE succeeded or it existed).
-    public mutating func seriesCreated(_ key: [UInt8]) {
-        createdSeries.insert(key)
+    public func seriesCreated(_ key: [UInt8]) {
+        createdSeries.insert(KeyBytes(key))
     }
+}
+
+/// The set of series known to exist, safe to share between threads.
+public final class SeriesRegistry: Sendable {
+    private let keys = Mutex<Set<KeyBytes>>([])
+
+    public init() {}
+
+    public func contains(_ key: KeyBytes) -> Bool { keys.withLock { $0.contains(key) } }
+    public func insert(_ key: KeyBytes) { _ = keys.withLock { $0.insert(key) } }
+    public var count: Int { keys.withLock { $0.count } }
 }

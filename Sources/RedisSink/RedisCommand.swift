@@ -1,3 +1,5 @@
+import SpillwayCore
+
 /// One Redis command as its arguments, stored flat: every argument's bytes back to back, and their
 /// lengths. Binary-safe; one allocation per command instead of one per argument.
 public struct RedisCommand: Sendable, Hashable {
@@ -32,7 +34,36 @@ public struct RedisCommand: Sendable, Hashable {
     }
 
     public mutating func append(_ v: Int64) {
-        append(String(v))
+        let start = bytes.count
+        appendDigits(v)
+        lengths.append(bytes.count - start)
+    }
+
+    /// A field value as text: integers and integral floats as digits written in place (no String),
+    /// other floats in their shortest round-tripping form.
+    public mutating func append(_ value: FieldValue) {
+        switch value {
+        case .int(let i): append(i)
+        case .uint(let u):
+            if u <= UInt64(Int64.max) { append(Int64(u)) } else { append(String(u)) }
+        case .double(let d) where d == d.rounded() && abs(d) < 1e15: append(Int64(d))
+        default: append(value.text)
+        }
+    }
+
+    private mutating func appendDigits(_ v: Int64) {
+        if v < 0 { bytes.append(UInt8(ascii: "-")) }
+        var u = v.magnitude
+        if u == 0 {
+            bytes.append(UInt8(ascii: "0"))
+            return
+        }
+        let start = bytes.count
+        while u > 0 {
+            bytes.append(UInt8(ascii: "0") + UInt8(u % 10))
+            u /= 10
+        }
+        bytes[start...].reverse()
     }
 
     /// Starts an argument that the caller writes with `bytes` directly, ended by `endArgument(start:)`.

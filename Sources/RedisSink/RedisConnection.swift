@@ -22,6 +22,9 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     }
 }
 
+/// How much of each reply `pipeline` keeps: all of it, or only whether it is an error (writes).
+public enum ReplyDetail: Sendable { case full, errorsOnly }
+
 /// How to reach and set up a connection.
 public struct RedisConnectionOptions: Sendable, Equatable {
     public var endpoint: RedisEndpoint
@@ -108,7 +111,7 @@ public final class RedisConnection {
     /// Sends every command, then reads every reply, in order. On a connection error or timeout part
     /// way, returns the replies read so far and the error: the commands past them have an unknown
     /// outcome (they may or may not have been applied).
-    public func pipeline(_ commands: [RedisCommand]) -> (replies: [RedisReply], error: RedisError?) {
+    public func pipeline(_ commands: [RedisCommand], detail: ReplyDetail = .full) -> (replies: [RedisReply], error: RedisError?) {
         do {
             try connect()
         } catch {
@@ -116,7 +119,7 @@ public final class RedisConnection {
         }
         guard let c = context else { return ([], .connection("not connected")) }
         let start = monotonicNanoseconds()
-        for command in commands {
+        for (n, command) in commands.enumerated() {
             let ok = command.bytes.withUnsafeBufferPointer { data -> Bool in
                 withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: command.argc) { argv in
                     withUnsafeTemporaryAllocation(of: Int.self, capacity: command.argc) { lens in
@@ -132,6 +135,12 @@ public final class RedisConnection {
                 }
             }
             if !ok { return ([], failure(c, "appending \(command.name)")) }
+            // Hand Redis every `writeChunk` commands as they are formatted, so it works while the
+            // rest of the pipeline is being appended.
+            if (n + 1) % Self.writeChunk == 0, n + 1 < commands.count {
+                var done: Int32 = 0
+                if redisBufferWrite(c, &done) != REDIS_OK { return ([], failure(c, "writing")) }
+            }
         }
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
@@ -141,7 +150,7 @@ public final class RedisConnection {
                 return (replies, failure(c, "reading replies (\(replies.count) of \(commands.count) read)"))
             }
             let reply = raw!.assumingMemoryBound(to: redisReply.self)
-            replies.append(Self.convert(reply))
+            replies.append(detail == .full ? Self.convert(reply) : Self.errorsOnly(reply))
             freeReplyObject(raw)
             if monotonicNanoseconds() - start > options.timeout, replies.count < commands.count {
                 close()
@@ -192,6 +201,25 @@ public final class RedisConnection {
             return .array(elements)
         default:
             return .null
+        }
+    }
+
+    /// Commands appended between two writes to the socket.
+    static let writeChunk = 64
+
+    /// Errors keep their text, arrays their elements; any other reply becomes `.integer(0)` (no copy).
+    static func errorsOnly(_ r: UnsafeMutablePointer<redisReply>) -> RedisReply {
+        let reply = r.pointee
+        switch reply.type {
+        case REDIS_REPLY_ERROR:
+            return .error(String(decoding: UnsafeRawBufferPointer(start: reply.str, count: reply.len), as: UTF8.self))
+        case REDIS_REPLY_ARRAY:
+            var elements: [RedisReply] = []
+            elements.reserveCapacity(reply.elements)
+            for i in 0..<reply.elements { elements.append(errorsOnly(spillway_reply_element(r, i))) }
+            return .array(elements)
+        default:
+            return .integer(0)
         }
     }
 

@@ -47,10 +47,10 @@ public final class RedisWriter {
     public var encoder: BatchEncoder
     let logger: Logger
     /// Keys already logged as rejected (each is logged once; bounded).
-    private var loggedKeys: Set<[UInt8]> = []
+    private var loggedKeys: Set<KeyBytes> = []
     private static let maxLoggedKeys = 10_000
     /// Stream keys whose last ID was read from Redis in this run.
-    private var seededKeys: Set<[UInt8]> = []
+    private var seededKeys: Set<KeyBytes> = []
 
     public init(connection: RedisConnection, encoder: BatchEncoder, logger: Logger) {
         self.connection = connection
@@ -71,12 +71,12 @@ public final class RedisWriter {
     }
 
     /// Reads `last-generated-id` of each stream with XINFO STREAM (a missing stream has none).
-    func seed(_ keys: Set<[UInt8]>) {
+    func seed(_ keys: Set<KeyBytes>) {
         guard !keys.isEmpty else { return }
         let ordered = Array(keys)
         let commands = ordered.map { key -> RedisCommand in
             var c = RedisCommand(["XINFO", "STREAM"])
-            c.append(bytes: key)
+            c.append(bytes: key.bytes)
             return c
         }
         let (replies, error) = connection.pipeline(commands)
@@ -88,7 +88,7 @@ public final class RedisWriter {
                 var i = 0
                 while i + 1 < fields.count {
                     if fields[i].string == "last-generated-id", let text = fields[i + 1].string, let id = StreamID(text) {
-                        encoder.minter.observe(key: key, id: id)
+                        encoder.minter.observe(key: key.bytes, id: id)
                     }
                     i += 2
                 }
@@ -109,7 +109,7 @@ public final class RedisWriter {
         }
         let indices = p.done.indices.filter { !p.done[$0] }
         if indices.isEmpty { return (counters, nil) }
-        let (replies, connectionError) = connection.pipeline(indices.map { p.batch.commands[$0].command })
+        let (replies, connectionError) = connection.pipeline(indices.map { p.batch.commands[$0].command }, detail: .errorsOnly)
         var firstError: String? = connectionError.map { "\($0)" }
         for (n, reply) in replies.enumerated() {
             let i = indices[n]
@@ -198,7 +198,7 @@ public final class RedisWriter {
     }
 
     private func logRejected(_ key: [UInt8], command: String, _ message: String) {
-        guard loggedKeys.count < Self.maxLoggedKeys, loggedKeys.insert(key).inserted else { return }
+        guard loggedKeys.count < Self.maxLoggedKeys, loggedKeys.insert(KeyBytes(key)).inserted else { return }
         logger.error("Redis rejected a write; records for this key are counted as rejected (logged once per key)",
                      metadata: ["key": "\(String(decoding: key, as: UTF8.self))", "command": "\(command)", "reply": "\(message)"])
     }

@@ -2,6 +2,18 @@
 import Glibc
 #endif
 
+/// A Redis key as bytes, hashed in one call (an `[UInt8]` hashes byte by byte, which is slow).
+public struct KeyBytes: Hashable, Sendable {
+    public var bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    public static func == (a: KeyBytes, b: KeyBytes) -> Bool { a.bytes == b.bytes }
+
+    public func hash(into hasher: inout Hasher) {
+        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
+}
+
 /// A stream entry ID, `ms-seq`.
 public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var ms: UInt64
@@ -28,7 +40,7 @@ public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible 
 /// high-water mark is saved to a file before any ID minted from it is sent, so a later run, after a
 /// restart or a clock step, never mints an ID at or below one already given.
 public struct StreamIDMinter: Sendable {
-    private(set) var high: [[UInt8]: StreamID] = [:]
+    private(set) var high: [KeyBytes: StreamID] = [:]
     private var dirty = false
     /// Where the high-water marks are kept (`data_dir/stream-ids`); nil keeps them in memory only.
     public let path: String?
@@ -43,26 +55,27 @@ public struct StreamIDMinter: Sendable {
     /// The next ID for `key` at `ms`.
     public mutating func mint(key: [UInt8], ms: UInt64) -> StreamID {
         let id: StreamID
-        if let last = high[key], ms <= last.ms {
+        let k = KeyBytes(key)
+        if let last = high[k], ms <= last.ms {
             id = StreamID(ms: last.ms, seq: last.seq + 1)
         } else {
             // 0-0 is not a valid stream ID: a record at the epoch starts at 0-1.
             id = StreamID(ms: ms, seq: ms == 0 ? 1 : 0)
         }
-        high[key] = id
+        high[k] = id
         dirty = true
         return id
     }
 
     /// Raises the mark of `key` to `id` (e.g. the stream's last ID as Redis reports it).
     public mutating func observe(key: [UInt8], id: StreamID) {
-        if let last = high[key], last >= id { return }
-        high[key] = id
+        if let last = high[KeyBytes(key)], last >= id { return }
+        high[KeyBytes(key)] = id
         dirty = true
     }
 
     /// The mark of `key`, if any.
-    public func last(_ key: [UInt8]) -> StreamID? { high[key] }
+    public func last(_ key: [UInt8]) -> StreamID? { high[KeyBytes(key)] }
 
     public struct PersistenceError: Error, CustomStringConvertible, Sendable {
         public var description: String
@@ -74,7 +87,7 @@ public struct StreamIDMinter: Sendable {
         var text: [UInt8] = []
         text.reserveCapacity(high.count * 64)
         for (key, id) in high {
-            for b in key {
+            for b in key.bytes {
                 text.append(Self.hex[Int(b >> 4)])
                 text.append(Self.hex[Int(b & 0xF)])
             }
@@ -110,7 +123,7 @@ public struct StreamIDMinter: Sendable {
 
     private static let hex = Array("0123456789abcdef".utf8)
 
-    static func load(_ path: String) throws(PersistenceError) -> [[UInt8]: StreamID] {
+    static func load(_ path: String) throws(PersistenceError) -> [KeyBytes: StreamID] {
         let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC) }
         if fd < 0 {
             if errno == ENOENT { return [:] }
@@ -128,7 +141,7 @@ public struct StreamIDMinter: Sendable {
             if n == 0 { break }
             data.append(contentsOf: chunk[0..<n])
         }
-        var out: [[UInt8]: StreamID] = [:]
+        var out: [KeyBytes: StreamID] = [:]
         var lineNo = 0
         for line in data.split(separator: UInt8(ascii: "\n")) {
             lineNo += 1
@@ -146,7 +159,7 @@ public struct StreamIDMinter: Sendable {
                 key.append(hi << 4 | lo)
                 i += 2
             }
-            out[key] = id
+            out[KeyBytes(key)] = id
         }
         return out
     }

@@ -5,6 +5,9 @@ import ServiceLifecycle
 import SpillwayConfig
 import SpillwayCore
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The writer's counters, read by whoever reports them.
 public final class WriterStats: Sendable {
@@ -55,20 +58,24 @@ public func prepareDataDirectory(_ path: String) throws {
     guard fm.isWritableFile(atPath: path) else { throw InputError("data_dir \(path) is not writable") }
 }
 
-/// Takes batches from the queue (every `flush_interval`, or as soon as `batch_size` records wait),
-/// encodes each once and writes it to Redis as one pipeline, on a thread of its own (hiredis blocks).
-/// A batch that meets a transient failure is kept and sent again, with backoff, until Redis takes it.
-/// At graceful shutdown it drains the queue, giving Redis up to `timeout` to take the rest; what is
-/// left then is counted as dropped and logged.
+/// Takes batches from the queue (every `flush_interval`, or as soon as `batch_size` records wait) and
+/// writes each to Redis as one pipeline, in two stages on threads of their own (hiredis blocks):
+/// - encode: mints each record's key and stream ID once, saves the ID marks, and hands the batch on
+///   (one batch at most waits between the stages, so the queue is where records wait);
+/// - send: writes the batch; a batch that meets a transient failure is kept and sent again as it is,
+///   with backoff, until Redis takes it. Batches reach Redis in the order they were taken.
+/// While one batch is on the wire the next is being encoded. At graceful shutdown the queue is
+/// drained, giving Redis up to `timeout` to take the rest; what is left then is counted as dropped.
 public final class WriterService: Service, Sendable {
     let config: Config
     let queue: RecordQueue
     let routes: [Route]
     let stats: WriterStats
     let logger: Logger
-    let dataDirectory: String
+    let dataDirectory: String?
 
-    public init(config: Config, queue: RecordQueue, routes: [Route], dataDirectory: String, stats: WriterStats, logger: Logger) {
+    /// `dataDirectory` nil keeps the stream ID marks in memory only (benchmarks).
+    public init(config: Config, queue: RecordQueue, routes: [Route], dataDirectory: String?, stats: WriterStats, logger: Logger) {
         self.config = config
         self.queue = queue
         self.routes = routes
@@ -77,50 +84,74 @@ public final class WriterService: Service, Sendable {
         self.logger = logger
     }
 
-    public func run() async throws {
-        let minter = try StreamIDMinter(path: dataDirectory + "/stream-ids")
-        let encoder = BatchEncoder(config: config.redis, routes: routes, minter: minter)
+    func connectionOptions() -> RedisConnectionOptions {
         var options = RedisConnectionOptions(endpoint: config.redis.endpoint)
         options.connectTimeout = config.redis.connectTimeout
         options.timeout = config.redis.timeout
         options.keepalive = config.redis.keepalive
-        let box = UncheckedBox(RedisWriter(connection: RedisConnection(options: options), encoder: encoder, logger: logger))
+        return options
+    }
+
+    public func run() async throws {
+        let minter = try StreamIDMinter(path: dataDirectory.map { $0 + "/stream-ids" })
+        let encoder = BatchEncoder(config: config.redis, routes: routes, minter: minter)
+        // The encode stage reads streams' last IDs over a connection of its own.
+        let encodeBox = UncheckedBox(RedisWriter(connection: RedisConnection(options: connectionOptions()), encoder: encoder, logger: logger))
+        let sendBox = UncheckedBox(RedisWriter(connection: RedisConnection(options: connectionOptions()), encoder: encoder, logger: logger))
+        let handoff = Handoff<EncodedBatch>()
         await withGracefulShutdownHandler {
-            await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-                let thread = Thread { [self] in
-                    self.loop(box.value)
-                    done.resume()
-                }
-                thread.name = "spillway-writer"
-                thread.start()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await Self.onThread("spillway-encode") { self.encodeLoop(encodeBox.value, handoff) } }
+                group.addTask { await Self.onThread("spillway-send") { self.sendLoop(sendBox.value, handoff) } }
             }
         } onGracefulShutdown: { [queue] in
             queue.close()
         }
     }
 
-    func loop(_ writer: RedisWriter) {
+    static func onThread(_ name: String, _ body: @escaping @Sendable () -> Void) async {
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let thread = Thread {
+                body()
+                done.resume()
+            }
+            thread.name = name
+            thread.start()
+        }
+    }
+
+    func encodeLoop(_ writer: RedisWriter, _ handoff: Handoff<EncodedBatch>) {
         let flushInterval = config.agent.flushInterval
         var nextFlush = monotonicNanoseconds() + flushInterval
-        var shutdownDeadline: Int64?
-        var lastReport = monotonicNanoseconds()
-        var lastLoggedError: String?
         while true {
             let records = queue.take(deadline: nextFlush)
             let now = monotonicNanoseconds()
             if now >= nextFlush { nextFlush = now + flushInterval }
-            if queue.isClosed, shutdownDeadline == nil { shutdownDeadline = now + config.redis.timeout }
             if records.isEmpty {
                 if queue.isClosed && queue.count == 0 { break }
                 continue
             }
-            let batch: EncodedBatch
             do {
-                batch = try writer.encode(records, now: wallClockNanoseconds())
+                handoff.put(try writer.encode(records, now: wallClockNanoseconds()))
             } catch {
                 // The ID marks could not be saved: sending would risk IDs a later run reuses.
                 logger.critical("cannot save stream ID marks; records are dropped", metadata: ["error": "\(error)", "records": "\(records.count)"])
                 stats.update { $0.droppedAtShutdown += Int64(records.count) }
+            }
+        }
+        writer.connection.close()
+        handoff.finish()
+    }
+
+    func sendLoop(_ writer: RedisWriter, _ handoff: Handoff<EncodedBatch>) {
+        var shutdownDeadline: Int64?
+        var lastReport = monotonicNanoseconds()
+        var lastLoggedError: String?
+        var abandoned: Int64 = 0
+        while let batch = handoff.take() {
+            // Past the shutdown deadline with Redis failing: the rest is counted, not attempted.
+            if let deadline = shutdownDeadline, lastLoggedError != nil, monotonicNanoseconds() >= deadline {
+                abandoned += Int64(batch.recordCount)
                 continue
             }
             var pending = PendingBatch(batch)
@@ -137,14 +168,17 @@ public final class WriterService: Service, Sendable {
                     break
                 }
                 if error != lastLoggedError {
-                    logger.warning("Redis write failed; the batch is kept and retried", metadata: ["error": "\(error)", "endpoint": "\(config.redis.endpoint.display)"])
+                    if error.hasPrefix("authentication failed") {
+                        logger.error("Redis refused the agent's credentials; nothing is sent unauthenticated (fix: check [outputs.redis] username, password or password_file, the url's user:password, and the ACL user's permissions); the batch is kept and retried",
+                                     metadata: ["error": "\(error)", "user": "\(config.redis.endpoint.username ?? "default")"])
+                    } else {
+                        logger.warning("Redis write failed; the batch is kept and retried", metadata: ["error": "\(error)", "endpoint": "\(config.redis.endpoint.display)"])
+                    }
                     lastLoggedError = error
                 }
                 if queue.isClosed, shutdownDeadline == nil { shutdownDeadline = monotonicNanoseconds() + config.redis.timeout }
                 if let deadline = shutdownDeadline, monotonicNanoseconds() >= deadline {
-                    let left = Int64(pending.batch.recordCount - pending.settledRecords)
-                    stats.update { $0.droppedAtShutdown += left }
-                    logger.error("stopping with records Redis did not take", metadata: ["records": "\(left)", "error": "\(error)"])
+                    abandoned += Int64(pending.batch.recordCount - pending.settledRecords)
                     break
                 }
                 _ = queue.sleep(backoff)
@@ -156,10 +190,12 @@ public final class WriterService: Service, Sendable {
                 report(level: .info)
             }
         }
-        // After the deadline, whatever is still queued cannot be written either.
-        if queue.count > 0 {
-            let left = Int64(queue.count)
-            stats.update { $0.droppedAtShutdown += left }
+        // Past the shutdown deadline, whatever is still queued cannot be written either.
+        abandoned += Int64(queue.count)
+        if abandoned > 0 {
+            stats.update { $0.droppedAtShutdown += abandoned }
+            logger.error("stopping with records Redis did not take within the timeout; they are dropped",
+                         metadata: ["records": "\(abandoned)", "error": "\(lastLoggedError ?? "")"])
         }
         writer.connection.close()
         report(level: .info)
@@ -172,6 +208,50 @@ public final class WriterService: Service, Sendable {
             "rejected": "\(s.counters.rejected)", "skipped_fields": "\(s.counters.skippedFields)",
             "dropped": "\(queue.dropped + s.droppedAtShutdown)", "queued": "\(queue.count)", "batches": "\(s.batches)",
         ])
+    }
+}
+
+/// A one-slot handoff between two threads: `put` waits while the slot is full, `take` waits while it
+/// is empty and returns nil once `finish` was called and the slot is empty.
+final class Handoff<T: Sendable>: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var cond = pthread_cond_t()
+    private var slot: T?
+    private var finished = false
+
+    init() {
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(&cond)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    func put(_ value: T) {
+        pthread_mutex_lock(&mutex)
+        while slot != nil { pthread_cond_wait(&cond, &mutex) }
+        slot = value
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    func take() -> T? {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        while slot == nil, !finished { pthread_cond_wait(&cond, &mutex) }
+        guard let value = slot else { return nil }
+        slot = nil
+        pthread_cond_broadcast(&cond)
+        return value
+    }
+
+    func finish() {
+        pthread_mutex_lock(&mutex)
+        finished = true
+        pthread_cond_broadcast(&cond)
+        pthread_mutex_unlock(&mutex)
     }
 }
 

@@ -60,6 +60,14 @@ public struct Config: Sendable {
     public var files: [String]
     /// Things that work but are likely wrong (`check` prints them, `run` logs them).
     public var warnings: [Diagnostic]
+
+    public init(agent: AgentConfig, inputs: [InputInstance], redis: RedisOutputConfig, files: [String], warnings: [Diagnostic]) {
+        self.agent = agent
+        self.inputs = inputs
+        self.redis = redis
+        self.files = files
+        self.warnings = warnings
+    }
 }
 
 /// A built-in input: its name, a one-line summary, and a factory that reads its own options.

@@ -117,5 +117,11 @@ func collectBenchmark(iterations: Int) throws {
     if sink == 42 { print("") }
 }
 
-let iterations = Int(ProcessInfo.processInfo.environment["BENCH_ITERATIONS"] ?? "") ?? 2000
-try collectBenchmark(iterations: iterations)
+let env = ProcessInfo.processInfo.environment
+let only = env["BENCH_ONLY"]
+if only == nil || only == "collect" {
+    try collectBenchmark(iterations: Int(env["BENCH_ITERATIONS"] ?? "") ?? 2000)
+}
+if only == nil || only == "write" {
+    try writerBenchmarks(records: Int(env["BENCH_RECORDS"] ?? "") ?? 500_000)
+}

@@ -1,0 +1,137 @@
+import Foundation
+import Logging
+import RedisSink
+import SpillwayAgent
+import SpillwayConfig
+import SpillwayCore
+import SpillwayTestSupport
+
+/// Resident set size of this process, in MiB.
+func rssMiB() -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let pages = Double(text.split(separator: " ")[1]) ?? 0
+    return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
+}
+
+let benchFields = ["usage_user", "usage_system", "usage_idle", "usage_nice", "usage_iowait", "usage_irq",
+                   "usage_softirq", "usage_steal", "usage_guest", "usage_guest_nice", "usage_active"]
+
+/// A cpu record as the cpu input makes it: 11 float fields, tags cpu, dc, host.
+func benchRecord(_ i: Int, ms: Int64) -> Record {
+    Record(name: "cpu", tags: [Tag("cpu", "cpu\(i % 64)"), Tag("dc", "eu-1"), Tag("host", "bench-host")],
+           fields: benchFields.enumerated().map { Field($1, .double(Double((i + $0) % 1000) / 8)) },
+           timestamp: ms * 1_000_000)
+}
+
+/// Runs redis-benchmark against `port` and returns its requests per second.
+func redisBenchmark(port: Int, requests: Int, clients: Int, command: [String]) throws -> Double {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
+    p.arguments = ["-h", "127.0.0.1", "-p", String(port), "-n", String(requests), "-P", "64", "-c", String(clients), "--csv"] + command
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    // --csv: a header line, then "test","rps",...
+    for line in String(decoding: data, as: UTF8.self).split(separator: "\n").dropFirst() {
+        let cols = line.split(separator: ",").map { $0.trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+        if cols.count > 1, let rps = Double(cols[1]) { return rps }
+    }
+    throw InputError("redis-benchmark printed no rate: \(String(decoding: data, as: UTF8.self))")
+}
+
+/// Pushes `total` records through the agent's own writer path (RecordQueue -> WriterService: encode
+/// stage, send stage) as fast as the queue takes them. Returns records/s (until Redis acknowledged
+/// the last one) and the RSS samples taken at each tenth.
+func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int) throws -> (rate: Double, rss: [Double]) {
+    var agent = AgentConfig(hostname: "bench-host")
+    agent.batchSize = batchSize
+    agent.flushInterval = 1_000_000_000
+    let config = Config(agent: agent, inputs: [], redis: redis, files: [], warnings: [])
+    let queue = RecordQueue(limit: 20 * batchSize, batchSize: batchSize)
+    let stats = WriterStats()
+    let writer = WriterService(config: config, queue: queue, routes: [Route(key: redis.key, maxlen: redis.maxlen)],
+                               dataDirectory: nil, stats: stats, logger: Logger(label: "bench"))
+    let done = DispatchSemaphore(value: 0)
+    Task.detached {
+        do { try await writer.run() } catch { print("writer failed: \(error)") }
+        done.signal()
+    }
+    // One batch of records, re-pushed with moving timestamps (building records is the inputs' work).
+    var pool = (0..<batchSize).map { QueuedRecord(record: benchRecord($0, ms: 0), route: 0) }
+    var ms: Int64 = 1_700_000_000_000
+    var rss: [Double] = []
+    let start = monotonicNanoseconds()
+    var pushed = 0
+    while pushed < total {
+        while queue.count > 10 * batchSize { usleep(200) }
+        let n = min(batchSize, total - pushed)
+        for i in 0..<n {
+            ms += 1
+            pool[i].record.timestamp = ms * 1_000_000
+        }
+        queue.push(n == batchSize ? pool : Array(pool[0..<n]))
+        pushed += n
+        if pushed % max(batchSize, total / 10) < batchSize { rss.append(rssMiB()) }
+    }
+    let deadline = monotonicNanoseconds() + 120_000_000_000
+    while stats.snapshot.counters.written < Int64(total), monotonicNanoseconds() < deadline { usleep(200) }
+    let seconds = Double(monotonicNanoseconds() - start) / 1e9
+    queue.close()
+    done.wait()
+    let written = stats.snapshot.counters.written
+    guard written == Int64(total) else { throw InputError("wrote \(written) of \(total): \(stats.snapshot)") }
+    return (Double(total) / seconds, rss)
+}
+
+func writerBenchmarks(records: Int) throws {
+    let batchSize = 1000
+    // Streams, on Debian's redis-server.
+    do {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        var config = RedisOutputConfig()
+        config.endpoint = try RedisEndpoint.parse(server.url)
+        let ours = try pushThroughWriter(config, total: records, batchSize: batchSize)
+        try server.cli(["FLUSHALL"])
+        // The same XADD (11 fields, 3 tags, timestamp, MAXLEN ~ 100000), pipelined 64 deep.
+        var xadd = ["XADD", "metrics:bench-host:cpu", "MAXLEN", "~", "100000", "*"]
+        for (i, f) in benchFields.enumerated() { xadd += [f, String(Double((7 + i) % 1000) / 8)] }
+        xadd += ["tag_cpu", "cpu7", "tag_dc", "eu-1", "tag_host", "bench-host", "timestamp", "1700000000123"]
+        let ref1 = try redisBenchmark(port: server.port, requests: records, clients: 1, command: xadd)
+        try server.cli(["FLUSHALL"])
+        let ref50 = try redisBenchmark(port: server.port, requests: records, clients: 50, command: xadd)
+        print("write (stream): \(records) cpu records (11 fields, 3 tags), batches of \(batchSize), one connection, redis-server \(try server.cli(["INFO", "server"]).split(separator: "\n").first { $0.hasPrefix("redis_version") }?.split(separator: ":").last ?? "?")")
+        print(String(format: "  spillway writer                    %10.0f records/s", ours.rate))
+        print(String(format: "  redis-benchmark XADD -P 64 -c 1    %10.0f requests/s   ratio %.2f", ref1, ours.rate / ref1))
+        print(String(format: "  redis-benchmark XADD -P 64 -c 50   %10.0f requests/s   ratio %.2f   (target >= 0.8)", ref50, ours.rate / ref50))
+        print("  RSS MiB at each tenth: " + ours.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
+    }
+    // TimeSeries, on redis-stack's redis-server with RedisTimeSeries.
+    do {
+        let server = try RedisServer(stack: true)
+        defer { server.stop(); server.removeFiles() }
+        var config = RedisOutputConfig()
+        config.endpoint = try RedisEndpoint.parse(server.url)
+        config.format = .timeseries
+        config.key = try KeyTemplate(RedisOutputConfig.defaultSeriesKey, allowField: true)
+        let tsRecords = records / 5
+        let ours = try pushThroughWriter(config, total: tsRecords, batchSize: batchSize)
+        // The same work per record: one TS.MADD of 11 samples to 11 existing series.
+        var madd = ["TS.MADD"]
+        for f in benchFields {
+            let key = "bench:\(f)"
+            try server.cli(["TS.CREATE", key, "DUPLICATE_POLICY", "LAST"])
+            madd += [key, "*", "1.25"]
+        }
+        let ref1 = try redisBenchmark(port: server.port, requests: tsRecords, clients: 1, command: madd)
+        let ref50 = try redisBenchmark(port: server.port, requests: tsRecords, clients: 50, command: madd)
+        print("write (timeseries): \(tsRecords) cpu records = \(tsRecords * 11) samples, 704 series, TS.MADD")
+        print(String(format: "  spillway writer                       %10.0f records/s (%.0f samples/s)", ours.rate, ours.rate * 11))
+        print(String(format: "  redis-benchmark TS.MADD(11) -P 64 -c 1  %8.0f requests/s   ratio %.2f", ref1, ours.rate / ref1))
+        print(String(format: "  redis-benchmark TS.MADD(11) -P 64 -c 50 %8.0f requests/s   ratio %.2f   (target >= 0.8)", ref50, ours.rate / ref50))
+        print("  RSS MiB at each tenth: " + ours.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
+    }
+}
