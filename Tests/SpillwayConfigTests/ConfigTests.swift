@@ -245,7 +245,9 @@ func malformedCases() -> [Expectation] {
         let byAge = try variant(dropping: ["password_file", "maxlen", "retention", "rollups"], format: "stream")
         #expect(byAge.redis.maxAge == 86_400_000_000_000)
         let config = try variant(dropping: ["password_file", "max_age", "retention", "rollups"], format: "stream")
-        #expect(config.agent.dataDir == "/var/lib/spillway")
+        #expect(config.agent.dataDir == nil)  // "${SPILLWAY_DATA_DIR:-}" unset: the default
+        let withDir = try loader(["SPILLWAY_DATA_DIR": "/srv/spillway", "REDIS_PASSWORD": "pw"]).load(configPath: "\(dir)/agent.toml")
+        #expect(withDir.agent.dataDir == "/srv/spillway")
         #expect(config.agent.tags == [Tag("dc", "eu-2"), Tag("env", "prod")])
         let disk = try #require(config.inputs.first { $0.plugin == "disk" }?.input as? DiskInput)
         #expect(disk.mountPoints.map(\.pattern) == ["/", "/var", "/mnt/*"])
