@@ -6,7 +6,7 @@ SHELL := /bin/bash
 SWIFT ?= swift
 CONFIG ?= agent.toml
 LOG_LEVEL ?= info
-APT_PACKAGES := libhiredis-dev libsqlite3-dev redis-server redis-tools
+APT_PACKAGES := libhiredis-dev libsqlite3-dev redis-server redis-tools python3 python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: all deps build release run once check test bench clean
