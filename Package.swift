@@ -41,6 +41,14 @@ let package = Package(
             dependencies: ["CHiredis", "SpillwayCore", "SpillwayConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // The system libsqlite3 (Debian's libsqlite3-dev). Only Spool imports it.
+        .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
+        // The only code that touches SQLite: the spill buffer (schema and all SQL in one file).
+        .target(
+            name: "Spool",
+            dependencies: ["CSQLite", "RedisSink", "SpillwayCore"],
+            swiftSettings: strict
+        ),
         // Runtime: the collection scheduler, as swift-service-lifecycle services.
         .target(
             name: "SpillwayAgent",
@@ -72,6 +80,11 @@ let package = Package(
         .testTarget(
             name: "RedisSinkTests",
             dependencies: ["RedisSink", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpoolTests",
+            dependencies: ["Spool", "RedisSink", "SpillwayCore"],
             swiftSettings: strict
         ),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),

@@ -74,11 +74,11 @@ public struct DiskInput: Input {
             guard let s = statfs(m.mountPoint) else { continue }
             records.append(Record(
                 name: "disk",
-                tags: [
-                    Tag("path", m.mountPoint),
+                tags: [  // in key order: Record keeps them as given
                     Tag("device", m.source.hasPrefix("/dev/") ? String(m.source.dropFirst(5)) : m.source),
                     Tag("fstype", m.fsType),
                     Tag("mode", m.mode),
+                    Tag("path", m.mountPoint),
                 ],
                 fields: Self.fields(s),
                 timestamp: context.now

@@ -1,0 +1,298 @@
+import CSQLite
+import Foundation
+import RedisSink
+import SpillwayCore
+
+/// What to do when the buffer is full.
+public enum WhenFull: String, Sendable {
+    case dropOldest = "drop_oldest"
+    case dropNewest = "drop_newest"
+}
+
+/// `[buffer]` settings.
+public struct SpoolOptions: Sendable, Equatable {
+    public var maxBytes: Int64 = 1 << 30
+    /// Batches spilled longer ago than this are dropped (nanoseconds); nil keeps them.
+    public var maxAge: Int64?
+    public var whenFull: WhenFull = .dropOldest
+    /// `PRAGMA synchronous`: NORMAL (default) or FULL.
+    public var synchronousFull = false
+
+    public init() {}
+}
+
+/// What an append did.
+public struct AppendOutcome: Sendable, Equatable {
+    /// Whether the batch is now in the buffer.
+    public var stored: Bool
+    /// Records dropped to make room or for age (older batches), or this batch's when it was not stored.
+    public var droppedRecords: Int64
+    /// The disk or the database was full.
+    public var diskFull: Bool
+}
+
+/// The backlog as the database holds it.
+public struct BacklogTotals: Sendable, Equatable {
+    public var batches: Int64
+    public var records: Int64
+    public var bytes: Int64
+    public var oldestSpilledNs: Int64?
+    public var newestSpilledNs: Int64?
+}
+
+/// The spill buffer: encoded batches in SQLite (`data_dir/buffer.sqlite`, WAL), one transaction per
+/// batch, oldest first. Rows are deleted only when the caller says Redis acknowledged them. Bounded by
+/// `max_bytes` (and `max_age`): when full, drops per policy and counts every dropped record per key.
+public final class Spool {
+    public let path: String
+    public let options: SpoolOptions
+    let db: SQLiteDatabase
+    private var insertBatch, insertBatchKey, oldest, oldestForDrop, deleteBatch, deleteBatchKeys, keysOfBatch, addDropped, putState: Statement
+    /// Cached totals (kept in step with every change).
+    public private(set) var totals: BacklogTotals
+    /// Set when the file found at start could not be used and was moved aside (its new name).
+    public private(set) var movedAside: String?
+
+    public var isEmpty: Bool { totals.batches == 0 }
+
+    /// Opens (or creates) the buffer. A file that is not a usable database is moved aside as
+    /// `buffer.sqlite.corrupt-<unix seconds>` (with its -wal and -shm) and a new one is created.
+    public init(directory: String, options: SpoolOptions = SpoolOptions()) throws(SQLiteError) {
+        path = directory + "/buffer.sqlite"
+        self.options = options
+        var moved: String?
+        var database: SQLiteDatabase
+        do {
+            database = try Self.open(path, options: options)
+        } catch {
+            guard FileManager.default.fileExists(atPath: path) else { throw error }
+            let aside = "\(path).corrupt-\(Int(Date().timeIntervalSince1970))"
+            for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
+                try? FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)
+            }
+            moved = aside
+            database = try Self.open(path, options: options)
+        }
+        db = database
+        movedAside = moved
+        insertBatch = try db.prepare(Schema.insertBatch)
+        insertBatchKey = try db.prepare(Schema.insertBatchKey)
+        oldest = try db.prepare(Schema.oldestBatches)
+        oldestForDrop = try db.prepare(Schema.oldestBatchForDrop)
+        deleteBatch = try db.prepare(Schema.deleteBatch)
+        deleteBatchKeys = try db.prepare(Schema.deleteBatchKeys)
+        keysOfBatch = try db.prepare(Schema.keysOfBatch)
+        addDropped = try db.prepare(Schema.addDropped)
+        putState = try db.prepare(Schema.putState)
+        totals = try Self.readTotals(db)
+    }
+
+    static func open(_ path: String, options: SpoolOptions) throws(SQLiteError) -> SQLiteDatabase {
+        // Created 0600 before SQLite sees it; SQLite gives -wal and -shm the same mode.
+        if !FileManager.default.fileExists(atPath: path) {
+            let fd = path.withCString { Glibc.open($0, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600) }
+            if fd >= 0 { Glibc.close(fd) }
+        }
+        let db = try SQLiteDatabase(path: path)
+        try db.exec("PRAGMA journal_mode=WAL")
+        try db.exec("PRAGMA synchronous=\(options.synchronousFull ? "FULL" : "NORMAL")")
+        let check = try db.prepare("PRAGMA quick_check")
+        guard try check.step(), check.string(0) == "ok" else {
+            throw SQLiteError(code: SQLITE_CORRUPT, message: "\(path): quick_check failed")
+        }
+        try db.exec(Schema.create)
+        return db
+    }
+
+    static func readTotals(_ db: SQLiteDatabase) throws(SQLiteError) -> BacklogTotals {
+        let s = try db.prepare(Schema.totals)
+        _ = try s.step()
+        return BacklogTotals(batches: s.int64(0), records: s.int64(1), bytes: s.int64(2),
+                             oldestSpilledNs: s.isNull(3) ? nil : s.int64(3), newestSpilledNs: s.isNull(4) ? nil : s.int64(4))
+    }
+
+    /// Records per key of a batch (stream keys; a timeseries batch counts under its first series key).
+    static func keyCounts(_ batch: EncodedBatch) -> [KeyBytes: Int64] {
+        var counts: [KeyBytes: Int64] = [:]
+        for c in batch.commands {
+            switch c.role {
+            case .record: counts[KeyBytes(c.key), default: 0] += 1
+            case .samples(let owners):
+                let key = KeyBytes(Array(c.command.argument(1)))
+                counts[key, default: 0] += Int64(Set(owners).count)
+            case .setup: break
+            }
+        }
+        return counts
+    }
+
+    /// Stores a batch in one transaction, making room per policy first. Never throws for a full disk:
+    /// that is reported in the outcome (and the batch's records counted as dropped when not stored).
+    public func append(_ batch: EncodedBatch, now: Int64) throws(SQLiteError) -> AppendOutcome {
+        let payload = batch.serialized()
+        let bytes = Int64(payload.count)
+        let counts = Self.keyCounts(batch)
+        var dropped: Int64 = 0
+        do {
+            try db.exec("BEGIN IMMEDIATE")
+            if let maxAge = options.maxAge { dropped += try dropOlderThan(now - maxAge) }
+            if totals.bytes + bytes > options.maxBytes {
+                if options.whenFull == .dropNewest || bytes > options.maxBytes {
+                    try db.exec("COMMIT")
+                    try recordDropped(counts)
+                    return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
+                }
+                while totals.bytes + bytes > options.maxBytes, totals.batches > 0 { dropped += try dropOldestBatch() }
+            }
+            try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
+            try db.exec("COMMIT")
+            return AppendOutcome(stored: true, droppedRecords: dropped, diskFull: false)
+        } catch {
+            try? db.exec("ROLLBACK")
+            totals = try Self.readTotals(db)
+            guard error.isFull else { throw error }
+            // Full disk: drop per policy (drop_oldest frees one batch and tries once more).
+            if options.whenFull == .dropOldest, totals.batches > 0 {
+                do {
+                    try db.exec("BEGIN IMMEDIATE")
+                    let freed = try dropOldestBatch()
+                    try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
+                    try db.exec("COMMIT")
+                    return AppendOutcome(stored: true, droppedRecords: freed, diskFull: true)
+                } catch {
+                    try? db.exec("ROLLBACK")
+                    totals = try Self.readTotals(db)
+                }
+            }
+            try? recordDropped(counts)
+            return AppendOutcome(stored: false, droppedRecords: Int64(batch.recordCount), diskFull: true)
+        }
+    }
+
+    private func insert(_ payload: [UInt8], records: Int64, bytes: Int64, counts: [KeyBytes: Int64], now: Int64) throws(SQLiteError) {
+        insertBatch.reset()
+        insertBatch.bind(1, now)
+        insertBatch.bind(2, records)
+        insertBatch.bind(3, bytes)
+        insertBatch.bind(2 + 2, blob: payload)
+        try insertBatch.run()
+        let id = db.lastInsertRowID
+        for (key, n) in counts {
+            insertBatchKey.reset()
+            insertBatchKey.bind(1, id)
+            insertBatchKey.bind(2, blob: key.bytes)
+            insertBatchKey.bind(3, n)
+            try insertBatchKey.run()
+        }
+        totals.batches += 1
+        totals.records += records
+        totals.bytes += bytes
+        if totals.oldestSpilledNs == nil { totals.oldestSpilledNs = now }
+        totals.newestSpilledNs = now
+    }
+
+    /// Drops the oldest batch (inside a transaction), counting its records per key. Returns them.
+    private func dropOldestBatch() throws(SQLiteError) -> Int64 {
+        oldestForDrop.reset()
+        guard try oldestForDrop.step() else { return 0 }
+        let id = oldestForDrop.int64(0), records = oldestForDrop.int64(1), bytes = oldestForDrop.int64(2)
+        oldestForDrop.reset()
+        try removeBatch(id, records: records, bytes: bytes, countAsDropped: true)
+        return records
+    }
+
+    private func dropOlderThan(_ cutoff: Int64) throws(SQLiteError) -> Int64 {
+        let s = try db.prepare(Schema.batchesOlderThan)
+        s.bind(1, cutoff)
+        var victims: [(Int64, Int64, Int64)] = []
+        while try s.step() { victims.append((s.int64(0), s.int64(1), s.int64(2))) }
+        var dropped: Int64 = 0
+        for (id, records, bytes) in victims {
+            try removeBatch(id, records: records, bytes: bytes, countAsDropped: true)
+            dropped += records
+        }
+        return dropped
+    }
+
+    private func removeBatch(_ id: Int64, records: Int64, bytes: Int64, countAsDropped: Bool) throws(SQLiteError) {
+        if countAsDropped {
+            keysOfBatch.reset()
+            keysOfBatch.bind(1, id)
+            var counts: [KeyBytes: Int64] = [:]
+            while try keysOfBatch.step() { counts[KeyBytes(keysOfBatch.blob(0))] = keysOfBatch.int64(1) }
+            keysOfBatch.reset()
+            try recordDropped(counts)
+        }
+        deleteBatchKeys.reset()
+        deleteBatchKeys.bind(1, id)
+        try deleteBatchKeys.run()
+        deleteBatch.reset()
+        deleteBatch.bind(1, id)
+        try deleteBatch.run()
+        totals.batches -= 1
+        totals.records -= records
+        totals.bytes -= bytes
+        if totals.batches == 0 {
+            totals.oldestSpilledNs = nil
+            totals.newestSpilledNs = nil
+        }
+    }
+
+    private func recordDropped(_ counts: [KeyBytes: Int64]) throws(SQLiteError) {
+        for (key, n) in counts {
+            addDropped.reset()
+            addDropped.bind(1, blob: key.bytes)
+            addDropped.bind(2, n)
+            try addDropped.run()
+        }
+    }
+
+    /// The oldest `limit` batches, oldest first, with their row ids. A row whose payload cannot be
+    /// decoded is reported in `unreadable` (the caller decides; it is never silently deleted).
+    public func oldestBatches(limit: Int) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
+        oldest.reset()
+        oldest.bind(1, Int64(limit))
+        var out: [(Int64, EncodedBatch)] = []
+        var bad: [Int64] = []
+        while try oldest.step() {
+            let id = oldest.int64(0)
+            if let b = try? EncodedBatch(serialized: oldest.blob(1)) { out.append((id, b)) } else { bad.append(id) }
+        }
+        oldest.reset()
+        return (out, bad)
+    }
+
+    /// Deletes a batch Redis acknowledged (in its own transaction).
+    public func acknowledge(id: Int64, records: Int64) throws(SQLiteError) {
+        let s = try db.prepare("SELECT bytes FROM batches WHERE id = ?1")
+        s.bind(1, id)
+        guard try s.step() else { return }
+        let bytes = s.int64(0)
+        try db.exec("BEGIN IMMEDIATE")
+        do {
+            try removeBatch(id, records: records, bytes: bytes, countAsDropped: false)
+            try db.exec("COMMIT")
+        } catch {
+            try? db.exec("ROLLBACK")
+            totals = try Self.readTotals(db)
+            throw error
+        }
+    }
+
+    /// Saves the agent's state (breaker, counters, …) for `spillway status`, in one transaction.
+    public func saveState(_ values: [String: String]) throws(SQLiteError) {
+        try db.exec("BEGIN IMMEDIATE")
+        do {
+            for (k, v) in values {
+                putState.reset()
+                putState.bind(1, k)
+                putState.bind(2, v)
+                try putState.run()
+            }
+            try db.exec("COMMIT")
+        } catch {
+            try? db.exec("ROLLBACK")
+            throw error
+        }
+    }
+}
