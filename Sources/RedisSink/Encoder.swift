@@ -39,6 +39,12 @@ public struct EncodedCommand: Sendable {
     /// The key the command writes (for logs).
     public var key: [UInt8]
     public var role: Role
+
+    public init(command: RedisCommand, key: [UInt8], role: Role) {
+        self.command = command
+        self.key = key
+        self.role = role
+    }
 }
 
 /// A batch, encoded once: every record has its key and (for streams) its ID from here on, so a
@@ -50,6 +56,13 @@ public struct EncodedBatch: Sendable {
     public var rejectedAtEncoding: Int
     /// Fields left out (timeseries: strings and booleans).
     public var skippedFields: Int
+
+    public init(commands: [EncodedCommand], recordCount: Int, rejectedAtEncoding: Int, skippedFields: Int) {
+        self.commands = commands
+        self.recordCount = recordCount
+        self.rejectedAtEncoding = rejectedAtEncoding
+        self.skippedFields = skippedFields
+    }
 }
 
 /// Turns records into commands for the configured layout. Owns the stream ID minter and the set of

@@ -279,6 +279,15 @@ public final class Spool {
         }
     }
 
+    /// Records dropped per key, ever (key as text).
+    public func droppedPerKey(limit: Int = 1000) throws(SQLiteError) -> [String: Int64] {
+        let s = try db.prepare(Schema.droppedKeys)
+        s.bind(1, Int64(limit))
+        var out: [String: Int64] = [:]
+        while try s.step() { out[String(decoding: s.blob(0), as: UTF8.self)] = s.int64(1) }
+        return out
+    }
+
     /// Saves the agent's state (breaker, counters, …) for `spillway status`, in one transaction.
     public func saveState(_ values: [String: String]) throws(SQLiteError) {
         try db.exec("BEGIN IMMEDIATE")

@@ -1,0 +1,130 @@
+import Foundation
+import RedisSink
+import SpillwayCore
+import Spool
+import Testing
+
+func tempDir() -> String {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-spool-\(UUID().uuidString)").path
+    try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    return dir
+}
+
+/// A batch of `n` XADDs to `key`, IDs from `firstMs`.
+func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> EncodedBatch {
+    let commands = (0..<n).map { i -> EncodedCommand in
+        let c = RedisCommand(["XADD", key, "MAXLEN", "~", "100000", "\(firstMs + i)-0", "usage_user", "1.5", "tag_host", "h", "timestamp", "\(firstMs + i)"])
+        return EncodedCommand(command: c, key: Array(key.utf8), role: .record(i))
+    }
+    return EncodedBatch(commands: commands, recordCount: n, rejectedAtEncoding: 0, skippedFields: 0)
+}
+
+@Suite struct Serialization {
+    @Test func roundTrip() throws {
+        var b = batch(3)
+        b.commands.append(EncodedCommand(command: RedisCommand(["TS.MADD", "k", "1", "2.5", "k", "2", "\u{0}\u{FF}"]), key: Array("TS.MADD".utf8), role: .samples(owners: [0, 2])))
+        b.commands.append(EncodedCommand(command: RedisCommand(["TS.CREATE", "k"]), key: Array("k".utf8), role: .setup))
+        let back = try EncodedBatch(serialized: b.serialized())
+        #expect(back.recordCount == 3)
+        #expect(back.commands.map(\.command) == b.commands.map(\.command))
+        #expect(back.commands.map(\.role) == b.commands.map(\.role))
+        #expect(back.commands.map(\.key) == b.commands.map(\.key))
+    }
+
+    @Test func truncatedOrGarbageIsAnErrorNeverACrash() {
+        let bytes = batch(2).serialized()
+        for n in 0..<bytes.count {
+            #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: Array(bytes.prefix(n))) }
+        }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: bytes + [0]) }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F]) }
+    }
+}
+
+@Suite struct Buffer {
+    @Test func appendsInOrderAndDeletesOnlyWhenAcknowledged() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir)
+        #expect(spool.isEmpty)
+        for i in 0..<5 { #expect(try spool.append(batch(10, firstMs: i * 10 + 1), now: Int64(i)).stored) }
+        #expect(spool.totals.batches == 5 && spool.totals.records == 50)
+        let (first, bad) = try spool.oldestBatches(limit: 2)
+        #expect(bad.isEmpty)
+        #expect(first.map { $0.batch.commands[0].command.strings[5] } == ["1-0", "11-0"])
+        try spool.acknowledge(id: first[0].id, records: 10)
+        #expect(spool.totals.records == 40)
+        // A reopened buffer (a restart) has the same backlog, same order.
+        let again = try Spool(directory: dir)
+        #expect(again.totals.records == 40 && again.totals.batches == 4)
+        #expect(try again.oldestBatches(limit: 1).batches[0].batch.commands[0].command.strings[5] == "11-0")
+    }
+
+    @Test func filesAre0600() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir)
+        _ = try spool.append(batch(1), now: 0)
+        for suffix in ["", "-wal", "-shm"] {
+            let mode = try FileManager.default.attributesOfItem(atPath: spool.path + suffix)[.posixPermissions] as? Int
+            #expect(mode == 0o600, "\(suffix)")
+        }
+    }
+
+    @Test func dropOldestDropsExactlyWhatTheCountersSay() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let one = Int64(batch(10, key: "k0", firstMs: 1000).serialized().count)
+        var options = SpoolOptions()
+        options.maxBytes = one * 3 + one / 2   // room for three batches
+        let spool = try Spool(directory: dir, options: options)
+        var dropped: Int64 = 0
+        for i in 0..<7 {
+            let outcome = try spool.append(batch(10, key: "k\(i % 2)", firstMs: 1000 + i * 10), now: Int64(i))
+            #expect(outcome.stored)
+            dropped += outcome.droppedRecords
+        }
+        #expect(dropped == 40 && spool.totals.records == 30 && spool.totals.batches == 3)
+        // The three newest are kept, in order.
+        #expect(try spool.oldestBatches(limit: 10).batches.map { $0.batch.commands[0].command.strings[5] } == ["1040-0", "1050-0", "1060-0"])
+        #expect(try spool.droppedPerKey() == ["k0": 20, "k1": 20])
+    }
+
+    @Test func dropNewestKeepsTheOldest() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = SpoolOptions()
+        options.maxBytes = Int64(batch(10, firstMs: 1000).serialized().count) * 2
+        options.whenFull = .dropNewest
+        let spool = try Spool(directory: dir, options: options)
+        let outcomes = try (0..<4).map { try spool.append(batch(10, firstMs: 1000 + $0 * 10), now: Int64($0)) }
+        #expect(outcomes.map(\.stored) == [true, true, false, false])
+        #expect(outcomes.map(\.droppedRecords) == [0, 0, 10, 10])
+        #expect(try spool.oldestBatches(limit: 10).batches.map { $0.batch.commands[0].command.strings[5] } == ["1000-0", "1010-0"])
+    }
+
+    @Test func maxAgeDropsOldBatches() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = SpoolOptions()
+        options.maxAge = 1_000
+        let spool = try Spool(directory: dir, options: options)
+        _ = try spool.append(batch(5), now: 0)
+        _ = try spool.append(batch(5, firstMs: 6), now: 500)
+        let outcome = try spool.append(batch(5, firstMs: 11), now: 1_200)
+        #expect(outcome.stored && outcome.droppedRecords == 5)
+        #expect(spool.totals.records == 10)
+    }
+
+    @Test func corruptFileIsMovedAside() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try Data(repeating: 0xAB, count: 8192).write(to: URL(fileURLWithPath: dir + "/buffer.sqlite"))
+        let spool = try Spool(directory: dir)
+        let aside = try #require(spool.movedAside)
+        #expect(aside.hasPrefix(dir + "/buffer.sqlite.corrupt-"))
+        #expect(FileManager.default.fileExists(atPath: aside))
+        #expect(spool.isEmpty)
+        #expect(try spool.append(batch(1), now: 0).stored)
+    }
+}
