@@ -113,3 +113,72 @@ import Testing
     r.addTagsIfAbsent([])
     #expect(r.tags.count == 5)
 }
+
+@Suite struct Breaker {
+    var s: CircuitBreaker.Settings {
+        var s = CircuitBreaker.Settings()
+        s.failureThreshold = 3
+        s.openTimeout = 1_000
+        s.maxOpenTimeout = 5_000
+        return s
+    }
+
+    @Test func opensAfterThresholdAndRecovers() {
+        var b = CircuitBreaker(settings: s, now: 0)
+        let first = b.allowsAttempt(now: 0)
+        #expect(first)
+        b.recordFailure(now: 1, jitter: 0)
+        b.recordFailure(now: 2, jitter: 0)
+        #expect(b.state == .closed)
+        b.recordSuccess(now: 3)               // a success resets the count
+        b.recordFailure(now: 4, jitter: 0)
+        b.recordFailure(now: 5, jitter: 0)
+        #expect(b.state == .closed && b.consecutiveFailures == 2)
+        b.recordFailure(now: 6, jitter: 0)
+        #expect(b.state == .open && b.since == 6 && b.retryAt == 1_006)
+        let early = b.allowsAttempt(now: 1_005)
+        #expect(!early)  // no traffic while open
+        let due = b.allowsAttempt(now: 1_006)
+        #expect(due)
+        #expect(b.state == .halfOpen && b.since == 1_006)
+        b.recordSuccess(now: 1_010)
+        #expect(b.state == .closed && b.since == 1_010 && b.consecutiveFailures == 0)
+    }
+
+    @Test func backoffDoublesUpToTheMaximum() {
+        var b = CircuitBreaker(settings: s, now: 0)
+        for t in 0..<3 { b.recordFailure(now: Int64(t), jitter: 0) }
+        var waits: [Int64] = []
+        var now: Int64 = 2
+        for _ in 0..<5 {
+            waits.append(b.retryAt - now)
+            now = b.retryAt
+            let allowed = b.allowsAttempt(now: now)
+            #expect(allowed)
+            b.recordFailure(now: now, jitter: 0)   // the half-open probe fails: open again
+        }
+        #expect(waits == [1_000, 2_000, 4_000, 5_000, 5_000])
+        b.recordSuccess(now: now + 1)
+        for t in 0..<3 { b.recordFailure(now: now + 2 + Int64(t), jitter: 0) }
+        #expect(b.retryAt - (now + 4) == 1_000)  // a success resets the backoff
+    }
+
+    @Test func jitterStaysWithinTwentyPercentAndTheMaximum() {
+        for jitter in [-1.0, -0.5, 0, 0.5, 1, 7] {
+            var b = CircuitBreaker(settings: s, now: 0)
+            for t in 0..<3 { b.recordFailure(now: Int64(t), jitter: jitter) }
+            let wait = b.retryAt - 2
+            #expect(wait >= 800 && wait <= 1_200, "\(jitter): \(wait)")
+        }
+        var b = CircuitBreaker(settings: s, now: 0)
+        var now: Int64 = 0
+        for t in 0..<3 { b.recordFailure(now: Int64(t), jitter: 1) }
+        now = 2
+        for _ in 0..<6 {
+            now = b.retryAt
+            _ = b.allowsAttempt(now: now)
+            b.recordFailure(now: now, jitter: 1)
+        }
+        #expect(b.retryAt - now <= 5_000)
+    }
+}
