@@ -53,7 +53,7 @@ let package = Package(
         .target(
             name: "SpillwayAgent",
             dependencies: [
-                "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "RedisSink",
+                "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "RedisSink", "Spool",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

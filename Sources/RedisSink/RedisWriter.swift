@@ -29,6 +29,8 @@ public struct PendingBatch: Sendable {
     var done: [Bool]
     var rejected: [Bool]
     public internal(set) var settledRecords = 0
+    /// Whether the records rejected (and fields skipped) at encoding were counted yet.
+    var encodingCounted = false
 
     public init(_ batch: EncodedBatch) {
         self.batch = batch
@@ -37,6 +39,28 @@ public struct PendingBatch: Sendable {
     }
 
     public var isComplete: Bool { !done.contains(false) }
+
+    /// The part not settled yet, as a batch of its own (records re-indexed), for the spill buffer.
+    /// Records and fields counted at encoding are not in it (they were counted).
+    public func remainder() -> EncodedBatch {
+        var index: [Int: Int] = [:]
+        func remap(_ i: Int) -> Int {
+            if let j = index[i] { return j }
+            index[i] = index.count
+            return index.count - 1
+        }
+        var commands: [EncodedCommand] = []
+        for (i, c) in batch.commands.enumerated() where !done[i] {
+            var c = c
+            switch c.role {
+            case .record(let r): c.role = .record(remap(r))
+            case .samples(let owners): c.role = .samples(owners: owners.map(remap))
+            case .setup: break
+            }
+            commands.append(c)
+        }
+        return EncodedBatch(commands: commands, recordCount: index.count, rejectedAtEncoding: 0, skippedFields: 0)
+    }
 }
 
 /// Sends encoded batches over one connection and settles every record: written, duplicate or
@@ -103,7 +127,8 @@ public final class RedisWriter {
     /// settled, and the error that left commands pending, if any.
     public func attempt(_ p: inout PendingBatch) -> (counters: WriteCounters, error: String?) {
         var counters = WriteCounters()
-        if p.settledRecords == 0, p.batch.rejectedAtEncoding > 0 || p.batch.skippedFields > 0 {
+        if !p.encodingCounted {
+            p.encodingCounted = true
             counters.rejected += Int64(p.batch.rejectedAtEncoding)
             counters.skippedFields += Int64(p.batch.skippedFields)
         }

@@ -12,12 +12,19 @@ import Glibc
 /// The writer's counters, read by whoever reports them.
 public final class WriterStats: Sendable {
     public struct Snapshot: Sendable, Equatable {
+        /// Written directly (`written`), and the duplicates and rejections of direct and replayed writes.
         public var counters = WriteCounters()
+        /// Records put into the spill buffer.
+        public var spilled: Int64 = 0
+        /// Records written to Redis from the spill buffer.
+        public var replayed: Int64 = 0
+        /// Records dropped by the spill buffer (full, too old) or that could not be kept at all.
+        public var droppedAtShutdown: Int64 = 0
         public var batches: Int64 = 0
         public var failedAttempts: Int64 = 0
-        /// Records dropped at shutdown because Redis did not take them in time.
-        public var droppedAtShutdown: Int64 = 0
         public var lastError: String?
+        public var lastErrorAt: Int64?
+        public var lastSuccessAt: Int64?
     }
 
     private let state = Mutex(Snapshot())
@@ -143,62 +150,26 @@ public final class WriterService: Service, Sendable {
         handoff.finish()
     }
 
+    /// The send stage: the router (direct while the breaker is closed and no backlog exists, else the
+    /// spill buffer) and the replayer (oldest first, between incoming batches).
     func sendLoop(_ writer: RedisWriter, _ handoff: Handoff<EncodedBatch>) {
-        var shutdownDeadline: Int64?
-        var lastReport = monotonicNanoseconds()
-        var lastLoggedError: String?
-        var abandoned: Int64 = 0
-        while let batch = handoff.take() {
-            // Past the shutdown deadline with Redis failing: the rest is counted, not attempted.
-            if let deadline = shutdownDeadline, lastLoggedError != nil, monotonicNanoseconds() >= deadline {
-                abandoned += Int64(batch.recordCount)
-                continue
-            }
-            var pending = PendingBatch(batch)
-            var backoff: Int64 = 100_000_000
-            while true {
-                let (counters, error) = writer.attempt(&pending)
-                stats.update {
-                    $0.counters += counters
-                    if error != nil { $0.failedAttempts += 1; $0.lastError = error }
-                }
-                guard let error else {
-                    if lastLoggedError != nil { logger.notice("Redis is taking writes again") }
-                    lastLoggedError = nil
-                    break
-                }
-                if error != lastLoggedError {
-                    if error.hasPrefix("authentication failed") {
-                        logger.error("Redis refused the agent's credentials; nothing is sent unauthenticated (fix: check [outputs.redis] username, password or password_file, the url's user:password, and the ACL user's permissions); the batch is kept and retried",
-                                     metadata: ["error": "\(error)", "user": "\(config.redis.endpoint.username ?? "default")"])
-                    } else {
-                        logger.warning("Redis write failed; the batch is kept and retried", metadata: ["error": "\(error)", "endpoint": "\(config.redis.endpoint.display)"])
-                    }
-                    lastLoggedError = error
-                }
-                if queue.isClosed, shutdownDeadline == nil { shutdownDeadline = monotonicNanoseconds() + config.redis.timeout }
-                if let deadline = shutdownDeadline, monotonicNanoseconds() >= deadline {
-                    abandoned += Int64(pending.batch.recordCount - pending.settledRecords)
-                    break
-                }
-                _ = queue.sleep(backoff)
-                backoff = min(backoff * 2, 5_000_000_000)
-            }
-            stats.update { $0.batches += 1 }
-            if monotonicNanoseconds() - lastReport > 60_000_000_000 {
-                lastReport = monotonicNanoseconds()
+        var router = Router(service: self, writer: writer)
+        router.start()
+        while true {
+            // Wait for the next batch at most until the next replay step is due.
+            let wait: Int64 = router.hasBacklog ? (router.replayDue() ? 0 : 20_000_000) : 1_000_000_000
+            switch handoff.take(timeout: wait) {
+            case .value(let batch): router.route(batch)
+            case .finished:
+                router.stop()
+                writer.connection.close()
                 report(level: .info)
+                return
+            case .timedOut: break
             }
+            if router.hasBacklog, !handoff.hasValue { router.replayStep() }
+            router.saveStateIfDue()
         }
-        // Past the shutdown deadline, whatever is still queued cannot be written either.
-        abandoned += Int64(queue.count)
-        if abandoned > 0 {
-            stats.update { $0.droppedAtShutdown += abandoned }
-            logger.error("stopping with records Redis did not take within the timeout; they are dropped",
-                         metadata: ["records": "\(abandoned)", "error": "\(lastLoggedError ?? "")"])
-        }
-        writer.connection.close()
-        report(level: .info)
     }
 
     func report(level: Logger.Level) {
@@ -206,6 +177,7 @@ public final class WriterService: Service, Sendable {
         logger.log(level: level, "writer", metadata: [
             "written": "\(s.counters.written)", "duplicates": "\(s.counters.duplicates)",
             "rejected": "\(s.counters.rejected)", "skipped_fields": "\(s.counters.skippedFields)",
+            "spilled": "\(s.spilled)", "replayed": "\(s.replayed)",
             "dropped": "\(queue.dropped + s.droppedAtShutdown)", "queued": "\(queue.count)", "batches": "\(s.batches)",
         ])
     }
@@ -237,14 +209,29 @@ final class Handoff<T: Sendable>: @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
-    func take() -> T? {
+    enum Taken { case value(T), timedOut, finished }
+
+    /// Waits up to `timeout` ns for a value.
+    func take(timeout: Int64) -> Taken {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
-        while slot == nil, !finished { pthread_cond_wait(&cond, &mutex) }
-        guard let value = slot else { return nil }
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let deadline = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) + timeout
+        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        while slot == nil, !finished {
+            if timeout <= 0 || pthread_cond_timedwait(&cond, &mutex, &ts) == ETIMEDOUT { break }
+        }
+        guard let value = slot else { return finished ? .finished : .timedOut }
         slot = nil
         pthread_cond_broadcast(&cond)
-        return value
+        return .value(value)
+    }
+
+    var hasValue: Bool {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return slot != nil
     }
 
     func finish() {

@@ -56,6 +56,8 @@ public struct Config: Sendable {
     public var inputs: [InputInstance]
     /// `[outputs.redis]` (its defaults when the table is absent).
     public var redis: RedisOutputConfig
+    /// `[breaker]`, `[buffer]`, `[status]`.
+    public var survive = SurviveConfig()
     /// The files read, in order: the config file, then the drop-ins.
     public var files: [String]
     /// Things that work but are likely wrong (`check` prints them, `run` logs them).

@@ -10,7 +10,7 @@ public struct ConfigLoader: Sendable {
     public var defaultHostname: String
 
     /// Top-level tables this version understands.
-    static let topLevelKeys = ["agent", "inputs", "outputs"]
+    static let topLevelKeys = ["agent", "inputs", "outputs", "breaker", "buffer", "status"]
     /// Outputs this version has.
     static let outputNames = ["redis"]
 
@@ -63,6 +63,7 @@ public struct ConfigLoader: Sendable {
         var agentFile: SourceFile?
         var redis = RedisOutputConfig()
         var redisFile: SourceFile?
+        var survive = SurviveConfig()
         var warnings: [Diagnostic] = []
         for path in paths {
             guard let data = fm.contents(atPath: path) else {
@@ -91,7 +92,7 @@ public struct ConfigLoader: Sendable {
             for key in root.keys where !Self.topLevelKeys.contains(key) {
                 let hint = closestMatch(to: key, in: Self.topLevelKeys).map { "did you mean [\($0)]?" }
                 sink.report(file, key, "unknown table \"\(key)\"",
-                            fix: hint ?? "top-level tables are [agent], [[inputs.NAME]] and [outputs.redis]")
+                            fix: hint ?? "top-level tables are [agent], [[inputs.NAME]], [outputs.redis], [breaker], [buffer] and [status]")
             }
             if let value = root["agent"] {
                 if let table = value.table {
@@ -100,6 +101,16 @@ public struct ConfigLoader: Sendable {
                 } else {
                     sink.report(file, "agent", "expected a table, found \(OptionReader.typeName(value))", fix: "write [agent] and its keys below it")
                 }
+            }
+            for (section, read) in [("breaker", SurviveConfig.readBreaker), ("buffer", SurviveConfig.readBuffer), ("status", SurviveConfig.readStatus)] as [(String, (inout OptionReader, inout SurviveConfig) -> Void)] {
+                guard let value = root[section] else { continue }
+                guard let table = value.table else {
+                    sink.report(file, section, "expected a table, found \(OptionReader.typeName(value))", fix: "write [\(section)] and its keys below it")
+                    continue
+                }
+                var r = OptionReader(table: table, path: section, file: file, sink: sink)
+                read(&r, &survive)
+                r.finish()
             }
             if let value = root["outputs"] {
                 if let table = value.table {
@@ -159,7 +170,9 @@ public struct ConfigLoader: Sendable {
             }
         }
         guard sink.items.isEmpty else { throw ConfigError(diagnostics: sink.items) }
-        return Config(agent: agent, inputs: inputs, redis: redis, files: paths, warnings: warnings)
+        var config = Config(agent: agent, inputs: inputs, redis: redis, files: paths, warnings: warnings)
+        config.survive = survive
+        return config
     }
 
     private func readAgent(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, into agent: inout AgentConfig) {

@@ -1,0 +1,245 @@
+import Foundation
+import Logging
+import RedisSink
+import SpillwayCore
+import Spool
+
+/// The send stage's state: the breaker, the spill buffer, and what goes where.
+/// - route: a batch goes straight to Redis only while the breaker is closed and no backlog exists; a
+///   failed flush spills what it left unsettled, and every later batch is spilled behind it, so per
+///   key, records reach Redis in production order.
+/// - replay: while a backlog exists and the breaker allows, the oldest batches are sent (a half-open
+///   breaker PINGs first), in chunks of `replay_batch_size` records, at most `replay_rate` records/s;
+///   a row is deleted only after Redis acknowledged all of it. Records keep the IDs they were given,
+///   so a batch whose outcome was unknown is replayed with no duplicate.
+struct Router {
+    let service: WriterService
+    let writer: RedisWriter
+    var breaker: CircuitBreaker
+    var spool: Spool?
+    var lastSave: Int64 = 0
+    var stateDirty = true
+    var replayBudgetAt: Int64 = 0
+    var fullLogged = false
+    var lastLoggedError: String?
+
+    init(service: WriterService, writer: RedisWriter) {
+        self.service = service
+        self.writer = writer
+        breaker = CircuitBreaker(settings: service.config.survive.breaker, now: monotonicNanoseconds())
+    }
+
+    var logger: Logger { service.logger }
+    var hasBacklog: Bool { !(spool?.isEmpty ?? true) }
+
+    mutating func start() {
+        guard let dir = service.dataDirectory else { return }
+        var options = SpoolOptions()
+        options.maxBytes = service.config.survive.maxBytes
+        options.maxAge = service.config.survive.maxAge
+        options.whenFull = WhenFull(rawValue: service.config.survive.whenFull) ?? .dropOldest
+        options.synchronousFull = service.config.survive.synchronous == "full"
+        do {
+            let s = try Spool(directory: dir, options: options)
+            if let aside = s.movedAside {
+                logger.error("the spill buffer could not be read; it was moved aside and a new one created", metadata: ["moved_to": "\(aside)"])
+            }
+            if !s.isEmpty {
+                logger.notice("a backlog from an earlier run will be replayed", metadata: ["records": "\(s.totals.records)", "batches": "\(s.totals.batches)"])
+            }
+            spool = s
+        } catch {
+            logger.critical("cannot open the spill buffer; running without one (batches Redis refuses are retried in memory)", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: routing
+
+    mutating func route(_ batch: EncodedBatch) {
+        guard spool != nil else {
+            var pending = PendingBatch(batch)
+            if send(&pending, replay: false) != nil { retryInMemory(&pending) }
+            return
+        }
+        if breaker.state == .closed, !hasBacklog {
+            var pending = PendingBatch(batch)
+            if send(&pending, replay: false) != nil { spill(pending.remainder()) }
+        } else {
+            spill(batch)
+        }
+    }
+
+    /// One attempt; feeds the breaker. Returns the error that left the batch unsettled, if any.
+    mutating func send(_ pending: inout PendingBatch, replay: Bool) -> String? {
+        let (counters, error) = writer.attempt(&pending)
+        let now = monotonicNanoseconds()
+        service.stats.update {
+            if replay {
+                $0.replayed += counters.written
+                var c = counters
+                c.written = 0
+                $0.counters += c
+            } else {
+                $0.counters += counters
+            }
+            if let error {
+                $0.failedAttempts += 1
+                $0.lastError = error
+                $0.lastErrorAt = wallClockNanoseconds()
+            } else {
+                $0.lastSuccessAt = wallClockNanoseconds()
+            }
+        }
+        let before = breaker.state
+        if let error {
+            breaker.recordFailure(now: now, jitter: Double.random(in: -1...1))
+            if error != lastLoggedError {
+                logger.warning("Redis write failed", metadata: ["error": "\(error)", "breaker": "\(breaker.state.rawValue)"])
+                lastLoggedError = error
+            }
+        } else {
+            breaker.recordSuccess(now: now)
+            if lastLoggedError != nil { logger.notice("Redis is taking writes again") }
+            lastLoggedError = nil
+        }
+        if breaker.state != before {
+            logger.notice("circuit breaker \(breaker.state.rawValue)", metadata: ["failures": "\(breaker.consecutiveFailures)"])
+            stateDirty = true
+        }
+        return error
+    }
+
+    mutating func spill(_ batch: EncodedBatch) {
+        guard batch.recordCount > 0 || !batch.commands.isEmpty, let spool else { return }
+        do {
+            let outcome = try spool.append(batch, now: wallClockNanoseconds())
+            service.stats.update {
+                if outcome.stored { $0.spilled += Int64(batch.recordCount) }
+                $0.droppedAtShutdown += outcome.droppedRecords
+            }
+            if outcome.droppedRecords > 0 {
+                if !fullLogged {
+                    logger.error("the spill buffer is full: records are dropped per [buffer] when_full (logged once per episode; status shows the counts)",
+                                 metadata: ["dropped": "\(outcome.droppedRecords)", "disk_full": "\(outcome.diskFull)"])
+                    fullLogged = true
+                }
+            } else {
+                fullLogged = false
+            }
+        } catch {
+            logger.error("cannot write to the spill buffer; the batch is dropped", metadata: ["error": "\(error)", "records": "\(batch.recordCount)"])
+            service.stats.update { $0.droppedAtShutdown += Int64(batch.recordCount) }
+        }
+        stateDirty = true
+    }
+
+    /// Without a spill buffer: the old behaviour, retry with backoff until Redis takes the batch.
+    /// At shutdown it stops retrying; what Redis did not take is counted as dropped and logged.
+    mutating func retryInMemory(_ pending: inout PendingBatch) {
+        var backoff: Int64 = 100_000_000
+        while !pending.isComplete, !service.queue.isClosed {
+            _ = service.queue.sleep(backoff)
+            backoff = min(backoff * 2, 5_000_000_000)
+            _ = send(&pending, replay: false)
+        }
+        if !pending.isComplete {
+            let left = Int64(pending.batch.recordCount - pending.settledRecords)
+            service.stats.update { $0.droppedAtShutdown += left }
+            logger.error("stopping with records Redis did not take and no spill buffer to keep them; they are dropped", metadata: ["records": "\(left)"])
+        }
+    }
+
+    // MARK: replay
+
+    func replayDue() -> Bool {
+        var b = breaker
+        return b.allowsAttempt(now: monotonicNanoseconds()) && monotonicNanoseconds() >= replayBudgetAt
+    }
+
+    /// Sends the oldest batches (up to `replay_batch_size` records). Stops at the first failure.
+    mutating func replayStep() {
+        guard let spool, !spool.isEmpty else { return }
+        let now = monotonicNanoseconds()
+        guard now >= replayBudgetAt, breaker.allowsAttempt(now: now) else { return }
+        if breaker.state == .halfOpen {
+            let ping = writer.connection.pipeline([RedisCommand(["PING"])])
+            if ping.error != nil || ping.replies.first?.isError == true {
+                breaker.recordFailure(now: monotonicNanoseconds(), jitter: Double.random(in: -1...1))
+                stateDirty = true
+                return
+            }
+        }
+        let limit = service.config.survive.replayBatchSize
+        let (batches, unreadable): ([(id: Int64, batch: EncodedBatch)], [Int64])
+        do {
+            (batches, unreadable) = try spool.oldestBatches(limit: max(1, limit / max(1, service.config.agent.batchSize)) + 1)
+        } catch {
+            logger.error("cannot read the spill buffer", metadata: ["error": "\(error)"])
+            return
+        }
+        for id in unreadable {
+            logger.error("a spilled batch cannot be decoded; it is kept in the buffer and skipped", metadata: ["row": "\(id)"])
+        }
+        var sent = 0
+        for (id, batch) in batches {
+            if sent > 0, sent + batch.recordCount > limit { break }
+            var pending = PendingBatch(batch)
+            if send(&pending, replay: true) != nil { return }
+            do {
+                try spool.acknowledge(id: id, records: Int64(batch.recordCount))
+            } catch {
+                logger.error("cannot delete a replayed batch from the spill buffer (it will be sent again; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
+                return
+            }
+            sent += batch.recordCount
+            stateDirty = true
+        }
+        if let rate = service.config.survive.replayRate, sent > 0 {
+            replayBudgetAt = monotonicNanoseconds() + Int64(sent) * 1_000_000_000 / Int64(rate)
+        }
+        if spool.isEmpty { logger.notice("the backlog is replayed; writing directly again") }
+    }
+
+    // MARK: shutdown and state
+
+    mutating func stop() {
+        saveState(force: true)
+    }
+
+    mutating func saveStateIfDue() {
+        saveState(force: false)
+    }
+
+    mutating func saveState(force: Bool) {
+        guard let spool else { return }
+        let now = monotonicNanoseconds()
+        guard force || stateDirty || now - lastSave >= 5_000_000_000 else { return }
+        let s = service.stats.snapshot
+        let wallNow = wallClockNanoseconds()
+        let sinceWall = wallNow - (now - breaker.since)
+        var values: [String: String] = [
+            "breaker.state": breaker.state.rawValue,
+            "breaker.since_ns": String(sinceWall),
+            "breaker.consecutive_failures": String(breaker.consecutiveFailures),
+            "counters.written": String(s.counters.written),
+            "counters.spilled": String(s.spilled),
+            "counters.replayed": String(s.replayed),
+            "counters.dropped": String(s.droppedAtShutdown + service.queue.dropped),
+            "counters.duplicates": String(s.counters.duplicates),
+            "counters.rejected": String(s.counters.rejected),
+            "counters.collected": String(service.queue.pushed),
+            "updated_ns": String(wallNow),
+            "pid": String(getpid()),
+        ]
+        if let e = s.lastError { values["last_error"] = e }
+        if let t = s.lastErrorAt { values["last_error_ns"] = String(t) }
+        if let t = s.lastSuccessAt { values["last_success_ns"] = String(t) }
+        do {
+            try spool.saveState(values)
+            lastSave = now
+            stateDirty = false
+        } catch {
+            logger.warning("cannot save the agent state", metadata: ["error": "\(error)"])
+        }
+    }
+}
