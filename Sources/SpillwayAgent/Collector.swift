@@ -30,7 +30,7 @@ public final class CollectorStats: Sendable {
 
 /// Runs every input on its own schedule until graceful shutdown: each instance collects at multiples
 /// of its interval (aligned to the wall clock, as Telegraf's round_interval), delayed by a random
-/// 0…jitter, and hands its records to `sink`. A failing input is logged and counted; it never stops
+/// 0…jitter, stamps its records with that tick, and hands them to `sink`. A failing input is logged and counted; it never stops
 /// the others. A collection that overruns its interval skips the ticks it missed. `sink` gets the
 /// index of the instance in `config.inputs` and its records.
 public struct CollectorService: Service {
@@ -75,7 +75,9 @@ public struct CollectorService: Service {
             }
             if Task.isShuttingDownGracefully { return }
             records.removeAll(keepingCapacity: true)
-            let error = instance.collect(agent: agent, now: wallClockNanoseconds(), into: &records)
+            // Records carry the scheduled tick (a multiple of the interval), not the moment the read
+            // happened: series line up across inputs and hosts.
+            let error = instance.collect(agent: agent, now: next, into: &records)
             if let error {
                 logger.error("input failed", metadata: ["input": "\(instance.plugin)", "at": "\(instance.location)", "error": "\(error)"])
             }
