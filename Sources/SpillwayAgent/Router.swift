@@ -22,6 +22,10 @@ struct Router {
     var replayBudgetAt: Int64 = 0
     var fullLogged = false
     var lastLoggedError: String?
+    /// Replayed records per second over the last window (for status's ETA).
+    var replayWindowStart: Int64 = 0
+    var replayWindowRecords: Int64 = 0
+    var replayRate: Double = 0
 
     init(service: WriterService, writer: RedisWriter) {
         self.service = service
@@ -82,6 +86,7 @@ struct Router {
             } else {
                 $0.counters += counters
             }
+            if pending.isComplete { $0.batches += 1 }
             if let error {
                 $0.failedAttempts += 1
                 $0.lastError = error
@@ -194,10 +199,23 @@ struct Router {
             sent += batch.recordCount
             stateDirty = true
         }
+        let t = monotonicNanoseconds()
+        if replayWindowStart == 0 { replayWindowStart = now }
+        replayWindowRecords += Int64(sent)
+        if t - replayWindowStart >= 1_000_000_000 {
+            replayRate = Double(replayWindowRecords) * 1e9 / Double(t - replayWindowStart)
+            replayWindowStart = t
+            replayWindowRecords = 0
+        }
         if let rate = service.config.survive.replayRate, sent > 0 {
             replayBudgetAt = monotonicNanoseconds() + Int64(sent) * 1_000_000_000 / Int64(rate)
         }
-        if spool.isEmpty { logger.notice("the backlog is replayed; writing directly again") }
+        if spool.isEmpty {
+            logger.notice("the backlog is replayed; writing directly again")
+            replayRate = 0
+            replayWindowStart = 0
+            replayWindowRecords = 0
+        }
     }
 
     // MARK: shutdown and state
@@ -229,6 +247,7 @@ struct Router {
             "counters.rejected": String(s.counters.rejected),
             "counters.collected": String(service.queue.pushed),
             "updated_ns": String(wallNow),
+            "replay.rate": String(format: "%.1f", hasBacklog && breaker.state == .closed ? replayRate : 0),
             "pid": String(getpid()),
         ]
         if let e = s.lastError { values["last_error"] = e }

@@ -305,3 +305,36 @@ public final class Spool {
         }
     }
 }
+
+/// What `spillway status` reads: the backlog, the keys with most records, drops, and the agent's
+/// saved state. Opened read-only, so it never blocks the running agent (WAL readers do not block the
+/// writer).
+public struct SpoolStatus: Sendable {
+    public var totals: BacklogTotals
+    public var topKeys: [(key: String, records: Int64)]
+    public var dropped: [(key: String, records: Int64)]
+    public var state: [String: String]
+
+    /// Nil when there is no buffer file yet (the agent never ran with this data_dir).
+    public static func read(directory: String, topKeys: Int = 20) throws(SQLiteError) -> SpoolStatus? {
+        let path = directory + "/buffer.sqlite"
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let db = try SQLiteDatabase(path: path, readOnly: true)
+        try db.exec("BEGIN")
+        defer { try? db.exec("COMMIT") }
+        let totals = try Spool.readTotals(db)
+        func pairs(_ sql: String, _ limit: Int) throws(SQLiteError) -> [(String, Int64)] {
+            let s = try db.prepare(sql)
+            s.bind(1, Int64(limit))
+            var out: [(String, Int64)] = []
+            while try s.step() { out.append((String(decoding: s.blob(0), as: UTF8.self), s.int64(1))) }
+            return out
+        }
+        let top = try pairs(Schema.topKeys, topKeys)
+        let dropped = try pairs(Schema.droppedKeys, 1000)
+        let s = try db.prepare(Schema.allState)
+        var state: [String: String] = [:]
+        while try s.step() { state[s.string(0)] = s.string(1) }
+        return SpoolStatus(totals: totals, topKeys: top.map { ($0.0, $0.1) }, dropped: dropped.map { ($0.0, $0.1) }, state: state)
+    }
+}
