@@ -32,7 +32,7 @@ public struct SurviveConfig: Sendable, Equatable {
     }
 
     static func readBuffer(_ r: inout OptionReader, into c: inout SurviveConfig) {
-        c.maxBytes = r.size("max_bytes", default: c.maxBytes, minimum: 1 << 20)
+        c.maxBytes = r.size("max_bytes", default: c.maxBytes, minimum: 64 << 10)
         c.maxAge = r.optionalDuration("max_age", minimum: 1_000_000_000) ?? c.maxAge
         let whenFull = r.string("when_full", default: c.whenFull)
         if ["drop_oldest", "drop_newest"].contains(whenFull) { c.whenFull = whenFull } else {

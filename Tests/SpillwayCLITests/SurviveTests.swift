@@ -1,0 +1,230 @@
+import Foundation
+import SpillwayTestSupport
+import Testing
+
+/// An agent process with its own config and data_dir, stopped by PID.
+final class AgentProcess {
+    let dir: URL
+    var process: Process?
+    var config: URL { dir.appendingPathComponent("agent.toml") }
+    var log: URL { dir.appendingPathComponent("agent.log") }
+    var dataDir: URL { dir.appendingPathComponent("data") }
+
+    init(redisPort: Int, extra: String = "") throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-survive-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        try """
+            [agent]
+            hostname = "h"
+            interval = "100ms"
+            flush_interval = "100ms"
+            data_dir = "\(dataDir.path)"
+            [outputs.redis]
+            url = "redis://127.0.0.1:\(redisPort)/0"
+            connect_timeout = "200ms"
+            timeout = "500ms"
+            [breaker]
+            failure_threshold = 2
+            open_timeout = "200ms"
+            max_open_timeout = "500ms"
+            \(extra)
+            [[inputs.mem]]
+            [[inputs.system]]
+            """.write(to: config, atomically: true, encoding: .utf8)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+    }
+
+    func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: spillwayBin)
+        p.arguments = ["run", "--config", config.path]
+        let handle = try FileHandle(forWritingTo: log)
+        handle.seekToEndOfFile()
+        p.standardError = handle
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        process = p
+    }
+
+    /// SIGTERM, and wait (at most 15 s) for a clean exit; returns the exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        guard let p = process else { return -1 }
+        kill(p.processIdentifier, SIGTERM)
+        let deadline = Date().addingTimeInterval(15)
+        while p.isRunning, Date() < deadline { usleep(20_000) }
+        if p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            Issue.record("agent did not stop within 15 s of SIGTERM")
+        }
+        p.waitUntilExit()
+        process = nil
+        return p.terminationStatus
+    }
+
+    func sigkill() {
+        guard let p = process else { return }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    func status() throws -> [String: Any] {
+        let r = try spillway(["status", "--config", config.path, "--json"])
+        guard r.status == 0, let doc = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] else {
+            Issue.record("status --json failed: \(r.stderr)")
+            return [:]
+        }
+        return doc
+    }
+
+    func check() throws -> (Int32, String) {
+        let r = try spillway(["status", "--config", config.path, "--check"])
+        return (r.status, r.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    /// Polls status until `condition` holds (at most `seconds`).
+    func waitFor(_ seconds: Double, _ condition: ([String: Any]) -> Bool) throws -> [String: Any] {
+        let deadline = Date().addingTimeInterval(seconds)
+        var doc: [String: Any] = [:]
+        while Date() < deadline {
+            doc = try status()
+            if condition(doc) { return doc }
+            usleep(150_000)
+        }
+        return doc
+    }
+
+    var logText: String { (try? String(contentsOf: log, encoding: .utf8)) ?? "" }
+
+    deinit {
+        if let p = process, p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        try? FileManager.default.removeItem(at: dir)
+    }
+}
+
+func value(_ doc: [String: Any], _ path: String) -> Any? {
+    var cur: Any? = doc
+    for part in path.split(separator: ".") { cur = (cur as? [String: Any])?[String(part)] }
+    return cur
+}
+
+func number(_ doc: [String: Any], _ path: String) -> Int64 { (value(doc, path) as? NSNumber)?.int64Value ?? -1 }
+
+/// Every entry's timestamp of `key`, checked strictly increasing (no duplicate, production order).
+func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Bool, sourceLocation: SourceLocation = #_sourceLocation) throws -> Int {
+    let ts = try streamTimestamps(server, key)
+    let gaps = zip(ts, ts.dropFirst()).map { $1 - $0 }
+    #expect(gaps.allSatisfy { $0 > 0 }, "duplicates or disorder in \(key): \(gaps)", sourceLocation: sourceLocation)
+    if gapFree { #expect(gaps.allSatisfy { $0 == 100 }, "a record is missing in \(key): \(gaps)", sourceLocation: sourceLocation) }
+    return ts.count
+}
+
+@Suite(.serialized) struct Survive {
+    @Test func statusDuringAnOutageAndAfterRecovery() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port, extra: "[status]\nwarn_records = 5\n")
+        try agent.start()
+        let outage = try agent.waitFor(10) { number($0, "backlog.records") > 10 && (value($0, "breaker.state") as? String) == "open" }
+        #expect(value(outage, "breaker.state") as? String == "open")
+        #expect(value(outage, "agent.running") as? Bool == true)
+        #expect(number(outage, "counters.spilled") > 0 && number(outage, "counters.written") == 0)
+        #expect((value(outage, "last_error.message") as? String)?.contains("Connection refused") == true)
+        #expect(number(outage, "backlog.bytes") > 0 && (value(outage, "backlog.oldest_age_seconds") as? Double ?? -1) >= 0)
+        #expect((value(outage, "top_keys") as? [[String: Any]])?.map { $0["key"] as? String ?? "" }.sorted() == ["metrics:h:mem", "metrics:h:system"])
+        let (warn, line) = try agent.check()
+        #expect(warn == 1 && line.hasPrefix("SPILLWAY WARNING - backlog"), "\(line)")
+        let server = try RedisServer(port: port)
+        defer { server.stop(); server.removeFiles() }
+        let after = try agent.waitFor(15) { number($0, "backlog.records") == 0 && (value($0, "breaker.state") as? String) == "closed" }
+        #expect(value(after, "breaker.state") as? String == "closed" && number(after, "backlog.records") == 0)
+        #expect(number(after, "counters.replayed") > 0)
+        let (ok, okLine) = try agent.check()
+        #expect(ok == 0 && okLine.hasPrefix("SPILLWAY OK - breaker closed, backlog 0 records"), "\(okLine)")
+        #expect(agent.stop() == 0)
+        let final = try agent.status()
+        #expect(value(final, "agent.running") as? Bool == false)
+        let n = try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: true) + assertExactlyOnceInOrder(server, "metrics:h:system", gapFree: true)
+        // The counters add up: collected = written + replayed + dropped + rejected + duplicates (+ still buffered).
+        let collected = number(final, "counters.collected")
+        let accounted = number(final, "counters.written") + number(final, "counters.replayed") + number(final, "counters.dropped")
+            + number(final, "counters.rejected") + number(final, "counters.duplicates") + number(final, "backlog.records")
+        #expect(collected == accounted, "\(final)")
+        #expect(Int64(n) == number(final, "counters.written") + number(final, "counters.replayed"))
+    }
+
+    @Test func agentKilledWithABacklogReplaysItOnRestart() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port)
+        try agent.start()
+        _ = try agent.waitFor(10) { number($0, "backlog.records") >= 20 }
+        agent.sigkill()
+        let left = try agent.status()
+        let backlog = number(left, "backlog.records")
+        #expect(backlog >= 20 && value(left, "agent.running") as? Bool == false)
+        let server = try RedisServer(port: port)
+        defer { server.stop(); server.removeFiles() }
+        try agent.start()
+        let done = try agent.waitFor(15) { number($0, "backlog.records") == 0 && number($0, "counters.replayed") >= backlog }
+        #expect(number(done, "counters.replayed") >= backlog, "\(done)")
+        #expect(agent.logText.contains("a backlog from an earlier run will be replayed"))
+        #expect(agent.stop() == 0)
+        // Everything committed to the buffer before the kill is there once, in order.
+        let n = try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: false)
+        #expect(Int64(n) * 2 >= backlog)
+    }
+
+    @Test func corruptBufferIsMovedAsideAndTheAgentRuns() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let agent = try AgentProcess(redisPort: server.port)
+        try FileManager.default.createDirectory(at: agent.dataDir, withIntermediateDirectories: true)
+        try Data(repeating: 0x5A, count: 4096).write(to: agent.dataDir.appendingPathComponent("buffer.sqlite"))
+        try agent.start()
+        // status reads the buffer too: wait until the agent has moved the bad one aside.
+        let deadline = Date().addingTimeInterval(10)
+        while !agent.logText.contains("the spill buffer could not be read; it was moved aside"), Date() < deadline { usleep(50_000) }
+        #expect(agent.logText.contains("the spill buffer could not be read; it was moved aside"))
+        _ = try agent.waitFor(10) { number($0, "counters.written") > 5 }
+        #expect(agent.stop() == 0)
+        let names = try FileManager.default.contentsOfDirectory(atPath: agent.dataDir.path)
+        #expect(names.contains { $0.hasPrefix("buffer.sqlite.corrupt-") }, "\(names)")
+        #expect(try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: true) > 5)
+    }
+
+    @Test func oomTripsTheBreakerAndRaisingMaxmemoryDrains() throws {
+        let server = try RedisServer(args: ["--maxmemory-policy", "noeviction"])
+        defer { server.stop(); server.removeFiles() }
+        let agent = try AgentProcess(redisPort: server.port)
+        try agent.start()
+        _ = try agent.waitFor(10) { number($0, "counters.written") > 5 }
+        try server.cli(["CONFIG", "SET", "maxmemory", "1"])
+        let tripped = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" && number($0, "backlog.records") > 5 }
+        #expect(value(tripped, "breaker.state") as? String == "open")
+        #expect((value(tripped, "last_error.message") as? String)?.hasPrefix("OOM") == true, "\(tripped)")
+        try server.cli(["CONFIG", "SET", "maxmemory", "0"])
+        let drained = try agent.waitFor(15) { number($0, "backlog.records") == 0 && (value($0, "breaker.state") as? String) == "closed" }
+        #expect(number(drained, "backlog.records") == 0)
+        #expect(agent.stop() == 0)
+        _ = try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: true)
+        _ = try assertExactlyOnceInOrder(server, "metrics:h:system", gapFree: true)
+    }
+
+    @Test func smallMaxBytesDropsOldestExactlyAsCounted() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port, extra: "[buffer]\nmax_bytes = \"64KiB\"\n")
+        try agent.start()
+        let full = try agent.waitFor(30) { number($0, "counters.dropped") > 20 }
+        #expect(agent.stop() == 0)
+        let doc = try agent.status()
+        let dropped = number(doc, "counters.dropped")
+        #expect(dropped > 20, "\(full)")
+        #expect(number(doc, "backlog.bytes") <= 64 << 10)
+        let perKey = (value(doc, "dropped.keys") as? [[String: Any]] ?? []).reduce(Int64(0)) { $0 + (($1["records"] as? NSNumber)?.int64Value ?? 0) }
+        #expect(perKey == dropped, "\(doc)")
+        #expect(number(doc, "counters.spilled") - dropped == number(doc, "backlog.records"), "\(doc)")
+        let (code, line) = try agent.check()
+        #expect(code == 2 && line.hasPrefix("SPILLWAY CRITICAL - \(dropped) records dropped"), "\(line)")
+        #expect(agent.logText.contains("the spill buffer is full"))
+    }
+}
