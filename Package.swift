@@ -71,7 +71,7 @@ let package = Package(
         // `make bench`: prints our figure, the reference measured in the same run, and the ratio.
         .executableTarget(
             name: "spillway-bench",
-            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "RedisSink", "SpillwayAgent", "SpillwayTestSupport",
+            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "RedisSink", "SpillwayAgent", "Spool", "SpillwayTestSupport",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),

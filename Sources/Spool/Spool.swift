@@ -94,6 +94,9 @@ public final class Spool {
             if fd >= 0 { Glibc.close(fd) }
         }
         let db = try SQLiteDatabase(path: path)
+        // Batches are blobs of hundreds of KB: large pages mean fewer overflow pages. Only takes
+        // effect on a new file (before WAL is on).
+        try db.exec("PRAGMA page_size=65536")
         try db.exec("PRAGMA journal_mode=WAL")
         try db.exec("PRAGMA synchronous=\(options.synchronousFull ? "FULL" : "NORMAL")")
         let check = try db.prepare("PRAGMA quick_check")

@@ -125,3 +125,6 @@ if only == nil || only == "collect" {
 if only == nil || only == "write" {
     try writerBenchmarks(records: Int(env["BENCH_RECORDS"] ?? "") ?? 500_000)
 }
+if only == nil || only == "spool" {
+    try spoolBenchmarks(backlog: Int(env["BENCH_BACKLOG"] ?? "") ?? 5_000_000)
+}

@@ -1,0 +1,97 @@
+import Foundation
+import Logging
+import RedisSink
+import SpillwayConfig
+import SpillwayCore
+import SpillwayTestSupport
+import Spool
+
+/// Peak RSS of this process so far (VmHWM), in MiB.
+func peakRSSMiB() -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true)[1]) else { return 0 }
+    return kb / 1024
+}
+
+/// Resets the peak RSS counter (VmHWM) so a phase measures its own peak.
+func resetPeakRSS() {
+    try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+}
+
+func spoolBenchmarks(backlog: Int) throws {
+    let batchSize = 1000
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-spool-bench-\(getpid())").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let server = try RedisServer()
+    defer { server.stop(); server.removeFiles() }
+    var config = RedisOutputConfig()
+    config.endpoint = try RedisEndpoint.parse(server.url)
+    var options = RedisConnectionOptions(endpoint: config.endpoint)
+    options.timeout = 30_000_000_000
+    let writer = RedisWriter(connection: RedisConnection(options: options),
+                             encoder: BatchEncoder(config: config, routes: [Route(key: config.key, maxlen: config.maxlen)], minter: try StreamIDMinter(path: nil)),
+                             logger: Logger(label: "bench"))
+    var ms: Int64 = 1_700_000_000_000
+    func nextBatch() throws -> EncodedBatch {
+        var records: [QueuedRecord] = []
+        records.reserveCapacity(batchSize)
+        for i in 0..<batchSize {
+            ms += 1
+            records.append(QueuedRecord(record: benchRecord(i, ms: ms), route: 0))
+        }
+        return try writer.encode(records, now: ms * 1_000_000)
+    }
+
+    // Direct writes, the reference for replay (same server, same batches).
+    let directBatches = max(50, backlog / batchSize / 20)
+    var direct: Int64 = 0
+    for _ in 0..<directBatches {
+        var p = PendingBatch(try nextBatch())
+        let t = monotonicNanoseconds()
+        let (c, e) = writer.attempt(&p)
+        direct += monotonicNanoseconds() - t
+        guard e == nil, c.written == Int64(batchSize) else { throw InputError("direct write failed: \(e ?? "")") }
+    }
+    let directRate = Double(directBatches * batchSize) / (Double(direct) / 1e9)
+    try server.cli(["FLUSHALL"])
+
+    // Spill: appends while Redis is down (encoding is the writer's, outside the measured time).
+    var spoolOptions = SpoolOptions()
+    spoolOptions.maxBytes = 64 << 30
+    let spool = try Spool(directory: dir, options: spoolOptions)
+    var spillNs: Int64 = 0
+    let batches = backlog / batchSize
+    for _ in 0..<batches {
+        let b = try nextBatch()
+        let t = monotonicNanoseconds()
+        let outcome = try spool.append(b, now: wallClockNanoseconds())
+        spillNs += monotonicNanoseconds() - t
+        guard outcome.stored else { throw InputError("spill refused a batch") }
+    }
+    let spillRate = Double(batches * batchSize) / (Double(spillNs) / 1e9)
+    let fileMiB = Double((try? FileManager.default.attributesOfItem(atPath: spool.path)[.size] as? Int) ?? 0) / 1_048_576
+
+    // Replay: oldest first, acknowledged row by row, as the agent does.
+    resetPeakRSS()
+    let rssBefore = rssMiB()
+    let start = monotonicNanoseconds()
+    var replayed: Int64 = 0
+    while !spool.isEmpty {
+        let (chunk, _) = try spool.oldestBatches(limit: 1)
+        for (id, b) in chunk {
+            var p = PendingBatch(b)
+            let (c, e) = writer.attempt(&p)
+            guard e == nil else { throw InputError("replay failed: \(e!)") }
+            try spool.acknowledge(id: id, records: Int64(b.recordCount))
+            replayed += c.written
+        }
+    }
+    let replayRate = Double(replayed) / (Double(monotonicNanoseconds() - start) / 1e9)
+    print("spill and replay: \(batches * batchSize) cpu records (11 fields, 3 tags) in batches of \(batchSize), buffer file \(String(format: "%.0f", fileMiB)) MiB")
+    print(String(format: "  spill into SQLite (Redis down)  %10.0f records/s   (target >= 300000)", spillRate))
+    print(String(format: "  replay from SQLite into Redis   %10.0f records/s", replayRate))
+    print(String(format: "  direct write, same server       %10.0f records/s   replay/direct %.2f (target >= 0.7)", directRate, replayRate / directRate))
+    print(String(format: "  RSS while replaying: %.1f MiB before, peak %.1f MiB   (target < 64 MiB)", rssBefore, peakRSSMiB()))
+}
