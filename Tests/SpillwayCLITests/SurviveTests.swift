@@ -210,6 +210,27 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         _ = try assertExactlyOnceInOrder(server, "metrics:h:system", gapFree: true)
     }
 
+    @Test func timeoutAfterSendIsReplayedWithNoDuplicate() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let agent = try AgentProcess(redisPort: server.port)
+        try agent.start()
+        _ = try agent.waitFor(10) { number($0, "counters.written") > 10 }
+        // Redis stops answering for 1.5 s: pipelines time out (500 ms) with their outcome unknown.
+        #expect(try server.cli(["CLIENT", "PAUSE", "1500", "ALL"]) == "OK")
+        usleep(1_600_000)
+        let after = try agent.waitFor(15) { number($0, "backlog.records") == 0 && number($0, "counters.replayed") > 0 && (value($0, "breaker.state") as? String) == "closed" }
+        #expect(number(after, "counters.replayed") > 0, "\(after)")
+        #expect((value(after, "last_error.message") as? String)?.contains("timeout") == true, "\(after)")
+        #expect(agent.stop() == 0)
+        let final = try agent.status()
+        let n = try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: true) + assertExactlyOnceInOrder(server, "metrics:h:system", gapFree: true)
+        // Entries: written or replayed, or already there when a resend found them (duplicates).
+        #expect(Int64(n) == number(final, "counters.written") + number(final, "counters.replayed") + number(final, "counters.duplicates"), "\(final)")
+        #expect(number(final, "counters.collected") == number(final, "counters.written") + number(final, "counters.replayed")
+            + number(final, "counters.duplicates") + number(final, "counters.dropped") + number(final, "backlog.records"), "\(final)")
+    }
+
     @Test func smallMaxBytesDropsOldestExactlyAsCounted() throws {
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port, extra: "[buffer]\nmax_bytes = \"64KiB\"\n")
