@@ -17,6 +17,9 @@ public struct SpoolOptions: Sendable, Equatable {
     public var whenFull: WhenFull = .dropOldest
     /// `PRAGMA synchronous`: NORMAL (default) or FULL.
     public var synchronousFull = false
+    /// `PRAGMA max_page_count` (64 KiB pages): a hard cap at which SQLite answers SQLITE_FULL, as a
+    /// full disk does. Nil: no cap. (Tests use it to drive the full-disk path.)
+    public var maxPageCount: Int?
 
     public init() {}
 }
@@ -99,6 +102,7 @@ public final class Spool {
         try db.exec("PRAGMA page_size=65536")
         try db.exec("PRAGMA journal_mode=WAL")
         try db.exec("PRAGMA synchronous=\(options.synchronousFull ? "FULL" : "NORMAL")")
+        if let pages = options.maxPageCount { try db.exec("PRAGMA max_page_count=\(pages)") }
         let check = try db.prepare("PRAGMA quick_check")
         guard try check.step(), check.string(0) == "ok" else {
             throw SQLiteError(code: SQLITE_CORRUPT, message: "\(path): quick_check failed")

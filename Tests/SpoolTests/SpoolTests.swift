@@ -128,3 +128,31 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         #expect(try spool.append(batch(1), now: 0).stored)
     }
 }
+
+@Suite struct FullDisk {
+    /// SQLITE_FULL (here from max_page_count, as from a full disk) is "full": drop per policy, keep
+    /// running, count every dropped record.
+    @Test func fullIsHandledAsFull() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = SpoolOptions()
+        options.maxPageCount = 40   // 2.5 MiB of 64 KiB pages
+        let spool = try Spool(directory: dir, options: options)
+        var stored = 0, full = 0
+        var dropped: Int64 = 0
+        for i in 0..<60 {
+            let outcome = try spool.append(batch(1000, key: "k", firstMs: 1_000_000 + i * 1000), now: Int64(i))
+            if outcome.stored { stored += 1 }
+            if outcome.diskFull { full += 1 }
+            dropped += outcome.droppedRecords
+        }
+        #expect(full > 0, "never full")
+        #expect(stored > 0)
+        // Every record is either in the buffer or counted as dropped.
+        #expect(spool.totals.records + dropped == 60_000, "\(spool.totals.records) + \(dropped)")
+        #expect(try spool.droppedPerKey()["k"] == dropped)
+        // drop_oldest: what is kept is the newest.
+        let newest: String? = try spool.oldestBatches(limit: 100).batches.last?.batch.commands[0].command.strings[5]
+        #expect(newest == String(1_000_000 + 59 * 1000) + "-0")
+    }
+}
