@@ -27,17 +27,30 @@ struct Router {
     var replayWindowRecords: Int64 = 0
     var replayRate: Double = 0
 
-    init(service: WriterService, writer: RedisWriter) {
+    /// The newest row this stage may replay: rows handed to it (and left, e.g. after a failure), and
+    /// rows from an earlier run. Newer rows are on their way through the handoff, in memory.
+    var replayableUpTo: Int64 = 0
+
+    init(service: WriterService, writer: RedisWriter, spool: Spool?) {
         self.service = service
         self.writer = writer
+        self.spool = spool
         breaker = CircuitBreaker(settings: service.config.survive.breaker, now: monotonicNanoseconds())
+        replayableUpTo = ((try? spool?.newestID()) ?? nil) ?? 0
     }
 
     var logger: Logger { service.logger }
     var hasBacklog: Bool { !(spool?.isEmpty ?? true) }
+    /// Whether a row this stage may replay is in the buffer (older rows are always among them).
+    var replayPending: Bool {
+        guard let spool, let oldest = (try? spool.oldestID()) ?? nil else { return false }
+        return oldest <= replayableUpTo
+    }
 
-    mutating func start() {
-        guard let dir = service.dataDirectory else { return }
+    /// Opens the spill buffer in data_dir (nil without a data_dir, or when it cannot be opened).
+    static func openSpool(_ service: WriterService) -> Spool? {
+        let logger = service.logger
+        guard let dir = service.dataDirectory else { return nil }
         var options = SpoolOptions()
         options.maxBytes = service.config.survive.maxBytes
         options.maxAge = service.config.survive.maxAge
@@ -51,25 +64,69 @@ struct Router {
             if !s.isEmpty {
                 logger.notice("a backlog from an earlier run will be replayed", metadata: ["records": "\(s.totals.records)", "batches": "\(s.totals.batches)"])
             }
-            spool = s
+            return s
         } catch {
             logger.critical("cannot open the spill buffer; running without one (batches Redis refuses are retried in memory)", metadata: ["error": "\(error)"])
+            return nil
         }
     }
 
     // MARK: routing
 
-    mutating func route(_ batch: EncodedBatch) {
-        guard spool != nil else {
-            var pending = PendingBatch(batch)
+    /// A batch from the encode stage. With a buffer it is already there (row `id`): it is sent from
+    /// memory only when it is the oldest row and the breaker is closed; acknowledged, its row is
+    /// deleted; partly written, its row is replaced by what is left. Otherwise it waits there.
+    mutating func handle(_ item: HandedBatch) {
+        noteBufferFull()
+        guard let spool, let id = item.id else {
+            var pending = PendingBatch(item.batch)
             if send(&pending, replay: false) != nil { retryInMemory(&pending) }
             return
         }
-        if breaker.state == .closed, !hasBacklog {
-            var pending = PendingBatch(batch)
-            if send(&pending, replay: false) != nil { spill(pending.remainder()) }
-        } else {
-            spill(batch)
+        replayableUpTo = max(replayableUpTo, id)
+        let oldest: Int64?
+        do {
+            oldest = try spool.oldestID()
+        } catch {
+            logger.error("cannot read the spill buffer", metadata: ["error": "\(error)"])
+            return
+        }
+        guard let oldest, id >= oldest else {
+            // Replayed already (or dropped to make room): it went through the buffer.
+            service.stats.update { $0.spilled += Int64(item.batch.recordCount) }
+            return
+        }
+        guard id == oldest, breaker.state == .closed else {
+            service.stats.update { $0.spilled += Int64(item.batch.recordCount) }
+            stateDirty = true
+            return
+        }
+        var pending = PendingBatch(item.batch)
+        do {
+            if send(&pending, replay: false) == nil {
+                try spool.acknowledge(id: id, records: Int64(item.batch.recordCount))
+            } else {
+                let rest = pending.remainder()
+                try spool.replace(id: id, with: rest)
+                service.stats.update { $0.spilled += Int64(rest.recordCount) }
+                stateDirty = true
+            }
+        } catch {
+            logger.error("cannot update the spill buffer (the batch stays there and is sent again; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
+        }
+    }
+
+    /// Logs a full buffer once per episode (the encode stage flags it; an episode ends when the
+    /// backlog is gone).
+    mutating func noteBufferFull() {
+        if service.stats.snapshot.bufferFullEpisode {
+            service.stats.update { $0.bufferFullEpisode = false }
+            if !fullLogged {
+                logger.error("the spill buffer is full: records are dropped per [buffer] when_full (logged once per episode; status shows the counts)")
+                fullLogged = true
+            }
+        } else if !hasBacklog {
+            fullLogged = false
         }
     }
 
@@ -112,30 +169,6 @@ struct Router {
             stateDirty = true
         }
         return error
-    }
-
-    mutating func spill(_ batch: EncodedBatch) {
-        guard batch.recordCount > 0 || !batch.commands.isEmpty, let spool else { return }
-        do {
-            let outcome = try spool.append(batch, now: wallClockNanoseconds())
-            service.stats.update {
-                if outcome.stored { $0.spilled += Int64(batch.recordCount) }
-                $0.droppedAtShutdown += outcome.droppedRecords
-            }
-            if outcome.droppedRecords > 0 {
-                if !fullLogged {
-                    logger.error("the spill buffer is full: records are dropped per [buffer] when_full (logged once per episode; status shows the counts)",
-                                 metadata: ["dropped": "\(outcome.droppedRecords)", "disk_full": "\(outcome.diskFull)"])
-                    fullLogged = true
-                }
-            } else {
-                fullLogged = false
-            }
-        } catch {
-            logger.error("cannot write to the spill buffer; the batch is dropped", metadata: ["error": "\(error)", "records": "\(batch.recordCount)"])
-            service.stats.update { $0.droppedAtShutdown += Int64(batch.recordCount) }
-        }
-        stateDirty = true
     }
 
     /// Without a spill buffer: the old behaviour, retry with backoff until Redis takes the batch.
@@ -186,7 +219,7 @@ struct Router {
             logger.error("a spilled batch cannot be decoded; it is kept in the buffer and skipped", metadata: ["row": "\(id)"])
         }
         var sent = 0
-        for (id, batch) in batches {
+        for (id, batch) in batches where id <= replayableUpTo {
             if sent > 0, sent + batch.recordCount > limit { break }
             var pending = PendingBatch(batch)
             if send(&pending, replay: true) != nil { return }

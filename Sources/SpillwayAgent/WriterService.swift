@@ -4,6 +4,7 @@ import RedisSink
 import ServiceLifecycle
 import SpillwayConfig
 import SpillwayCore
+import Spool
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -24,6 +25,8 @@ public final class WriterStats: Sendable {
         public var failedAttempts: Int64 = 0
         public var lastError: String?
         public var lastErrorAt: Int64?
+        /// Set by the encode stage when the buffer dropped records (the send stage logs it once).
+        public var bufferFullEpisode = false
         public var lastSuccessAt: Int64?
     }
 
@@ -105,11 +108,12 @@ public final class WriterService: Service, Sendable {
         // The encode stage reads streams' last IDs over a connection of its own.
         let encodeBox = UncheckedBox(RedisWriter(connection: RedisConnection(options: connectionOptions()), encoder: encoder, logger: logger))
         let sendBox = UncheckedBox(RedisWriter(connection: RedisConnection(options: connectionOptions()), encoder: encoder, logger: logger))
-        let handoff = Handoff<EncodedBatch>()
+        let handoff = Handoff<HandedBatch>()
+        let spool = UncheckedBox(Router.openSpool(self))
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
-                group.addTask { await Self.onThread("spillway-encode") { self.encodeLoop(encodeBox.value, handoff) } }
-                group.addTask { await Self.onThread("spillway-send") { self.sendLoop(sendBox.value, handoff) } }
+                group.addTask { await Self.onThread("spillway-encode") { self.encodeLoop(encodeBox.value, spool.value, handoff) } }
+                group.addTask { await Self.onThread("spillway-send") { self.sendLoop(sendBox.value, spool.value, handoff) } }
             }
         } onGracefulShutdown: { [queue] in
             queue.close()
@@ -127,7 +131,9 @@ public final class WriterService: Service, Sendable {
         }
     }
 
-    func encodeLoop(_ writer: RedisWriter, _ handoff: Handoff<EncodedBatch>) {
+    /// Encodes each batch once and, with a spill buffer, appends it there before handing it on
+    /// (write-ahead): from then on a `kill -9` cannot lose it.
+    func encodeLoop(_ writer: RedisWriter, _ spool: Spool?, _ handoff: Handoff<HandedBatch>) {
         let flushInterval = config.agent.flushInterval
         var nextFlush = monotonicNanoseconds() + flushInterval
         while true {
@@ -139,7 +145,23 @@ public final class WriterService: Service, Sendable {
                 continue
             }
             do {
-                handoff.put(try writer.encode(records, now: wallClockNanoseconds()))
+                let batch = try writer.encode(records, now: wallClockNanoseconds())
+                guard let spool else {
+                    handoff.put(HandedBatch(id: nil, batch: batch))
+                    continue
+                }
+                do {
+                    let outcome = try spool.append(batch, now: wallClockNanoseconds())
+                    if outcome.droppedRecords > 0 { stats.update { $0.droppedAtShutdown += outcome.droppedRecords } }
+                    if outcome.droppedRecords > 0 || outcome.diskFull {
+                        stats.update { $0.bufferFullEpisode = true }
+                    }
+                    if let id = outcome.id { handoff.put(HandedBatch(id: id, batch: batch)) }
+                } catch {
+                    // The buffer failed (not full): send this batch from memory rather than lose it.
+                    logger.error("cannot write to the spill buffer; this batch is kept in memory", metadata: ["error": "\(error)"])
+                    handoff.put(HandedBatch(id: nil, batch: batch))
+                }
             } catch {
                 // The ID marks could not be saved: sending would risk IDs a later run reuses.
                 logger.critical("cannot save stream ID marks; records are dropped", metadata: ["error": "\(error)", "records": "\(records.count)"])
@@ -152,14 +174,14 @@ public final class WriterService: Service, Sendable {
 
     /// The send stage: the router (direct while the breaker is closed and no backlog exists, else the
     /// spill buffer) and the replayer (oldest first, between incoming batches).
-    func sendLoop(_ writer: RedisWriter, _ handoff: Handoff<EncodedBatch>) {
-        var router = Router(service: self, writer: writer)
-        router.start()
+    func sendLoop(_ writer: RedisWriter, _ spool: Spool?, _ handoff: Handoff<HandedBatch>) {
+        var router = Router(service: self, writer: writer, spool: spool)
         while true {
             // Wait for the next batch at most until the next replay step is due.
-            let wait: Int64 = router.hasBacklog ? (router.replayDue() ? 0 : 20_000_000) : 1_000_000_000
+            let pending = router.replayPending
+            let wait: Int64 = pending ? (router.replayDue() ? 0 : 20_000_000) : 1_000_000_000
             switch handoff.take(timeout: wait) {
-            case .value(let batch): router.route(batch)
+            case .value(let item): router.handle(item)
             case .finished:
                 router.stop()
                 writer.connection.close()
@@ -167,7 +189,7 @@ public final class WriterService: Service, Sendable {
                 return
             case .timedOut: break
             }
-            if router.hasBacklog, !handoff.hasValue { router.replayStep() }
+            if pending, !handoff.hasValue { router.replayStep() }
             router.saveStateIfDue()
         }
     }
@@ -181,6 +203,12 @@ public final class WriterService: Service, Sendable {
             "dropped": "\(queue.dropped + s.droppedAtShutdown)", "queued": "\(queue.count)", "batches": "\(s.batches)",
         ])
     }
+}
+
+/// A batch from the encode stage: its row in the spill buffer (nil without one), and the batch.
+struct HandedBatch: Sendable {
+    var id: Int64?
+    var batch: EncodedBatch
 }
 
 /// A one-slot handoff between two threads: `put` waits while the slot is full, `take` waits while it

@@ -28,6 +28,8 @@ public struct SpoolOptions: Sendable, Equatable {
 public struct AppendOutcome: Sendable, Equatable {
     /// Whether the batch is now in the buffer.
     public var stored: Bool
+    /// Its row id when stored (ids only grow).
+    public var id: Int64? = nil
     /// Records dropped to make room or for age (older batches), or this batch's when it was not stored.
     public var droppedRecords: Int64
     /// The disk or the database was full.
@@ -46,17 +48,27 @@ public struct BacklogTotals: Sendable, Equatable {
 /// The spill buffer: encoded batches in SQLite (`data_dir/buffer.sqlite`, WAL), one transaction per
 /// batch, oldest first. Rows are deleted only when the caller says Redis acknowledged them. Bounded by
 /// `max_bytes` (and `max_age`): when full, drops per policy and counts every dropped record per key.
-public final class Spool {
+public final class Spool: @unchecked Sendable {
+    // Both writer stages use one spool (one SQLite connection): every public method holds `lock`.
+    private var lock = pthread_mutex_t()
+    private func locked<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        return try body()
+    }
     public let path: String
     public let options: SpoolOptions
     let db: SQLiteDatabase
     private var insertBatch, insertBatchKey, oldest, oldestForDrop, deleteBatch, deleteBatchKeys, keysOfBatch, addDropped, putState: Statement
     /// Cached totals (kept in step with every change).
-    public private(set) var totals: BacklogTotals
+    private var _totals: BacklogTotals
+    public var totals: BacklogTotals { (try? locked { _totals }) ?? _totals }
     /// Set when the file found at start could not be used and was moved aside (its new name).
     public private(set) var movedAside: String?
 
     public var isEmpty: Bool { totals.batches == 0 }
+    /// The id the last successful append gave its batch.
+    public private(set) var lastAppendedID: Int64 = 0
 
     /// Opens (or creates) the buffer. A file that is not a usable database is moved aside as
     /// `buffer.sqlite.corrupt-<unix seconds>` (with its -wal and -shm) and a new one is created.
@@ -87,8 +99,11 @@ public final class Spool {
         keysOfBatch = try db.prepare(Schema.keysOfBatch)
         addDropped = try db.prepare(Schema.addDropped)
         putState = try db.prepare(Schema.putState)
-        totals = try Self.readTotals(db)
+        _totals = try Self.readTotals(db)
+        pthread_mutex_init(&lock, nil)
     }
+
+    deinit { pthread_mutex_destroy(&lock) }
 
     static func open(_ path: String, options: SpoolOptions) throws(SQLiteError) -> SQLiteDatabase {
         // Created 0600 before SQLite sees it; SQLite gives -wal and -shm the same mode.
@@ -136,6 +151,10 @@ public final class Spool {
     /// Stores a batch in one transaction, making room per policy first. Never throws for a full disk:
     /// that is reported in the outcome (and the batch's records counted as dropped when not stored).
     public func append(_ batch: EncodedBatch, now: Int64) throws(SQLiteError) -> AppendOutcome {
+        try locked { () throws(SQLiteError) -> AppendOutcome in try appendLocked(batch, now: now) }
+    }
+
+    private func appendLocked(_ batch: EncodedBatch, now: Int64) throws(SQLiteError) -> AppendOutcome {
         let payload = batch.serialized()
         let bytes = Int64(payload.count)
         let counts = Self.keyCounts(batch)
@@ -143,32 +162,32 @@ public final class Spool {
         do {
             try db.exec("BEGIN IMMEDIATE")
             if let maxAge = options.maxAge { dropped += try dropOlderThan(now - maxAge) }
-            if totals.bytes + bytes > options.maxBytes {
+            if _totals.bytes + bytes > options.maxBytes {
                 if options.whenFull == .dropNewest || bytes > options.maxBytes {
                     try db.exec("COMMIT")
                     try recordDropped(counts)
                     return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
                 }
-                while totals.bytes + bytes > options.maxBytes, totals.batches > 0 { dropped += try dropOldestBatch() }
+                while _totals.bytes + bytes > options.maxBytes, _totals.batches > 0 { dropped += try dropOldestBatch() }
             }
             try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
             try db.exec("COMMIT")
-            return AppendOutcome(stored: true, droppedRecords: dropped, diskFull: false)
+            return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: dropped, diskFull: false)
         } catch {
             try? db.exec("ROLLBACK")
-            totals = try Self.readTotals(db)
+            _totals = try Self.readTotals(db)
             guard error.isFull else { throw error }
             // Full disk: drop per policy (drop_oldest frees one batch and tries once more).
-            if options.whenFull == .dropOldest, totals.batches > 0 {
+            if options.whenFull == .dropOldest, _totals.batches > 0 {
                 do {
                     try db.exec("BEGIN IMMEDIATE")
                     let freed = try dropOldestBatch()
                     try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
                     try db.exec("COMMIT")
-                    return AppendOutcome(stored: true, droppedRecords: freed, diskFull: true)
+                    return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: freed, diskFull: true)
                 } catch {
                     try? db.exec("ROLLBACK")
-                    totals = try Self.readTotals(db)
+                    _totals = try Self.readTotals(db)
                 }
             }
             try? recordDropped(counts)
@@ -184,6 +203,7 @@ public final class Spool {
         insertBatch.bind(2 + 2, blob: payload)
         try insertBatch.run()
         let id = db.lastInsertRowID
+        lastAppendedID = id
         for (key, n) in counts {
             insertBatchKey.reset()
             insertBatchKey.bind(1, id)
@@ -191,11 +211,11 @@ public final class Spool {
             insertBatchKey.bind(3, n)
             try insertBatchKey.run()
         }
-        totals.batches += 1
-        totals.records += records
-        totals.bytes += bytes
-        if totals.oldestSpilledNs == nil { totals.oldestSpilledNs = now }
-        totals.newestSpilledNs = now
+        _totals.batches += 1
+        _totals.records += records
+        _totals.bytes += bytes
+        if _totals.oldestSpilledNs == nil { _totals.oldestSpilledNs = now }
+        _totals.newestSpilledNs = now
     }
 
     /// Drops the oldest batch (inside a transaction), counting its records per key. Returns them.
@@ -236,12 +256,12 @@ public final class Spool {
         deleteBatch.reset()
         deleteBatch.bind(1, id)
         try deleteBatch.run()
-        totals.batches -= 1
-        totals.records -= records
-        totals.bytes -= bytes
-        if totals.batches == 0 {
-            totals.oldestSpilledNs = nil
-            totals.newestSpilledNs = nil
+        _totals.batches -= 1
+        _totals.records -= records
+        _totals.bytes -= bytes
+        if _totals.batches == 0 {
+            _totals.oldestSpilledNs = nil
+            _totals.newestSpilledNs = nil
         }
     }
 
@@ -257,6 +277,10 @@ public final class Spool {
     /// The oldest `limit` batches, oldest first, with their row ids. A row whose payload cannot be
     /// decoded is reported in `unreadable` (the caller decides; it is never silently deleted).
     public func oldestBatches(limit: Int) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
+        try locked { () throws(SQLiteError) -> ([(id: Int64, batch: EncodedBatch)], [Int64]) in try oldestLocked(limit: limit) }
+    }
+
+    private func oldestLocked(limit: Int) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
         oldest.reset()
         oldest.bind(1, Int64(limit))
         var out: [(Int64, EncodedBatch)] = []
@@ -271,6 +295,65 @@ public final class Spool {
 
     /// Deletes a batch Redis acknowledged (in its own transaction).
     public func acknowledge(id: Int64, records: Int64) throws(SQLiteError) {
+        try locked { () throws(SQLiteError) in try acknowledgeLocked(id: id, records: records) }
+    }
+
+    /// The id of the newest batch, or nil when the buffer is empty.
+    public func newestID() throws(SQLiteError) -> Int64? {
+        try locked { () throws(SQLiteError) -> Int64? in
+            let s = try db.prepare("SELECT MAX(id) FROM batches")
+            return try s.step() && !s.isNull(0) ? s.int64(0) : nil
+        }
+    }
+
+    /// The id of the oldest batch, or nil when the buffer is empty.
+    public func oldestID() throws(SQLiteError) -> Int64? {
+        try locked { () throws(SQLiteError) -> Int64? in
+            let s = try db.prepare("SELECT id FROM batches ORDER BY id LIMIT 1")
+            return try s.step() ? s.int64(0) : nil
+        }
+    }
+
+    /// Replaces a batch with what is left of it (after a partial write), in one transaction.
+    public func replace(id: Int64, with batch: EncodedBatch) throws(SQLiteError) {
+        try locked { () throws(SQLiteError) in try replaceLocked(id: id, with: batch) }
+    }
+
+    private func replaceLocked(id: Int64, with batch: EncodedBatch) throws(SQLiteError) {
+            let s = try db.prepare("SELECT records, bytes, spilled_ns FROM batches WHERE id = ?1")
+            s.bind(1, id)
+            guard try s.step() else { return }
+            let oldRecords = s.int64(0), oldBytes = s.int64(1)
+            let payload = batch.serialized()
+            try db.exec("BEGIN IMMEDIATE")
+            do {
+                let u = try db.prepare("UPDATE batches SET payload = ?2, records = ?3, bytes = ?4 WHERE id = ?1")
+                u.bind(1, id)
+                u.bind(2, blob: payload)
+                u.bind(3, Int64(batch.recordCount))
+                u.bind(4, Int64(payload.count))
+                try u.run()
+                deleteBatchKeys.reset()
+                deleteBatchKeys.bind(1, id)
+                try deleteBatchKeys.run()
+                for (key, n) in Self.keyCounts(batch) {
+                    insertBatchKey.reset()
+                    insertBatchKey.bind(1, id)
+                    insertBatchKey.bind(2, blob: key.bytes)
+                    insertBatchKey.bind(3, n)
+                    try insertBatchKey.run()
+                }
+                try db.exec("COMMIT")
+                _totals.records += Int64(batch.recordCount) - oldRecords
+                _totals.bytes += Int64(payload.count) - oldBytes
+            } catch {
+                try? db.exec("ROLLBACK")
+                _totals = try Self.readTotals(db)
+                throw error
+            }
+    }
+
+    private func acknowledgeLocked(id: Int64, records: Int64) throws(SQLiteError) {
         let s = try db.prepare("SELECT bytes FROM batches WHERE id = ?1")
         s.bind(1, id)
         guard try s.step() else { return }
@@ -281,13 +364,17 @@ public final class Spool {
             try db.exec("COMMIT")
         } catch {
             try? db.exec("ROLLBACK")
-            totals = try Self.readTotals(db)
+            _totals = try Self.readTotals(db)
             throw error
         }
     }
 
     /// Records dropped per key, ever (key as text).
     public func droppedPerKey(limit: Int = 1000) throws(SQLiteError) -> [String: Int64] {
+        try locked { () throws(SQLiteError) -> [String: Int64] in try droppedLocked(limit: limit) }
+    }
+
+    private func droppedLocked(limit: Int) throws(SQLiteError) -> [String: Int64] {
         let s = try db.prepare(Schema.droppedKeys)
         s.bind(1, Int64(limit))
         var out: [String: Int64] = [:]
@@ -297,6 +384,10 @@ public final class Spool {
 
     /// Saves the agent's state (breaker, counters, …) for `spillway status`, in one transaction.
     public func saveState(_ values: [String: String]) throws(SQLiteError) {
+        try locked { () throws(SQLiteError) in try saveStateLocked(values) }
+    }
+
+    private func saveStateLocked(_ values: [String: String]) throws(SQLiteError) {
         try db.exec("BEGIN IMMEDIATE")
         do {
             for (k, v) in values {
@@ -329,6 +420,9 @@ public struct SpoolStatus: Sendable {
         let db = try SQLiteDatabase(path: path, readOnly: true)
         try db.exec("BEGIN")
         defer { try? db.exec("COMMIT") }
+        // The agent creates the file before the schema: in that instant there is nothing to read yet.
+        let schema = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_state'")
+        guard try schema.step() else { return nil }
         let totals = try Spool.readTotals(db)
         func pairs(_ sql: String, _ limit: Int) throws(SQLiteError) -> [(String, Int64)] {
             let s = try db.prepare(sql)
