@@ -45,7 +45,7 @@ func redisBenchmark(port: Int, requests: Int, clients: Int, command: [String]) t
 /// Pushes `total` records through the agent's own writer path (RecordQueue -> WriterService: encode
 /// stage, send stage) as fast as the queue takes them. Returns records/s (until Redis acknowledged
 /// the last one) and the RSS samples taken at each tenth.
-func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int) throws -> (rate: Double, rss: [Double]) {
+func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, bufferDirectory: String? = nil) throws -> (rate: Double, rss: [Double]) {
     var agent = AgentConfig(hostname: "bench-host")
     agent.batchSize = batchSize
     agent.flushInterval = 1_000_000_000
@@ -53,7 +53,7 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int) t
     let queue = RecordQueue(limit: 20 * batchSize, batchSize: batchSize)
     let stats = WriterStats()
     let writer = WriterService(config: config, queue: queue, routes: [Route(key: redis.key, maxlen: redis.maxlen)],
-                               dataDirectory: nil, stats: stats, logger: Logger(label: "bench"))
+                               dataDirectory: bufferDirectory, stats: stats, logger: Logger(label: "bench"))
     let done = DispatchSemaphore(value: 0)
     Task.detached {
         do { try await writer.run() } catch { print("writer failed: \(error)") }
@@ -77,11 +77,11 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int) t
         if pushed % max(batchSize, total / 10) < batchSize { rss.append(rssMiB()) }
     }
     let deadline = monotonicNanoseconds() + 120_000_000_000
-    while stats.snapshot.counters.written < Int64(total), monotonicNanoseconds() < deadline { usleep(200) }
+    while stats.snapshot.counters.written + stats.snapshot.replayed < Int64(total), monotonicNanoseconds() < deadline { usleep(200) }
     let seconds = Double(monotonicNanoseconds() - start) / 1e9
     queue.close()
     done.wait()
-    let written = stats.snapshot.counters.written
+    let written = stats.snapshot.counters.written + stats.snapshot.replayed
     guard written == Int64(total) else { throw InputError("wrote \(written) of \(total): \(stats.snapshot)") }
     return (Double(total) / seconds, rss)
 }
@@ -96,6 +96,11 @@ func writerBenchmarks(records: Int) throws {
         config.endpoint = try RedisEndpoint.parse(server.url)
         let ours = try pushThroughWriter(config, total: records, batchSize: batchSize)
         try server.cli(["FLUSHALL"])
+        let bufferDir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-wal-bench-\(getpid())").path
+        try FileManager.default.createDirectory(atPath: bufferDir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: bufferDir) }
+        let ahead = try pushThroughWriter(config, total: records, batchSize: batchSize, bufferDirectory: bufferDir)
+        try server.cli(["FLUSHALL"])
         // The same XADD (11 fields, 3 tags, timestamp, MAXLEN ~ 100000), pipelined 64 deep.
         var xadd = ["XADD", "metrics:bench-host:cpu", "MAXLEN", "~", "100000", "*"]
         for (i, f) in benchFields.enumerated() { xadd += [f, String(Double((7 + i) % 1000) / 8)] }
@@ -105,9 +110,11 @@ func writerBenchmarks(records: Int) throws {
         let ref50 = try redisBenchmark(port: server.port, requests: records, clients: 50, command: xadd)
         print("write (stream): \(records) cpu records (11 fields, 3 tags), batches of \(batchSize), one connection, redis-server \(try server.cli(["INFO", "server"]).split(whereSeparator: { $0 == "\n" || $0 == "\r" }).first { $0.hasPrefix("redis_version") }?.split(separator: ":").last ?? "?")")
         print(String(format: "  spillway writer                    %10.0f records/s", ours.rate))
+        print(String(format: "  spillway writer + write-ahead buffer %8.0f records/s   (the agent's path: every batch into SQLite first)", ahead.rate))
         print(String(format: "  redis-benchmark XADD -P 64 -c 1    %10.0f requests/s   ratio %.2f", ref1, ours.rate / ref1))
         print(String(format: "  redis-benchmark XADD -P 64 -c 50   %10.0f requests/s   ratio %.2f   (target >= 0.8)", ref50, ours.rate / ref50))
         print("  RSS MiB at each tenth: " + ours.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
+        print("  RSS MiB at each tenth, with the buffer: " + ahead.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
     }
     // TimeSeries, on redis-stack's redis-server with RedisTimeSeries.
     do {
