@@ -1,8 +1,9 @@
 /// The spill buffer's on-disk form of an encoded batch: exactly what would have been sent, so a
-/// replay sends the same bytes (same keys, same stream IDs). Little-endian, versioned:
-///   u8 version=1, u32 recordCount, u32 rejectedAtEncoding, u32 skippedFields, u32 commandCount,
-///   then per command: u8 role (0 record, 1 samples, 2 setup), role data (u32 index | u32 n, n × u32
-///   owners), u32 keyLength, key, u32 argc, argc × u32 lengths, the argument bytes.
+/// replay sends the same bytes (same keys, same stream IDs). Versioned; every number is an unsigned
+/// LEB128 varint (most lengths take one byte):
+///   u8 version=2, recordCount, rejectedAtEncoding, skippedFields, commandCount,
+///   then per command: u8 role (0 record, 1 samples, 2 setup), role data (index | n, n × owner),
+///   keyLength, key, argc, argc × length, the argument bytes.
 extension EncodedBatch {
     public struct FormatError: Error, CustomStringConvertible, Sendable {
         public var description: String
@@ -11,7 +12,7 @@ extension EncodedBatch {
     public func serialized() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(64 + commands.reduce(0) { $0 + $1.command.bytes.count + 4 * $1.command.argc + $1.key.count + 16 })
-        out.append(1)
+        out.append(2)
         put(UInt32(recordCount), &out)
         put(UInt32(rejectedAtEncoding), &out)
         put(UInt32(skippedFields), &out)
@@ -39,7 +40,7 @@ extension EncodedBatch {
 
     public init(serialized b: [UInt8]) throws(FormatError) {
         var r = Reader(bytes: b)
-        guard try r.u8() == 1 else { throw FormatError(description: "unknown batch format version") }
+        guard try r.u8() == 2 else { throw FormatError(description: "unknown batch format version") }
         let recordCount = Int(try r.u32())
         let rejected = Int(try r.u32())
         let skipped = Int(try r.u32())
@@ -84,10 +85,12 @@ extension EncodedBatch {
 }
 
 private func put(_ v: UInt32, _ out: inout [UInt8]) {
-    out.append(UInt8(truncatingIfNeeded: v))
-    out.append(UInt8(truncatingIfNeeded: v >> 8))
-    out.append(UInt8(truncatingIfNeeded: v >> 16))
-    out.append(UInt8(truncatingIfNeeded: v >> 24))
+    var v = v
+    while v >= 0x80 {
+        out.append(UInt8(truncatingIfNeeded: v) | 0x80)
+        v >>= 7
+    }
+    out.append(UInt8(v))
 }
 
 private struct Reader {
@@ -102,9 +105,17 @@ private struct Reader {
     }
 
     mutating func u32() throws(EncodedBatch.FormatError) -> UInt32 {
-        guard pos + 4 <= bytes.count else { throw EncodedBatch.FormatError(description: "truncated batch") }
-        defer { pos += 4 }
-        return UInt32(bytes[pos]) | UInt32(bytes[pos + 1]) << 8 | UInt32(bytes[pos + 2]) << 16 | UInt32(bytes[pos + 3]) << 24
+        var v: UInt32 = 0
+        var shift: UInt32 = 0
+        while true {
+            guard pos < bytes.count else { throw EncodedBatch.FormatError(description: "truncated batch") }
+            let b = bytes[pos]
+            pos += 1
+            guard shift < 32, shift < 28 || b < 0x10 else { throw EncodedBatch.FormatError(description: "number too large in batch") }
+            v |= UInt32(b & 0x7F) << shift
+            if b < 0x80 { return v }
+            shift += 7
+        }
     }
 
     mutating func bytes(_ n: Int) throws(EncodedBatch.FormatError) -> [UInt8] {

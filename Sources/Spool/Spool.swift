@@ -177,18 +177,33 @@ public final class Spool: @unchecked Sendable {
             try? db.exec("ROLLBACK")
             _totals = try Self.readTotals(db)
             guard error.isFull else { throw error }
-            // Full disk: drop per policy (drop_oldest frees one batch and tries once more).
-            if options.whenFull == .dropOldest, _totals.batches > 0 {
+            // Full disk: drop per policy. drop_oldest frees the oldest batches, one at a time (each
+            // drop committed), until the new one fits or nothing is left to drop.
+            var freed: Int64 = 0
+            while options.whenFull == .dropOldest, _totals.batches > 0 {
                 do {
                     try db.exec("BEGIN IMMEDIATE")
-                    let freed = try dropOldestBatch()
+                    freed += try dropOldestBatch()
+                    try db.exec("COMMIT")
+                } catch {
+                    try? db.exec("ROLLBACK")
+                    _totals = try Self.readTotals(db)
+                    break
+                }
+                do {
+                    try db.exec("BEGIN IMMEDIATE")
                     try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
                     try db.exec("COMMIT")
                     return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: freed, diskFull: true)
                 } catch {
                     try? db.exec("ROLLBACK")
                     _totals = try Self.readTotals(db)
+                    guard error.isFull else { throw error }
                 }
+            }
+            if freed > 0 {
+                try? recordDropped(counts)
+                return AppendOutcome(stored: false, droppedRecords: freed + Int64(batch.recordCount), diskFull: true)
             }
             try? recordDropped(counts)
             return AppendOutcome(stored: false, droppedRecords: Int64(batch.recordCount), diskFull: true)
