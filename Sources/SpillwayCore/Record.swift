@@ -42,6 +42,8 @@ public struct Record: Sendable, Hashable {
         self.timestamp = timestamp
         if Record.isStrictlySorted(tags) {
             self.tags = tags
+            // Room for the common tags (host, global and instance tags) merged in later.
+            self.tags.reserveCapacity(tags.count + 4)
         } else {
             self.tags = []
             self.tags.reserveCapacity(tags.count)
@@ -62,23 +64,40 @@ public struct Record: Sendable, Hashable {
     /// merge of the two sorted lists.
     public mutating func addTagsIfAbsent(_ defaults: [Tag]) {
         guard !defaults.isEmpty else { return }
-        var merged: [Tag] = []
-        merged.reserveCapacity(tags.count + defaults.count)
+        // Count the defaults that are missing, then merge from the back in place (no new array when
+        // the capacity allows, which Record.init reserves for).
+        var missing = 0
         var i = 0, j = 0
-        while i < tags.count || j < defaults.count {
-            if j == defaults.count || (i < tags.count && tags[i].key < defaults[j].key) {
-                merged.append(tags[i])
+        while j < defaults.count {
+            if i < tags.count, tags[i].key < defaults[j].key {
                 i += 1
-            } else if i == tags.count || defaults[j].key < tags[i].key {
-                merged.append(defaults[j])
+            } else if i < tags.count, tags[i].key == defaults[j].key {
+                i += 1
                 j += 1
             } else {
-                merged.append(tags[i])  // the record's own tag wins
-                i += 1
+                missing += 1
                 j += 1
             }
         }
-        tags = merged
+        guard missing > 0 else { return }
+        var write = tags.count + missing - 1
+        var r = tags.count - 1
+        var d = defaults.count - 1
+        tags.append(contentsOf: repeatElement(Tag("", ""), count: missing))
+        while d >= 0 {
+            if r >= 0, tags[r].key > defaults[d].key {
+                tags[write] = tags[r]
+                r -= 1
+            } else if r >= 0, tags[r].key == defaults[d].key {
+                tags[write] = tags[r]  // the record's own tag wins
+                r -= 1
+                d -= 1
+            } else {
+                tags[write] = defaults[d]
+                d -= 1
+            }
+            write -= 1
+        }
     }
 
     /// The value of tag `key`, if any.

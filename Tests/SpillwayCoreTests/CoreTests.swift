@@ -182,3 +182,18 @@ import Testing
         #expect(b.retryAt - now <= 5_000)
     }
 }
+
+@Test func inPlaceTagMergeMatchesANaiveMerge() {
+    var rng = SystemRandomNumberGenerator()
+    let keys = ["a", "b", "c", "d", "e", "f", "g", "h"]
+    for _ in 0..<2000 {
+        let own = keys.filter { _ in Bool.random(using: &rng) }.map { Tag($0, "own") }
+        let defaults = keys.filter { _ in Bool.random(using: &rng) }.map { Tag($0, "def") }
+        var r = Record(name: "x", tags: own, fields: [], timestamp: 0)
+        r.addTagsIfAbsent(defaults)
+        var naive: [String: String] = [:]
+        for t in defaults { naive[t.key] = t.value }
+        for t in own { naive[t.key] = t.value }
+        #expect(r.tags == naive.keys.sorted().map { Tag($0, naive[$0]!) })
+    }
+}
