@@ -10,7 +10,7 @@ final class AgentProcess {
     var log: URL { dir.appendingPathComponent("agent.log") }
     var dataDir: URL { dir.appendingPathComponent("data") }
 
-    init(redisPort: Int, extra: String = "") throws {
+    init(redisPort: Int, extra: String = "", inputs: String = "[[inputs.mem]]\n[[inputs.system]]") throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-survive-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try """
@@ -28,8 +28,7 @@ final class AgentProcess {
             open_timeout = "200ms"
             max_open_timeout = "500ms"
             \(extra)
-            [[inputs.mem]]
-            [[inputs.system]]
+            \(inputs)
             """.write(to: config, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
     }
@@ -259,6 +258,33 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
             #expect(missing >= 0 && missing <= 3, "\(key): \(missing) of \(expected) ticks before the kill are missing")
             #expect(zip(ts, ts.dropFirst()).allSatisfy { $1 > $0 }, "\(key): duplicates or disorder")
         }
+    }
+
+    @Test func replayRateLimitsTheDrain() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port, extra: "[buffer]\nreplay_rate = 20\nreplay_batch_size = 5\n", inputs: "[[inputs.mem]]")
+        try agent.start()
+        let outage = try agent.waitFor(15) { number($0, "backlog.records") >= 40 }
+        let backlog = number(outage, "backlog.records")
+        let server = try RedisServer(port: port)
+        defer { server.stop(); server.removeFiles() }
+        let start = Date()
+        var sawRate = false
+        let deadline = Date().addingTimeInterval(30)
+        var doc: [String: Any] = [:]
+        while Date() < deadline {
+            doc = try agent.status()
+            if (value(doc, "backlog.replay_rate") as? Double ?? 0) > 0 { sawRate = true }
+            if number(doc, "backlog.records") == 0 { break }
+            usleep(100_000)
+        }
+        let took = Date().timeIntervalSince(start)
+        #expect(number(doc, "backlog.records") == 0, "\(doc)")
+        // 20 records/s against 10 new ones a second: about backlog / 10 seconds, never all at once.
+        #expect(took >= Double(backlog) / 20, "drained \(backlog) records in \(took) s")
+        #expect(sawRate, "status never showed a replay rate")
+        #expect(agent.stop() == 0)
+        _ = try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: true)
     }
 
     @Test func smallMaxBytesDropsOldestExactlyAsCounted() throws {
