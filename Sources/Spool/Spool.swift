@@ -105,6 +105,21 @@ public final class Spool: @unchecked Sendable {
 
     deinit { pthread_mutex_destroy(&lock) }
 
+    /// Runs `body` in one IMMEDIATE transaction; on any error rolls back, re-reads the totals (the
+    /// cache may have moved ahead of the rolled-back rows) and rethrows.
+    private func transaction<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+        try db.exec("BEGIN IMMEDIATE")
+        do {
+            let result = try body()
+            try db.exec("COMMIT")
+            return result
+        } catch {
+            try? db.exec("ROLLBACK")
+            _totals = (try? Self.readTotals(db)) ?? _totals
+            throw error
+        }
+    }
+
     static func open(_ path: String, options: SpoolOptions) throws(SQLiteError) -> SQLiteDatabase {
         // Created 0600 before SQLite sees it; SQLite gives -wal and -shm the same mode.
         if !FileManager.default.fileExists(atPath: path) {
@@ -160,44 +175,32 @@ public final class Spool: @unchecked Sendable {
         let counts = Self.keyCounts(batch)
         var dropped: Int64 = 0
         do {
-            try db.exec("BEGIN IMMEDIATE")
-            if let maxAge = options.maxAge { dropped += try dropOlderThan(now - maxAge) }
-            if _totals.bytes + bytes > options.maxBytes {
-                if options.whenFull == .dropNewest || bytes > options.maxBytes {
-                    try db.exec("COMMIT")
-                    try recordDropped(counts)
-                    return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
+            return try transaction { () throws(SQLiteError) -> AppendOutcome in
+                if let maxAge = options.maxAge { dropped += try dropOlderThan(now - maxAge) }
+                if _totals.bytes + bytes > options.maxBytes {
+                    if options.whenFull == .dropNewest || bytes > options.maxBytes {
+                        try recordDropped(counts)
+                        return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
+                    }
+                    while _totals.bytes + bytes > options.maxBytes, _totals.batches > 0 { dropped += try dropOldestBatch() }
                 }
-                while _totals.bytes + bytes > options.maxBytes, _totals.batches > 0 { dropped += try dropOldestBatch() }
+                try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
+                return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: dropped, diskFull: false)
             }
-            try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
-            try db.exec("COMMIT")
-            return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: dropped, diskFull: false)
         } catch {
-            try? db.exec("ROLLBACK")
-            _totals = try Self.readTotals(db)
             guard error.isFull else { throw error }
             // Full disk: drop per policy. drop_oldest frees the oldest batches, one at a time (each
             // drop committed), until the new one fits or nothing is left to drop.
             var freed: Int64 = 0
             while options.whenFull == .dropOldest, _totals.batches > 0 {
+                guard let n = try? transaction({ () throws(SQLiteError) -> Int64 in try dropOldestBatch() }) else { break }
+                freed += n
                 do {
-                    try db.exec("BEGIN IMMEDIATE")
-                    freed += try dropOldestBatch()
-                    try db.exec("COMMIT")
-                } catch {
-                    try? db.exec("ROLLBACK")
-                    _totals = try Self.readTotals(db)
-                    break
-                }
-                do {
-                    try db.exec("BEGIN IMMEDIATE")
-                    try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
-                    try db.exec("COMMIT")
+                    try transaction { () throws(SQLiteError) in
+                        try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
+                    }
                     return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: freed, diskFull: true)
                 } catch {
-                    try? db.exec("ROLLBACK")
-                    _totals = try Self.readTotals(db)
                     guard error.isFull else { throw error }
                 }
             }
@@ -335,37 +338,31 @@ public final class Spool: @unchecked Sendable {
     }
 
     private func replaceLocked(id: Int64, with batch: EncodedBatch) throws(SQLiteError) {
-            let s = try db.prepare("SELECT records, bytes, spilled_ns FROM batches WHERE id = ?1")
-            s.bind(1, id)
-            guard try s.step() else { return }
-            let oldRecords = s.int64(0), oldBytes = s.int64(1)
-            let payload = batch.serialized()
-            try db.exec("BEGIN IMMEDIATE")
-            do {
-                let u = try db.prepare("UPDATE batches SET payload = ?2, records = ?3, bytes = ?4 WHERE id = ?1")
-                u.bind(1, id)
-                u.bind(2, blob: payload)
-                u.bind(3, Int64(batch.recordCount))
-                u.bind(4, Int64(payload.count))
-                try u.run()
-                deleteBatchKeys.reset()
-                deleteBatchKeys.bind(1, id)
-                try deleteBatchKeys.run()
-                for (key, n) in Self.keyCounts(batch) {
-                    insertBatchKey.reset()
-                    insertBatchKey.bind(1, id)
-                    insertBatchKey.bind(2, blob: key.bytes)
-                    insertBatchKey.bind(3, n)
-                    try insertBatchKey.run()
-                }
-                try db.exec("COMMIT")
-                _totals.records += Int64(batch.recordCount) - oldRecords
-                _totals.bytes += Int64(payload.count) - oldBytes
-            } catch {
-                try? db.exec("ROLLBACK")
-                _totals = try Self.readTotals(db)
-                throw error
+        let s = try db.prepare("SELECT records, bytes, spilled_ns FROM batches WHERE id = ?1")
+        s.bind(1, id)
+        guard try s.step() else { return }
+        let oldRecords = s.int64(0), oldBytes = s.int64(1)
+        let payload = batch.serialized()
+        try transaction { () throws(SQLiteError) in
+            let u = try db.prepare("UPDATE batches SET payload = ?2, records = ?3, bytes = ?4 WHERE id = ?1")
+            u.bind(1, id)
+            u.bind(2, blob: payload)
+            u.bind(3, Int64(batch.recordCount))
+            u.bind(4, Int64(payload.count))
+            try u.run()
+            deleteBatchKeys.reset()
+            deleteBatchKeys.bind(1, id)
+            try deleteBatchKeys.run()
+            for (key, n) in Self.keyCounts(batch) {
+                insertBatchKey.reset()
+                insertBatchKey.bind(1, id)
+                insertBatchKey.bind(2, blob: key.bytes)
+                insertBatchKey.bind(3, n)
+                try insertBatchKey.run()
             }
+            _totals.records += Int64(batch.recordCount) - oldRecords
+            _totals.bytes += Int64(payload.count) - oldBytes
+        }
     }
 
     private func acknowledgeLocked(id: Int64, records: Int64) throws(SQLiteError) {
@@ -373,14 +370,8 @@ public final class Spool: @unchecked Sendable {
         s.bind(1, id)
         guard try s.step() else { return }
         let bytes = s.int64(0)
-        try db.exec("BEGIN IMMEDIATE")
-        do {
+        try transaction { () throws(SQLiteError) in
             try removeBatch(id, records: records, bytes: bytes, countAsDropped: false)
-            try db.exec("COMMIT")
-        } catch {
-            try? db.exec("ROLLBACK")
-            _totals = try Self.readTotals(db)
-            throw error
         }
     }
 
@@ -403,18 +394,13 @@ public final class Spool: @unchecked Sendable {
     }
 
     private func saveStateLocked(_ values: [String: String]) throws(SQLiteError) {
-        try db.exec("BEGIN IMMEDIATE")
-        do {
+        try transaction { () throws(SQLiteError) in
             for (k, v) in values {
                 putState.reset()
                 putState.bind(1, k)
                 putState.bind(2, v)
                 try putState.run()
             }
-            try db.exec("COMMIT")
-        } catch {
-            try? db.exec("ROLLBACK")
-            throw error
         }
     }
 }
