@@ -267,7 +267,8 @@ struct Router {
         guard force || stateDirty || now - lastSave >= 5_000_000_000 else { return }
         let s = service.stats.snapshot
         let wallNow = wallClockNanoseconds()
-        let sinceWall = wallNow - (now - breaker.since)
+        // Open or half-open: since the outage began (the first opening), not the latest probe.
+        let sinceWall = wallNow - (now - (breaker.outageSince ?? breaker.since))
         var values: [String: String] = [
             "breaker.state": breaker.state.rawValue,
             "breaker.since_ns": String(sinceWall),

@@ -19,6 +19,8 @@ public struct CircuitBreaker: Sendable, Equatable {
     public private(set) var state: State = .closed
     /// When the current state began (nanoseconds, the caller's clock).
     public private(set) var since: Int64
+    /// When the breaker last left closed (the outage's start), while it is open or half-open.
+    public private(set) var outageSince: Int64?
     public private(set) var consecutiveFailures = 0
     /// While open: when the next probe may happen.
     public private(set) var retryAt: Int64 = 0
@@ -50,6 +52,7 @@ public struct CircuitBreaker: Sendable, Equatable {
             state = .closed
             since = now
         }
+        outageSince = nil
         nextBackoff = settings.openTimeout
     }
 
@@ -67,6 +70,7 @@ public struct CircuitBreaker: Sendable, Equatable {
     }
 
     private mutating func open(now: Int64, jitter: Double) {
+        if outageSince == nil { outageSince = now }
         let base = nextBackoff
         let spread = Double(base) * 0.2 * max(-1, min(1, jitter))
         let backoff = min(settings.maxOpenTimeout, max(1, base + Int64(spread)))

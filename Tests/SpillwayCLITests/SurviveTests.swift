@@ -260,6 +260,16 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         }
     }
 
+    @Test func checkIsCriticalWhenTheBreakerStaysOpen() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port, extra: "[status]\ncritical_open = \"1s\"\n")
+        try agent.start()
+        _ = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" && (value($0, "breaker.since_seconds") as? Double ?? 0) > 1.5 }
+        let (code, line) = try agent.check()
+        #expect(code == 2 && line.hasPrefix("SPILLWAY CRITICAL - breaker open for"), "\(line)")
+        #expect(agent.stop() == 0)
+    }
+
     @Test func replayRateLimitsTheDrain() throws {
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port, extra: "[buffer]\nreplay_rate = 20\nreplay_batch_size = 5\n", inputs: "[[inputs.mem]]")

@@ -141,8 +141,9 @@ import Testing
         let due = b.allowsAttempt(now: 1_006)
         #expect(due)
         #expect(b.state == .halfOpen && b.since == 1_006)
+        #expect(b.outageSince == 6)
         b.recordSuccess(now: 1_010)
-        #expect(b.state == .closed && b.since == 1_010 && b.consecutiveFailures == 0)
+        #expect(b.state == .closed && b.since == 1_010 && b.consecutiveFailures == 0 && b.outageSince == nil)
     }
 
     @Test func backoffDoublesUpToTheMaximum() {
@@ -158,6 +159,7 @@ import Testing
             b.recordFailure(now: now, jitter: 0)   // the half-open probe fails: open again
         }
         #expect(waits == [1_000, 2_000, 4_000, 5_000, 5_000])
+        #expect(b.outageSince == 2)   // the outage began at the first opening, whatever the probes did
         b.recordSuccess(now: now + 1)
         for t in 0..<3 { b.recordFailure(now: now + 2 + Int64(t), jitter: 0) }
         #expect(b.retryAt - (now + 4) == 1_000)  // a success resets the backoff
