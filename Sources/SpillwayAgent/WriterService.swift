@@ -123,10 +123,17 @@ public final class WriterService: Service, Sendable {
     static func onThread(_ name: String, _ body: @escaping @Sendable () -> Void) async {
         await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
             let thread = Thread {
+                // Foundation on Linux does not apply Thread.name: name the thread from inside, so
+                // `ps -L`, top and perf show the stage (at most 15 bytes).
+                let fd = open("/proc/thread-self/comm", O_WRONLY | O_CLOEXEC)
+                if fd >= 0 {
+                    let bytes = Array(name.utf8.prefix(15))
+                    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                    close(fd)
+                }
                 body()
                 done.resume()
             }
-            thread.name = name
             thread.start()
         }
     }
