@@ -1,4 +1,5 @@
 import RedisSink
+import SpillwayCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -6,9 +7,8 @@ import Glibc
 /// The bounded queue between the inputs and the writer thread. Holds at most `limit` records; when
 /// full, the oldest are dropped and counted. The writer waits on it with a deadline.
 public final class RecordQueue: @unchecked Sendable {
-    // All state below is guarded by `mutex`.
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
+    // All state below is guarded by `lock`.
+    private let lock = ConditionLock()
     private var items: [QueuedRecord] = []
     private var head = 0
     private var closed = false
@@ -20,23 +20,10 @@ public final class RecordQueue: @unchecked Sendable {
     public init(limit: Int, batchSize: Int) {
         self.limit = limit
         self.batchSize = batchSize
-        pthread_mutex_init(&mutex, nil)
-        var attr = pthread_condattr_t()
-        pthread_condattr_init(&attr)
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
-        pthread_cond_init(&cond, &attr)
-        pthread_condattr_destroy(&attr)
-    }
-
-    deinit {
-        pthread_cond_destroy(&cond)
-        pthread_mutex_destroy(&mutex)
     }
 
     private func locked<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return body()
+        lock.withLock { body() }
     }
 
     public var count: Int { locked { items.count - head } }
@@ -62,7 +49,7 @@ public final class RecordQueue: @unchecked Sendable {
                 items.removeSubrange(0..<head)
                 head = 0
             }
-            if items.count - head >= batchSize { pthread_cond_signal(&cond) }
+            if items.count - head >= batchSize { lock.signal() }
             return drop
         }
     }
@@ -70,11 +57,10 @@ public final class RecordQueue: @unchecked Sendable {
     /// Waits until `batchSize` records wait, the monotonic `deadline` (ns) passes, or the queue is
     /// closed; then takes up to `batchSize` of them, oldest first.
     public func take(deadline: Int64) -> [QueuedRecord] {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
+        lock.lock()
+        defer { lock.unlock() }
         while items.count - head < batchSize, !closed {
-            if pthread_cond_timedwait(&cond, &mutex, &ts) == ETIMEDOUT { break }
+            if !lock.wait(untilMonotonic: deadline) { break }
         }
         let n = min(batchSize, items.count - head)
         let out = Array(items[head..<(head + n)])
@@ -90,18 +76,17 @@ public final class RecordQueue: @unchecked Sendable {
     public func close() {
         locked {
             closed = true
-            pthread_cond_broadcast(&cond)
+            lock.broadcast()
         }
     }
 
     /// Sleeps up to `ns`, waking early when the queue is closed. Returns whether it was closed.
     public func sleep(_ ns: Int64) -> Bool {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
+        lock.lock()
+        defer { lock.unlock() }
         let deadline = monotonicNanoseconds() + ns
-        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
         while !closed {
-            if pthread_cond_timedwait(&cond, &mutex, &ts) == ETIMEDOUT { break }
+            if !lock.wait(untilMonotonic: deadline) { break }
         }
         return closed
     }

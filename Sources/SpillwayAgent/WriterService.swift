@@ -221,59 +221,41 @@ struct HandedBatch: Sendable {
 /// A one-slot handoff between two threads: `put` waits while the slot is full, `take` waits while it
 /// is empty and returns nil once `finish` was called and the slot is empty.
 final class Handoff<T: Sendable>: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var cond = pthread_cond_t()
+    private let lock = ConditionLock()
     private var slot: T?
     private var finished = false
 
-    init() {
-        pthread_mutex_init(&mutex, nil)
-        pthread_cond_init(&cond, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(&cond)
-        pthread_mutex_destroy(&mutex)
-    }
-
     func put(_ value: T) {
-        pthread_mutex_lock(&mutex)
-        while slot != nil { pthread_cond_wait(&cond, &mutex) }
-        slot = value
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
+        lock.withLock {
+            while slot != nil { lock.wait() }
+            slot = value
+            lock.broadcast()
+        }
     }
 
     enum Taken { case value(T), timedOut, finished }
 
     /// Waits up to `timeout` ns for a value.
     func take(timeout: Int64) -> Taken {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        var now = timespec()
-        clock_gettime(CLOCK_REALTIME, &now)
-        let deadline = Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec) + timeout
-        var ts = timespec(tv_sec: Int(deadline / 1_000_000_000), tv_nsec: Int(deadline % 1_000_000_000))
-        while slot == nil, !finished {
-            if timeout <= 0 || pthread_cond_timedwait(&cond, &mutex, &ts) == ETIMEDOUT { break }
+        lock.withLock {
+            let deadline = monotonicNow() + timeout
+            while slot == nil, !finished {
+                if timeout <= 0 || !lock.wait(untilMonotonic: deadline) { break }
+            }
+            guard let value = slot else { return finished ? .finished : .timedOut }
+            slot = nil
+            lock.broadcast()
+            return .value(value)
         }
-        guard let value = slot else { return finished ? .finished : .timedOut }
-        slot = nil
-        pthread_cond_broadcast(&cond)
-        return .value(value)
     }
 
-    var hasValue: Bool {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return slot != nil
-    }
+    var hasValue: Bool { lock.withLock { slot != nil } }
 
     func finish() {
-        pthread_mutex_lock(&mutex)
-        finished = true
-        pthread_cond_broadcast(&cond)
-        pthread_mutex_unlock(&mutex)
+        lock.withLock {
+            finished = true
+            lock.broadcast()
+        }
     }
 }
 

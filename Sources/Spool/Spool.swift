@@ -50,11 +50,9 @@ public struct BacklogTotals: Sendable, Equatable {
 /// `max_bytes` (and `max_age`): when full, drops per policy and counts every dropped record per key.
 public final class Spool: @unchecked Sendable {
     // Both writer stages use one spool (one SQLite connection): every public method holds `lock`.
-    private var lock = pthread_mutex_t()
+    private let lock = ConditionLock()
     private func locked<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
-        pthread_mutex_lock(&lock)
-        defer { pthread_mutex_unlock(&lock) }
-        return try body()
+        try lock.withLock(body)
     }
     public let path: String
     public let options: SpoolOptions
@@ -100,10 +98,7 @@ public final class Spool: @unchecked Sendable {
         addDropped = try db.prepare(Schema.addDropped)
         putState = try db.prepare(Schema.putState)
         _totals = try Self.readTotals(db)
-        pthread_mutex_init(&lock, nil)
     }
-
-    deinit { pthread_mutex_destroy(&lock) }
 
     /// Runs `body` in one IMMEDIATE transaction; on any error rolls back, re-reads the totals (the
     /// cache may have moved ahead of the rolled-back rows) and rethrows.
