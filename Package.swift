@@ -87,6 +87,11 @@ let package = Package(
             dependencies: ["Spool", "RedisSink", "SpillwayCore"],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "SpillwayAgentTests",
+            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SpillwayCoreTests", dependencies: ["SpillwayCore"], swiftSettings: strict),
         .testTarget(
