@@ -117,6 +117,7 @@ func collectBenchmark(iterations: Int) throws {
     if sink == 42 { print("") }
 }
 
+pinMallocMmapThreshold()  // as `spillway run` does
 let env = ProcessInfo.processInfo.environment
 let only = env["BENCH_ONLY"]
 if only == nil || only == "collect" {

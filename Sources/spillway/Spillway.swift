@@ -166,6 +166,7 @@ struct Run: AsyncParsableCommand {
             throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")
         }
         let config = try options.load()
+        pinMallocMmapThreshold()
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
