@@ -280,6 +280,7 @@ struct Router {
             "counters.duplicates": String(s.counters.duplicates),
             "counters.rejected": String(s.counters.rejected),
             "counters.collected": String(service.queue.pushed),
+            "counters.input_errors": String(service.collectorStats?.errors ?? 0),
             "updated_ns": String(wallNow),
             "replay.rate": String(format: "%.1f", hasBacklog && breaker.state == .closed ? replayRate : 0),
             "pid": String(getpid()),

@@ -83,9 +83,13 @@ public final class WriterService: Service, Sendable {
     let stats: WriterStats
     let logger: Logger
     let dataDirectory: String?
+    /// The inputs' counters, saved with the agent's state for `status`.
+    let collectorStats: CollectorStats?
 
     /// `dataDirectory` nil keeps the stream ID marks in memory only (benchmarks).
-    public init(config: Config, queue: RecordQueue, routes: [Route], dataDirectory: String?, stats: WriterStats, logger: Logger) {
+    public init(config: Config, queue: RecordQueue, routes: [Route], dataDirectory: String?, stats: WriterStats,
+                collectorStats: CollectorStats? = nil, logger: Logger) {
+        self.collectorStats = collectorStats
         self.config = config
         self.queue = queue
         self.routes = routes

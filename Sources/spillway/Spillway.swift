@@ -187,9 +187,10 @@ struct Run: AsyncParsableCommand {
         ])
         let (routes, instanceRoute) = makeRoutes(config)
         let queue = RecordQueue(limit: config.agent.bufferLimit, batchSize: config.agent.batchSize)
+        let collectorStats = CollectorStats()
         let writer = WriterService(config: config, queue: queue, routes: routes, dataDirectory: dataDirectory,
-                                   stats: WriterStats(), logger: logger)
-        let collector = CollectorService(config: config, logger: logger) { index, records in
+                                   stats: WriterStats(), collectorStats: collectorStats, logger: logger)
+        let collector = CollectorService(config: config, logger: logger, stats: collectorStats) { index, records in
             if logger.logLevel <= .debug {
                 for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
             }

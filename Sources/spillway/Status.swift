@@ -76,7 +76,7 @@ struct StatusReport {
     var eta: Double? { replayRate > 0 && backlogRecords > 0 ? Double(backlogRecords) / replayRate : nil }
     var droppedTotal: Int64 { int("counters.dropped") }
 
-    static let counterNames = ["collected", "written", "spilled", "replayed", "dropped", "duplicates", "rejected"]
+    static let counterNames = ["collected", "written", "spilled", "replayed", "dropped", "duplicates", "rejected", "input_errors"]
 
     static func iso(_ ns: Int64) -> String {
         let f = ISO8601DateFormatter()

@@ -10,7 +10,7 @@ final class AgentProcess {
     var log: URL { dir.appendingPathComponent("agent.log") }
     var dataDir: URL { dir.appendingPathComponent("data") }
 
-    init(redisPort: Int, extra: String = "", inputs: String = "[[inputs.mem]]\n[[inputs.system]]") throws {
+    init(redisPort: Int, extra: String = "", inputs: String = "[[inputs.mem]]\n[[inputs.system]]", agentExtra: String = "") throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-survive-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try """
@@ -19,6 +19,7 @@ final class AgentProcess {
             interval = "100ms"
             flush_interval = "100ms"
             data_dir = "\(dataDir.path)"
+            \(agentExtra)
             [outputs.redis]
             url = "redis://127.0.0.1:\(redisPort)/0"
             connect_timeout = "200ms"
@@ -258,6 +259,23 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
             #expect(missing >= 0 && missing <= 3, "\(key): \(missing) of \(expected) ticks before the kill are missing")
             #expect(zip(ts, ts.dropFirst()).allSatisfy { $1 > $0 }, "\(key): duplicates or disorder")
         }
+    }
+
+    @Test func failingInputsAreCountedInStatus() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        // proc_root without a loadavg: system fails at every collection, mem goes on.
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-proc-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: root) }
+        try String(contentsOfFile: "/proc/meminfo", encoding: .utf8).write(to: root.appendingPathComponent("meminfo"), atomically: true, encoding: .utf8)
+        let agent = try AgentProcess(redisPort: server.port, inputs: "[[inputs.mem]]\n[[inputs.system]]\n", agentExtra: "proc_root = \"\(root.path)\"")
+        try agent.start()
+        let doc = try agent.waitFor(10) { number($0, "counters.input_errors") >= 3 && number($0, "counters.written") >= 3 }
+        #expect(number(doc, "counters.input_errors") >= 3, "\(doc)")
+        #expect(number(doc, "counters.written") >= 3)
+        #expect(agent.stop() == 0)
+        #expect(agent.logText.contains("input failed"))
     }
 
     @Test func checkIsCriticalWhenTheBreakerStaysOpen() throws {
