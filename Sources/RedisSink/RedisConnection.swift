@@ -112,6 +112,11 @@ public final class RedisConnection {
     /// way, returns the replies read so far and the error: the commands past them have an unknown
     /// outcome (they may or may not have been applied).
     public func pipeline(_ commands: [RedisCommand], detail: ReplyDetail = .full) -> (replies: [RedisReply], error: RedisError?) {
+        pipeline(count: commands.count, detail: detail) { commands[$0] }
+    }
+
+    /// The same, for `count` commands handed out by index (no array of them is built).
+    public func pipeline(count: Int, detail: ReplyDetail, command commandAt: (Int) -> RedisCommand) -> (replies: [RedisReply], error: RedisError?) {
         do {
             try connect()
         } catch {
@@ -119,7 +124,8 @@ public final class RedisConnection {
         }
         guard let c = context else { return ([], .connection("not connected")) }
         let start = monotonicNanoseconds()
-        for (n, command) in commands.enumerated() {
+        for n in 0..<count {
+            let command = commandAt(n)
             let ok = command.bytes.withUnsafeBufferPointer { data -> Bool in
                 withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: command.argc) { argv in
                     withUnsafeTemporaryAllocation(of: Int.self, capacity: command.argc) { lens in
@@ -137,24 +143,24 @@ public final class RedisConnection {
             if !ok { return ([], failure(c, "appending \(command.name)")) }
             // Hand Redis every `writeChunk` commands as they are formatted, so it works while the
             // rest of the pipeline is being appended.
-            if (n + 1) % Self.writeChunk == 0, n + 1 < commands.count {
+            if (n + 1) % Self.writeChunk == 0, n + 1 < count {
                 var done: Int32 = 0
                 if redisBufferWrite(c, &done) != REDIS_OK { return ([], failure(c, "writing")) }
             }
         }
         var replies: [RedisReply] = []
-        replies.reserveCapacity(commands.count)
-        for _ in commands {
+        replies.reserveCapacity(count)
+        for _ in 0..<count {
             var raw: UnsafeMutableRawPointer?
             if redisGetReply(c, &raw) != REDIS_OK || raw == nil {
-                return (replies, failure(c, "reading replies (\(replies.count) of \(commands.count) read)"))
+                return (replies, failure(c, "reading replies (\(replies.count) of \(count) read)"))
             }
             let reply = raw!.assumingMemoryBound(to: redisReply.self)
             replies.append(detail == .full ? Self.convert(reply) : Self.errorsOnly(reply))
             freeReplyObject(raw)
-            if monotonicNanoseconds() - start > options.timeout, replies.count < commands.count {
+            if monotonicNanoseconds() - start > options.timeout, replies.count < count {
                 close()
-                return (replies, .timeout("pipeline of \(commands.count) commands took longer than \(Units.formatDuration(options.timeout)) (\(replies.count) replies read)"))
+                return (replies, .timeout("pipeline of \(count) commands took longer than \(Units.formatDuration(options.timeout)) (\(replies.count) replies read)"))
             }
         }
         return (replies, nil)

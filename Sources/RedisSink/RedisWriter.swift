@@ -134,7 +134,8 @@ public final class RedisWriter {
         }
         let indices = p.done.indices.filter { !p.done[$0] }
         if indices.isEmpty { return (counters, nil) }
-        let (replies, connectionError) = connection.pipeline(indices.map { p.batch.commands[$0].command }, detail: .errorsOnly)
+        let batch = p.batch
+        let (replies, connectionError) = connection.pipeline(count: indices.count, detail: .errorsOnly) { batch.commands[indices[$0]].command }
         var firstError: String? = connectionError.map { "\($0)" }
         for (n, reply) in replies.enumerated() {
             let i = indices[n]

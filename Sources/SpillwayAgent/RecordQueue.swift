@@ -1,3 +1,4 @@
+import DequeModule
 import RedisSink
 import SpillwayCore
 #if canImport(Glibc)
@@ -9,8 +10,7 @@ import Glibc
 public final class RecordQueue: @unchecked Sendable {
     // All state below is guarded by `lock`.
     private let lock = ConditionLock()
-    private var items: [QueuedRecord] = []
-    private var head = 0
+    private var items = Deque<QueuedRecord>()
     private var closed = false
     private var _dropped: Int64 = 0
     private var _pushed: Int64 = 0
@@ -26,7 +26,7 @@ public final class RecordQueue: @unchecked Sendable {
         lock.withLock { body() }
     }
 
-    public var count: Int { locked { items.count - head } }
+    public var count: Int { locked { items.count } }
     /// Records dropped because the queue was full.
     public var dropped: Int64 { locked { _dropped } }
     /// Records ever pushed.
@@ -40,16 +40,12 @@ public final class RecordQueue: @unchecked Sendable {
             _pushed += Int64(records.count)
             items.append(contentsOf: records)
             var drop = 0
-            if items.count - head > limit {
-                drop = items.count - head - limit
-                head += drop
+            if items.count > limit {
+                drop = items.count - limit
+                items.removeFirst(drop)
                 _dropped += Int64(drop)
             }
-            if head > 4096, head * 2 > items.count {
-                items.removeSubrange(0..<head)
-                head = 0
-            }
-            if items.count - head >= batchSize { lock.signal() }
+            if items.count >= batchSize { lock.signal() }
             return drop
         }
     }
@@ -59,16 +55,12 @@ public final class RecordQueue: @unchecked Sendable {
     public func take(deadline: Int64) -> [QueuedRecord] {
         lock.lock()
         defer { lock.unlock() }
-        while items.count - head < batchSize, !closed {
+        while items.count < batchSize, !closed {
             if !lock.wait(untilMonotonic: deadline) { break }
         }
-        let n = min(batchSize, items.count - head)
-        let out = Array(items[head..<(head + n)])
-        head += n
-        if head == items.count {
-            items.removeAll(keepingCapacity: items.capacity <= 4 * batchSize)
-            head = 0
-        }
+        let n = min(batchSize, items.count)
+        let out = Array(items.prefix(n))
+        items.removeFirst(n)
         return out
     }
 
