@@ -259,7 +259,7 @@ func procLines(_ path: String) -> [String] {
         p.executableURL = URL(fileURLWithPath: spillwayBin)
         p.arguments = ["run", "--config", dir.appendingPathComponent("agent.toml").path, "--log-level", "debug"]
         let errFile = dir.appendingPathComponent("stderr")
-        FileManager.default.createFile(atPath: errFile.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errFile.path, contents: nil)
         p.standardError = try FileHandle(forWritingTo: errFile)
         p.standardOutput = FileHandle.nullDevice
         try p.run()
@@ -301,7 +301,7 @@ func procLines(_ path: String) -> [String] {
         p.environment = ProcessInfo.processInfo.environment.merging(
             ["SPILLWAY_REDIS_URL": server.url, "SPILLWAY_DATA_DIR": dataDir.path]) { $1 }
         let log = dataDir.appendingPathExtension("log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: log) }
         p.standardError = try FileHandle(forWritingTo: log)
         p.standardOutput = FileHandle.nullDevice

@@ -51,7 +51,7 @@ func streamTimestamps(_ server: RedisServer, _ key: String) throws -> [Int64] {
             [[inputs.mem]]
             """.write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
         let log = dir.appendingPathComponent("agent.log")
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let agent = Process()
         agent.executableURL = URL(fileURLWithPath: spillwayBin)
         agent.arguments = ["run", "--config", dir.appendingPathComponent("agent.toml").path]
