@@ -242,7 +242,7 @@ final class Handoff<T: Sendable>: @unchecked Sendable {
     /// Waits up to `timeout` ns for a value.
     func take(timeout: Int64) -> Taken {
         lock.withLock {
-            let deadline = monotonicNow() + timeout
+            let deadline = monotonicNanoseconds() + timeout
             while slot == nil, !finished {
                 if timeout <= 0 || !lock.wait(untilMonotonic: deadline) { break }
             }

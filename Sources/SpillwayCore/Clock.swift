@@ -11,6 +11,13 @@ public func wallClockNanoseconds() -> Int64 {
     return Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds (for intervals and deadlines; never steps).
+public func monotonicNanoseconds() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
+}
+
 /// CPU time used by this process so far, in nanoseconds (CLOCK_PROCESS_CPUTIME_ID).
 public func processCPUTimeNanoseconds() -> Int64 {
     var ts = timespec()

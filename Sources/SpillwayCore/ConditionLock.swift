@@ -51,10 +51,3 @@ public final class ConditionLock: @unchecked Sendable {
     public func signal() { pthread_cond_signal(cond) }
     public func broadcast() { pthread_cond_broadcast(cond) }
 }
-
-/// CLOCK_MONOTONIC in nanoseconds.
-public func monotonicNow() -> Int64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec) &* 1_000_000_000 &+ Int64(ts.tv_nsec)
-}

@@ -26,9 +26,9 @@ import Testing
     let done = DispatchSemaphore(value: 0)
     nonisolated(unsafe) var taken: [[Int64]] = Array(repeating: [], count: producers)
     let consumer = Thread {
-        let deadline = monotonicNow() + 30_000_000_000
-        while monotonicNow() < deadline {
-            let batch = queue.take(deadline: monotonicNow() + 10_000_000)
+        let deadline = monotonicNanoseconds() + 30_000_000_000
+        while monotonicNanoseconds() < deadline {
+            let batch = queue.take(deadline: monotonicNanoseconds() + 10_000_000)
             for q in batch {
                 if case .int(let i) = q.record.fields[0].value { taken[q.route].append(i) }
             }
