@@ -170,7 +170,9 @@ import Testing
         defer { server.stop(); server.removeFiles() }
         try server.cli(["XADD", "metrics:web-1:cpu", "5000-3", "f", "v"])
         // No saved marks (a new data_dir): the stream's last ID is read from Redis first.
-        let writer = try makeWriter(try outputConfig(server.url), statePath: tempDir() + "/stream-ids")
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let writer = try makeWriter(try outputConfig(server.url), statePath: dir + "/stream-ids")
         let counters = try deliver(writer, [cpuRecord(ms: 10), cpuRecord(ms: 6000)])
         #expect(counters.written == 2 && counters.duplicates == 0)
         #expect(try xrange(server, "metrics:web-1:cpu").map(\.0) == ["5000-3", "5000-4", "6000-0"])

@@ -62,7 +62,9 @@ import Testing
     }
 
     @Test func marksSurviveARestart() throws {
-        let path = tempDir() + "/stream-ids"
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/stream-ids"
         var m = try StreamIDMinter(path: path)
         let key = Array("metrics:h:cpu \u{1}binary".utf8)
         _ = m.mint(key: key, ms: 5000)
@@ -76,7 +78,9 @@ import Testing
     }
 
     @Test func corruptMarksFileIsAnError() throws {
-        let path = tempDir() + "/stream-ids"
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/stream-ids"
         try "zz not-an-id\n".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: StreamIDMinter.PersistenceError.self) { try StreamIDMinter(path: path) }
     }
