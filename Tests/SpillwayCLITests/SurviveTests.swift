@@ -261,6 +261,28 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         }
     }
 
+    /// A clean stop while Redis is down loses nothing: every record collected is in the buffer.
+    @Test func sigtermDuringAnOutageKeepsEverything() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port)
+        try agent.start()
+        _ = try agent.waitFor(10) { number($0, "backlog.records") >= 10 }
+        #expect(agent.stop() == 0)
+        let doc = try agent.status()
+        #expect(number(doc, "counters.collected") > 0)
+        #expect(number(doc, "counters.collected") == number(doc, "backlog.records"), "\(doc)")
+        #expect(number(doc, "counters.dropped") == 0 && number(doc, "counters.written") == 0)
+        // And the next start with Redis back delivers them.
+        let server = try RedisServer(port: port)
+        defer { server.stop(); server.removeFiles() }
+        let kept = number(doc, "backlog.records")
+        try agent.start()
+        let after = try agent.waitFor(15) { number($0, "backlog.records") == 0 && number($0, "counters.replayed") >= kept }
+        #expect(number(after, "counters.replayed") >= kept)
+        #expect(agent.stop() == 0)
+        _ = try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: false)
+    }
+
     @Test func failingInputsAreCountedInStatus() throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }
