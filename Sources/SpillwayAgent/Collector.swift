@@ -4,10 +4,10 @@ import SpillwayConfig
 import SpillwayCore
 import Synchronization
 
-/// Counters the collector keeps, shared with whoever reports them.
+/// Counters the collector keeps, shared with whoever reports them. (Records collected are counted
+/// where they enter the queue: `RecordQueue.pushed`.)
 public final class CollectorStats: Sendable {
     private struct Counts {
-        var collected: Int64 = 0
         var errors: Int64 = 0
     }
 
@@ -15,16 +15,11 @@ public final class CollectorStats: Sendable {
 
     public init() {}
 
-    /// Records collected so far.
-    public var collected: Int64 { counts.withLock { $0.collected } }
     /// Failed collections so far.
     public var errors: Int64 { counts.withLock { $0.errors } }
 
-    func add(collected: Int, errors: Int) {
-        counts.withLock {
-            $0.collected += Int64(collected)
-            $0.errors += Int64(errors)
-        }
+    func add(errors: Int) {
+        counts.withLock { $0.errors += Int64(errors) }
     }
 }
 
@@ -81,7 +76,7 @@ public struct CollectorService: Service {
             if let error {
                 logger.error("input failed", metadata: ["input": "\(instance.plugin)", "at": "\(instance.location)", "error": "\(error)"])
             }
-            stats.add(collected: records.count, errors: error == nil ? 0 : 1)
+            if error != nil { stats.add(errors: 1) }
             if !records.isEmpty { await sink(records) }
         }
     }

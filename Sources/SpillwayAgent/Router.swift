@@ -182,7 +182,7 @@ struct Router {
         }
         if !pending.isComplete {
             let left = Int64(pending.batch.recordCount - pending.settledRecords)
-            service.stats.update { $0.droppedAtShutdown += left }
+            service.stats.update { $0.dropped += left }
             logger.error("stopping with records Redis did not take and no spill buffer to keep them; they are dropped", metadata: ["records": "\(left)"])
         }
     }
@@ -276,7 +276,7 @@ struct Router {
             "counters.written": String(s.counters.written),
             "counters.spilled": String(s.spilled),
             "counters.replayed": String(s.replayed),
-            "counters.dropped": String(s.droppedAtShutdown + service.queue.dropped),
+            "counters.dropped": String(s.dropped + service.queue.dropped),
             "counters.duplicates": String(s.counters.duplicates),
             "counters.rejected": String(s.counters.rejected),
             "counters.collected": String(service.queue.pushed),

@@ -19,8 +19,9 @@ public final class WriterStats: Sendable {
         public var spilled: Int64 = 0
         /// Records written to Redis from the spill buffer.
         public var replayed: Int64 = 0
-        /// Records dropped by the spill buffer (full, too old) or that could not be kept at all.
-        public var droppedAtShutdown: Int64 = 0
+        /// Records the writer could not keep: dropped by the spill buffer (full, too old), or lost
+        /// when there was no buffer to keep them.
+        public var dropped: Int64 = 0
         public var batches: Int64 = 0
         public var failedAttempts: Int64 = 0
         public var lastError: String?
@@ -163,7 +164,7 @@ public final class WriterService: Service, Sendable {
                 }
                 do {
                     let outcome = try spool.append(batch, now: wallClockNanoseconds())
-                    if outcome.droppedRecords > 0 { stats.update { $0.droppedAtShutdown += outcome.droppedRecords } }
+                    if outcome.droppedRecords > 0 { stats.update { $0.dropped += outcome.droppedRecords } }
                     if outcome.droppedRecords > 0 || outcome.diskFull {
                         stats.update { $0.bufferFullEpisode = true }
                     }
@@ -176,7 +177,7 @@ public final class WriterService: Service, Sendable {
             } catch {
                 // The ID marks could not be saved: sending would risk IDs a later run reuses.
                 logger.critical("cannot save stream ID marks; records are dropped", metadata: ["error": "\(error)", "records": "\(records.count)"])
-                stats.update { $0.droppedAtShutdown += Int64(records.count) }
+                stats.update { $0.dropped += Int64(records.count) }
             }
         }
         writer.connection.close()
@@ -211,7 +212,7 @@ public final class WriterService: Service, Sendable {
             "written": "\(s.counters.written)", "duplicates": "\(s.counters.duplicates)",
             "rejected": "\(s.counters.rejected)", "skipped_fields": "\(s.counters.skippedFields)",
             "spilled": "\(s.spilled)", "replayed": "\(s.replayed)",
-            "dropped": "\(queue.dropped + s.droppedAtShutdown)", "queued": "\(queue.count)", "batches": "\(s.batches)",
+            "dropped": "\(queue.dropped + s.dropped)", "queued": "\(queue.count)", "batches": "\(s.batches)",
         ])
     }
 }
