@@ -4,11 +4,13 @@ import RedisSink
 import SpillwayCore
 import Spool
 
-/// The send stage's state: the breaker, the spill buffer, and what goes where.
-/// - route: a batch goes straight to Redis only while the breaker is closed and no backlog exists; a
-///   failed flush spills what it left unsettled, and every later batch is spilled behind it, so per
-///   key, records reach Redis in production order.
-/// - replay: while a backlog exists and the breaker allows, the oldest batches are sent (a half-open
+/// The send stage's state: the breaker, the spill buffer, and what goes where. Every batch is already
+/// in the buffer (written ahead by the encode stage).
+/// - handle: a batch is sent from memory only when it is the oldest row and the breaker is closed;
+///   acknowledged, its row is deleted; partly written, its row is replaced by what it left unsettled.
+///   Otherwise it waits in the buffer, behind the older rows, so per key, records reach Redis in
+///   production order.
+/// - replay: while older rows exist and the breaker allows, they are sent oldest first (a half-open
 ///   breaker PINGs first), in chunks of `replay_batch_size` records, at most `replay_rate` records/s;
 ///   a row is deleted only after Redis acknowledged all of it. Records keep the IDs they were given,
 ///   so a batch whose outcome was unknown is replayed with no duplicate.
@@ -190,8 +192,8 @@ struct Router {
     // MARK: replay
 
     func replayDue() -> Bool {
-        var b = breaker
-        return b.allowsAttempt(now: monotonicNanoseconds()) && monotonicNanoseconds() >= replayBudgetAt
+        let now = monotonicNanoseconds()
+        return breaker.isAttemptDue(now: now) && now >= replayBudgetAt
     }
 
     /// Sends the oldest batches (up to `replay_batch_size` records). Stops at the first failure.
@@ -210,7 +212,8 @@ struct Router {
         let limit = service.config.survive.replayBatchSize
         let (batches, unreadable): ([(id: Int64, batch: EncodedBatch)], [Int64])
         do {
-            (batches, unreadable) = try spool.oldestBatches(limit: max(1, limit / max(1, service.config.agent.batchSize)) + 1)
+            (batches, unreadable) = try spool.oldestBatches(limit: max(1, limit / max(1, service.config.agent.batchSize)) + 1,
+                                                            upTo: replayableUpTo)
         } catch {
             logger.error("cannot read the spill buffer", metadata: ["error": "\(error)"])
             return
@@ -219,7 +222,7 @@ struct Router {
             logger.error("a spilled batch cannot be decoded; it is kept in the buffer and skipped", metadata: ["row": "\(id)"])
         }
         var sent = 0
-        for (id, batch) in batches where id <= replayableUpTo {
+        for (id, batch) in batches {
             if sent > 0, sent + batch.recordCount > limit { break }
             var pending = PendingBatch(batch)
             if send(&pending, replay: true) != nil { return }
@@ -251,16 +254,9 @@ struct Router {
         }
     }
 
-    // MARK: shutdown and state
+    // MARK: state
 
-    mutating func stop() {
-        saveState(force: true)
-    }
-
-    mutating func saveStateIfDue() {
-        saveState(force: false)
-    }
-
+    /// Saves the agent's state for `status`: when forced, after a change, and at least every 5 s.
     mutating func saveState(force: Bool) {
         guard let spool else { return }
         let now = monotonicNanoseconds()

@@ -71,12 +71,14 @@ public func prepareDataDirectory(_ path: String) throws {
 
 /// Takes batches from the queue (every `flush_interval`, or as soon as `batch_size` records wait) and
 /// writes each to Redis as one pipeline, in two stages on threads of their own (hiredis blocks):
-/// - encode: mints each record's key and stream ID once, saves the ID marks, and hands the batch on
-///   (one batch at most waits between the stages, so the queue is where records wait);
-/// - send: writes the batch; a batch that meets a transient failure is kept and sent again as it is,
-///   with backoff, until Redis takes it. Batches reach Redis in the order they were taken.
+/// - encode: mints each record's key and stream ID once, saves the ID marks, appends the batch to the
+///   spill buffer (write-ahead), and hands it on (one batch at most waits between the stages, so the
+///   queue is where records wait);
+/// - send: the Router: sends the batch from memory when it is the oldest row and the breaker is
+///   closed, else leaves it in the buffer, and replays older rows oldest first.
 /// While one batch is on the wire the next is being encoded. At graceful shutdown the queue is
-/// drained, giving Redis up to `timeout` to take the rest; what is left then is counted as dropped.
+/// drained into the buffer; what Redis has not acknowledged stays there for the next start. Without
+/// a buffer, batches are retried in memory and what is left at shutdown is counted as dropped.
 public final class WriterService: Service, Sendable {
     let config: Config
     let queue: RecordQueue
@@ -188,6 +190,7 @@ public final class WriterService: Service, Sendable {
     /// spill buffer) and the replayer (oldest first, between incoming batches).
     func sendLoop(_ writer: RedisWriter, _ spool: Spool?, _ handoff: Handoff<HandedBatch>) {
         var router = Router(service: self, writer: writer, spool: spool)
+        var lastReport = monotonicNanoseconds()
         while true {
             // Wait for the next batch at most until the next replay step is due.
             let pending = router.replayPending
@@ -195,14 +198,18 @@ public final class WriterService: Service, Sendable {
             switch handoff.take(timeout: wait) {
             case .value(let item): router.handle(item)
             case .finished:
-                router.stop()
+                router.saveState(force: true)
                 writer.connection.close()
                 report(level: .info)
                 return
             case .timedOut: break
             }
             if pending, !handoff.hasValue { router.replayStep() }
-            router.saveStateIfDue()
+            router.saveState(force: false)
+            if monotonicNanoseconds() - lastReport >= 60_000_000_000 {
+                lastReport = monotonicNanoseconds()
+                report(level: .info)
+            }
         }
     }
 

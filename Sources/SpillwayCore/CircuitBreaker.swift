@@ -33,13 +33,18 @@ public struct CircuitBreaker: Sendable, Equatable {
         nextBackoff = settings.openTimeout
     }
 
+    /// Whether `allowsAttempt(now:)` would say yes, without moving to half_open.
+    public func isAttemptDue(now: Int64) -> Bool {
+        state != .open || now >= retryAt
+    }
+
     /// Whether a write may be tried now: always while closed; while open, once the backoff elapsed
     /// (this moves to half_open: the caller PINGs, then sends one batch).
     public mutating func allowsAttempt(now: Int64) -> Bool {
+        guard isAttemptDue(now: now) else { return false }
         switch state {
         case .closed, .halfOpen: return true
         case .open:
-            guard now >= retryAt else { return false }
             state = .halfOpen
             since = now
             return true

@@ -29,7 +29,7 @@ enum Schema {
 
     static let insertBatch = "INSERT INTO batches (spilled_ns, records, bytes, payload) VALUES (?1, ?2, ?3, ?4)"
     static let insertBatchKey = "INSERT INTO batch_keys (batch_id, key, records) VALUES (?1, ?2, ?3)"
-    static let oldestBatches = "SELECT id, payload FROM batches ORDER BY id LIMIT ?1"
+    static let oldestBatches = "SELECT id, payload FROM batches WHERE id <= ?2 ORDER BY id LIMIT ?1"
     static let oldestBatchForDrop = "SELECT id, records, bytes FROM batches ORDER BY id LIMIT 1"
     static let batchesOlderThan = "SELECT id, records, bytes FROM batches WHERE spilled_ns < ?1 ORDER BY id"
     static let deleteBatch = "DELETE FROM batches WHERE id = ?1"

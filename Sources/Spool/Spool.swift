@@ -289,13 +289,15 @@ public final class Spool: @unchecked Sendable {
 
     /// The oldest `limit` batches, oldest first, with their row ids. A row whose payload cannot be
     /// decoded is reported in `unreadable` (the caller decides; it is never silently deleted).
-    public func oldestBatches(limit: Int) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
-        try locked { () throws(SQLiteError) -> ([(id: Int64, batch: EncodedBatch)], [Int64]) in try oldestLocked(limit: limit) }
+    /// Only rows with id <= `upTo` (rows newer than that are still on their way through memory).
+    public func oldestBatches(limit: Int, upTo: Int64 = .max) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
+        try locked { () throws(SQLiteError) -> ([(id: Int64, batch: EncodedBatch)], [Int64]) in try oldestLocked(limit: limit, upTo: upTo) }
     }
 
-    private func oldestLocked(limit: Int) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
+    private func oldestLocked(limit: Int, upTo: Int64) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
         oldest.reset()
         oldest.bind(1, Int64(limit))
+        oldest.bind(2, upTo)
         var out: [(Int64, EncodedBatch)] = []
         var bad: [Int64] = []
         while try oldest.step() {
