@@ -147,9 +147,11 @@ public final class RedisWriter {
                         p.done[i] = true
                     } else {
                         switch ReplyErrorKind.classify(message) {
-                        case .transient, .unauthenticated:
+                        case .unauthenticated:
+                            connection.close()  // the next attempt reconnects and authenticates
+                            fallthrough
+                        case .transient:
                             firstError = firstError ?? message
-                            if ReplyErrorKind.classify(message) == .unauthenticated { connection.close() }
                             continue
                         default:
                             logRejected(command.key, command: command.command.name, message)
@@ -170,9 +172,11 @@ public final class RedisWriter {
                     case .permanent:
                         counters.rejected += 1
                         logRejected(command.key, command: command.command.name, message)
-                    case .transient, .unauthenticated:
+                    case .unauthenticated:
+                        connection.close()  // the next attempt reconnects and authenticates
+                        fallthrough
+                    case .transient:
                         firstError = firstError ?? message
-                        if ReplyErrorKind.classify(message) == .unauthenticated { connection.close() }
                         continue
                     }
                 } else {
