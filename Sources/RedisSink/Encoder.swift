@@ -17,10 +17,13 @@ public struct Route: Sendable, Equatable {
 public struct QueuedRecord: Sendable {
     public var record: Record
     public var route: Int
+    /// For a tailed line: how far its file has been read once this line is delivered.
+    public var checkpoint: FileCheckpoint?
 
-    public init(record: Record, route: Int) {
+    public init(record: Record, route: Int, checkpoint: FileCheckpoint? = nil) {
         self.record = record
         self.route = route
+        self.checkpoint = checkpoint
     }
 }
 
@@ -56,6 +59,11 @@ public struct EncodedBatch: Sendable {
     public var rejectedAtEncoding: Int
     /// Fields left out (timeseries: strings and booleans).
     public var skippedFields: Int
+    /// Tailed files' checkpoints (the last of each file, in batch order): committed with the batch.
+    /// Not serialized: once the batch is in the buffer they are too.
+    public var checkpoints: [FileCheckpoint] = []
+    /// Records that are tailed lines (a batch with lines is never dropped from the buffer).
+    public var lineCount = 0
 
     public init(commands: [EncodedCommand], recordCount: Int, rejectedAtEncoding: Int, skippedFields: Int) {
         self.commands = commands
@@ -84,9 +92,26 @@ public struct BatchEncoder: Sendable {
     }
 
     public mutating func encode(_ records: [QueuedRecord], now: Int64) -> EncodedBatch {
-        switch config.format {
+        var batch = switch config.format {
         case .stream: encodeStreams(records, now: now)
         case .timeseries: encodeSeries(records)
+        }
+        Self.collectCheckpoints(records, into: &batch)
+        return batch
+    }
+
+    /// The last checkpoint of each file in `records`, in the order files first appear.
+    static func collectCheckpoints(_ records: [QueuedRecord], into batch: inout EncodedBatch) {
+        var position: [FileIdentity: Int] = [:]
+        for q in records {
+            guard let c = q.checkpoint else { continue }
+            batch.lineCount += 1
+            if let i = position[c.identity] {
+                batch.checkpoints[i] = c
+            } else {
+                position[c.identity] = batch.checkpoints.count
+                batch.checkpoints.append(c)
+            }
         }
     }
 

@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import SpillwayConfig
 import SpillwayCore
+import SpillwayInputs
 import Synchronization
 
 /// Counters the collector keeps, shared with whoever reports them. (Records collected are counted
@@ -45,7 +46,8 @@ public struct CollectorService: Service {
     public func run() async throws {
         let agent = config.agent
         await withTaskGroup(of: Void.self) { group in
-            for (index, instance) in config.inputs.enumerated() {
+            // Continuous inputs (tail) run in TailService.
+            for (index, instance) in config.inputs.enumerated() where !(instance.input is TailInput) {
                 group.addTask {
                     await Self.loop(instance: instance, agent: agent, logger: logger, stats: stats) { await sink(index, $0) }
                 }

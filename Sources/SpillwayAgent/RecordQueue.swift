@@ -5,49 +5,100 @@ import SpillwayCore
 import Glibc
 #endif
 
-/// The bounded queue between the inputs and the writer thread. Holds at most `limit` records; when
-/// full, the oldest are dropped and counted. The writer waits on it with a deadline.
+/// The bounded queue between the inputs and the writer. Holds at most `limit` records in two lanes
+/// taken in arrival order: metrics, which drop their oldest when the queue is full (and count them),
+/// and tailed lines, which are never dropped: their producer waits for room instead (the lines are
+/// still in their files), and they are also bounded in bytes (`lineBytesLimit`).
 public final class RecordQueue: @unchecked Sendable {
+    struct Entry {
+        var seq: UInt64
+        var record: QueuedRecord
+    }
+
     // All state below is guarded by `lock`.
     private let lock = ConditionLock()
-    private var items = Deque<QueuedRecord>()
+    private var metrics = Deque<Entry>()
+    private var lines = Deque<Entry>()
+    private var lineBytes = 0
+    private var nextSeq: UInt64 = 0
     private var closed = false
     private var _dropped: Int64 = 0
     private var _pushed: Int64 = 0
     public let limit: Int
     public let batchSize: Int
+    /// Bytes of tailed lines waiting, at most (a line can be up to max_line_bytes).
+    public let lineBytesLimit: Int
 
-    public init(limit: Int, batchSize: Int) {
+    public init(limit: Int, batchSize: Int, lineBytesLimit: Int = 64 << 20) {
         self.limit = limit
         self.batchSize = batchSize
+        self.lineBytesLimit = lineBytesLimit
     }
 
     private func locked<T>(_ body: () -> T) -> T {
         lock.withLock { body() }
     }
 
-    public var count: Int { locked { items.count } }
+    private var total: Int { metrics.count + lines.count }
+    public var count: Int { locked { total } }
     /// Records dropped because the queue was full.
     public var dropped: Int64 { locked { _dropped } }
     /// Records ever pushed.
     public var pushed: Int64 { locked { _pushed } }
     public var isClosed: Bool { locked { closed } }
 
-    /// Adds records; drops the oldest beyond `limit`. Returns how many were dropped.
+    /// Adds metric records; when the queue is full, drops the oldest metrics (and, when lines fill
+    /// it, these). Returns how many were dropped.
     @discardableResult
     public func push(_ records: [QueuedRecord]) -> Int {
         locked {
             _pushed += Int64(records.count)
-            items.append(contentsOf: records)
-            var drop = 0
-            if items.count > limit {
-                drop = items.count - limit
-                items.removeFirst(drop)
-                _dropped += Int64(drop)
+            for r in records {
+                metrics.append(Entry(seq: nextSeq, record: r))
+                nextSeq += 1
             }
-            if items.count >= batchSize { lock.signal() }
+            var drop = 0
+            while total > limit, !metrics.isEmpty {
+                metrics.removeFirst()
+                drop += 1
+            }
+            _dropped += Int64(drop)
+            if total >= batchSize { lock.broadcast() }
             return drop
         }
+    }
+
+    /// Approximate memory of a record: its strings plus a fixed overhead.
+    static func approximateBytes(_ r: Record) -> Int {
+        var n = 96 + r.name.utf8.count
+        for t in r.tags { n += 32 + t.key.utf8.count + t.value.utf8.count }
+        for f in r.fields {
+            n += 32 + f.key.utf8.count
+            if case .string(let s) = f.value { n += s.utf8.count }
+        }
+        return n
+    }
+
+    /// Adds tailed lines, waiting while there is no room for them. Returns false, without adding
+    /// them, once `shouldStop` says so (checked every 100 ms while waiting).
+    public func pushLines(_ records: [QueuedRecord], shouldStop: () -> Bool) -> Bool {
+        var bytes = 0
+        for r in records { bytes += Self.approximateBytes(r.record) }
+        lock.lock()
+        defer { lock.unlock() }
+        while (total > 0 && total + records.count > limit) || (lineBytes > 0 && lineBytes + bytes > lineBytesLimit) {
+            if shouldStop() { return false }
+            _ = lock.wait(untilMonotonic: monotonicNanoseconds() + 100_000_000)
+        }
+        if shouldStop() { return false }
+        _pushed += Int64(records.count)
+        for r in records {
+            lines.append(Entry(seq: nextSeq, record: r))
+            nextSeq += 1
+        }
+        lineBytes += bytes
+        if total >= batchSize { lock.broadcast() }
+        return true
     }
 
     /// Waits until `batchSize` records wait, the monotonic `deadline` (ns) passes, or the queue is
@@ -55,12 +106,26 @@ public final class RecordQueue: @unchecked Sendable {
     public func take(deadline: Int64) -> [QueuedRecord] {
         lock.lock()
         defer { lock.unlock() }
-        while items.count < batchSize, !closed {
+        while total < batchSize, !closed {
             if !lock.wait(untilMonotonic: deadline) { break }
         }
-        let n = min(batchSize, items.count)
-        let out = Array(items.prefix(n))
-        items.removeFirst(n)
+        let n = min(batchSize, total)
+        var out: [QueuedRecord] = []
+        out.reserveCapacity(n)
+        var tookLines = false
+        while out.count < n {
+            if let l = lines.first, metrics.first.map({ l.seq < $0.seq }) ?? true {
+                lines.removeFirst()
+                lineBytes -= Self.approximateBytes(l.record.record)
+                out.append(l.record)
+                tookLines = true
+            } else if let m = metrics.popFirst() {
+                out.append(m.record)
+            }
+        }
+        if lines.isEmpty { lineBytes = 0 }
+        // Line producers wait for room.
+        if tookLines || n > 0 { lock.broadcast() }
         return out
     }
 

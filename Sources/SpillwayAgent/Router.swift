@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import RedisSink
 import SpillwayCore
+import SpillwayConfig
 import Spool
 
 /// The send stage's state: the breaker, the spill buffer, and what goes where. Every batch is already
@@ -47,30 +48,6 @@ struct Router {
     var replayPending: Bool {
         guard let spool, let oldest = (try? spool.oldestID()) ?? nil else { return false }
         return oldest <= replayableUpTo
-    }
-
-    /// Opens the spill buffer in data_dir (nil without a data_dir, or when it cannot be opened).
-    static func openSpool(_ service: WriterService) -> Spool? {
-        let logger = service.logger
-        guard let dir = service.dataDirectory else { return nil }
-        var options = SpoolOptions()
-        options.maxBytes = service.config.survive.maxBytes
-        options.maxAge = service.config.survive.maxAge
-        options.whenFull = WhenFull(rawValue: service.config.survive.whenFull) ?? .dropOldest
-        options.synchronousFull = service.config.survive.synchronous == "full"
-        do {
-            let s = try Spool(directory: dir, options: options)
-            if let aside = s.movedAside {
-                logger.error("the spill buffer could not be read; it was moved aside and a new one created", metadata: ["moved_to": "\(aside)"])
-            }
-            if !s.isEmpty {
-                logger.notice("a backlog from an earlier run will be replayed", metadata: ["records": "\(s.totals.records)", "batches": "\(s.totals.batches)"])
-            }
-            return s
-        } catch {
-            logger.critical("cannot open the spill buffer; running without one (batches Redis refuses are retried in memory)", metadata: ["error": "\(error)"])
-            return nil
-        }
     }
 
     // MARK: routing
@@ -291,5 +268,28 @@ struct Router {
         } catch {
             logger.warning("cannot save the agent state", metadata: ["error": "\(error)"])
         }
+    }
+}
+
+/// Opens the spill buffer in `directory` (nil when it cannot be opened: the agent then runs
+/// without one, and tail inputs do not start).
+public func openSpillBuffer(config: Config, directory: String, logger: Logger) -> Spool? {
+    var options = SpoolOptions()
+    options.maxBytes = config.survive.maxBytes
+    options.maxAge = config.survive.maxAge
+    options.whenFull = WhenFull(rawValue: config.survive.whenFull) ?? .dropOldest
+    options.synchronousFull = config.survive.synchronous == "full"
+    do {
+        let s = try Spool(directory: directory, options: options)
+        if let aside = s.movedAside {
+            logger.error("the spill buffer could not be read; it was moved aside and a new one created", metadata: ["moved_to": "\(aside)"])
+        }
+        if !s.isEmpty {
+            logger.notice("a backlog from an earlier run will be replayed", metadata: ["records": "\(s.totals.records)", "batches": "\(s.totals.batches)"])
+        }
+        return s
+    } catch {
+        logger.critical("cannot open the spill buffer; running without one (batches Redis refuses are retried in memory)", metadata: ["error": "\(error)"])
+        return nil
     }
 }

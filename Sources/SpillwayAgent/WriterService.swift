@@ -88,11 +88,15 @@ public final class WriterService: Service, Sendable {
     let dataDirectory: String?
     /// The inputs' counters, saved with the agent's state for `status`.
     let collectorStats: CollectorStats?
+    /// The spill buffer, when the caller opened it (it is shared with the tail inputs' offsets);
+    /// else the writer opens its own in `dataDirectory`.
+    let givenSpool: Spool?
 
     /// `dataDirectory` nil keeps the stream ID marks in memory only (benchmarks).
     public init(config: Config, queue: RecordQueue, routes: [Route], dataDirectory: String?, stats: WriterStats,
-                collectorStats: CollectorStats? = nil, logger: Logger) {
+                collectorStats: CollectorStats? = nil, spool: Spool? = nil, logger: Logger) {
         self.collectorStats = collectorStats
+        self.givenSpool = spool
         self.config = config
         self.queue = queue
         self.routes = routes
@@ -116,7 +120,7 @@ public final class WriterService: Service, Sendable {
         let encodeBox = UncheckedBox(RedisWriter(connection: RedisConnection(options: connectionOptions()), encoder: encoder, logger: logger))
         let sendBox = UncheckedBox(RedisWriter(connection: RedisConnection(options: connectionOptions()), encoder: encoder, logger: logger))
         let handoff = Handoff<HandedBatch>()
-        let spool = UncheckedBox(Router.openSpool(self))
+        let spool = UncheckedBox(givenSpool ?? dataDirectory.flatMap { openSpillBuffer(config: config, directory: $0, logger: logger) })
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await Self.onThread("spillway-encode") { self.encodeLoop(encodeBox.value, spool.value, handoff) } }
@@ -146,10 +150,15 @@ public final class WriterService: Service, Sendable {
     }
 
     /// Encodes each batch once and, with a spill buffer, appends it there before handing it on
-    /// (write-ahead): from then on a `kill -9` cannot lose it.
+    /// (write-ahead): from then on a `kill -9` cannot lose it. A batch with tailed lines commits
+    /// their files' offsets in the same transaction, and is never dropped: when it cannot be stored
+    /// (no room, a full disk, an error) the stage waits and tries again, so the queue fills and the
+    /// tailers stop reading. At shutdown such a batch is let go without committing its offsets
+    /// (its lines are read again at the next start), and so is every later batch with lines.
     func encodeLoop(_ writer: RedisWriter, _ spool: Spool?, _ handoff: Handoff<HandedBatch>) {
         let flushInterval = config.agent.flushInterval
         var nextFlush = monotonicNanoseconds() + flushInterval
+        var linesGivenUp = false
         while true {
             let records = queue.take(deadline: nextFlush)
             let now = monotonicNanoseconds()
@@ -158,32 +167,70 @@ public final class WriterService: Service, Sendable {
                 if queue.isClosed && queue.count == 0 { break }
                 continue
             }
-            do {
-                let batch = try writer.encode(records, now: wallClockNanoseconds())
-                guard let spool else {
-                    handoff.put(HandedBatch(id: nil, batch: batch))
+            var waited = false
+            while true {
+                switch encodeAndStore(records, writer, spool, handoff, linesGivenUp: linesGivenUp) {
+                case .done: break
+                case .retry(let why):
+                    if queue.isClosed {
+                        logger.warning("stopping with tailed lines that could not be stored; they are read again from their files at the next start",
+                                       metadata: ["reason": "\(why)", "records": "\(records.count)"])
+                        linesGivenUp = true
+                        continue
+                    }
+                    if !waited {
+                        waited = true
+                        logger.warning("tailed lines wait for room in the spill buffer; the tail inputs pause", metadata: ["reason": "\(why)"])
+                    }
+                    _ = queue.sleep(200_000_000)
                     continue
                 }
-                do {
-                    let outcome = try spool.append(batch, now: wallClockNanoseconds())
-                    if outcome.droppedRecords > 0 { stats.update { $0.dropped += outcome.droppedRecords } }
-                    if outcome.droppedRecords > 0 || outcome.diskFull {
-                        stats.update { $0.bufferFullEpisode = true }
-                    }
-                    if let id = outcome.id { handoff.put(HandedBatch(id: id, batch: batch)) }
-                } catch {
-                    // The buffer failed (not full): send this batch from memory rather than lose it.
-                    logger.error("cannot write to the spill buffer; this batch is kept in memory", metadata: ["error": "\(error)"])
-                    handoff.put(HandedBatch(id: nil, batch: batch))
-                }
-            } catch {
-                // The ID marks could not be saved: sending would risk IDs a later run reuses.
-                logger.critical("cannot save stream ID marks; records are dropped", metadata: ["error": "\(error)", "records": "\(records.count)"])
-                stats.update { $0.dropped += Int64(records.count) }
+                break
             }
         }
         writer.connection.close()
         handoff.finish()
+    }
+
+    enum StoreResult { case done, retry(String) }
+
+    /// One attempt at encoding `records` and storing them in the buffer, then handing them on.
+    func encodeAndStore(_ records: [QueuedRecord], _ writer: RedisWriter, _ spool: Spool?, _ handoff: Handoff<HandedBatch>,
+                        linesGivenUp: Bool) -> StoreResult {
+        let batch: EncodedBatch
+        do {
+            batch = try writer.encode(records, now: wallClockNanoseconds())
+        } catch {
+            // The ID marks could not be saved: sending would risk IDs a later run reuses.
+            if records.contains(where: { $0.checkpoint != nil }), !linesGivenUp { return .retry("cannot save stream ID marks: \(error)") }
+            logger.critical("cannot save stream ID marks; records are dropped", metadata: ["error": "\(error)", "records": "\(records.count)"])
+            stats.update { $0.dropped += Int64(records.count) }
+            return .done
+        }
+        if batch.lineCount > 0, linesGivenUp {
+            // An earlier batch's lines were let go: committing these offsets would skip them.
+            stats.update { $0.dropped += Int64(batch.recordCount - batch.lineCount) }
+            return .done
+        }
+        guard let spool else {
+            handoff.put(HandedBatch(id: nil, batch: batch))
+            return .done
+        }
+        do {
+            let outcome = try spool.append(batch, now: wallClockNanoseconds())
+            if outcome.droppedRecords > 0 { stats.update { $0.dropped += outcome.droppedRecords } }
+            if outcome.droppedRecords > 0 || outcome.diskFull {
+                stats.update { $0.bufferFullEpisode = true }
+            }
+            if outcome.noRoom { return .retry(outcome.diskFull ? "disk full" : "buffer full (max_bytes)") }
+            if let id = outcome.id { handoff.put(HandedBatch(id: id, batch: batch)) }
+        } catch {
+            if batch.lineCount > 0 { return .retry("cannot write to the spill buffer: \(error)") }
+            // The buffer failed (not full): send this batch from memory rather than lose it.
+            logger.error("cannot write to the spill buffer; this batch is kept in memory", metadata: ["error": "\(error)"])
+            handoff.put(HandedBatch(id: nil, batch: batch))
+        }
+        return .done
     }
 
     /// The send stage: the router (direct while the breaker is closed and no backlog exists, else the

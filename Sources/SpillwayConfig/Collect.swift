@@ -24,7 +24,7 @@ extension InputInstance {
     }
 
     /// The instance's tags over `[agent.tags]` over `host`, as one sorted list.
-    func commonTags(agent: AgentConfig) -> [Tag] {
+    public func commonTags(agent: AgentConfig) -> [Tag] {
         var r = Record(name: "", tags: tags, fields: [], timestamp: 0)
         r.addTagsIfAbsent(agent.tags)
         r.addTagsIfAbsent([Tag("host", agent.hostname)])

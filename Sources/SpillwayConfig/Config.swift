@@ -80,10 +80,13 @@ public struct InputDescriptor: Sendable {
     /// the input. The loader has already taken `interval`, `name_override` and `tags`, and calls
     /// `finish()` after, which reports unknown keys.
     public let make: @Sendable (inout OptionReader) -> any Input
+    /// False for an input that runs continuously (tail): it takes no `interval`.
+    public let scheduled: Bool
 
-    public init(name: String, summary: String, make: @escaping @Sendable (inout OptionReader) -> any Input) {
+    public init(name: String, summary: String, scheduled: Bool = true, make: @escaping @Sendable (inout OptionReader) -> any Input) {
         self.name = name
         self.summary = summary
+        self.scheduled = scheduled
         self.make = make
     }
 }

@@ -225,7 +225,11 @@ public struct ConfigLoader: Sendable {
                     continue
                 }
                 var r = OptionReader(table: t, path: path, file: file, sink: sink)
-                let interval = r.duration("interval", default: 0, minimum: 1_000_000)
+                if !descriptor.scheduled, r.has("interval") {
+                    r.error("interval", "\(name) runs continuously and takes no interval",
+                            fix: name == "tail" ? "remove it (watch_interval sets how often files are looked for)" : "remove it")
+                }
+                let interval = descriptor.scheduled ? r.duration("interval", default: 0, minimum: 1_000_000) : 0
                 let nameOverride = r.optionalString("name_override")
                 if let n = nameOverride, n.isEmpty { r.error("name_override", "must not be empty", fix: "leave it out to keep \"\(name)\"") }
                 let tags = r.stringTable("tags")

@@ -10,5 +10,6 @@ public enum InputRegistry {
         DiskIOInput.descriptor,
         NetInput.descriptor,
         SystemInput.descriptor,
+        TailInput.descriptor,
     ]
 }

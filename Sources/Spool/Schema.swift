@@ -1,11 +1,12 @@
 /// All of the spill buffer's SQL. Migrations are additive: a new version adds tables or columns and
 /// never rewrites old ones.
 enum Schema {
-    static let version = 1
+    static let version = 2
 
     static let create = """
         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         -- One row per spilled batch, in production order (id). payload: EncodedBatch.serialized().
+        -- lines (added in version 2): tailed lines in the batch; such a row is never dropped.
         CREATE TABLE IF NOT EXISTS batches (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             spilled_ns INTEGER NOT NULL,
@@ -24,21 +25,54 @@ enum Schema {
         CREATE TABLE IF NOT EXISTS dropped (key BLOB PRIMARY KEY, records INTEGER NOT NULL) WITHOUT ROWID;
         -- The running agent's state for `spillway status`: breaker, counters, last error.
         CREATE TABLE IF NOT EXISTS agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        -- Version 2: each tailed file's offset, per identity (device, inode; the fingerprint of its
+        -- first bytes tells inode reuse apart), committed in the transaction that stores the batch
+        -- holding its lines.
+        CREATE TABLE IF NOT EXISTS tail_offsets (
+            device INTEGER NOT NULL,
+            inode INTEGER NOT NULL,
+            fingerprint INTEGER NOT NULL,
+            fp_len INTEGER NOT NULL,
+            offset INTEGER NOT NULL,
+            size INTEGER NOT NULL,
+            path TEXT NOT NULL,
+            updated_ns INTEGER NOT NULL,
+            PRIMARY KEY (device, inode)
+        ) WITHOUT ROWID;
+        -- Version 2: tail inputs that have started once (files present at an input's first start are
+        -- read from their end unless from_beginning).
+        CREATE TABLE IF NOT EXISTS tail_inputs (id TEXT PRIMARY KEY, started_ns INTEGER NOT NULL) WITHOUT ROWID;
         INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
         """
 
-    static let insertBatch = "INSERT INTO batches (spilled_ns, records, bytes, payload) VALUES (?1, ?2, ?3, ?4)"
+    /// Version 2's column on a version 1 file.
+    static let hasLinesColumn = "SELECT 1 FROM pragma_table_info('batches') WHERE name = 'lines'"
+    static let addLinesColumn = "ALTER TABLE batches ADD COLUMN lines INTEGER NOT NULL DEFAULT 0"
+    static let setVersion = "UPDATE meta SET value = '2' WHERE key = 'schema_version'"
+
+    static let insertBatch = "INSERT INTO batches (spilled_ns, records, bytes, payload, lines) VALUES (?1, ?2, ?3, ?4, ?5)"
     static let insertBatchKey = "INSERT INTO batch_keys (batch_id, key, records) VALUES (?1, ?2, ?3)"
     static let oldestBatches = "SELECT id, payload FROM batches WHERE id <= ?2 ORDER BY id LIMIT ?1"
-    static let oldestBatchForDrop = "SELECT id, records, bytes FROM batches ORDER BY id LIMIT 1"
-    static let batchesOlderThan = "SELECT id, records, bytes FROM batches WHERE spilled_ns < ?1 ORDER BY id"
+    // Rows holding tailed lines are never dropped: those lines could not be read again.
+    static let oldestBatchForDrop = "SELECT id, records, bytes FROM batches WHERE lines = 0 ORDER BY id LIMIT 1"
+    static let batchesOlderThan = "SELECT id, records, bytes FROM batches WHERE spilled_ns < ?1 AND lines = 0 ORDER BY id"
     static let deleteBatch = "DELETE FROM batches WHERE id = ?1"
     static let deleteBatchKeys = "DELETE FROM batch_keys WHERE batch_id = ?1"
     static let keysOfBatch = "SELECT key, records FROM batch_keys WHERE batch_id = ?1"
     static let addDropped = "INSERT INTO dropped (key, records) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET records = records + excluded.records"
-    static let totals = "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0), MIN(spilled_ns), MAX(spilled_ns) FROM batches"
+    static let totals = "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0), MIN(spilled_ns), MAX(spilled_ns), COALESCE(SUM(lines), 0) FROM batches"
     static let topKeys = "SELECT key, SUM(records) AS n FROM batch_keys GROUP BY key ORDER BY n DESC, key LIMIT ?1"
     static let droppedKeys = "SELECT key, records FROM dropped ORDER BY records DESC, key LIMIT ?1"
     static let putState = "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
     static let allState = "SELECT key, value FROM agent_state"
+    static let putOffset = """
+        INSERT INTO tail_offsets (device, inode, fingerprint, fp_len, offset, size, path, updated_ns)
+        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        ON CONFLICT(device, inode) DO UPDATE SET fingerprint = excluded.fingerprint, fp_len = excluded.fp_len,
+            offset = excluded.offset, size = excluded.size, path = excluded.path, updated_ns = excluded.updated_ns
+        """
+    static let allOffsets = "SELECT device, inode, fingerprint, fp_len, offset, size, path, updated_ns FROM tail_offsets ORDER BY path, device, inode"
+    static let deleteOffset = "DELETE FROM tail_offsets WHERE device = ?1 AND inode = ?2"
+    static let tailInputKnown = "SELECT 1 FROM tail_inputs WHERE id = ?1"
+    static let addTailInput = "INSERT OR IGNORE INTO tail_inputs (id, started_ns) VALUES (?1, ?2)"
 }

@@ -34,6 +34,10 @@ public struct AppendOutcome: Sendable, Equatable {
     public var droppedRecords: Int64
     /// The disk or the database was full.
     public var diskFull: Bool
+    /// The batch holds tailed lines and there was no room for it even after dropping every batch
+    /// without lines: it was not stored and not counted as dropped. The caller keeps it and tries
+    /// again (the tailers wait meanwhile).
+    public var noRoom = false
 }
 
 /// The backlog as the database holds it.
@@ -43,6 +47,8 @@ public struct BacklogTotals: Sendable, Equatable {
     public var bytes: Int64
     public var oldestSpilledNs: Int64?
     public var newestSpilledNs: Int64?
+    /// Tailed lines among the records.
+    public var lines: Int64 = 0
 }
 
 /// The spill buffer: encoded batches in SQLite (`data_dir/buffer.sqlite`, WAL), one transaction per
@@ -133,6 +139,11 @@ public final class Spool: @unchecked Sendable {
             throw SQLiteError(code: SQLITE_CORRUPT, message: "\(path): quick_check failed")
         }
         try db.exec(Schema.create)
+        let hasLines = try db.prepare(Schema.hasLinesColumn)
+        if try !hasLines.step() {
+            try db.exec(Schema.addLinesColumn)
+        }
+        try db.exec(Schema.setVersion)
         return db
     }
 
@@ -140,7 +151,8 @@ public final class Spool: @unchecked Sendable {
         let s = try db.prepare(Schema.totals)
         _ = try s.step()
         return BacklogTotals(batches: s.int64(0), records: s.int64(1), bytes: s.int64(2),
-                             oldestSpilledNs: s.isNull(3) ? nil : s.int64(3), newestSpilledNs: s.isNull(4) ? nil : s.int64(4))
+                             oldestSpilledNs: s.isNull(3) ? nil : s.int64(3), newestSpilledNs: s.isNull(4) ? nil : s.int64(4),
+                             lines: s.int64(5))
     }
 
     /// Records per key of a batch (stream keys; a timeseries batch counts under its first series key).
@@ -168,52 +180,67 @@ public final class Spool: @unchecked Sendable {
         let payload = batch.serialized()
         let bytes = Int64(payload.count)
         let counts = Self.keyCounts(batch)
+        // A batch with tailed lines is never dropped: room is made by dropping batches without lines,
+        // and when none is left the caller waits (the lines are still in their files).
+        let pinned = batch.lineCount > 0
         var dropped: Int64 = 0
+        func store() throws(SQLiteError) {
+            try insert(payload, records: Int64(batch.recordCount), lines: Int64(batch.lineCount), bytes: bytes, counts: counts, now: now)
+            try saveOffsetsLocked(batch.checkpoints, now: now)
+        }
         do {
             return try transaction { () throws(SQLiteError) -> AppendOutcome in
                 if let maxAge = options.maxAge { dropped += try dropOlderThan(now - maxAge) }
                 if _totals.bytes + bytes > options.maxBytes {
-                    if options.whenFull == .dropNewest || bytes > options.maxBytes {
+                    if !pinned, options.whenFull == .dropNewest || bytes > options.maxBytes {
                         try recordDropped(counts)
                         return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
                     }
-                    while _totals.bytes + bytes > options.maxBytes, _totals.batches > 0 { dropped += try dropOldestBatch() }
+                    while _totals.bytes + bytes > options.maxBytes {
+                        let n = try dropOldestBatch()
+                        if n < 0 { break }
+                        dropped += n
+                    }
+                    // Only batches with lines are left. A pinned batch is stored when the buffer is
+                    // empty (so one larger than max_bytes cannot wait forever).
+                    if _totals.bytes + bytes > options.maxBytes, !(pinned && _totals.batches == 0) {
+                        if pinned { return AppendOutcome(stored: false, droppedRecords: dropped, diskFull: false, noRoom: true) }
+                        try recordDropped(counts)
+                        return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
+                    }
                 }
-                try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
+                try store()
                 return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: dropped, diskFull: false)
             }
         } catch {
             guard error.isFull else { throw error }
-            // Full disk: drop per policy. drop_oldest frees the oldest batches, one at a time (each
-            // drop committed), until the new one fits or nothing is left to drop.
+            // Full disk: drop per policy. drop_oldest (and any batch with lines) frees the oldest
+            // batches without lines, one at a time (each drop committed), until the new one fits or
+            // nothing is left to drop.
             var freed: Int64 = 0
-            while options.whenFull == .dropOldest, _totals.batches > 0 {
-                guard let n = try? transaction({ () throws(SQLiteError) -> Int64 in try dropOldestBatch() }) else { break }
+            while options.whenFull == .dropOldest || pinned {
+                guard let n = try? transaction({ () throws(SQLiteError) -> Int64 in try dropOldestBatch() }), n >= 0 else { break }
                 freed += n
                 do {
-                    try transaction { () throws(SQLiteError) in
-                        try insert(payload, records: Int64(batch.recordCount), bytes: bytes, counts: counts, now: now)
-                    }
+                    try transaction { () throws(SQLiteError) in try store() }
                     return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: freed, diskFull: true)
                 } catch {
                     guard error.isFull else { throw error }
                 }
             }
-            if freed > 0 {
-                try? recordDropped(counts)
-                return AppendOutcome(stored: false, droppedRecords: freed + Int64(batch.recordCount), diskFull: true)
-            }
+            if pinned { return AppendOutcome(stored: false, droppedRecords: freed, diskFull: true, noRoom: true) }
             try? recordDropped(counts)
-            return AppendOutcome(stored: false, droppedRecords: Int64(batch.recordCount), diskFull: true)
+            return AppendOutcome(stored: false, droppedRecords: freed + Int64(batch.recordCount), diskFull: true)
         }
     }
 
-    private func insert(_ payload: [UInt8], records: Int64, bytes: Int64, counts: [KeyBytes: Int64], now: Int64) throws(SQLiteError) {
+    private func insert(_ payload: [UInt8], records: Int64, lines: Int64, bytes: Int64, counts: [KeyBytes: Int64], now: Int64) throws(SQLiteError) {
         insertBatch.reset()
         insertBatch.bind(1, now)
         insertBatch.bind(2, records)
         insertBatch.bind(3, bytes)
         insertBatch.bind(2 + 2, blob: payload)
+        insertBatch.bind(5, lines)
         try insertBatch.run()
         let id = db.lastInsertRowID
         lastAppendedID = id
@@ -226,18 +253,20 @@ public final class Spool: @unchecked Sendable {
         }
         _totals.batches += 1
         _totals.records += records
+        _totals.lines += lines
         _totals.bytes += bytes
         if _totals.oldestSpilledNs == nil { _totals.oldestSpilledNs = now }
         _totals.newestSpilledNs = now
     }
 
-    /// Drops the oldest batch (inside a transaction), counting its records per key. Returns them.
+    /// Drops the oldest batch without tailed lines (inside a transaction), counting its records per
+    /// key. Returns them, or -1 when there is no such batch.
     private func dropOldestBatch() throws(SQLiteError) -> Int64 {
         oldestForDrop.reset()
-        guard try oldestForDrop.step() else { return 0 }
+        guard try oldestForDrop.step() else { return -1 }
         let id = oldestForDrop.int64(0), records = oldestForDrop.int64(1), bytes = oldestForDrop.int64(2)
         oldestForDrop.reset()
-        try removeBatch(id, records: records, bytes: bytes, countAsDropped: true)
+        try removeBatch(id, records: records, lines: 0, bytes: bytes, countAsDropped: true)
         return records
     }
 
@@ -248,13 +277,13 @@ public final class Spool: @unchecked Sendable {
         while try s.step() { victims.append((s.int64(0), s.int64(1), s.int64(2))) }
         var dropped: Int64 = 0
         for (id, records, bytes) in victims {
-            try removeBatch(id, records: records, bytes: bytes, countAsDropped: true)
+            try removeBatch(id, records: records, lines: 0, bytes: bytes, countAsDropped: true)
             dropped += records
         }
         return dropped
     }
 
-    private func removeBatch(_ id: Int64, records: Int64, bytes: Int64, countAsDropped: Bool) throws(SQLiteError) {
+    private func removeBatch(_ id: Int64, records: Int64, lines: Int64, bytes: Int64, countAsDropped: Bool) throws(SQLiteError) {
         if countAsDropped {
             keysOfBatch.reset()
             keysOfBatch.bind(1, id)
@@ -271,6 +300,7 @@ public final class Spool: @unchecked Sendable {
         try deleteBatch.run()
         _totals.batches -= 1
         _totals.records -= records
+        _totals.lines -= lines
         _totals.bytes -= bytes
         if _totals.batches == 0 {
             _totals.oldestSpilledNs = nil
@@ -363,12 +393,95 @@ public final class Spool: @unchecked Sendable {
     }
 
     private func acknowledgeLocked(id: Int64, records: Int64) throws(SQLiteError) {
-        let s = try db.prepare("SELECT bytes FROM batches WHERE id = ?1")
+        let s = try db.prepare("SELECT bytes, records, lines FROM batches WHERE id = ?1")
         s.bind(1, id)
         guard try s.step() else { return }
-        let bytes = s.int64(0)
+        let bytes = s.int64(0), stored = s.int64(1), lines = s.int64(2)
         try transaction { () throws(SQLiteError) in
-            try removeBatch(id, records: records, bytes: bytes, countAsDropped: false)
+            try removeBatch(id, records: stored, lines: lines, bytes: bytes, countAsDropped: false)
+        }
+    }
+
+    // MARK: tailed files' offsets
+
+    private func saveOffsetsLocked(_ checkpoints: [FileCheckpoint], now: Int64) throws(SQLiteError) {
+        guard !checkpoints.isEmpty else { return }
+        let put = try db.prepare(Schema.putOffset)
+        for c in checkpoints {
+            put.reset()
+            put.bind(1, Int64(bitPattern: c.identity.device))
+            put.bind(2, Int64(bitPattern: c.identity.inode))
+            put.bind(3, Int64(bitPattern: c.fingerprint))
+            put.bind(4, Int64(c.fingerprintLength))
+            put.bind(5, c.offset)
+            put.bind(6, c.size)
+            put.bind(7, c.path)
+            put.bind(8, now)
+            try put.run()
+        }
+    }
+
+    /// Every tailed file's committed offset.
+    public func offsets() throws(SQLiteError) -> [FileCheckpoint] {
+        try locked { () throws(SQLiteError) -> [FileCheckpoint] in try Self.readOffsets(db).map(\.checkpoint) }
+    }
+
+    static func readOffsets(_ db: SQLiteDatabase) throws(SQLiteError) -> [TailOffset] {
+        let s = try db.prepare(Schema.allOffsets)
+        var out: [TailOffset] = []
+        while try s.step() {
+            out.append(TailOffset(checkpoint: FileCheckpoint(
+                identity: FileIdentity(device: UInt64(bitPattern: s.int64(0)), inode: UInt64(bitPattern: s.int64(1))),
+                fingerprint: UInt64(bitPattern: s.int64(2)), fingerprintLength: Int(s.int64(3)),
+                offset: s.int64(4), size: s.int64(5), path: s.string(6)), updatedNs: s.int64(7)))
+        }
+        return out
+    }
+
+    /// Saves offsets outside any batch (no lines involved: a first start's end-of-file positions,
+    /// a file's copy consumed), in one transaction.
+    public func saveOffsets(_ checkpoints: [FileCheckpoint], now: Int64) throws(SQLiteError) {
+        try locked { () throws(SQLiteError) in
+            try transaction { () throws(SQLiteError) in try saveOffsetsLocked(checkpoints, now: now) }
+        }
+    }
+
+    /// Forgets the offsets of files that no longer exist, in one transaction.
+    public func forgetOffsets(_ identities: [FileIdentity]) throws(SQLiteError) {
+        guard !identities.isEmpty else { return }
+        try locked { () throws(SQLiteError) in
+            try transaction { () throws(SQLiteError) in
+                let d = try db.prepare(Schema.deleteOffset)
+                for i in identities {
+                    d.reset()
+                    d.bind(1, Int64(bitPattern: i.device))
+                    d.bind(2, Int64(bitPattern: i.inode))
+                    try d.run()
+                }
+            }
+        }
+    }
+
+    /// Whether tail input `id` started before (its files are then not at their first sight).
+    public func isTailInputKnown(_ id: String) throws(SQLiteError) -> Bool {
+        try locked { () throws(SQLiteError) -> Bool in
+            let s = try db.prepare(Schema.tailInputKnown)
+            s.bind(1, id)
+            return try s.step()
+        }
+    }
+
+    /// Records tail input `id`'s first start together with the offsets it starts from, in one
+    /// transaction (a restart right after must not take the same files for new ones).
+    public func registerTailInput(_ id: String, offsets: [FileCheckpoint], now: Int64) throws(SQLiteError) {
+        try locked { () throws(SQLiteError) in
+            try transaction { () throws(SQLiteError) in
+                try saveOffsetsLocked(offsets, now: now)
+                let s = try db.prepare(Schema.addTailInput)
+                s.bind(1, id)
+                s.bind(2, now)
+                try s.run()
+            }
         }
     }
 
@@ -410,6 +523,8 @@ public struct SpoolStatus: Sendable {
     public var topKeys: [(key: String, records: Int64)]
     public var dropped: [(key: String, records: Int64)]
     public var state: [String: String]
+    /// Tailed files' committed offsets.
+    public var offsets: [TailOffset] = []
 
     /// Nil when there is no buffer file yet (the agent never ran with this data_dir).
     public static func read(directory: String, topKeys: Int = 20) throws(SQLiteError) -> SpoolStatus? {
@@ -434,6 +549,15 @@ public struct SpoolStatus: Sendable {
         let s = try db.prepare(Schema.allState)
         var state: [String: String] = [:]
         while try s.step() { state[s.string(0)] = s.string(1) }
-        return SpoolStatus(totals: totals, topKeys: top.map { ($0.0, $0.1) }, dropped: dropped.map { ($0.0, $0.1) }, state: state)
+        let hasOffsets = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tail_offsets'")
+        let offsets = try hasOffsets.step() ? try Spool.readOffsets(db) : []
+        return SpoolStatus(totals: totals, topKeys: top.map { ($0.0, $0.1) }, dropped: dropped.map { ($0.0, $0.1) }, state: state,
+                           offsets: offsets)
     }
+}
+
+/// A tailed file's committed offset and when it was committed.
+public struct TailOffset: Sendable, Equatable {
+    public var checkpoint: FileCheckpoint
+    public var updatedNs: Int64
 }

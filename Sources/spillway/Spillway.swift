@@ -79,6 +79,11 @@ struct Once: AsyncParsableCommand {
             let hint = closestMatch(to: name, in: Array(known)).map { "; did you mean \"\($0)\"?" } ?? ""
             throw ValidationError("--input \(name): no such input\(hint)")
         }
+        if inputNames.contains("tail") {
+            throw ValidationError("--input tail: tail follows files continuously; `spillway run --log-level debug` shows its records")
+        }
+        // tail is not collected once (it follows files): left out here.
+        config.inputs.removeAll { $0.input is TailInput }
         if !inputNames.isEmpty {
             config.inputs.removeAll { !inputNames.contains($0.plugin) }
             for name in inputNames where !config.inputs.contains(where: { $0.plugin == name }) {
@@ -188,8 +193,11 @@ struct Run: AsyncParsableCommand {
         let (routes, instanceRoute) = makeRoutes(config)
         let queue = RecordQueue(limit: config.agent.bufferLimit, batchSize: config.agent.batchSize)
         let collectorStats = CollectorStats()
+        // One spill buffer: the writer's backlog and the tail inputs' offsets, committed together.
+        let spool = openSpillBuffer(config: config, directory: dataDirectory, logger: logger)
         let writer = WriterService(config: config, queue: queue, routes: routes, dataDirectory: dataDirectory,
-                                   stats: WriterStats(), collectorStats: collectorStats, logger: logger)
+                                   stats: WriterStats(), collectorStats: collectorStats, spool: spool, logger: logger)
+        let tail = TailService(config: config, queue: queue, instanceRoute: instanceRoute, spool: spool, logger: logger)
         let collector = CollectorService(config: config, logger: logger, stats: collectorStats) { index, records in
             if logger.logLevel <= .debug {
                 for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
@@ -198,9 +206,10 @@ struct Run: AsyncParsableCommand {
             let dropped = queue.push(records.map { QueuedRecord(record: $0, route: route) })
             if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["dropped": "\(dropped)", "buffer_limit": "\(queue.limit)"]) }
         }
-        // Shutdown runs in reverse: the collector stops first, then the writer drains the queue.
+        // Shutdown runs in reverse: the collector and the tailers stop first, then the writer drains
+        // the queue.
         let group = ServiceGroup(configuration: .init(
-            services: [.init(service: writer), .init(service: collector)],
+            services: [.init(service: writer), .init(service: tail), .init(service: collector)],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
         ))

@@ -1,0 +1,126 @@
+import Logging
+import RedisSink
+import ServiceLifecycle
+import SpillwayConfig
+import SpillwayCore
+import SpillwayInputs
+import Spool
+import Synchronization
+
+/// Runs every `[[inputs.tail]]` on a thread of its own (file reads block) until graceful shutdown.
+/// Lines go into the queue's line lane, which waits for room rather than drop (backpressure); their
+/// offsets are committed by the writer with the batch that stores them. Needs the spill buffer: it
+/// holds the offsets.
+public final class TailService: Service, Sendable {
+    let config: Config
+    let queue: RecordQueue
+    let instanceRoute: [Int]
+    let spool: Spool?
+    let logger: Logger
+    private let stopping = Atomic<Bool>(false)
+
+    public init(config: Config, queue: RecordQueue, instanceRoute: [Int], spool: Spool?, logger: Logger) {
+        self.config = config
+        self.queue = queue
+        self.instanceRoute = instanceRoute
+        self.spool = spool
+        self.logger = logger
+    }
+
+    /// The tail instances of `config`, with their indexes.
+    static func tailInstances(_ config: Config) -> [(Int, InputInstance, TailOptions)] {
+        config.inputs.enumerated().compactMap { i, instance in
+            (instance.input as? TailInput).map { (i, instance, $0.options) }
+        }
+    }
+
+    public func run() async throws {
+        let tails = Self.tailInstances(config)
+        guard !tails.isEmpty else { return }
+        guard let spool else {
+            logger.critical("tail inputs need the spill buffer for their offsets; they do not run", metadata: ["inputs": "\(tails.count)"])
+            return
+        }
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { group in
+                for (index, instance, options) in tails {
+                    group.addTask {
+                        await WriterService.onThread("spillway-tail") {
+                            self.follow(index: index, instance: instance, options: options, spool: spool)
+                        }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.stopping.store(true, ordering: .relaxed)
+        }
+    }
+
+    var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isShuttingDownGracefully }
+
+    func follow(index: Int, instance: InputInstance, options: TailOptions, spool: Spool) {
+        let route = instanceRoute[index]
+        let log = logger.with(["input": "tail", "at": "\(instance.location)"])
+        var offsets: [FileCheckpoint] = []
+        var firstStart = false
+        // The buffer is local: reading it fails only on a broken disk. Without offsets the input
+        // could read lines twice or skip them, so it waits until it can read them.
+        while !isStopping {
+            do {
+                offsets = try spool.offsets()
+                firstStart = try !spool.isTailInputKnown(options.identity)
+                break
+            } catch {
+                log.error("cannot read tail offsets; retrying", metadata: ["error": "\(error)"])
+                _ = queue.sleep(1_000_000_000)
+            }
+        }
+        let nameOverride = instance.nameOverride
+        let env = TailEnvironment(
+            offsets: offsets, firstStart: firstStart,
+            registerFirstStart: { checkpoints in
+                do { try spool.registerTailInput(options.identity, offsets: checkpoints, now: wallClockNanoseconds()) } catch {
+                    log.error("cannot save the first start's offsets", metadata: ["error": "\(error)"])
+                }
+            },
+            saveOffsets: { checkpoints in
+                do { try spool.saveOffsets(checkpoints, now: wallClockNanoseconds()) } catch {
+                    log.error("cannot save tail offsets", metadata: ["error": "\(error)"])
+                }
+            },
+            forgetOffsets: { identities in try? spool.forgetOffsets(identities) },
+            deliver: { lines in
+                let records = lines.map { line in
+                    var r = line.record
+                    if let nameOverride { r.name = nameOverride }
+                    return QueuedRecord(record: r, route: route, checkpoint: line.checkpoint)
+                }
+                if self.logger.logLevel <= .debug {
+                    for q in records { log.debug("record", metadata: ["line": "\(LineProtocol.encode([q.record]).dropLast())"]) }
+                }
+                return self.queue.pushLines(records) { self.isStopping }
+            },
+            log: { message in log.notice("\(message)") },
+            commonTags: instance.commonTags(agent: config.agent)
+        )
+        let tailer = Tailer(options: options, environment: env)
+        log.info("following files", metadata: ["files": "\(options.files.map(\.pattern))", "first_start": "\(firstStart)"])
+        while !isStopping {
+            let start = monotonicNanoseconds()
+            guard tailer.poll(now: start) else { break }
+            let spent = monotonicNanoseconds() - start
+            if spent < options.pollInterval {
+                if queue.sleep(options.pollInterval - spent), isStopping { break }
+            }
+        }
+        tailer.close()
+    }
+}
+
+extension Logger {
+    func with(_ metadata: Logger.Metadata) -> Logger {
+        var l = self
+        for (k, v) in metadata { l[metadataKey: k] = v }
+        return l
+    }
+}

@@ -1,0 +1,535 @@
+import SpillwayCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A line read from a tailed file, and how far its file is read once it is delivered.
+public struct TailLine: Sendable {
+    public var record: Record
+    public var checkpoint: FileCheckpoint
+}
+
+/// What the tailer needs from the agent.
+public struct TailEnvironment {
+    /// Committed offsets from earlier runs (all files of all tail inputs).
+    public var offsets: [FileCheckpoint]
+    /// Whether this input starts for the first time (files present now are read from their end
+    /// unless `from_beginning`).
+    public var firstStart: Bool
+    /// Records this input's first start with the end-of-file offsets it starts from.
+    public var registerFirstStart: ([FileCheckpoint]) -> Void
+    /// Saves offsets that no line carries (a consumed copy); forgets files that are gone.
+    public var saveOffsets: ([FileCheckpoint]) -> Void
+    public var forgetOffsets: ([FileIdentity]) -> Void
+    /// Hands lines on; waits while there is no room (backpressure). False: stop now.
+    public var deliver: ([TailLine]) -> Bool
+    /// Logs a notice (rotation, truncation, unreadable files).
+    public var log: (String) -> Void
+    /// The tags every record gets (host, agent and instance tags), sorted.
+    public var commonTags: [Tag]
+
+    public init(offsets: [FileCheckpoint], firstStart: Bool, registerFirstStart: @escaping ([FileCheckpoint]) -> Void,
+                saveOffsets: @escaping ([FileCheckpoint]) -> Void, forgetOffsets: @escaping ([FileIdentity]) -> Void,
+                deliver: @escaping ([TailLine]) -> Bool, log: @escaping (String) -> Void, commonTags: [Tag]) {
+        self.offsets = offsets
+        self.firstStart = firstStart
+        self.registerFirstStart = registerFirstStart
+        self.saveOffsets = saveOffsets
+        self.forgetOffsets = forgetOffsets
+        self.deliver = deliver
+        self.log = log
+        self.commonTags = commonTags
+    }
+}
+
+/// One file being followed.
+final class TrackedFile {
+    let identity: FileIdentity
+    /// The path it was first found at (the `path` tag), and where it is now when known.
+    let path: String
+    var currentPath: String
+    var fd: Int32 = -1
+    var fingerprint: UInt64 = 0
+    var fingerprintLength = 0
+    /// The next byte to read.
+    var offset: Int64
+    /// Where the line being assembled (`pending`) starts.
+    var lineStart: Int64
+    var pending: [UInt8] = []
+    var pendingTruncated = false
+    var size: Int64 = 0
+    /// Monotonic time of the last growth (or of opening).
+    var lastChange: Int64
+    /// The path no longer leads to this file (renamed, deleted, symlink retargeted): read to its end,
+    /// then let go once it has not grown for `rotate_wait`.
+    var rotatedAway = false
+
+    init(identity: FileIdentity, path: String, offset: Int64, now: Int64) {
+        self.identity = identity
+        self.path = path
+        self.currentPath = path
+        self.offset = offset
+        self.lineStart = offset
+        self.lastChange = now
+    }
+
+    func checkpoint(_ offset: Int64) -> FileCheckpoint {
+        FileCheckpoint(identity: identity, fingerprint: fingerprint, fingerprintLength: fingerprintLength,
+                       offset: offset, size: max(size, offset), path: path)
+    }
+}
+
+/// Follows the files of one `[[inputs.tail]]`: finds them (every `watch_interval`), reads new
+/// lines, follows rotation, and hands the lines on with checkpoints. Owned by one thread; call
+/// `poll` repeatedly.
+public final class Tailer {
+    public let options: TailOptions
+    var env: TailEnvironment
+    var files: [FileIdentity: TrackedFile] = [:]
+    /// Committed offsets from earlier runs not yet matched to a file.
+    var known: [FileIdentity: FileCheckpoint] = [:]
+    /// Files let go in this run (read to their end): not taken for new ones while they exist.
+    var released: Set<FileIdentity> = []
+    /// New files whose first bytes equal a followed file's: copies (copytruncate), not read.
+    var copies: Set<FileIdentity> = []
+    var firstStart: Bool
+    /// When `files` was last evaluated (nil: due now).
+    var lastGlob: Int64?
+    var started = false
+    var openCount = 0
+    var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    var out: [TailLine] = []
+    var stopped = false
+    /// Lines emitted so far.
+    public private(set) var emitted = 0
+
+    /// Bytes read from one file in one poll at most (others get their turn).
+    static let readBudget = 4 << 20
+    /// Lines handed on at a time.
+    static let deliverChunk = 512
+
+    public init(options: TailOptions, environment: TailEnvironment) {
+        self.options = options
+        self.env = environment
+        self.firstStart = environment.firstStart
+        // Only this input's files (by the path they were first found at).
+        for c in environment.offsets where options.covers(c.path) { known[c.identity] = c }
+    }
+
+    /// Followed files: path, offset read so far, size.
+    public var followed: [(path: String, offset: Int64, size: Int64)] {
+        files.values.map { ($0.path, $0.offset, $0.size) }.sorted { $0.path < $1.path }
+    }
+
+    /// One round: discovery when due, then every file read up to its end (or its budget). Returns
+    /// false once delivery was refused (stop).
+    @discardableResult
+    public func poll(now: Int64) -> Bool {
+        if stopped { return false }
+        if !started {
+            started = true
+            recoverRotated(now: now)
+        }
+        if lastGlob.map({ now - $0 >= options.watchInterval }) ?? true {
+            lastGlob = now
+            discover(now: now)
+        }
+        checkPaths(now: now)
+        // Files rotated away first: their lines are older than their successors'.
+        let order = files.values.sorted { ($0.rotatedAway ? 0 : 1, $0.path, $0.identity.inode) < ($1.rotatedAway ? 0 : 1, $1.path, $1.identity.inode) }
+        for f in order {
+            guard !stopped else { break }
+            read(f, now: now)
+        }
+        flush()
+        return !stopped
+    }
+
+    /// Closes every file (at stop).
+    public func close() {
+        for f in files.values { closeFile(f) }
+    }
+
+    // MARK: discovery
+
+    /// A committed file no longer at its path (rotated while the agent was down): found by device
+    /// and inode next to its old path and read from its offset; offsets of files gone are forgotten.
+    func recoverRotated(now: Int64) {
+        var gone: [FileIdentity] = []
+        for (identity, c) in known {
+            if let st = statPath(c.path), identityOf(st) == identity { continue }
+            if let found = locate(identity, near: c.path, fingerprint: c) {
+                let f = TrackedFile(identity: identity, path: c.path, offset: c.offset, now: now)
+                f.currentPath = found
+                f.fingerprint = c.fingerprint
+                f.fingerprintLength = c.fingerprintLength
+                f.rotatedAway = true
+                files[identity] = f
+                known[identity] = nil
+                env.log("resuming \(c.path) from \(found), where it was rotated to while the agent was stopped")
+            } else {
+                gone.append(identity)
+            }
+        }
+        // Only offsets of files no matched path leads to either are forgotten (after discovery,
+        // those still unmatched).
+        pendingForget = gone
+    }
+    var pendingForget: [FileIdentity] = []
+
+    func discover(now: Int64) {
+        let paths = GlobWalker.expand(options.files, exclude: options.exclude)
+        var registered: [FileCheckpoint] = []
+        var seen = Set<FileIdentity>()
+        for path in paths {
+            guard let st = statPath(path) else { continue }
+            let identity = identityOf(st)
+            seen.insert(identity)
+            if let f = files[identity] {
+                f.currentPath = path
+                continue
+            }
+            if released.contains(identity) || copies.contains(identity) { continue }
+            let size = Int64(st.st_size)
+            let (fp, fpLen) = fingerprint(path: path, size: size)
+            var offset: Int64 = 0
+            if let c = known[identity], fingerprint(path: path, length: c.fingerprintLength) == c.fingerprint {
+                offset = c.offset  // resumed (a file now shorter is handled as truncated when read)
+                known[identity] = nil
+            } else if fpLen == FileCheckpoint.fingerprintBytes,
+                      files.values.contains(where: { !$0.rotatedAway && $0.fingerprintLength == fpLen && $0.fingerprint == fp }) {
+                copies.insert(identity)  // a copy of a followed file: its lines are read there
+                continue
+            } else if firstStart && !options.fromBeginning {
+                offset = size
+            }
+            known[identity] = nil
+            let f = TrackedFile(identity: identity, path: path, offset: offset, now: now)
+            f.fingerprint = fp
+            f.fingerprintLength = fpLen
+            f.size = size
+            files[identity] = f
+            if firstStart { registered.append(f.checkpoint(offset)) }
+        }
+        copies = copies.filter { seen.contains($0) }
+        released = released.filter { seen.contains($0) }
+        if firstStart {
+            firstStart = false
+            env.registerFirstStart(registered)
+        }
+        if !pendingForget.isEmpty {
+            let forget = pendingForget.filter { !seen.contains($0) && files[$0] == nil }
+            pendingForget = []
+            env.forgetOffsets(forget)
+            for i in forget { known[i] = nil }
+        }
+    }
+
+    /// Marks files whose path now leads elsewhere (or nowhere) as rotated away.
+    func checkPaths(now: Int64) {
+        for f in files.values where !f.rotatedAway {
+            if let st = statPath(f.currentPath), identityOf(st) == f.identity { continue }
+            f.rotatedAway = true
+            f.lastChange = now
+            // Pick up the successor at once.
+            lastGlob = nil
+        }
+    }
+
+    // MARK: reading
+
+    func open(_ f: TrackedFile, now: Int64) -> Bool {
+        if f.fd >= 0 { return true }
+        if openCount >= options.maxOpenFiles {
+            // Make room: close a file that is at its end and still at its path.
+            guard let idle = files.values.first(where: { $0.fd >= 0 && !$0.rotatedAway && $0.offset >= $0.size && $0 !== f }) else { return false }
+            closeFile(idle)
+        }
+        let fd = Glibc.open(f.currentPath, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return false }
+        var st = stat()
+        guard fstat(fd, &st) == 0, identityOf(st) == f.identity else {
+            // The path leads elsewhere now: the file went while it was closed.
+            Glibc.close(fd)
+            if let found = locate(f.identity, near: f.currentPath, fingerprint: f.checkpoint(f.offset)) {
+                f.currentPath = found
+                f.rotatedAway = true
+                return open(f, now: now)
+            }
+            env.log("\(f.path) went away while it was closed (too many open files); \(f.size - f.offset) bytes were not read")
+            return false
+        }
+        f.fd = fd
+        openCount += 1
+        return true
+    }
+
+    func closeFile(_ f: TrackedFile) {
+        guard f.fd >= 0 else { return }
+        Glibc.close(f.fd)
+        f.fd = -1
+        openCount -= 1
+    }
+
+    func read(_ f: TrackedFile, now: Int64) {
+        if f.fd < 0 {
+            // Closed for the open-file bound: open only when there is something to read.
+            if !f.rotatedAway, let st = statPath(f.currentPath), identityOf(st) == f.identity, Int64(st.st_size) == f.offset {
+                maybeFlushPartial(f, now: now)
+                return
+            }
+            guard open(f, now: now) else {
+                if f.rotatedAway, statIdentity(f) == nil { release(f) }
+                return
+            }
+        }
+        var st = stat()
+        guard fstat(f.fd, &st) == 0 else { return }
+        let size = Int64(st.st_size)
+        if size < f.offset || (size > 0 && !fingerprintHolds(f)) {
+            truncated(f, size: size, now: now)
+        }
+        f.size = size
+        var budget = Self.readBudget
+        var grew = false
+        while f.offset < f.size, budget > 0, !stopped {
+            let want = min(buffer.count, Int(f.size - f.offset), budget)
+            let n = buffer.withUnsafeMutableBytes { pread(f.fd, $0.baseAddress, want, off_t(f.offset)) }
+            if n <= 0 { break }
+            budget -= n
+            grew = true
+            consume(f, count: n, now: now)
+        }
+        if grew {
+            f.lastChange = now
+            if f.fingerprintLength < FileCheckpoint.fingerprintBytes {
+                (f.fingerprint, f.fingerprintLength) = fingerprint(fd: f.fd, size: f.size)
+            }
+        }
+        if f.offset >= f.size {
+            maybeFlushPartial(f, now: now)
+            if f.rotatedAway, now - f.lastChange >= options.rotateWait { release(f) }
+        }
+    }
+
+    /// Whether the file's first bytes are still those it was known by.
+    func fingerprintHolds(_ f: TrackedFile) -> Bool {
+        guard f.fingerprintLength > 0 else { return true }
+        return fingerprint(fd: f.fd, length: f.fingerprintLength) == f.fingerprint
+    }
+
+    func maybeFlushPartial(_ f: TrackedFile, now: Int64) {
+        guard !f.pending.isEmpty, now - f.lastChange >= options.partialTimeout else { return }
+        emit(f, f.pending[...], truncated: f.pendingTruncated, end: f.offset, now: now)
+        f.pending.removeAll(keepingCapacity: false)
+        f.pendingTruncated = false
+        f.lineStart = f.offset
+    }
+
+    /// Lets a file go: read to its end (its last partial line emitted), closed.
+    func release(_ f: TrackedFile) {
+        if !f.pending.isEmpty {
+            emit(f, f.pending[...], truncated: f.pendingTruncated, end: f.offset, now: f.lastChange)
+            f.pending = []
+        }
+        closeFile(f)
+        files[f.identity] = nil
+        released.insert(f.identity)
+    }
+
+    /// The file is shorter than what was read, or its first bytes changed: truncated in place, by
+    /// copytruncate, or rewritten. The rest of the old content is read from its copy when one sits
+    /// next to it (same first bytes, at least as long); then the file is read from its start.
+    func truncated(_ f: TrackedFile, size: Int64, now: Int64) {
+        let from = f.lineStart
+        if let copy = findCopy(of: f) {
+            env.log("\(f.path) was truncated; reading the rest of its old content from \(copy.path)")
+            let c = TrackedFile(identity: copy.identity, path: f.path, offset: max(from, known[copy.identity]?.offset ?? 0), now: now)
+            c.currentPath = copy.path
+            c.fingerprint = f.fingerprint
+            c.fingerprintLength = f.fingerprintLength
+            c.rotatedAway = !GlobWalker.expand(options.files, exclude: options.exclude).contains(copy.path)
+            c.lastChange = now - options.rotateWait  // a copy does not grow
+            copies.remove(copy.identity)
+            known[copy.identity] = nil
+            files[copy.identity] = c
+            let before = emitted
+            read(c, now: now)
+            // Nothing left to read there: remember it as read, so a pattern matching it never takes
+            // it for a new file (with lines, their checkpoints do this).
+            if emitted == before { env.saveOffsets([c.checkpoint(c.offset)]) }
+        } else {
+            env.log("\(f.path) was truncated at \(from) bytes; reading it again from its start")
+        }
+        f.pending = []
+        f.pendingTruncated = false
+        f.offset = 0
+        f.lineStart = 0
+        f.size = size
+        (f.fingerprint, f.fingerprintLength) = fingerprint(fd: f.fd, size: size)
+    }
+
+    static let compressed = [".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".Z"]
+
+    /// A file next to `f` whose name starts with `f`'s, with `f`'s first bytes: what copytruncate left.
+    func findCopy(of f: TrackedFile) -> (path: String, identity: FileIdentity)? {
+        guard f.fingerprintLength > 0 else { return nil }
+        let (dir, base) = split(f.currentPath)
+        var best: (String, FileIdentity, Int)?
+        forEachEntry(dir) { name in
+            guard name != base, name.hasPrefix(base), !Self.compressed.contains(where: { name.hasSuffix($0) }) else { return }
+            let path = dir + "/" + name
+            guard let st = statPath(path), (st.st_mode & S_IFMT) == S_IFREG else { return }
+            let identity = identityOf(st)
+            guard identity != f.identity, !released.contains(identity), files[identity] == nil,
+                  Int64(st.st_size) >= f.lineStart,
+                  fingerprint(path: path, length: f.fingerprintLength) == f.fingerprint else { return }
+            let mtime = st.st_mtim.tv_sec
+            if best == nil || mtime > best!.2 { best = (path, identity, mtime) }
+        }
+        return best.map { ($0.0, $0.1) }
+    }
+
+    /// Where file `identity` (with `fingerprint`'s first bytes) is now: by device and inode among the
+    /// files next to `path` whose names start with its name.
+    func locate(_ identity: FileIdentity, near path: String, fingerprint c: FileCheckpoint) -> String? {
+        let (dir, base) = split(path)
+        var found: String?
+        forEachEntry(dir) { name in
+            guard found == nil, name != base, name.hasPrefix(base) else { return }
+            let p = dir + "/" + name
+            guard let st = statPath(p), identityOf(st) == identity else { return }
+            if fingerprint(path: p, length: c.fingerprintLength) == c.fingerprint { found = p }
+        }
+        return found
+    }
+
+    func statIdentity(_ f: TrackedFile) -> FileIdentity? {
+        statPath(f.currentPath).map(identityOf)
+    }
+
+    // MARK: lines
+
+    /// Splits the `count` bytes just read at `f.offset` into lines.
+    func consume(_ f: TrackedFile, count: Int, now: Int64) {
+        let base = f.offset
+        buffer.withUnsafeBufferPointer { buf in
+            var start = 0
+            while start < count {
+                let rest = count - start
+                let nl = memchr(buf.baseAddress! + start, 10, rest)
+                guard let nl else {
+                    appendPending(f, buf[start..<count])
+                    break
+                }
+                let end = buf.baseAddress!.distance(to: nl.assumingMemoryBound(to: UInt8.self))
+                let lineEnd = base + Int64(end) + 1
+                if f.pending.isEmpty {
+                    let len = end - start
+                    let cut = min(len, options.maxLineBytes)
+                    emit(f, Array(buf[start..<(start + cut)])[...], truncated: len > options.maxLineBytes, end: lineEnd, now: now)
+                } else {
+                    appendPending(f, buf[start..<end])
+                    emit(f, f.pending[...], truncated: f.pendingTruncated, end: lineEnd, now: now)
+                    f.pending.removeAll(keepingCapacity: f.pending.capacity <= 4096)
+                    f.pendingTruncated = false
+                }
+                f.lineStart = lineEnd
+                start = end + 1
+            }
+        }
+        f.offset = base + Int64(count)
+    }
+
+    func appendPending(_ f: TrackedFile, _ bytes: Slice<UnsafeBufferPointer<UInt8>>) {
+        let room = options.maxLineBytes - f.pending.count
+        if bytes.count > room {
+            f.pending.append(contentsOf: bytes.prefix(max(0, room)))
+            f.pendingTruncated = true
+        } else {
+            f.pending.append(contentsOf: bytes)
+        }
+    }
+
+    func emit(_ f: TrackedFile, _ line: ArraySlice<UInt8>, truncated: Bool, end: Int64, now: Int64) {
+        var line = line
+        if line.last == 13 { line = line.dropLast() }
+        // Empty lines carry nothing (as Telegraf's tail): skipped. (Their bytes count as read with the
+        // next line of the file; after a restart they are skipped again.)
+        if line.isEmpty, !truncated {
+            if let last = out.last, last.checkpoint.identity == f.identity { out[out.count - 1].checkpoint = f.checkpoint(end) }
+            return
+        }
+        var record = options.parser.parse(line, truncated: truncated, now: wallClockNanoseconds())
+        record.addTagIfAbsent("path", f.path)
+        record.addTagsIfAbsent(env.commonTags)
+        out.append(TailLine(record: record, checkpoint: f.checkpoint(end)))
+        emitted += 1
+        if out.count >= Self.deliverChunk { flush() }
+    }
+
+    func flush() {
+        guard !out.isEmpty, !stopped else { return }
+        if !env.deliver(out) { stopped = true }
+        out.removeAll(keepingCapacity: true)
+    }
+
+    // MARK: files
+
+    func statPath(_ path: String) -> stat? {
+        var st = stat()
+        return stat(path, &st) == 0 ? st : nil
+    }
+
+    func identityOf(_ st: stat) -> FileIdentity {
+        FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    func fingerprint(path: String, size: Int64) -> (UInt64, Int) {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return (0, 0) }
+        defer { Glibc.close(fd) }
+        return fingerprint(fd: fd, size: size)
+    }
+
+    func fingerprint(fd: Int32, size: Int64) -> (UInt64, Int) {
+        let n = Int(min(size, Int64(FileCheckpoint.fingerprintBytes)))
+        guard let fp = fingerprint(fd: fd, length: n) else { return (0, 0) }
+        return (fp, n)
+    }
+
+    func fingerprint(path: String, length: Int) -> UInt64? {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { Glibc.close(fd) }
+        return fingerprint(fd: fd, length: length)
+    }
+
+    /// FNV-1a of the first `length` bytes, nil when the file is shorter.
+    func fingerprint(fd: Int32, length: Int) -> UInt64? {
+        guard length > 0 else { return 0 }
+        var b = [UInt8](repeating: 0, count: length)
+        let n = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, length, 0) }
+        guard n == length else { return nil }
+        return FileCheckpoint.fingerprint(of: b)
+    }
+
+    func split(_ path: String) -> (String, String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let dir = String(path[..<slash])
+        return (dir.isEmpty ? "/" : dir, String(path[path.index(after: slash)...]))
+    }
+
+    func forEachEntry(_ dir: String, _ body: (String) -> Void) {
+        guard let d = opendir(dir) else { return }
+        defer { closedir(d) }
+        var budget = GlobWalker.maxEntries
+        while budget > 0, let entry = readdir(d) {
+            budget -= 1
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { body(name) }
+        }
+    }
+}
