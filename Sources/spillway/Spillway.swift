@@ -144,6 +144,13 @@ struct Check: AsyncParsableCommand {
         out += " timeout=\(Units.formatDuration(r.timeout)) connect_timeout=\(Units.formatDuration(r.connectTimeout))\n"
         for i in config.inputs {
             var line = "input \(i.plugin) (\(i.location)) every \(Units.formatDuration(i.interval))"
+            if let t = i.input as? TailInput {
+                let o = t.options
+                line = "input tail (\(i.location)) files=\(o.files.map(\.pattern).joined(separator: ","))"
+                if !o.exclude.isEmpty { line += " exclude=\(o.exclude.map(\.pattern).joined(separator: ","))" }
+                line += " format=\(o.parser.format.rawValue) name=\(o.parser.name) from_beginning=\(o.fromBeginning)"
+                line += " watch_interval=\(Units.formatDuration(o.watchInterval)) max_line_bytes=\(o.maxLineBytes)"
+            }
             if let n = i.nameOverride { line += " as \(n)" }
             if !i.tags.isEmpty { line += " tags=\(i.tags.map { "\($0.key)=\($0.value)" }.joined(separator: ","))" }
             if let k = i.key { line += " key=\(k.text)" }

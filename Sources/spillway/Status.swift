@@ -76,6 +76,26 @@ struct StatusReport {
     var eta: Double? { replayRate > 0 && backlogRecords > 0 ? Double(backlogRecords) / replayRate : nil }
     var droppedTotal: Int64 { int("counters.dropped") }
 
+    /// A tailed file as status shows it: its committed offset, and its size now when the file is
+    /// still at its path (else the size when last read).
+    struct TailedFile {
+        var path: String
+        var offset: Int64
+        var size: Int64
+        var present: Bool
+        var updatedNs: Int64
+        var lag: Int64 { max(0, size - offset) }
+    }
+
+    var tailedFiles: [TailedFile] {
+        (status?.offsets ?? []).map { o in
+            let c = o.checkpoint
+            var st = stat()
+            let here = stat(c.path, &st) == 0 && UInt64(st.st_dev) == c.identity.device && UInt64(st.st_ino) == c.identity.inode
+            return TailedFile(path: c.path, offset: c.offset, size: here ? Int64(st.st_size) : c.size, present: here, updatedNs: o.updatedNs)
+        }
+    }
+
     static let counterNames = ["collected", "written", "spilled", "replayed", "dropped", "duplicates", "rejected", "input_errors"]
 
     static func iso(_ ns: Int64) -> String {
@@ -122,6 +142,11 @@ struct StatusReport {
                 "keys": (status?.dropped ?? []).map { ["key": $0.key, "records": $0.records] as [String: Any] },
             ] as [String: Any],
             "counters": counters,
+            "backlog_lines": t?.lines ?? 0,
+            "files": tailedFiles.map { f in
+                ["path": f.path, "offset": f.offset, "size": f.size, "lag_bytes": f.lag, "present": f.present,
+                 "committed_at": Self.iso(f.updatedNs)] as [String: Any]
+            },
         ]
     }
 
@@ -169,6 +194,13 @@ struct StatusReport {
             out += "\n"
         }
         out += "counters   " + Self.counterNames.map { "\($0)=\(int("counters.\($0)"))" }.joined(separator: " ") + "\n"
+        let files = tailedFiles
+        if !files.isEmpty {
+            out += "tailed files (offset committed, size, lag in bytes)\n"
+            for f in files {
+                out += "  \(f.path)\toffset \(f.offset)\tsize \(f.size)\tlag \(f.lag)\(f.present ? "" : "\t(rotated away or gone)")\n"
+            }
+        }
         return out
     }
 }

@@ -355,6 +355,15 @@ public final class Tailer {
             files[copy.identity] = c
             let before = emitted
             read(c, now: now)
+            // A copy does not grow: its last line is complete as it is, and before the new lines.
+            if c.offset >= c.size {
+                if !c.pending.isEmpty {
+                    emit(c, c.pending[...], truncated: c.pendingTruncated, end: c.offset, now: now)
+                    c.pending = []
+                    c.lineStart = c.offset
+                }
+                if c.rotatedAway { release(c) }
+            }
             // Nothing left to read there: remember it as read, so a pattern matching it never takes
             // it for a new file (with lines, their checkpoints do this).
             if emitted == before { env.saveOffsets([c.checkpoint(c.offset)]) }

@@ -1,0 +1,286 @@
+import Foundation
+import SpillwayCore
+@testable import SpillwayInputs
+import Testing
+
+/// A tailer over real files in a temp dir, with an environment that records what it is handed.
+final class TailHarness {
+    let dir: URL
+    var delivered: [TailLine] = []
+    var registered: [FileCheckpoint] = []
+    var saved: [FileCheckpoint] = []
+    var forgotten: [FileIdentity] = []
+    var notices: [String] = []
+    var now: Int64 = 1_000_000_000_000
+    var maxOpenSeen = 0
+
+    init() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-tail-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    }
+
+    deinit { try? FileManager.default.removeItem(at: dir) }
+
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    func options(_ patterns: [String], configure: (inout TailOptions) -> Void = { _ in }) -> TailOptions {
+        var o = TailOptions(files: patterns.map { try! Glob(path($0)) })
+        o.watchInterval = 1_000_000_000
+        o.rotateWait = 2_000_000_000
+        o.partialTimeout = 3_000_000_000
+        configure(&o)
+        return o
+    }
+
+    func tailer(_ options: TailOptions, offsets: [FileCheckpoint] = [], firstStart: Bool = false) -> Tailer {
+        Tailer(options: options, environment: TailEnvironment(
+            offsets: offsets, firstStart: firstStart,
+            registerFirstStart: { [unowned self] in registered += $0 },
+            saveOffsets: { [unowned self] in saved += $0 },
+            forgetOffsets: { [unowned self] in forgotten += $0 },
+            deliver: { [unowned self] in delivered += $0; return true },
+            log: { [unowned self] in notices.append($0) },
+            commonTags: [Tag("host", "h")]))
+    }
+
+    /// Polls `times` times, `step` apart.
+    func poll(_ t: Tailer, times: Int = 1, step: Int64 = 1_100_000_000) {
+        for _ in 0..<times {
+            now += step
+            t.poll(now: now)
+            maxOpenSeen = max(maxOpenSeen, t.openCount)
+        }
+    }
+
+    var messages: [String] {
+        delivered.map { if case .string(let s)? = $0.record.field("message") { s } else { "?" } }
+    }
+
+    func write(_ name: String, _ text: String) throws {
+        try Data(text.utf8).write(to: dir.appendingPathComponent(name))
+    }
+
+    func append(_ name: String, _ text: String) throws {
+        let h = try FileHandle(forWritingTo: dir.appendingPathComponent(name))
+        h.seekToEndOfFile()
+        h.write(Data(text.utf8))
+        try h.close()
+    }
+
+    func lines(_ prefix: String, _ range: Range<Int>) -> String {
+        range.map { "\(prefix)\($0)\n" }.joined()
+    }
+
+    func expected(_ prefix: String, _ range: Range<Int>) -> [String] { range.map { "\(prefix)\($0)" } }
+
+    /// Checkpoints only move forward per file (except after a truncation), and the last one of each
+    /// file is where it was read to.
+    func lastCheckpoint(_ name: String) -> FileCheckpoint? {
+        delivered.last { $0.checkpoint.path == path(name) }?.checkpoint
+    }
+}
+
+@Suite(.serialized) struct Tailing {
+    @Test func firstStartReadsFromTheEndAndLaterFilesFromTheStart() throws {
+        let h = try TailHarness()
+        try h.write("a.log", h.lines("old", 0..<3))
+        let t = h.tailer(h.options(["*.log"]), firstStart: true)
+        h.poll(t)
+        #expect(h.messages.isEmpty)
+        #expect(h.registered.map(\.offset) == [15] && h.registered.map(\.path) == [h.path("a.log")])
+        try h.append("a.log", h.lines("new", 0..<2))
+        try h.write("b.log", h.lines("b", 0..<2))
+        h.poll(t, times: 2)
+        #expect(h.messages == ["new0", "new1", "b0", "b1"])
+        #expect(h.delivered.allSatisfy { $0.record.tag("host") == "h" && $0.record.name == "log" })
+        #expect(h.delivered.map { $0.record.tag("path")! } == [h.path("a.log"), h.path("a.log"), h.path("b.log"), h.path("b.log")])
+        #expect(h.lastCheckpoint("a.log")?.offset == Int64(25))
+
+        let h2 = try TailHarness()
+        try h2.write("a.log", h2.lines("old", 0..<3))
+        let t2 = h2.tailer(h2.options(["*.log"]) { $0.fromBeginning = true }, firstStart: true)
+        h2.poll(t2)
+        #expect(h2.messages == h2.expected("old", 0..<3))
+    }
+
+    @Test func restartResumesFromTheCommittedOffsetAndInodeReuseStartsOver() throws {
+        let h = try TailHarness()
+        try h.write("a.log", h.lines("x", 0..<5))
+        let t = h.tailer(h.options(["a.log"]))
+        h.poll(t)
+        #expect(h.messages == h.expected("x", 0..<5))
+        let committed = h.delivered[2].checkpoint  // only the first three were durable
+        t.close()
+        try h.append("a.log", h.lines("x", 5..<7))
+        h.delivered = []
+        let t2 = h.tailer(h.options(["a.log"]), offsets: [committed])
+        h.poll(t2)
+        #expect(h.messages == h.expected("x", 3..<7))
+        // Same device and inode, other first bytes: another file.
+        var stale = committed
+        stale.fingerprint ^= 1
+        h.delivered = []
+        let t3 = h.tailer(h.options(["a.log"]), offsets: [stale])
+        h.poll(t3)
+        #expect(h.messages == h.expected("x", 0..<7))
+    }
+
+    @Test func renameAndCreateReadsTheOldFileToItsEnd() throws {
+        let h = try TailHarness()
+        try h.write("app.log", h.lines("a", 0..<3))
+        let t = h.tailer(h.options(["app.log"]))
+        h.poll(t)
+        try h.append("app.log", h.lines("a", 3..<5))
+        try FileManager.default.moveItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        try h.append("app.log.1", h.lines("a", 5..<6))  // the writer still has the old file open
+        try h.write("app.log", h.lines("b", 0..<2))
+        h.poll(t)
+        try h.append("app.log.1", h.lines("a", 6..<7))
+        try h.append("app.log", h.lines("b", 2..<3))
+        h.poll(t, times: 4)
+        #expect(h.messages == h.expected("a", 0..<6) + h.expected("b", 0..<2) + ["a6", "b2"])
+        #expect(t.files.count == 1 && t.openCount == 1)  // the old one was let go after rotate_wait
+    }
+
+    @Test func copytruncateReadsTheRestFromTheCopy() throws {
+        for pattern in ["app.log", "app.log*"] {
+            let h = try TailHarness()
+            try h.write("app.log", h.lines("a", 0..<100))
+            let t = h.tailer(h.options([pattern]))
+            h.poll(t)
+            try h.append("app.log", h.lines("a", 100..<103) + "a103-partial")
+            try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+            try h.write("app.log", "")  // truncate (same inode)
+            try h.append("app.log", h.lines("b", 0..<2))
+            h.poll(t, times: 4)
+            #expect(h.messages == h.expected("a", 0..<103) + ["a103-partial"] + h.expected("b", 0..<2), "\(pattern)")
+            // The copy is remembered as read (or its lines' checkpoints say so).
+            #expect(h.delivered.contains { $0.checkpoint.path == h.path("app.log") && $0.record.field("message") == .string("a103-partial") })
+        }
+    }
+
+    @Test func truncationInPlaceStartsOver() throws {
+        let h = try TailHarness()
+        try h.write("app.log", h.lines("a", 0..<4))
+        let t = h.tailer(h.options(["app.log"]))
+        h.poll(t)
+        let fd = open(h.path("app.log"), O_WRONLY | O_TRUNC)
+        close(fd)
+        try h.append("app.log", h.lines("b", 0..<2))
+        h.poll(t)
+        #expect(h.messages == h.expected("a", 0..<4) + h.expected("b", 0..<2))
+        #expect(h.notices.contains { $0.contains("was truncated") })
+        #expect(h.lastCheckpoint("app.log")?.offset == 6)
+    }
+
+    @Test func deletedAndRecreatedAndDeletedWhileBeingRead() throws {
+        let h = try TailHarness()
+        try h.write("app.log", h.lines("a", 0..<2))
+        let t = h.tailer(h.options(["app.log"]))
+        h.poll(t)
+        try h.append("app.log", h.lines("a", 2..<4))
+        unlink(h.path("app.log"))
+        try h.write("app.log", h.lines("b", 0..<2))
+        h.poll(t, times: 4)
+        #expect(h.messages == h.expected("a", 0..<4) + h.expected("b", 0..<2))
+
+        // A file larger than one poll's read budget, deleted in the middle of reading it.
+        let big = try TailHarness()
+        let line = String(repeating: "x", count: 90)
+        let n = 60_000
+        try big.write("big.log", (0..<n).map { "\($0) \(line)\n" }.joined())
+        let t2 = big.tailer(big.options(["big.log"]))
+        big.poll(t2)
+        #expect(big.delivered.count < n && big.delivered.count > 0)
+        unlink(big.path("big.log"))
+        big.poll(t2, times: 4)
+        #expect(big.delivered.count == n)
+        #expect(big.messages.enumerated().allSatisfy { $0.element.hasPrefix("\($0.offset) ") })
+        #expect(t2.files.isEmpty && t2.openCount == 0)
+    }
+
+    @Test func symlinkWhoseTargetChanges() throws {
+        let h = try TailHarness()
+        try h.write("a.txt", h.lines("a", 0..<2))
+        try h.write("b.txt", h.lines("b", 0..<2))
+        symlink(h.path("a.txt"), h.path("current.log"))
+        let t = h.tailer(h.options(["current.log"]) { $0.fromBeginning = true }, firstStart: true)
+        h.poll(t)
+        try h.append("a.txt", h.lines("a", 2..<3))
+        unlink(h.path("current.log"))
+        symlink(h.path("b.txt"), h.path("current.log"))
+        h.poll(t, times: 4)
+        #expect(h.messages == h.expected("a", 0..<3) + h.expected("b", 0..<2))
+        #expect(h.delivered.allSatisfy { $0.record.tag("path") == h.path("current.log") })
+    }
+
+    @Test func longLinesAreCutAndPartialLinesWait() throws {
+        let h = try TailHarness()
+        let long = String(repeating: "L", count: 100_000)
+        try h.write("a.log", "short\n" + long + "\nnext\nhalf")
+        let t = h.tailer(h.options(["a.log"]) { $0.maxLineBytes = 1000 })
+        h.poll(t)
+        #expect(h.messages == ["short", String(repeating: "L", count: 1000), "next"])
+        #expect(h.delivered[1].record.field("truncated") == .bool(true) && h.delivered[0].record.field("truncated") == nil)
+        #expect(h.delivered[1].checkpoint.offset == Int64(6 + 100_001))
+        h.poll(t, times: 1, step: 1_000_000_000)
+        #expect(h.messages.count == 3)  // "half" waits for its newline
+        h.poll(t, times: 3)
+        #expect(h.messages.last == "half" && h.delivered.last?.checkpoint.offset == Int64(6 + 100_001 + 5 + 4))
+        try h.append("a.log", "-rest\n\r\n\n")
+        h.poll(t)
+        #expect(h.messages.last == "-rest" && h.messages.count == 5)
+    }
+
+    @Test func moreFilesThanDescriptors() throws {
+        let h = try TailHarness()
+        try FileManager.default.createDirectory(atPath: h.path("sub/deeper"), withIntermediateDirectories: true)
+        for i in 0..<10 { try h.write("sub/deeper/f\(i).log", h.lines("f\(i)-", 0..<3)) }
+        try h.write("sub/deeper/skip.gz", "binary\n")
+        let t = h.tailer(h.options(["**/*"]) { $0.maxOpenFiles = 2; $0.exclude = [try! Glob("*.gz")] })
+        h.poll(t, times: 3)
+        for i in 0..<10 { try h.append("sub/deeper/f\(i).log", h.lines("f\(i)-", 3..<5)) }
+        h.poll(t, times: 3)
+        #expect(h.maxOpenSeen <= 2)
+        #expect(Set(h.messages) == Set((0..<10).flatMap { i in h.expected("f\(i)-", 0..<5) }))
+        #expect(h.messages.count == 50)
+        for i in 0..<10 {
+            #expect(h.messages.filter { $0.hasPrefix("f\(i)-") } == h.expected("f\(i)-", 0..<5))
+        }
+    }
+
+    @Test func rotatedWhileStoppedIsFoundByInode() throws {
+        let h = try TailHarness()
+        try h.write("app.log", h.lines("a", 0..<3))
+        let t = h.tailer(h.options(["app.log"]))
+        h.poll(t)
+        let committed = h.delivered.last!.checkpoint
+        t.close()
+        try h.append("app.log", h.lines("a", 3..<5))
+        try FileManager.default.moveItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        try h.write("app.log", h.lines("b", 0..<2))
+        h.delivered = []
+        let t2 = h.tailer(h.options(["app.log"]), offsets: [committed])
+        h.poll(t2, times: 4)
+        #expect(h.messages == h.expected("a", 3..<5) + h.expected("b", 0..<2))
+        // Offsets of files found nowhere are forgotten.
+        let gone = FileCheckpoint(identity: FileIdentity(device: 1, inode: 999_999_999), fingerprint: 0, fingerprintLength: 0,
+                                  offset: 5, size: 5, path: h.path("app.log"))
+        let t3 = h.tailer(h.options(["app.log"]), offsets: [gone])
+        h.poll(t3)
+        #expect(h.forgotten == [gone.identity])
+    }
+
+    @Test func jsonLinesWithTagsAndTime() throws {
+        let h = try TailHarness()
+        try h.write("drift.jsonl", #"{"tenant":"acme","ts":"2023-11-14T22:13:20Z","drift":0.2}"# + "\nnot json\n")
+        let t = h.tailer(h.options(["drift.jsonl"]) {
+            $0.parser = LineParser(name: "drift", format: .json, tagKeys: ["tenant"], timestampKey: "ts", timestampFormat: .rfc3339)
+        })
+        h.poll(t)
+        #expect(h.delivered.count == 2)
+        let r = h.delivered[0].record
+        #expect(r.name == "drift" && r.tag("tenant") == "acme" && r.timestamp == 1_700_000_000_000_000_000 && r.fields == [Field("drift", .double(0.2))])
+        #expect(h.delivered[1].record.field("parse_error") == .bool(true))
+    }
+}
