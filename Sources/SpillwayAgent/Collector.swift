@@ -45,6 +45,11 @@ public struct CollectorService: Service {
 
     public func run() async throws {
         let agent = config.agent
+        // A service that returns ends the whole group: with nothing scheduled, wait for shutdown.
+        guard config.inputs.contains(where: { !($0.input is TailInput) }) else {
+            try? await gracefulShutdown()
+            return
+        }
         await withTaskGroup(of: Void.self) { group in
             // Continuous inputs (tail) run in TailService.
             for (index, instance) in config.inputs.enumerated() where !(instance.input is TailInput) {

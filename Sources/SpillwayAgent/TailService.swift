@@ -36,22 +36,32 @@ public final class TailService: Service, Sendable {
 
     public func run() async throws {
         let tails = Self.tailInstances(config)
-        guard !tails.isEmpty else { return }
-        guard let spool else {
-            logger.critical("tail inputs need the spill buffer for their offsets; they do not run", metadata: ["inputs": "\(tails.count)"])
+        // A service that returns ends the whole group: without work, wait for shutdown instead.
+        guard !tails.isEmpty else {
+            try? await gracefulShutdown()
             return
         }
-        await withGracefulShutdownHandler {
-            await withTaskGroup(of: Void.self) { group in
-                for (index, instance, options) in tails {
-                    group.addTask {
-                        await WriterService.onThread("spillway-tail") {
-                            self.follow(index: index, instance: instance, options: options, spool: spool)
+        guard let spool else {
+            logger.critical("tail inputs need the spill buffer for their offsets; they do not run", metadata: ["inputs": "\(tails.count)"])
+            try? await gracefulShutdown()
+            return
+        }
+        // The threads stop at graceful shutdown, and also when the group is cancelled.
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await withTaskGroup(of: Void.self) { group in
+                    for (index, instance, options) in tails {
+                        group.addTask {
+                            await WriterService.onThread("spillway-tail") {
+                                self.follow(index: index, instance: instance, options: options, spool: spool)
+                            }
                         }
                     }
                 }
+            } onGracefulShutdown: {
+                self.stopping.store(true, ordering: .relaxed)
             }
-        } onGracefulShutdown: {
+        } onCancel: {
             self.stopping.store(true, ordering: .relaxed)
         }
     }

@@ -156,3 +156,92 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         #expect(newest == String(1_000_000 + 59 * 1000) + "-0")
     }
 }
+
+/// A batch of `n` tailed lines of file `inode`, read up to `offset`.
+func lineBatch(_ n: Int, inode: UInt64, offset: Int64, firstMs: Int = 1) -> EncodedBatch {
+    var b = batch(n, key: "metrics:h:log", firstMs: firstMs)
+    b.lineCount = n
+    b.checkpoints = [FileCheckpoint(identity: FileIdentity(device: 7, inode: inode), fingerprint: 0xABCD, fingerprintLength: 256,
+                                    offset: offset, size: offset + 10, path: "/var/log/f\(inode).log")]
+    return b
+}
+
+@Suite struct TailOffsets {
+    @Test func offsetsAreCommittedWithTheBatchAndSurviveAReopen() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir)
+        #expect(try spool.append(lineBatch(5, inode: 1, offset: 100), now: 1).stored)
+        #expect(try spool.append(lineBatch(5, inode: 1, offset: 250, firstMs: 6), now: 2).stored)
+        #expect(try spool.append(lineBatch(2, inode: 2, offset: 30), now: 3).stored)
+        #expect(spool.totals.lines == 12)
+        let again = try Spool(directory: dir)
+        let offsets = try again.offsets()
+        #expect(offsets.map(\.offset) == [250, 30] && offsets.map(\.identity.inode) == [1, 2])
+        #expect(offsets[0].fingerprint == 0xABCD && offsets[0].fingerprintLength == 256 && offsets[0].path == "/var/log/f1.log")
+        // Acknowledging the batches leaves the offsets.
+        for (id, b) in try again.oldestBatches(limit: 10).batches { try again.acknowledge(id: id, records: Int64(b.recordCount)) }
+        #expect(again.totals.lines == 0 && again.totals.records == 0)
+        #expect(try again.offsets().map(\.offset) == [250, 30])
+        try again.forgetOffsets([FileIdentity(device: 7, inode: 2)])
+        #expect(try again.offsets().map(\.identity.inode) == [1])
+        let status = try #require(try SpoolStatus.read(directory: dir))
+        #expect(status.offsets.map(\.checkpoint.offset) == [250])
+        // First start registration.
+        #expect(try !again.isTailInputKnown("tail:/x"))
+        try again.registerTailInput("tail:/x", offsets: [lineBatch(1, inode: 9, offset: 77).checkpoints[0]], now: 5)
+        #expect(try again.isTailInputKnown("tail:/x"))
+        #expect(try again.offsets().contains { $0.identity.inode == 9 && $0.offset == 77 })
+    }
+
+    @Test func batchesWithLinesAreNeverDroppedToMakeRoom() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let one = Int64(lineBatch(20, inode: 1, offset: 1).serialized().count)
+        for policy in [WhenFull.dropOldest, .dropNewest] {
+            var options = SpoolOptions()
+            options.maxBytes = one * 3 + one / 2
+            options.whenFull = policy
+            options.maxAge = 1_000
+            let spool = try Spool(directory: tempDir(), options: options)
+            #expect(try spool.append(lineBatch(20, inode: 1, offset: 100), now: 0).stored)
+            #expect(try spool.append(batch(20, firstMs: 100), now: 0).stored)
+            #expect(try spool.append(lineBatch(20, inode: 1, offset: 200, firstMs: 200), now: 0).stored)
+            // Full: a metrics batch gives way (the new one for drop_newest, the old one for drop_oldest).
+            let m = try spool.append(batch(20, firstMs: 300), now: 10)
+            #expect(m.droppedRecords == 20)
+            // max_age passed for every row: only the metrics row may go. Lines make room by dropping it.
+            let l = try spool.append(lineBatch(20, inode: 1, offset: 300, firstMs: 400), now: 5_000)
+            #expect(l.stored && !l.noRoom)
+            #expect(spool.totals.lines == 60)
+            // Nothing without lines is left: a batch of lines waits, one of metrics is dropped.
+            let wait = try spool.append(lineBatch(20, inode: 1, offset: 400, firstMs: 500), now: 5_000)
+            #expect(!wait.stored && wait.noRoom && wait.droppedRecords == 0)
+            #expect(try spool.offsets().first?.offset == 300)  // not advanced by the batch not stored
+            let drop = try spool.append(batch(20, firstMs: 600), now: 5_000)
+            #expect(!drop.stored && drop.droppedRecords == 20)
+            #expect(spool.totals.lines == 60 && spool.totals.records == 60)
+        }
+    }
+
+    @Test func aFullDiskMakesLinesWaitWithoutLoss() throws {
+        var options = SpoolOptions()
+        options.maxPageCount = 12
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir, options: options)
+        var stored = 0
+        var waited = false
+        for i in 0..<200 {
+            let o = try spool.append(lineBatch(50, inode: 3, offset: Int64(i + 1) * 1000, firstMs: i * 50 + 1), now: 0)
+            if o.stored { stored += 1 } else {
+                #expect(o.noRoom && o.diskFull && o.droppedRecords == 0)
+                waited = true
+                break
+            }
+        }
+        #expect(waited && stored > 0)
+        #expect(spool.totals.lines == Int64(stored * 50))
+        #expect(try spool.offsets().first?.offset == Int64(stored) * 1000)
+    }
+}
