@@ -190,7 +190,9 @@ func malformedCases() -> [Expectation] {
 @Suite struct ShippedConfig {
     @Test func loadsTheSixInputs() throws {
         let config = try loader().load(configPath: repoRoot.appendingPathComponent("agent.toml").path)
-        #expect(config.inputs.map(\.plugin).sorted() == ["cpu", "disk", "diskio", "mem", "net", "system"])
+        #expect(config.inputs.map(\.plugin).sorted() == ["cpu", "disk", "diskio", "mem", "net", "system", "tail"])
+        let tail = try #require(config.inputs.first { $0.plugin == "tail" }?.input as? TailInput)
+        #expect(tail.options.files.map(\.pattern) == ["/var/log/app/*.log"] && tail.options.parser.format == .raw)
         #expect(config.agent.interval == 10_000_000_000)
         #expect(config.agent.procRoot == "/proc")
     }
@@ -258,5 +260,11 @@ func malformedCases() -> [Expectation] {
         #expect(config.redis.endpoint.username == "spillway" && config.redis.endpoint.password == "pw")
         #expect(config.redis.maxAge == nil && config.redis.maxlen == 100000 && config.redis.ids == .explicit)
         #expect((config.inputs.first { $0.plugin == "net" }?.input as? NetInput)?.interfaces.count == 3)
+        let tail = try #require(config.inputs.first { $0.plugin == "tail" })
+        let t = try #require(tail.input as? TailInput).options
+        #expect(t.exclude.map(\.pattern) == ["*.gz", "/var/log/app/debug-*"] && t.parser.format == .json)
+        #expect(t.parser.tagKeys == ["tenant"] && t.parser.timestampKey == "ts" && t.parser.timestampFormat == .unixMs)
+        #expect(t.maxLineBytes == 65536 && t.partialTimeout == 5_000_000_000 && t.rotateWait == 5_000_000_000 && t.maxOpenFiles == 256)
+        #expect(tail.key?.text == "logs:{host}:{tag.tenant}" && tail.maxlen == 20000)
     }
 }
