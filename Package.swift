@@ -74,7 +74,8 @@ let package = Package(
         .executableTarget(
             name: "spillway-bench",
             dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "RedisSink", "SpillwayAgent", "Spool", "SpillwayTestSupport",
-                           .product(name: "Logging", package: "swift-log")],
+                           .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
         ),
         // Helpers for tests only: a redis-server started on a free loopback port, stopped by PID.

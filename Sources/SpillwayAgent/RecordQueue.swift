@@ -13,6 +13,8 @@ public final class RecordQueue: @unchecked Sendable {
     struct Entry {
         var seq: UInt64
         var record: QueuedRecord
+        /// For a line: its approximate bytes (counted against `lineBytesLimit`).
+        var bytes = 0
     }
 
     // All state below is guarded by `lock`.
@@ -28,11 +30,15 @@ public final class RecordQueue: @unchecked Sendable {
     public let batchSize: Int
     /// Bytes of tailed lines waiting, at most (a line can be up to max_line_bytes).
     public let lineBytesLimit: Int
+    /// Tailed lines waiting, at most: a few batches keep the writer busy, and the rest of the lines
+    /// wait in their files rather than in memory.
+    public let lineLimit: Int
 
     public init(limit: Int, batchSize: Int, lineBytesLimit: Int = 64 << 20) {
         self.limit = limit
         self.batchSize = batchSize
         self.lineBytesLimit = lineBytesLimit
+        self.lineLimit = max(1, min(limit, 4 * batchSize))
     }
 
     private func locked<T>(_ body: () -> T) -> T {
@@ -82,18 +88,21 @@ public final class RecordQueue: @unchecked Sendable {
     /// Adds tailed lines, waiting while there is no room for them. Returns false, without adding
     /// them, once `shouldStop` says so (checked every 100 ms while waiting).
     public func pushLines(_ records: [QueuedRecord], shouldStop: () -> Bool) -> Bool {
-        var bytes = 0
-        for r in records { bytes += Self.approximateBytes(r.record) }
+        var sizes: [Int] = []
+        sizes.reserveCapacity(records.count)
+        for r in records { sizes.append(Self.approximateBytes(r.record)) }
+        let bytes = sizes.reduce(0, +)
         lock.lock()
         defer { lock.unlock() }
-        while (total > 0 && total + records.count > limit) || (lineBytes > 0 && lineBytes + bytes > lineBytesLimit) {
+        while (total > 0 && total + records.count > limit) || (!lines.isEmpty && lines.count + records.count > lineLimit)
+            || (lineBytes > 0 && lineBytes + bytes > lineBytesLimit) {
             if shouldStop() { return false }
             _ = lock.wait(untilMonotonic: monotonicNanoseconds() + 100_000_000)
         }
         if shouldStop() { return false }
         _pushed += Int64(records.count)
-        for r in records {
-            lines.append(Entry(seq: nextSeq, record: r))
+        for (r, size) in zip(records, sizes) {
+            lines.append(Entry(seq: nextSeq, record: r, bytes: size))
             nextSeq += 1
         }
         lineBytes += bytes
@@ -116,7 +125,7 @@ public final class RecordQueue: @unchecked Sendable {
         while out.count < n {
             if let l = lines.first, metrics.first.map({ l.seq < $0.seq }) ?? true {
                 lines.removeFirst()
-                lineBytes -= Self.approximateBytes(l.record.record)
+                lineBytes -= l.bytes
                 out.append(l.record)
                 tookLines = true
             } else if let m = metrics.popFirst() {
