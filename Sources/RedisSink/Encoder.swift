@@ -148,7 +148,7 @@ public struct BatchEncoder: Sendable {
             }
             let ms = UInt64(max(0, r.timestamp) / 1_000_000)
             switch config.ids {
-            case .explicit: c.append(minter.mint(key: tmpKey, ms: ms).description)
+            case .explicit: c.append(minter.mint(key: tmpKey, ms: ms))
             case .auto: c.append("*")
             }
             for f in r.fields {
@@ -164,13 +164,17 @@ public struct BatchEncoder: Sendable {
             }
             c.append("timestamp")
             c.append(Int64(ms))
-            commands.append(EncodedCommand(command: c, key: tmpKey, role: .record(index)))
+            // Records of a batch mostly share a key: share its storage too (and keep tmpKey's
+            // buffer unshared, so clearing it allocates nothing).
+            if tmpKey != lastKey { lastKey = tmpKey }
+            commands.append(EncodedCommand(command: c, key: lastKey, role: .record(index)))
             tmpKey.removeAll(keepingCapacity: true)
         }
         return EncodedBatch(commands: commands, recordCount: records.count, rejectedAtEncoding: 0, skippedFields: 0)
     }
 
     private var tmpKey: [UInt8] = []
+    private var lastKey: [UInt8] = []
 
     /// The series key of a record's field: the template, then every tag the template does not name,
     /// as `:key=value` in tag order, so `cpu=cpu0` and `cpu=cpu1` never share a series.

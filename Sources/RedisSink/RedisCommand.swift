@@ -51,9 +51,22 @@ public struct RedisCommand: Sendable, Hashable {
         }
     }
 
+    /// A stream ID, `ms-seq`, written in place.
+    public mutating func append(_ id: StreamID) {
+        let start = bytes.count
+        appendDigits(magnitude: id.ms)
+        bytes.append(UInt8(ascii: "-"))
+        appendDigits(magnitude: id.seq)
+        lengths.append(bytes.count - start)
+    }
+
     private mutating func appendDigits(_ v: Int64) {
         if v < 0 { bytes.append(UInt8(ascii: "-")) }
-        var u = v.magnitude
+        appendDigits(magnitude: v.magnitude)
+    }
+
+    private mutating func appendDigits(magnitude: UInt64) {
+        var u = magnitude
         if u == 0 {
             bytes.append(UInt8(ascii: "0"))
             return
