@@ -102,6 +102,7 @@ final class Statement {
     }
 
     func int64(_ col: Int32) -> Int64 { sqlite3_column_int64(stmt, col) }
+    var columnCount: Int32 { sqlite3_column_count(stmt) }
     func isNull(_ col: Int32) -> Bool { sqlite3_column_type(stmt, col) == SQLITE_NULL }
     func string(_ col: Int32) -> String {
         guard let p = sqlite3_column_text(stmt, col) else { return "" }

@@ -6,13 +6,15 @@ enum Schema {
     static let create = """
         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
         -- One row per spilled batch, in production order (id). payload: EncodedBatch.serialized().
-        -- lines (added in version 2): tailed lines in the batch; such a row is never dropped.
+        -- lines (version 2; added to version 1 files by addLinesColumn): tailed lines in the batch;
+        -- such a row is never dropped.
         CREATE TABLE IF NOT EXISTS batches (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             spilled_ns INTEGER NOT NULL,
             records INTEGER NOT NULL,
             bytes INTEGER NOT NULL,
-            payload BLOB NOT NULL
+            payload BLOB NOT NULL,
+            lines INTEGER NOT NULL DEFAULT 0
         );
         -- Records per key in each batch, for status and per-key drop counts.
         CREATE TABLE IF NOT EXISTS batch_keys (
@@ -61,6 +63,7 @@ enum Schema {
     static let keysOfBatch = "SELECT key, records FROM batch_keys WHERE batch_id = ?1"
     static let addDropped = "INSERT INTO dropped (key, records) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET records = records + excluded.records"
     static let totals = "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0), MIN(spilled_ns), MAX(spilled_ns), COALESCE(SUM(lines), 0) FROM batches"
+    static let totalsVersion1 = "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0), MIN(spilled_ns), MAX(spilled_ns) FROM batches"
     static let topKeys = "SELECT key, SUM(records) AS n FROM batch_keys GROUP BY key ORDER BY n DESC, key LIMIT ?1"
     static let droppedKeys = "SELECT key, records FROM dropped ORDER BY records DESC, key LIMIT ?1"
     static let putState = "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"

@@ -148,11 +148,13 @@ public final class Spool: @unchecked Sendable {
     }
 
     static func readTotals(_ db: SQLiteDatabase) throws(SQLiteError) -> BacklogTotals {
-        let s = try db.prepare(Schema.totals)
+        // A version 1 file (read by `status` before the agent migrated it) has no lines column.
+        let hasLines = try db.prepare(Schema.hasLinesColumn)
+        let s = try db.prepare(try hasLines.step() ? Schema.totals : Schema.totalsVersion1)
         _ = try s.step()
         return BacklogTotals(batches: s.int64(0), records: s.int64(1), bytes: s.int64(2),
                              oldestSpilledNs: s.isNull(3) ? nil : s.int64(3), newestSpilledNs: s.isNull(4) ? nil : s.int64(4),
-                             lines: s.int64(5))
+                             lines: s.columnCount > 5 ? s.int64(5) : 0)
     }
 
     /// Records per key of a batch (stream keys; a timeseries batch counts under its first series key).

@@ -245,3 +245,40 @@ func lineBatch(_ n: Int, inode: UInt64, offset: Int64, firstMs: Int = 1) -> Enco
         #expect(try spool.offsets().first?.offset == Int64(stored) * 1000)
     }
 }
+
+@Suite struct Migration {
+    /// A version 1 buffer (no lines column, no offsets tables): status reads it, and opening it adds
+    /// what version 2 needs, keeping its backlog.
+    @Test func versionOneFileIsReadAndMigrated() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/buffer.sqlite"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            db.executescript('''
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE batches (id INTEGER PRIMARY KEY AUTOINCREMENT, spilled_ns INTEGER NOT NULL, records INTEGER NOT NULL, bytes INTEGER NOT NULL, payload BLOB NOT NULL);
+            CREATE TABLE batch_keys (batch_id INTEGER NOT NULL, key BLOB NOT NULL, records INTEGER NOT NULL, PRIMARY KEY (batch_id, key)) WITHOUT ROWID;
+            CREATE TABLE dropped (key BLOB PRIMARY KEY, records INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            ''')
+            db.execute("INSERT INTO batches (spilled_ns, records, bytes, payload) VALUES (1, 10, ?, ?)", (len(sys.argv[2]), bytes.fromhex(sys.argv[2])))
+            db.commit()
+            """, path, batch(10).serialized().map { String(format: "%02x", $0) }.joined()]
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let before = try #require(try SpoolStatus.read(directory: dir))
+        #expect(before.totals.records == 10 && before.totals.lines == 0 && before.offsets.isEmpty)
+        let spool = try Spool(directory: dir)
+        #expect(spool.totals.records == 10)
+        #expect(try spool.append(lineBatch(3, inode: 4, offset: 33, firstMs: 100), now: 2).stored)
+        #expect(spool.totals.lines == 3 && spool.totals.records == 13)
+        #expect(try spool.offsets().map(\.offset) == [33])
+        #expect(try spool.oldestBatches(limit: 1).batches.first?.batch.recordCount == 10)
+    }
+}
