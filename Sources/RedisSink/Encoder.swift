@@ -119,10 +119,17 @@ public struct BatchEncoder: Sendable {
     public func streamKeys(_ records: [QueuedRecord]) -> Set<KeyBytes> {
         var keys: Set<KeyBytes> = []
         var key: [UInt8] = []
-        for q in records {
-            key.removeAll(keepingCapacity: true)
-            routes[q.route].key.render(q.record, into: &key)
-            keys.insert(KeyBytes(key))
+        var previous: [UInt8] = []
+        records.withUnsafeBufferPointer { records in
+            for i in records.indices {
+                key.removeAll(keepingCapacity: true)
+                routes[records[i].route].key.render(records[i].record, into: &key)
+                // Consecutive records mostly share a key: hash it once.
+                if key != previous {
+                    keys.insert(KeyBytes(key))
+                    swap(&key, &previous)
+                }
+            }
         }
         return keys
     }
@@ -131,44 +138,54 @@ public struct BatchEncoder: Sendable {
         var commands: [EncodedCommand] = []
         commands.reserveCapacity(records.count)
         let minID: String? = config.maxAge.map { age in "\(max(0, now - age) / 1_000_000)" }
-        for (index, q) in records.enumerated() {
-            let r = q.record
-            let route = routes[q.route]
-            var c = RedisCommand()
-            c.reserve(bytes: 64 + r.fields.count * 32 + r.tags.count * 32, arguments: 8 + 2 * (r.fields.count + r.tags.count))
-            c.append("XADD")
-            let keyStart = c.argumentStart
-            route.key.render(r, into: &tmpKey)
-            c.appendToArgument(tmpKey)
-            c.endArgument(start: keyStart)
-            if let minID {
-                c.append("MINID"); c.append("~"); c.append(minID)
-            } else if route.maxlen > 0 {
-                c.append("MAXLEN"); c.append("~"); c.append(Int64(route.maxlen))
+        // Through the buffer: records are read in place, not copied (no retain per record).
+        records.withUnsafeBufferPointer { records in
+            for index in records.indices {
+                let r = records[index].record
+                let route = routes[records[index].route]
+                var c = RedisCommand()
+                // The command's size, so its bytes are allocated once.
+                var size = 96 + route.key.parts.count * 16
+                for f in r.fields {
+                    size += f.key.utf8.count + 24
+                    if case .string(let v) = f.value { size += v.utf8.count }
+                }
+                for t in r.tags { size += 4 + t.key.utf8.count + t.value.utf8.count }
+                c.reserve(bytes: size, arguments: 8 + 2 * (r.fields.count + r.tags.count))
+                c.append("XADD")
+                let keyStart = c.argumentStart
+                route.key.render(r, into: &tmpKey)
+                c.appendToArgument(tmpKey)
+                c.endArgument(start: keyStart)
+                if let minID {
+                    c.append("MINID"); c.append("~"); c.append(minID)
+                } else if route.maxlen > 0 {
+                    c.append("MAXLEN"); c.append("~"); c.append(Int64(route.maxlen))
+                }
+                let ms = UInt64(max(0, r.timestamp) / 1_000_000)
+                switch config.ids {
+                case .explicit: c.append(minter.mint(key: tmpKey, ms: ms))
+                case .auto: c.append("*")
+                }
+                for f in r.fields {
+                    c.append(f.key)
+                    c.append(f.value)
+                }
+                for t in r.tags {
+                    let start = c.argumentStart
+                    c.appendToArgument("tag_".utf8)
+                    c.appendToArgument(t.key.utf8)
+                    c.endArgument(start: start)
+                    c.append(t.value)
+                }
+                c.append("timestamp")
+                c.append(Int64(ms))
+                // Records of a batch mostly share a key: share its storage too (and keep tmpKey's
+                // buffer unshared, so clearing it allocates nothing).
+                if tmpKey != lastKey { lastKey = tmpKey }
+                commands.append(EncodedCommand(command: c, key: lastKey, role: .record(index)))
+                tmpKey.removeAll(keepingCapacity: true)
             }
-            let ms = UInt64(max(0, r.timestamp) / 1_000_000)
-            switch config.ids {
-            case .explicit: c.append(minter.mint(key: tmpKey, ms: ms))
-            case .auto: c.append("*")
-            }
-            for f in r.fields {
-                c.append(f.key)
-                c.append(f.value)
-            }
-            for t in r.tags {
-                let start = c.argumentStart
-                c.appendToArgument("tag_".utf8)
-                c.appendToArgument(t.key.utf8)
-                c.endArgument(start: start)
-                c.append(t.value)
-            }
-            c.append("timestamp")
-            c.append(Int64(ms))
-            // Records of a batch mostly share a key: share its storage too (and keep tmpKey's
-            // buffer unshared, so clearing it allocates nothing).
-            if tmpKey != lastKey { lastKey = tmpKey }
-            commands.append(EncodedCommand(command: c, key: lastKey, role: .record(index)))
-            tmpKey.removeAll(keepingCapacity: true)
         }
         return EncodedBatch(commands: commands, recordCount: records.count, rejectedAtEncoding: 0, skippedFields: 0)
     }
