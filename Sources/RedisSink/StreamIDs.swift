@@ -45,10 +45,16 @@ public struct StreamIDMinter: Sendable {
     /// Where the high-water marks are kept (`data_dir/stream-ids`); nil keeps them in memory only.
     public let path: String?
 
-    public init(path: String?) throws(PersistenceError) {
+    /// `fsync`: whether each save is flushed to the disk before it counts (power-loss safe), as
+    /// `[buffer] synchronous = "full"` asks; without it a save survives a crash of the agent (the
+    /// rename is atomic), as the buffer's own commits do under "normal".
+    public init(path: String?, fsync: Bool = true) throws(PersistenceError) {
         self.path = path
+        self.fsyncSaves = fsync
         if let path { high = try Self.load(path) }
     }
+
+    let fsyncSaves: Bool
 
     public var keyCount: Int { high.count }
 
@@ -81,7 +87,8 @@ public struct StreamIDMinter: Sendable {
         public var description: String
     }
 
-    /// Writes the marks if they changed: to a temp file, fsync, rename (atomic), mode 0600.
+    /// Writes the marks if they changed: to a temp file, fsync (unless `fsync` is off), rename
+    /// (atomic), mode 0600.
     public mutating func save() throws(PersistenceError) {
         guard dirty, let path else { return }
         var text: [UInt8] = []
@@ -109,7 +116,7 @@ public struct StreamIDMinter: Sendable {
             }
             written += n
         }
-        guard fsync(fd) == 0 else {
+        guard !fsyncSaves || fsync(fd) == 0 else {
             let message = String(cString: strerror(errno))
             close(fd)
             throw PersistenceError(description: "\(tmp): fsync: \(message)")

@@ -114,7 +114,8 @@ public final class WriterService: Service, Sendable {
     }
 
     public func run() async throws {
-        let minter = try StreamIDMinter(path: dataDirectory.map { $0 + "/stream-ids" })
+        // The marks are as durable as the buffer: fsynced with synchronous = "full".
+        let minter = try StreamIDMinter(path: dataDirectory.map { $0 + "/stream-ids" }, fsync: config.survive.synchronous == "full")
         let encoder = BatchEncoder(config: config.redis, routes: routes, minter: minter)
         // The encode stage reads streams' last IDs over a connection of its own.
         let encodeBox = UncheckedBox(RedisWriter(connection: RedisConnection(options: connectionOptions()), encoder: encoder, logger: logger))

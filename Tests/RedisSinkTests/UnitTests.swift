@@ -61,11 +61,11 @@ import Testing
         #expect(m.mint(key: Array("c".utf8), ms: 0) == StreamID(ms: 0, seq: 1))  // never 0-0
     }
 
-    @Test func marksSurviveARestart() throws {
+    @Test(arguments: [true, false]) func marksSurviveARestart(fsync: Bool) throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/stream-ids"
-        var m = try StreamIDMinter(path: path)
+        var m = try StreamIDMinter(path: path, fsync: fsync)
         let key = Array("metrics:h:cpu \u{1}binary".utf8)
         _ = m.mint(key: key, ms: 5000)
         _ = m.mint(key: key, ms: 5000)
