@@ -100,6 +100,8 @@ public final class Tailer {
     var buffer = [UInt8](repeating: 0, count: 1 << 16)
     var out: [TailLine] = []
     var stopped = false
+    /// Files that could not be opened (logged once each).
+    var unopenable: Set<FileIdentity> = []
     /// Lines emitted so far.
     public private(set) var emitted = 0
 
@@ -246,7 +248,14 @@ public final class Tailer {
             closeFile(idle)
         }
         let fd = Glibc.open(f.currentPath, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else {
+            // Logged once per file (e.g. no permission); tried again at every poll.
+            if unopenable.insert(f.identity).inserted, unopenable.count <= 10_000 {
+                env.log("cannot open \(f.currentPath): \(String(cString: strerror(errno))); it is tried again")
+            }
+            return false
+        }
+        unopenable.remove(f.identity)
         var st = stat()
         guard fstat(fd, &st) == 0, identityOf(st) == f.identity else {
             // The path leads elsewhere now: the file went while it was closed.
