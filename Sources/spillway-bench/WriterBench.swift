@@ -108,7 +108,7 @@ func writerBenchmarks(records: Int) throws {
         let ref1 = try redisBenchmark(port: server.port, requests: records, clients: 1, command: xadd)
         try server.cli(["FLUSHALL"])
         let ref50 = try redisBenchmark(port: server.port, requests: records, clients: 50, command: xadd)
-        print("write (stream): \(records) cpu records (11 fields, 3 tags), batches of \(batchSize), one connection, redis-server \(try server.cli(["INFO", "server"]).split(whereSeparator: { $0 == "\n" || $0 == "\r" }).first { $0.hasPrefix("redis_version") }?.split(separator: ":").last ?? "?")")
+        print("write (stream): \(records) cpu records (11 fields, 3 tags), batches of \(batchSize), one connection, redis-server \(try server.cli(["INFO", "server"]).split(whereSeparator: \.isNewline).first { $0.hasPrefix("redis_version") }?.split(separator: ":").last ?? "?")")
         print(String(format: "  spillway writer                    %10.0f records/s", ours.rate))
         print(String(format: "  spillway writer + write-ahead buffer %8.0f records/s   (the agent's path: every batch into SQLite first)", ahead.rate))
         print(String(format: "  redis-benchmark XADD -P 64 -c 1    %10.0f requests/s   ratio %.2f", ref1, ours.rate / ref1))
