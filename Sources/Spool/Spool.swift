@@ -160,15 +160,26 @@ public final class Spool: @unchecked Sendable {
     /// Records per key of a batch (stream keys; a timeseries batch counts under its first series key).
     static func keyCounts(_ batch: EncodedBatch) -> [KeyBytes: Int64] {
         var counts: [KeyBytes: Int64] = [:]
+        // Records of a batch come in runs of one key: count a run, then hash its key once.
+        var run: [UInt8] = []
+        var runLength: Int64 = 0
         for c in batch.commands {
             switch c.role {
-            case .record: counts[KeyBytes(c.key), default: 0] += 1
+            case .record:
+                if runLength > 0, c.key == run {
+                    runLength += 1
+                } else {
+                    if runLength > 0 { counts[KeyBytes(run), default: 0] += runLength }
+                    run = c.key
+                    runLength = 1
+                }
             case .samples(let owners):
                 let key = KeyBytes(Array(c.command.argument(1)))
                 counts[key, default: 0] += Int64(Set(owners).count)
             case .setup: break
             }
         }
+        if runLength > 0 { counts[KeyBytes(run), default: 0] += runLength }
         return counts
     }
 
