@@ -121,20 +121,18 @@ public final class RecordQueue: @unchecked Sendable {
         let n = min(batchSize, total)
         var out: [QueuedRecord] = []
         out.reserveCapacity(n)
-        var tookLines = false
         while out.count < n {
             if let l = lines.first, metrics.first.map({ l.seq < $0.seq }) ?? true {
                 lines.removeFirst()
                 lineBytes -= l.bytes
                 out.append(l.record)
-                tookLines = true
             } else if let m = metrics.popFirst() {
                 out.append(m.record)
             }
         }
         if lines.isEmpty { lineBytes = 0 }
         // Line producers wait for room.
-        if tookLines || n > 0 { lock.broadcast() }
+        if n > 0 { lock.broadcast() }
         return out
     }
 

@@ -47,3 +47,31 @@ import Testing
         #expect(zip(taken[p], taken[p].dropFirst()).allSatisfy { $0 < $1 }, "producer \(p) out of order")
     }
 }
+
+/// Tailed lines are never dropped: metrics give way, a line producer waits for room (and gives up
+/// only when told to stop), and records come out in arrival order across both lanes.
+@Test func linesWaitForRoomWhileMetricsDrop() throws {
+    func records(_ prefix: String, _ range: Range<Int>, line: Bool) -> [QueuedRecord] {
+        range.map { i in
+            let checkpoint = line ? FileCheckpoint(identity: FileIdentity(device: 1, inode: 1), fingerprint: 0, fingerprintLength: 0,
+                                                   offset: Int64(i), size: Int64(i), path: "/l") : nil
+            return QueuedRecord(record: Record(name: "\(prefix)\(i)", fields: [Field("v", .int(1))], timestamp: 0), route: 0, checkpoint: checkpoint)
+        }
+    }
+    let queue = RecordQueue(limit: 10, batchSize: 5)
+    queue.push(records("m", 0..<4, line: false))
+    #expect(queue.pushLines(records("l", 0..<4, line: true)) { false })
+    // 4 + 4 + 6 > 10: the 4 oldest metrics go, never a line.
+    #expect(queue.push(records("m", 4..<10, line: false)) == 4)
+    #expect(queue.dropped == 4 && queue.count == 10)
+    // Full: a line producer waits, and gives up when told to stop.
+    let start = monotonicNanoseconds()
+    var polls = 0
+    #expect(!queue.pushLines(records("l", 4..<6, line: true)) { polls += 1; return polls > 3 })
+    #expect(monotonicNanoseconds() - start >= 200_000_000 && queue.count == 10)
+    let taken = queue.take(deadline: monotonicNanoseconds()).map(\.record.name) + queue.take(deadline: monotonicNanoseconds()).map(\.record.name)
+    #expect(taken == ["l0", "l1", "l2", "l3", "m4", "m5", "m6", "m7", "m8", "m9"])
+    // Room again: the waiting producer's lines go in.
+    #expect(queue.pushLines(records("l", 4..<6, line: true)) { false })
+    #expect(queue.take(deadline: monotonicNanoseconds()).map(\.record.name) == ["l4", "l5"])
+}

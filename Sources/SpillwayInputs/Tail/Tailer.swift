@@ -118,11 +118,6 @@ public final class Tailer {
         for c in environment.offsets where options.covers(c.path) { known[c.identity] = c }
     }
 
-    /// Followed files: path, offset read so far, size.
-    public var followed: [(path: String, offset: Int64, size: Int64)] {
-        files.values.map { ($0.path, $0.offset, $0.size) }.sorted { $0.path < $1.path }
-    }
-
     /// One round: discovery when due, then every file read up to its end (or its budget). Returns
     /// false once delivery was refused (stop).
     @discardableResult
