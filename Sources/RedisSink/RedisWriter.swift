@@ -146,17 +146,10 @@ public final class RedisWriter {
                     if message.contains("already") {
                         p.done[i] = true
                     } else {
-                        switch ReplyErrorKind.classify(message) {
-                        case .unauthenticated:
-                            connection.close()  // the next attempt reconnects and authenticates
-                            fallthrough
-                        case .transient:
-                            firstError = firstError ?? message
-                            continue
-                        default:
-                            logRejected(command.key, command: command.command.name, message)
-                            p.done[i] = true
-                        }
+                        let kind = ReplyErrorKind.classify(message)
+                        if keepsPending(kind, message, &firstError) { continue }
+                        logRejected(command.key, command: command.command.name, message)
+                        p.done[i] = true
                     }
                 } else {
                     p.done[i] = true
@@ -166,18 +159,13 @@ public final class RedisWriter {
                 }
             case .record:
                 if case .error(let message) = reply {
-                    switch ReplyErrorKind.classify(message) {
-                    case .duplicate:
+                    let kind = ReplyErrorKind.classify(message)
+                    if keepsPending(kind, message, &firstError) { continue }
+                    if kind == .duplicate {
                         counters.duplicates += 1
-                    case .permanent:
+                    } else {
                         counters.rejected += 1
                         logRejected(command.key, command: command.command.name, message)
-                    case .unauthenticated:
-                        connection.close()  // the next attempt reconnects and authenticates
-                        fallthrough
-                    case .transient:
-                        firstError = firstError ?? message
-                        continue
                     }
                 } else {
                     counters.written += 1
@@ -206,11 +194,9 @@ public final class RedisWriter {
                                 && p.batch.commands[k].key.elementsEqual(command.command.argument(1 + 3 * sample))
                         }
                     let kind = seriesPending ? .transient : ReplyErrorKind.classify(message)
-                    switch kind {
-                    case .transient, .unauthenticated:
+                    if keepsPending(kind, message, &firstError) {
                         pending = true
-                        firstError = firstError ?? message
-                    case .permanent, .duplicate:
+                    } else {
                         if !p.rejected[owner] { logRejected(Array(command.command.argument(1 + 3 * sample)), command: "TS.MADD", message) }
                         p.rejected[owner] = true
                     }
@@ -225,6 +211,21 @@ public final class RedisWriter {
             }
         }
         return (counters, p.isComplete ? nil : (firstError ?? "no reply"))
+    }
+
+    /// Whether an error reply leaves its command pending (transient, or NOAUTH: then the connection
+    /// is closed, so the next attempt reconnects and authenticates); it becomes the attempt's error.
+    private func keepsPending(_ kind: ReplyErrorKind, _ message: String, _ firstError: inout String?) -> Bool {
+        switch kind {
+        case .unauthenticated:
+            connection.close()
+            fallthrough
+        case .transient:
+            firstError = firstError ?? message
+            return true
+        case .permanent, .duplicate:
+            return false
+        }
     }
 
     private func logRejected(_ key: [UInt8], command: String, _ message: String) {
