@@ -66,7 +66,8 @@ public final class TailService: Service, Sendable {
         }
     }
 
-    var isStopping: Bool { stopping.load(ordering: .relaxed) || Task.isShuttingDownGracefully }
+    /// Set at graceful shutdown or cancellation (the tail threads are not tasks: they read this).
+    var isStopping: Bool { stopping.load(ordering: .relaxed) }
 
     func follow(index: Int, instance: InputInstance, options: TailOptions, spool: Spool) {
         let route = instanceRoute[index]

@@ -63,7 +63,7 @@ public final class Spool: @unchecked Sendable {
     public let path: String
     public let options: SpoolOptions
     let db: SQLiteDatabase
-    private var insertBatch, insertBatchKey, oldest, oldestForDrop, deleteBatch, deleteBatchKeys, keysOfBatch, addDropped, putState: Statement
+    private var insertBatch, insertBatchKey, oldest, oldestForDrop, deleteBatch, deleteBatchKeys, keysOfBatch, addDropped, putState, putOffset: Statement
     /// Cached totals (kept in step with every change).
     private var _totals: BacklogTotals
     public var totals: BacklogTotals { (try? locked { _totals }) ?? _totals }
@@ -103,6 +103,7 @@ public final class Spool: @unchecked Sendable {
         keysOfBatch = try db.prepare(Schema.keysOfBatch)
         addDropped = try db.prepare(Schema.addDropped)
         putState = try db.prepare(Schema.putState)
+        putOffset = try db.prepare(Schema.putOffset)
         _totals = try Self.readTotals(db)
     }
 
@@ -418,8 +419,7 @@ public final class Spool: @unchecked Sendable {
     // MARK: tailed files' offsets
 
     private func saveOffsetsLocked(_ checkpoints: [FileCheckpoint], now: Int64) throws(SQLiteError) {
-        guard !checkpoints.isEmpty else { return }
-        let put = try db.prepare(Schema.putOffset)
+        let put = putOffset
         for c in checkpoints {
             put.reset()
             put.bind(1, Int64(bitPattern: c.identity.device))

@@ -46,15 +46,27 @@ struct GlobWalker {
         return (base, rest.contains { $0.contains("**") } ? nil : rest.count)
     }
 
-    static func walk(_ dir: String, depth: Int?, glob: Glob, into out: inout Set<String>, budget: inout Int, level: Int = 0) {
-        guard level < maxDepth, budget > 0, let d = opendir(dir) else { return }
+    /// The names in `dir` (without `.` and `..`), at most `limit` entries looked at.
+    static func entries(_ dir: String, limit: Int = maxEntries) -> [String] {
+        guard limit > 0, let d = opendir(dir) else { return [] }
         defer { closedir(d) }
+        var names: [String] = []
+        var budget = limit
         while budget > 0, let entry = readdir(d) {
             budget -= 1
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
             }
-            if name == "." || name == ".." { continue }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    static func walk(_ dir: String, depth: Int?, glob: Glob, into out: inout Set<String>, budget: inout Int, level: Int = 0) {
+        guard level < maxDepth, budget > 0 else { return }
+        let names = entries(dir, limit: budget)
+        budget -= names.count
+        for name in names {
             let path = dir == "/" ? "/" + name : (dir == "." ? name : dir + "/" + name)
             var st = stat()
             guard lstat(path, &st) == 0 else { continue }

@@ -188,11 +188,15 @@ public final class Tailer {
             }
             if released.contains(identity) || copies.contains(identity) { continue }
             let size = Int64(st.st_size)
-            let (fp, fpLen) = fingerprint(path: path, size: size)
+            // One open: the file's fingerprint, and whether it is the file its committed offset
+            // belongs to (same first bytes).
+            let (fp, fpLen, resumes) = withFile(path) { fd in
+                let (fp, fpLen) = fingerprint(fd: fd, size: size)
+                return (fp, fpLen, known[identity].map { fingerprint(fd: fd, length: $0.fingerprintLength) == $0.fingerprint } ?? false)
+            } ?? (UInt64(0), 0, false)
             var offset: Int64 = 0
-            if let c = known[identity], fingerprint(path: path, length: c.fingerprintLength) == c.fingerprint {
+            if resumes, let c = known[identity] {
                 offset = c.offset  // resumed (a file now shorter is handled as truncated when read)
-                known[identity] = nil
             } else if fpLen == FileCheckpoint.fingerprintBytes,
                       files.values.contains(where: { !$0.rotatedAway && $0.fingerprintLength == fpLen && $0.fingerprint == fp }) {
                 copies.insert(identity)  // a copy of a followed file: its lines are read there
@@ -352,7 +356,7 @@ public final class Tailer {
             c.currentPath = copy.path
             c.fingerprint = f.fingerprint
             c.fingerprintLength = f.fingerprintLength
-            c.rotatedAway = !GlobWalker.expand(options.files, exclude: options.exclude).contains(copy.path)
+            c.rotatedAway = !options.covers(copy.path)
             c.lastChange = now - options.rotateWait  // a copy does not grow
             copies.remove(copy.identity)
             known[copy.identity] = nil
@@ -389,14 +393,14 @@ public final class Tailer {
         guard f.fingerprintLength > 0 else { return nil }
         let (dir, base) = split(f.currentPath)
         var best: (String, FileIdentity, Int)?
-        forEachEntry(dir) { name in
-            guard name != base, name.hasPrefix(base), !Self.compressed.contains(where: { name.hasSuffix($0) }) else { return }
+        for name in GlobWalker.entries(dir) {
+            guard name != base, name.hasPrefix(base), !Self.compressed.contains(where: { name.hasSuffix($0) }) else { continue }
             let path = dir + "/" + name
-            guard let st = statPath(path), (st.st_mode & S_IFMT) == S_IFREG else { return }
+            guard let st = statPath(path), (st.st_mode & S_IFMT) == S_IFREG else { continue }
             let identity = identityOf(st)
             guard identity != f.identity, !released.contains(identity), files[identity] == nil,
                   Int64(st.st_size) >= f.lineStart,
-                  fingerprint(path: path, length: f.fingerprintLength) == f.fingerprint else { return }
+                  fingerprint(path: path, length: f.fingerprintLength) == f.fingerprint else { continue }
             let mtime = st.st_mtim.tv_sec
             if best == nil || mtime > best!.2 { best = (path, identity, mtime) }
         }
@@ -407,14 +411,12 @@ public final class Tailer {
     /// files next to `path` whose names start with its name.
     func locate(_ identity: FileIdentity, near path: String, fingerprint c: FileCheckpoint) -> String? {
         let (dir, base) = split(path)
-        var found: String?
-        forEachEntry(dir) { name in
-            guard found == nil, name != base, name.hasPrefix(base) else { return }
+        for name in GlobWalker.entries(dir) where name != base && name.hasPrefix(base) {
             let p = dir + "/" + name
-            guard let st = statPath(p), identityOf(st) == identity else { return }
-            if fingerprint(path: p, length: c.fingerprintLength) == c.fingerprint { found = p }
+            guard let st = statPath(p), identityOf(st) == identity else { continue }
+            if fingerprint(path: p, length: c.fingerprintLength) == c.fingerprint { return p }
         }
-        return found
+        return nil
     }
 
     func statIdentity(_ f: TrackedFile) -> FileIdentity? {
@@ -498,11 +500,12 @@ public final class Tailer {
         FileIdentity(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
     }
 
-    func fingerprint(path: String, size: Int64) -> (UInt64, Int) {
+    /// `body` on the file at `path` opened for reading; nil when it cannot be opened.
+    func withFile<T>(_ path: String, _ body: (Int32) -> T) -> T? {
         let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return (0, 0) }
+        guard fd >= 0 else { return nil }
         defer { Glibc.close(fd) }
-        return fingerprint(fd: fd, size: size)
+        return body(fd)
     }
 
     func fingerprint(fd: Int32, size: Int64) -> (UInt64, Int) {
@@ -512,10 +515,7 @@ public final class Tailer {
     }
 
     func fingerprint(path: String, length: Int) -> UInt64? {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return nil }
-        defer { Glibc.close(fd) }
-        return fingerprint(fd: fd, length: length)
+        withFile(path) { fingerprint(fd: $0, length: length) } ?? nil
     }
 
     /// FNV-1a of the first `length` bytes, nil when the file is shorter.
@@ -533,16 +533,4 @@ public final class Tailer {
         return (dir.isEmpty ? "/" : dir, String(path[path.index(after: slash)...]))
     }
 
-    func forEachEntry(_ dir: String, _ body: (String) -> Void) {
-        guard let d = opendir(dir) else { return }
-        defer { closedir(d) }
-        var budget = GlobWalker.maxEntries
-        while budget > 0, let entry = readdir(d) {
-            budget -= 1
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if name != "." && name != ".." { body(name) }
-        }
-    }
 }
