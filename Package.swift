@@ -47,7 +47,7 @@ let package = Package(
         // The only code that touches SQLite: the spill buffer (schema and all SQL in one file).
         .target(
             name: "Spool",
-            dependencies: ["CSQLite", "RedisSink", "SpillwayCore"],
+            dependencies: ["CSQLite", "RedisSink", "SpillwayCore", .product(name: "DequeModule", package: "swift-collections")],
             swiftSettings: strict
         ),
         // Runtime: the collection scheduler, as swift-service-lifecycle services.

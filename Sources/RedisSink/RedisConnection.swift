@@ -116,7 +116,10 @@ public final class RedisConnection {
     }
 
     /// The same, for `count` commands handed out by index (no array of them is built).
-    public func pipeline(count: Int, detail: ReplyDetail, command commandAt: (Int) -> RedisCommand) -> (replies: [RedisReply], error: RedisError?) {
+    /// `whileRedisWorks` runs once every command is written, before the replies are read: work that
+    /// can overlap with Redis's.
+    public func pipeline(count: Int, detail: ReplyDetail, whileRedisWorks: (() -> Void)? = nil,
+                         command commandAt: (Int) -> RedisCommand) -> (replies: [RedisReply], error: RedisError?) {
         do {
             try connect()
         } catch {
@@ -147,6 +150,13 @@ public final class RedisConnection {
                 var done: Int32 = 0
                 if redisBufferWrite(c, &done) != REDIS_OK { return ([], failure(c, "writing")) }
             }
+        }
+        if let whileRedisWorks {
+            var done: Int32 = 0
+            repeat {
+                if redisBufferWrite(c, &done) != REDIS_OK { return ([], failure(c, "writing")) }
+            } while done == 0
+            whileRedisWorks()
         }
         var replies: [RedisReply] = []
         replies.reserveCapacity(count)

@@ -125,7 +125,8 @@ public final class RedisWriter {
 
     /// One attempt: sends every unsettled command of the batch in one pipeline. Returns what it
     /// settled, and the error that left commands pending, if any.
-    public func attempt(_ p: inout PendingBatch) -> (counters: WriteCounters, error: String?) {
+    /// `whileRedisWorks` runs while Redis works on the commands (see `RedisConnection.pipeline`).
+    public func attempt(_ p: inout PendingBatch, whileRedisWorks: (() -> Void)? = nil) -> (counters: WriteCounters, error: String?) {
         var counters = WriteCounters()
         if !p.encodingCounted {
             p.encodingCounted = true
@@ -135,7 +136,7 @@ public final class RedisWriter {
         let indices = p.done.indices.filter { !p.done[$0] }
         if indices.isEmpty { return (counters, nil) }
         let batch = p.batch
-        let (replies, connectionError) = connection.pipeline(count: indices.count, detail: .errorsOnly) { batch.commands[indices[$0]].command }
+        let (replies, connectionError) = connection.pipeline(count: indices.count, detail: .errorsOnly, whileRedisWorks: whileRedisWorks) { batch.commands[indices[$0]].command }
         var firstError: String? = connectionError.map { "\($0)" }
         for (n, reply) in replies.enumerated() {
             let i = indices[n]

@@ -11,6 +11,14 @@ extension EncodedBatch {
 
     public func serialized() -> [UInt8] {
         var out: [UInt8] = []
+        serialize(into: &out)
+        return out
+    }
+
+    /// The same, into `out` (emptied first; its storage is reused, so a caller that keeps it
+    /// allocates nothing per batch).
+    public func serialize(into out: inout [UInt8]) {
+        out.removeAll(keepingCapacity: true)
         out.reserveCapacity(64 + commands.reduce(0) { $0 + $1.command.bytes.count + 4 * $1.command.argc + $1.key.count + 16 })
         out.append(2)
         put(UInt32(recordCount), &out)
@@ -35,7 +43,6 @@ extension EncodedBatch {
             for n in c.command.lengths { put(UInt32(n), &out) }
             out.append(contentsOf: c.command.bytes)
         }
-        return out
     }
 
     public init(serialized b: [UInt8]) throws(FormatError) {

@@ -83,7 +83,10 @@ struct Router {
         var pending = PendingBatch(item.batch)
         do {
             if send(&pending, replay: false) == nil {
-                try spool.acknowledge(id: id, records: Int64(item.batch.recordCount))
+                // Its row is deleted while Redis works on the next batch (or with the encode
+                // stage's next append, or at once when no batch waits): the next batch goes out
+                // without waiting for SQLite.
+                spool.acknowledgeLater(id: id)
             } else {
                 let rest = pending.remainder()
                 try spool.replace(id: id, with: rest)
@@ -92,6 +95,16 @@ struct Router {
             }
         } catch {
             logger.error("cannot update the spill buffer (the batch stays there and is sent again; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
+        }
+    }
+
+    var acknowledgementsPending: Bool { spool?.hasAcknowledgements ?? false }
+
+    func flushAcknowledgements() {
+        do {
+            try spool?.flushAcknowledgements()
+        } catch {
+            logger.error("cannot delete delivered batches from the spill buffer (they are sent again at the next start; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
         }
     }
 
@@ -111,7 +124,9 @@ struct Router {
 
     /// One attempt; feeds the breaker. Returns the error that left the batch unsettled, if any.
     mutating func send(_ pending: inout PendingBatch, replay: Bool) -> String? {
-        let (counters, error) = writer.attempt(&pending)
+        // Delivered batches' rows are deleted while Redis works on this one.
+        let flush: (() -> Void)? = acknowledgementsPending ? { [self] in flushAcknowledgements() } : nil
+        let (counters, error) = writer.attempt(&pending, whileRedisWorks: flush)
         let now = monotonicNanoseconds()
         service.stats.update {
             if replay {

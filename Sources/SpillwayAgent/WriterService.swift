@@ -242,15 +242,19 @@ public final class WriterService: Service, Sendable {
         while true {
             // Wait for the next batch at most until the next replay step is due.
             let pending = router.replayPending
-            let wait: Int64 = pending ? (router.replayDue() ? 0 : 20_000_000) : 1_000_000_000
+            var wait: Int64 = pending ? (router.replayDue() ? 0 : 20_000_000) : 1_000_000_000
+            // Delivered batches' rows are deleted while Redis works on the next batch, or in the
+            // encode stage's next append; when no batch comes within 2 ms, here.
+            if router.acknowledgementsPending { wait = min(wait, 2_000_000) }
             switch handoff.take(timeout: wait) {
             case .value(let item): router.handle(item)
             case .finished:
+                router.flushAcknowledgements()
                 router.saveState(force: true)
                 writer.connection.close()
                 report(level: .info)
                 return
-            case .timedOut: break
+            case .timedOut: router.flushAcknowledgements()
             }
             if pending, !handoff.hasValue { router.replayStep() }
             router.saveState(force: false)

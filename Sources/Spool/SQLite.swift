@@ -101,6 +101,21 @@ final class Statement {
         while try step() {}
     }
 
+    /// Binds `blob` at `i` without copying it (SQLite reads it in place), runs the statement, and
+    /// unbinds it before returning, so SQLite never holds the pointer past the array's lifetime.
+    func run(binding blob: [UInt8], at i: Int32) throws(SQLiteError) {
+        let failure: SQLiteError? = blob.withUnsafeBytes { bytes in
+            sqlite3_bind_blob(stmt, i, bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(bytes.count), nil)
+            var rc: Int32
+            repeat { rc = sqlite3_step(stmt) } while rc == SQLITE_ROW
+            let failure = rc == SQLITE_DONE ? nil : db.error(rc)
+            sqlite3_reset(stmt)
+            sqlite3_bind_null(stmt, i)
+            return failure
+        }
+        if let failure { throw failure }
+    }
+
     func int64(_ col: Int32) -> Int64 { sqlite3_column_int64(stmt, col) }
     var columnCount: Int32 { sqlite3_column_count(stmt) }
     func isNull(_ col: Int32) -> Bool { sqlite3_column_type(stmt, col) == SQLITE_NULL }

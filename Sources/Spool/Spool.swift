@@ -1,7 +1,9 @@
 import CSQLite
+import DequeModule
 import Foundation
 import RedisSink
 import SpillwayCore
+import Synchronization
 
 /// What to do when the buffer is full.
 public enum WhenFull: String, Sendable {
@@ -40,6 +42,29 @@ public struct AppendOutcome: Sendable, Equatable {
     public var noRoom = false
 }
 
+/// The buffer's row ids, ascending, and those acknowledged but not deleted yet (the oldest rows).
+struct RowIndex {
+    var ids: Deque<Int64> = []
+    var acknowledged: [Int64] = []
+
+    /// The oldest row not acknowledged.
+    var oldest: Int64? {
+        for id in ids where !acknowledged.contains(id) { return id }
+        return nil
+    }
+
+    /// The newest row not acknowledged.
+    var newest: Int64? { ids.last { !acknowledged.contains($0) } }
+
+    mutating func remove(_ id: Int64) {
+        if ids.first == id {
+            ids.removeFirst()
+        } else if let i = ids.firstIndex(of: id) {
+            ids.remove(at: i)
+        }
+    }
+}
+
 /// The backlog as the database holds it.
 public struct BacklogTotals: Sendable, Equatable {
     public var batches: Int64
@@ -64,13 +89,20 @@ public final class Spool: @unchecked Sendable {
     public let options: SpoolOptions
     let db: SQLiteDatabase
     private var insertBatch, insertBatchKey, oldest, oldestForDrop, deleteBatch, deleteBatchKeys, keysOfBatch, addDropped, putState, putOffset: Statement
+    /// The rows' ids, ascending, and the acknowledged ones whose deletion is deferred; under a lock
+    /// of their own, so the send stage reads them while the encode stage appends.
+    private let rows = Mutex(RowIndex())
+    /// The last appended batch's serialized form; its storage is reused by the next append.
+    private var scratch: [UInt8] = []
     /// Cached totals (kept in step with every change).
     private var _totals: BacklogTotals
     public var totals: BacklogTotals { (try? locked { _totals }) ?? _totals }
     /// Set when the file found at start could not be used and was moved aside (its new name).
     public private(set) var movedAside: String?
 
-    public var isEmpty: Bool { totals.batches == 0 }
+    /// Whether no batch waits (acknowledged ones not deleted yet do not count). Never waits for an
+    /// append in progress.
+    public var isEmpty: Bool { rows.withLock { $0.oldest == nil } }
     /// The id the last successful append gave its batch.
     public private(set) var lastAppendedID: Int64 = 0
 
@@ -105,6 +137,15 @@ public final class Spool: @unchecked Sendable {
         putState = try db.prepare(Schema.putState)
         putOffset = try db.prepare(Schema.putOffset)
         _totals = try Self.readTotals(db)
+        let ids = try Self.readIDs(db)
+        rows.withLock { $0.ids = ids }
+    }
+
+    static func readIDs(_ db: SQLiteDatabase) throws(SQLiteError) -> Deque<Int64> {
+        let s = try db.prepare("SELECT id FROM batches ORDER BY id")
+        var ids: Deque<Int64> = []
+        while try s.step() { ids.append(s.int64(0)) }
+        return ids
     }
 
     /// Runs `body` in one IMMEDIATE transaction; on any error rolls back, re-reads the totals (the
@@ -118,6 +159,7 @@ public final class Spool: @unchecked Sendable {
         } catch {
             try? db.exec("ROLLBACK")
             _totals = (try? Self.readTotals(db)) ?? _totals
+            if let ids = try? Self.readIDs(db) { rows.withLock { $0.ids = ids } }
             throw error
         }
     }
@@ -191,7 +233,8 @@ public final class Spool: @unchecked Sendable {
     }
 
     private func appendLocked(_ batch: EncodedBatch, now: Int64) throws(SQLiteError) -> AppendOutcome {
-        let payload = batch.serialized()
+        batch.serialize(into: &scratch)
+        let payload = scratch
         let bytes = Int64(payload.count)
         let counts = Self.keyCounts(batch)
         // A batch with tailed lines is never dropped: room is made by dropping batches without lines,
@@ -204,6 +247,7 @@ public final class Spool: @unchecked Sendable {
         }
         do {
             return try transaction { () throws(SQLiteError) -> AppendOutcome in
+                try applyAcknowledgementsLocked()
                 if let maxAge = options.maxAge { dropped += try dropOlderThan(now - maxAge) }
                 if _totals.bytes + bytes > options.maxBytes {
                     if !pinned, options.whenFull == .dropNewest || bytes > options.maxBytes {
@@ -228,6 +272,8 @@ public final class Spool: @unchecked Sendable {
             }
         } catch {
             guard error.isFull else { throw error }
+            // Deleting frees pages even on a full disk: delivered batches first.
+            try? transaction { () throws(SQLiteError) in try applyAcknowledgementsLocked() }
             // Full disk: drop per policy. drop_oldest (and any batch with lines) frees the oldest
             // batches without lines, one at a time (each drop committed), until the new one fits or
             // nothing is left to drop.
@@ -253,11 +299,11 @@ public final class Spool: @unchecked Sendable {
         insertBatch.bind(1, now)
         insertBatch.bind(2, records)
         insertBatch.bind(3, bytes)
-        insertBatch.bind(2 + 2, blob: payload)
         insertBatch.bind(5, lines)
-        try insertBatch.run()
+        try insertBatch.run(binding: payload, at: 4)
         let id = db.lastInsertRowID
         lastAppendedID = id
+        rows.withLock { $0.ids.append(id) }
         for (key, n) in counts {
             insertBatchKey.reset()
             insertBatchKey.bind(1, id)
@@ -280,6 +326,11 @@ public final class Spool: @unchecked Sendable {
         guard try oldestForDrop.step() else { return -1 }
         let id = oldestForDrop.int64(0), records = oldestForDrop.int64(1), bytes = oldestForDrop.int64(2)
         oldestForDrop.reset()
+        if rows.withLock({ $0.acknowledged.contains(id) }) {
+            // Delivered, its deletion deferred: freed, not dropped.
+            try removeBatch(id, records: records, lines: 0, bytes: bytes, countAsDropped: false)
+            return 0
+        }
         try removeBatch(id, records: records, lines: 0, bytes: bytes, countAsDropped: true)
         return records
     }
@@ -312,6 +363,7 @@ public final class Spool: @unchecked Sendable {
         deleteBatch.reset()
         deleteBatch.bind(1, id)
         try deleteBatch.run()
+        rows.withLock { $0.remove(id) }
         _totals.batches -= 1
         _totals.records -= records
         _totals.lines -= lines
@@ -339,6 +391,7 @@ public final class Spool: @unchecked Sendable {
     }
 
     private func oldestLocked(limit: Int, upTo: Int64) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
+        if hasAcknowledgements { try transaction { () throws(SQLiteError) in try applyAcknowledgementsLocked() } }
         oldest.reset()
         oldest.bind(1, Int64(limit))
         oldest.bind(2, upTo)
@@ -359,18 +412,12 @@ public final class Spool: @unchecked Sendable {
 
     /// The id of the newest batch, or nil when the buffer is empty.
     public func newestID() throws(SQLiteError) -> Int64? {
-        try locked { () throws(SQLiteError) -> Int64? in
-            let s = try db.prepare("SELECT MAX(id) FROM batches")
-            return try s.step() && !s.isNull(0) ? s.int64(0) : nil
-        }
+        rows.withLock { $0.newest }
     }
 
     /// The id of the oldest batch, or nil when the buffer is empty.
     public func oldestID() throws(SQLiteError) -> Int64? {
-        try locked { () throws(SQLiteError) -> Int64? in
-            let s = try db.prepare("SELECT id FROM batches ORDER BY id LIMIT 1")
-            return try s.step() ? s.int64(0) : nil
-        }
+        rows.withLock { $0.oldest }
     }
 
     /// Replaces a batch with what is left of it (after a partial write), in one transaction.
@@ -385,6 +432,7 @@ public final class Spool: @unchecked Sendable {
         let oldRecords = s.int64(0), oldBytes = s.int64(1)
         let payload = batch.serialized()
         try transaction { () throws(SQLiteError) in
+            try applyAcknowledgementsLocked()
             let u = try db.prepare("UPDATE batches SET payload = ?2, records = ?3, bytes = ?4 WHERE id = ?1")
             u.bind(1, id)
             u.bind(2, blob: payload)
@@ -411,9 +459,46 @@ public final class Spool: @unchecked Sendable {
         s.bind(1, id)
         guard try s.step() else { return }
         let bytes = s.int64(0), stored = s.int64(1), lines = s.int64(2)
+        s.reset()
         try transaction { () throws(SQLiteError) in
+            try applyAcknowledgementsLocked()
             try removeBatch(id, records: stored, lines: lines, bytes: bytes, countAsDropped: false)
         }
+    }
+
+    /// Marks a batch Redis acknowledged; its row is deleted in the next transaction that touches
+    /// the buffer (the next append, mostly), or by `flushAcknowledgements`. From now on it no longer
+    /// counts as waiting (`oldestID`, `isEmpty`). Cheap: it never waits for an append in progress.
+    /// A `kill -9` before the deletion replays the batch (explicit stream IDs make that harmless).
+    public func acknowledgeLater(id: Int64) {
+        rows.withLock { $0.acknowledged.append(id) }
+    }
+
+    public var hasAcknowledgements: Bool { rows.withLock { !$0.acknowledged.isEmpty } }
+
+    /// Deletes the batches acknowledged with `acknowledgeLater`, in one transaction.
+    public func flushAcknowledgements() throws(SQLiteError) {
+        guard hasAcknowledgements else { return }
+        try locked { () throws(SQLiteError) in
+            try transaction { () throws(SQLiteError) in try applyAcknowledgementsLocked() }
+        }
+    }
+
+    /// Inside a transaction: deletes the rows acknowledged so far. They stay marked until the
+    /// deletion is committed or rolled back (a rolled back one is tried again later).
+    private func applyAcknowledgementsLocked() throws(SQLiteError) {
+        let ids = rows.withLock { $0.acknowledged }
+        guard !ids.isEmpty else { return }
+        let select = try db.prepare("SELECT bytes, records, lines FROM batches WHERE id = ?1")
+        for id in ids {
+            select.reset()
+            select.bind(1, id)
+            guard try select.step() else { continue }
+            let bytes = select.int64(0), stored = select.int64(1), lines = select.int64(2)
+            select.reset()
+            try removeBatch(id, records: stored, lines: lines, bytes: bytes, countAsDropped: false)
+        }
+        rows.withLock { $0.acknowledged.removeFirst(ids.count) }
     }
 
     // MARK: tailed files' offsets
@@ -518,6 +603,7 @@ public final class Spool: @unchecked Sendable {
 
     private func saveStateLocked(_ values: [String: String]) throws(SQLiteError) {
         try transaction { () throws(SQLiteError) in
+            try applyAcknowledgementsLocked()
             for (k, v) in values {
                 putState.reset()
                 putState.bind(1, k)

@@ -17,12 +17,11 @@ func benchLogLine(_ i: Int) -> String {
 /// Follows `files` files holding `lines` lines in all (written before the agent starts, read from
 /// their beginning) through the agent's own path: tail → queue → encode → write-ahead buffer → send.
 /// Returns lines/s until Redis acknowledged the last one, CPU per line, and RSS samples.
-func tailThroughAgent(server: RedisServer, lines: Int, files: Int) throws -> (rate: Double, cpuPerLine: Double, rss: [Double]) {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-tail-bench-\(getpid())-\(files)")
-    try? FileManager.default.removeItem(at: dir)
-    let logs = dir.appendingPathComponent("logs")
+/// Writes `lines` lines spread over `files` files into a new directory (read by every round).
+func writeBenchLogs(lines: Int, files: Int) throws -> URL {
+    let logs = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-tail-bench-logs-\(getpid())-\(files)")
+    try? FileManager.default.removeItem(at: logs)
     try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
-    defer { try? FileManager.default.removeItem(at: dir) }
     let perFile = lines / files
     for f in 0..<files {
         var text = ""
@@ -30,6 +29,14 @@ func tailThroughAgent(server: RedisServer, lines: Int, files: Int) throws -> (ra
         for i in 0..<perFile { text += benchLogLine(f * perFile + i) + "\n" }
         try text.write(to: logs.appendingPathComponent("app-\(f).log"), atomically: false, encoding: .utf8)
     }
+    return logs
+}
+
+func tailThroughAgent(server: RedisServer, logs: URL, lines: Int) throws -> (rate: Double, cpuPerLine: Double, rss: [Double]) {
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-tail-bench-\(getpid())")
+    try? FileManager.default.removeItem(at: dir)
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: dir) }
     let configPath = dir.appendingPathComponent("agent.toml").path
     try """
         [agent]
@@ -41,8 +48,8 @@ func tailThroughAgent(server: RedisServer, lines: Int, files: Int) throws -> (ra
         files = ["\(logs.path)/*.log"]
         from_beginning = true
         """.write(toFile: configPath, atomically: true, encoding: .utf8)
-    try FileManager.default.createDirectory(at: logs.appendingPathComponent("none"), withIntermediateDirectories: true)
-    let config = try ConfigLoader(registry: InputRegistry.all).load(configPath: configPath, configDir: logs.appendingPathComponent("none").path)
+    try FileManager.default.createDirectory(at: dir.appendingPathComponent("none"), withIntermediateDirectories: true)
+    let config = try ConfigLoader(registry: InputRegistry.all).load(configPath: configPath, configDir: dir.appendingPathComponent("none").path)
     let logger = Logger(label: "bench")
     let dataDir = dir.appendingPathComponent("data").path
     try prepareDataDirectory(dataDir)
@@ -86,27 +93,52 @@ func tailThroughAgent(server: RedisServer, lines: Int, files: Int) throws -> (ra
     return (Double(lines) / seconds, cpu / Double(lines), rss)
 }
 
-func tailBenchmarks(lines: Int) throws {
+/// The median of `values` (the lower middle for an even count).
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.isEmpty ? 0 : sorted[(sorted.count - 1) / 2]
+}
+
+/// `rounds` rounds; in each, the agent's run and the references are measured back to back, so a
+/// change in the machine's speed between rounds (this is a shared VM) moves both. Each round's
+/// ratio is our rate over the reference measured right after it; the summary gives the medians.
+func tailBenchmarks(lines: Int, rounds: Int) throws {
     let server = try RedisServer()
     defer { server.stop(); server.removeFiles() }
-    let one = try tailThroughAgent(server: server, lines: lines, files: 1)
-    let len1 = try server.cli(["XLEN", "metrics:bench-host:log"])
-    try server.cli(["FLUSHALL"])
-    let hundred = try tailThroughAgent(server: server, lines: lines, files: 100)
-    try server.cli(["FLUSHALL"])
+    let oneFile = try writeBenchLogs(lines: lines, files: 1)
+    let hundredFiles = try writeBenchLogs(lines: lines, files: 100)
+    defer {
+        try? FileManager.default.removeItem(at: oneFile)
+        try? FileManager.default.removeItem(at: hundredFiles)
+    }
     // The same XADD as the agent sends for a line: message of 120 bytes, tags host and path, timestamp.
     let xadd = ["XADD", "metrics:bench-host:log", "MAXLEN", "~", "100000", "*", "message", benchLogLine(12345),
                 "tag_host", "bench-host", "tag_path", "/tmp/spillway-tail-bench/logs/app-0.log", "timestamp", "1700000000123"]
-    let ref1 = try redisBenchmark(port: server.port, requests: lines, clients: 1, command: xadd)
-    try server.cli(["FLUSHALL"])
-    let ref50 = try redisBenchmark(port: server.port, requests: lines, clients: 50, command: xadd)
-    print("tail: \(lines) lines of 120 bytes, end to end (file → queue → encode → write-ahead buffer → Redis stream); stream length \(len1) (MAXLEN ~ 100000)")
-    print(String(format: "  1 file      %10.0f lines/s   %.2f µs CPU per line   ratio %.2f to -c 1, %.2f to -c 50   (target >= 0.6)",
-                 one.rate, one.cpuPerLine / 1000, one.rate / ref1, one.rate / ref50))
-    print(String(format: "  100 files   %10.0f lines/s   %.2f µs CPU per line   ratio %.2f to -c 1, %.2f to -c 50",
-                 hundred.rate, hundred.cpuPerLine / 1000, hundred.rate / ref1, hundred.rate / ref50))
-    print(String(format: "  redis-benchmark XADD -P 64 -c 1    %10.0f requests/s", ref1))
-    print(String(format: "  redis-benchmark XADD -P 64 -c 50   %10.0f requests/s", ref50))
-    print("  RSS MiB at each tenth, 1 file: " + one.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
-    print("  RSS MiB at each tenth, 100 files: " + hundred.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
+    print("tail: \(lines) lines of 120 bytes, end to end (file → queue → encode → write-ahead buffer → Redis stream), MAXLEN ~ 100000;")
+    print("  \(rounds) rounds, each: 1 file, redis-benchmark XADD -P 64 -c 50 and -c 1, 100 files (ratios to the same round's references)")
+    var r1: [Double] = [], r100: [Double] = [], r1c1: [Double] = [], r100c1: [Double] = [], cpu1: [Double] = [], cpu100: [Double] = []
+    var rssAll: [Double] = []
+    for round in 1...rounds {
+        let one = try tailThroughAgent(server: server, logs: oneFile, lines: lines)
+        try server.cli(["FLUSHALL"])
+        let ref50 = try redisBenchmark(port: server.port, requests: lines, clients: 50, command: xadd)
+        try server.cli(["FLUSHALL"])
+        let ref1 = try redisBenchmark(port: server.port, requests: lines, clients: 1, command: xadd)
+        try server.cli(["FLUSHALL"])
+        let hundred = try tailThroughAgent(server: server, logs: hundredFiles, lines: lines)
+        try server.cli(["FLUSHALL"])
+        r1.append(one.rate / ref50); r100.append(hundred.rate / ref50)
+        r1c1.append(one.rate / ref1); r100c1.append(hundred.rate / ref1)
+        cpu1.append(one.cpuPerLine / 1000); cpu100.append(hundred.cpuPerLine / 1000)
+        rssAll += one.rss + hundred.rss
+        print(String(format: "  round %d: 1 file %7.0f lines/s (%.2f µs CPU/line), 100 files %7.0f (%.2f µs); -c 50 %7.0f, -c 1 %7.0f; ratios to -c 50: %.2f, %.2f; to -c 1: %.2f, %.2f",
+                     round, one.rate, one.cpuPerLine / 1000, hundred.rate, hundred.cpuPerLine / 1000, ref50, ref1,
+                     one.rate / ref50, hundred.rate / ref50, one.rate / ref1, hundred.rate / ref1))
+        print("    RSS MiB at each tenth, 1 file: " + one.rss.map { String(format: "%.1f", $0) }.joined(separator: " ")
+              + "; 100 files: " + hundred.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
+    }
+    print(String(format: "  median ratio to redis-benchmark -c 50: 1 file %.2f, 100 files %.2f   (target >= 0.6)", median(r1), median(r100)))
+    print(String(format: "  median ratio to redis-benchmark -c 1:  1 file %.2f, 100 files %.2f", median(r1c1), median(r100c1)))
+    print(String(format: "  median CPU per line: 1 file %.2f µs, 100 files %.2f µs; RSS %.1f to %.1f MiB", median(cpu1), median(cpu100),
+                 rssAll.min() ?? 0, rssAll.max() ?? 0))
 }
