@@ -60,6 +60,37 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         #expect(try again.oldestBatches(limit: 1).batches[0].batch.commands[0].command.strings[5] == "11-0")
     }
 
+    @Test func acknowledgedLaterNoLongerWaitsAndIsDeletedWithTheNextAppend() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let one = Int64(batch(10, firstMs: 1).serialized().count)
+        var options = SpoolOptions()
+        options.maxBytes = one * 2 + one / 2   // room for two batches
+        let spool = try Spool(directory: dir, options: options)
+        let ids = try (0..<2).map { try #require(spool.append(batch(10, firstMs: $0 * 10 + 1), now: Int64($0)).id) }
+        #expect(try spool.oldestID() == ids[0])
+        #expect(try spool.newestID() == ids[1])
+        spool.acknowledgeLater(id: ids[0])
+        // Delivered: it no longer waits, but its row is still there.
+        #expect(try spool.oldestID() == ids[1])
+        #expect(spool.hasAcknowledgements && spool.totals.batches == 2)
+        spool.acknowledgeLater(id: ids[1])
+        #expect(spool.isEmpty)
+        #expect(try spool.oldestID() == nil)
+        #expect(try spool.newestID() == nil)
+        // The next append deletes both in its transaction: they make room, and are not dropped.
+        let third = try spool.append(batch(10, firstMs: 21), now: 2)
+        #expect(third.stored && third.droppedRecords == 0)
+        #expect(!spool.hasAcknowledgements)
+        #expect(spool.totals.batches == 1 && spool.totals.records == 10)
+        #expect(try spool.droppedPerKey().isEmpty)
+        // Flushed on its own, too; a reopened buffer agrees.
+        spool.acknowledgeLater(id: try #require(third.id))
+        try spool.flushAcknowledgements()
+        #expect(spool.totals.batches == 0 && spool.isEmpty)
+        #expect(try Spool(directory: dir).totals.batches == 0)
+    }
+
     @Test func filesAre0600() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
