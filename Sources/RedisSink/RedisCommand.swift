@@ -66,17 +66,21 @@ public struct RedisCommand: Sendable, Hashable {
     }
 
     private mutating func appendDigits(magnitude: UInt64) {
-        var u = magnitude
-        if u == 0 {
-            bytes.append(UInt8(ascii: "0"))
+        if magnitude < 10 {
+            bytes.append(UInt8(ascii: "0") + UInt8(magnitude))
             return
         }
-        let start = bytes.count
-        while u > 0 {
-            bytes.append(UInt8(ascii: "0") + UInt8(u % 10))
-            u /= 10
+        // Written backwards into 20 bytes on the stack (UInt64.max has 20 digits), appended once.
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var u = magnitude
+            var i = 20
+            while u > 0 {
+                i -= 1
+                digits[i] = UInt8(ascii: "0") + UInt8(u % 10)
+                u /= 10
+            }
+            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[i...]))
         }
-        bytes[start...].reverse()
     }
 
     /// Starts an argument that the caller writes with `bytes` directly, ended by `endArgument(start:)`.

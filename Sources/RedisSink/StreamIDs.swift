@@ -1,3 +1,4 @@
+import SpillwayCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -51,7 +52,7 @@ public struct StreamIDMinter: Sendable {
     public init(path: String?, fsync: Bool = true) throws(PersistenceError) {
         self.path = path
         self.fsyncSaves = fsync
-        if let path { high = try Self.load(path) }
+        if let path { (high, generation) = try Self.load(path) }
     }
 
     let fsyncSaves: Bool
@@ -87,53 +88,104 @@ public struct StreamIDMinter: Sendable {
         public var description: String
     }
 
-    /// Writes the marks if they changed: to a temp file, fsync (unless `fsync` is off), rename
-    /// (atomic), mode 0600.
+    /// The generation of the last copy written (or found at start).
+    private var generation: UInt64 = 0
+
+    /// Writes the marks if they changed. Two copies take turns, `stream-ids` (odd generations) and
+    /// `stream-ids.alt` (even),
+    /// each rewritten in place (no temp file, no rename: a rename makes ext4 flush the file at once,
+    /// which cost more than the rest of a batch's encoding) under a header with a generation number,
+    /// the body's length and its FNV-1a: a copy cut short by a crash fails the check and the other,
+    /// one generation older but complete, is used. Fsynced when `fsync` is on. Mode 0600.
     public mutating func save() throws(PersistenceError) {
         guard dirty, let path else { return }
-        var text: [UInt8] = []
-        text.reserveCapacity(high.count * 64)
+        var body: [UInt8] = []
+        body.reserveCapacity(high.count * 64)
         for (key, id) in high {
             for b in key.bytes {
-                text.append(Self.hex[Int(b >> 4)])
-                text.append(Self.hex[Int(b & 0xF)])
+                body.append(Self.hex[Int(b >> 4)])
+                body.append(Self.hex[Int(b & 0xF)])
             }
-            text.append(UInt8(ascii: " "))
-            text.append(contentsOf: id.description.utf8)
-            text.append(UInt8(ascii: "\n"))
+            body.append(UInt8(ascii: " "))
+            body.append(contentsOf: id.description.utf8)
+            body.append(UInt8(ascii: "\n"))
         }
-        let tmp = path + ".tmp"
-        let fd = tmp.withCString { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
-        guard fd >= 0 else { throw PersistenceError(description: "\(tmp): \(String(cString: strerror(errno)))") }
+        let next = generation + 1
+        var text = Self.magic
+        text.append(contentsOf: "\(next) \(body.count) \(String(FileCheckpoint.fingerprint(of: body), radix: 16))\n".utf8)
+        text.append(contentsOf: body)
+        let target = next % 2 == 1 ? path : path + ".alt"
+        let fd = target.withCString { open($0, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600) }
+        guard fd >= 0 else { throw PersistenceError(description: "\(target): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
         var written = 0
         while written < text.count {
-            let n = text.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
+            let n = text.withUnsafeBytes { pwrite(fd, $0.baseAddress! + written, $0.count - written, off_t(written)) }
             if n < 0 {
                 if errno == EINTR { continue }
-                let message = String(cString: strerror(errno))
-                close(fd)
-                throw PersistenceError(description: "\(tmp): \(message)")
+                throw PersistenceError(description: "\(target): \(String(cString: strerror(errno)))")
             }
             written += n
         }
+        guard ftruncate(fd, off_t(text.count)) == 0 else {
+            throw PersistenceError(description: "\(target): truncate: \(String(cString: strerror(errno)))")
+        }
         guard !fsyncSaves || fsync(fd) == 0 else {
-            let message = String(cString: strerror(errno))
-            close(fd)
-            throw PersistenceError(description: "\(tmp): fsync: \(message)")
+            throw PersistenceError(description: "\(target): fsync: \(String(cString: strerror(errno)))")
         }
-        close(fd)
-        guard tmp.withCString({ t in path.withCString { rename(t, $0) } }) == 0 else {
-            throw PersistenceError(description: "\(path): rename: \(String(cString: strerror(errno)))")
-        }
+        generation = next
         dirty = false
     }
 
     private static let hex = Array("0123456789abcdef".utf8)
+    private static let magic = Array("spillway-stream-ids 2 ".utf8)
 
-    static func load(_ path: String) throws(PersistenceError) -> [KeyBytes: StreamID] {
+    /// Reads both copies and keeps the newest complete one. A `stream-ids` without the header is the
+    /// earlier single-file format (written by rename, so complete). Throws when a file exists but no
+    /// copy can be used.
+    static func load(_ path: String) throws(PersistenceError) -> (marks: [KeyBytes: StreamID], generation: UInt64) {
+        var best: (marks: [KeyBytes: StreamID], generation: UInt64)?
+        var damaged: PersistenceError?
+        for file in [path, path + ".alt"] {
+            guard let data = try readFile(file) else { continue }
+            do throws(PersistenceError) {
+                let marks: [KeyBytes: StreamID], generation: UInt64
+                if data.starts(with: magic) {
+                    guard let copy = validCopy(data) else {
+                        throw PersistenceError(description: "\(file): the stream ID marks are damaged (length or checksum)")
+                    }
+                    (marks, generation) = (try parse(copy.body, file: file), copy.generation)
+                } else {
+                    // The earlier format: one complete file, `stream-ids`. Counted as generation 1,
+                    // so the next save goes to the other copy and this one stays until then.
+                    (marks, generation) = (try parse(data[...], file: file), 1)
+                }
+                if best == nil || generation > best!.generation { best = (marks, generation) }
+            } catch {
+                damaged = damaged ?? error
+            }
+        }
+        if let best { return best }
+        if let damaged { throw damaged }
+        return ([:], 0)
+    }
+
+    /// The generation and body of a copy whose header, length and checksum agree.
+    static func validCopy(_ data: [UInt8]) -> (generation: UInt64, body: ArraySlice<UInt8>)? {
+        guard let newline = data.firstIndex(of: UInt8(ascii: "\n")) else { return nil }
+        let fields = data[magic.count..<newline].split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
+        guard fields.count == 3, let generation = UInt64(fields[0]), let length = Int(fields[1]),
+              let sum = UInt64(fields[2], radix: 16), length <= data.count - newline - 1 else { return nil }
+        let body = data[(newline + 1)..<(newline + 1 + length)]
+        guard FileCheckpoint.fingerprint(of: body) == sum else { return nil }
+        return (generation, body)
+    }
+
+    /// The file's bytes, or nil when it does not exist.
+    static func readFile(_ path: String) throws(PersistenceError) -> [UInt8]? {
         let fd = path.withCString { open($0, O_RDONLY | O_CLOEXEC) }
         if fd < 0 {
-            if errno == ENOENT { return [:] }
+            if errno == ENOENT { return nil }
             throw PersistenceError(description: "\(path): \(String(cString: strerror(errno)))")
         }
         defer { close(fd) }
@@ -148,6 +200,11 @@ public struct StreamIDMinter: Sendable {
             if n == 0 { break }
             data.append(contentsOf: chunk[0..<n])
         }
+        return data
+    }
+
+    /// "hexkey ms-seq" lines.
+    static func parse(_ data: ArraySlice<UInt8>, file path: String) throws(PersistenceError) -> [KeyBytes: StreamID] {
         var out: [KeyBytes: StreamID] = [:]
         var lineNo = 0
         for line in data.split(separator: UInt8(ascii: "\n")) {

@@ -77,6 +77,40 @@ import Testing
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
     }
 
+    @Test func aCopyCutShortFallsBackToTheOtherAndTheOldFormatStillLoads() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/stream-ids"
+        let key = Array("metrics:h:cpu".utf8)
+        // The earlier single-file format.
+        try "\(key.map { String(format: "%02x", $0) }.joined()) 100-3\n".write(toFile: path, atomically: true, encoding: .utf8)
+        var m = try StreamIDMinter(path: path)
+        #expect(m.last(key) == StreamID(ms: 100, seq: 3))
+        _ = m.mint(key: key, ms: 200)
+        try m.save()   // generation 2: stream-ids.alt (the old file counts as generation 1)
+        #expect(try String(contentsOfFile: path + ".alt", encoding: .utf8).hasPrefix("spillway-stream-ids 2 2 "))
+        _ = m.mint(key: key, ms: 300)
+        try m.save()   // generation 3: stream-ids, rewritten in place
+        #expect(try StreamIDMinter(path: path).last(key) == StreamID(ms: 300, seq: 0))
+        #expect(try String(contentsOfFile: path, encoding: .utf8).hasPrefix("spillway-stream-ids 2 3 "))
+        // A crash cut the newest copy short: the older, complete one is used.
+        let full = try Data(contentsOf: URL(fileURLWithPath: path))
+        try full.prefix(full.count - 3).write(to: URL(fileURLWithPath: path))
+        var fallback = try StreamIDMinter(path: path)
+        #expect(fallback.last(key) == StreamID(ms: 200, seq: 0))
+        // The next save overwrites the damaged copy (generation 3 again, in stream-ids).
+        _ = fallback.mint(key: key, ms: 250)
+        try fallback.save()
+        #expect(try StreamIDMinter(path: path).last(key) == StreamID(ms: 250, seq: 0))
+        // Both copies damaged: an error, never marks from nothing.
+        for file in [path, path + ".alt"] {
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+            bytes[bytes.count - 2] ^= 0x01
+            try bytes.write(to: URL(fileURLWithPath: file))
+        }
+        #expect(throws: StreamIDMinter.PersistenceError.self) { try StreamIDMinter(path: path) }
+    }
+
     @Test func corruptMarksFileIsAnError() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -87,6 +121,17 @@ import Testing
 }
 
 @Suite struct Encoding {
+    @Test func numbersAndIDsAreWrittenAsDigits() {
+        var c = RedisCommand()
+        for v: Int64 in [0, 7, 10, 99, -1, -120, 1_700_000_000_123, .max, .min] { c.append(v) }
+        c.append(StreamID(ms: 0, seq: 1))
+        c.append(StreamID(ms: UInt64.max, seq: 42))
+        c.append(FieldValue.uint(UInt64.max))
+        c.append(FieldValue.double(-3.0))
+        #expect(c.strings == ["0", "7", "10", "99", "-1", "-120", "1700000000123", "9223372036854775807", "-9223372036854775808",
+                              "0-1", "18446744073709551615-42", "18446744073709551615", "-3"])
+    }
+
     @Test func streamCommandIsExact() throws {
         var config = RedisOutputConfig()
         config.maxlen = 500
