@@ -91,9 +91,12 @@ public struct BatchEncoder: Sendable {
         self.minter = minter
     }
 
-    public mutating func encode(_ records: [QueuedRecord], now: Int64) -> EncodedBatch {
+    /// `lastIDInRedis`, for explicit stream IDs: the stream's last ID in Redis (`.some(nil)`: no
+    /// stream; nil: unknown now), asked the first time a key is met in this run, before minting.
+    public mutating func encode(_ records: [QueuedRecord], now: Int64,
+                                lastIDInRedis: (([UInt8]) -> StreamID??)? = nil) -> EncodedBatch {
         var batch = switch config.format {
-        case .stream: encodeStreams(records, now: now)
+        case .stream: encodeStreams(records, now: now, lastIDInRedis: config.ids == .explicit ? lastIDInRedis : nil)
         case .timeseries: encodeSeries(records)
         }
         Self.collectCheckpoints(records, into: &batch)
@@ -115,28 +118,10 @@ public struct BatchEncoder: Sendable {
         }
     }
 
-    /// The stream keys of `records` (to seed the minter from Redis before minting).
-    public func streamKeys(_ records: [QueuedRecord]) -> Set<KeyBytes> {
-        var keys: Set<KeyBytes> = []
-        var key: [UInt8] = []
-        var previous: [UInt8] = []
-        records.withUnsafeBufferPointer { records in
-            for i in records.indices {
-                key.removeAll(keepingCapacity: true)
-                routes[records[i].route].key.render(records[i].record, into: &key)
-                // Consecutive records mostly share a key: hash it once.
-                if key != previous {
-                    keys.insert(KeyBytes(key))
-                    swap(&key, &previous)
-                }
-            }
-        }
-        return keys
-    }
-
-    mutating func encodeStreams(_ records: [QueuedRecord], now: Int64) -> EncodedBatch {
+    mutating func encodeStreams(_ records: [QueuedRecord], now: Int64, lastIDInRedis: (([UInt8]) -> StreamID??)?) -> EncodedBatch {
         var commands: [EncodedCommand] = []
         commands.reserveCapacity(records.count)
+        var asked: Set<KeyBytes> = []
         let minID: String? = config.maxAge.map { age in "\(max(0, now - age) / 1_000_000)" }
         // Through the buffer: records are read in place, not copied (no retain per record).
         records.withUnsafeBufferPointer { records in
@@ -155,6 +140,16 @@ public struct BatchEncoder: Sendable {
                 c.append("XADD")
                 let keyStart = c.argumentStart
                 route.key.render(r, into: &tmpKey)
+                // Records of a batch mostly share a key: a key not seeded yet is asked about once
+                // per batch (at the first record of each run of it), so a Redis that does not
+                // answer is asked again with the next batch, not at every record.
+                if let lastIDInRedis, index == 0 || tmpKey != lastKey, !seededKeys.contains(KeyBytes(tmpKey)),
+                   asked.insert(KeyBytes(tmpKey)).inserted {
+                    if let known = lastIDInRedis(tmpKey) {
+                        if let id = known { minter.observe(key: tmpKey, id: id) }
+                        seededKeys.insert(KeyBytes(tmpKey))
+                    }
+                }
                 c.appendToArgument(tmpKey)
                 c.endArgument(start: keyStart)
                 if let minID {
@@ -191,6 +186,8 @@ public struct BatchEncoder: Sendable {
     }
 
     private var tmpKey: [UInt8] = []
+    /// Stream keys whose last ID was read from Redis in this run.
+    private var seededKeys: Set<KeyBytes> = []
     private var lastKey: [UInt8] = []
 
     /// The series key of a record's field: the template, then every tag the template does not name,

@@ -73,8 +73,6 @@ public final class RedisWriter {
     /// Keys already logged as rejected (each is logged once; bounded).
     private var loggedKeys: Set<KeyBytes> = []
     private static let maxLoggedKeys = 10_000
-    /// Stream keys whose last ID was read from Redis in this run.
-    private var seededKeys: Set<KeyBytes> = []
 
     public init(connection: RedisConnection, encoder: BatchEncoder, logger: Logger) {
         self.connection = connection
@@ -82,44 +80,38 @@ public final class RedisWriter {
         self.logger = logger
     }
 
-    /// Encodes records into a batch. For explicit stream IDs, first raises each new key's high-water
-    /// mark to the stream's last ID in Redis (when Redis answers), then saves the marks before any
-    /// minted ID can be sent.
+    /// Encodes records into a batch. For explicit stream IDs, raises each key's high-water mark to
+    /// the stream's last ID in Redis (when Redis answers) the first time the key is met in this run,
+    /// before minting from it; then saves the marks before any minted ID can be sent.
     public func encode(_ records: [QueuedRecord], now: Int64) throws(StreamIDMinter.PersistenceError) -> EncodedBatch {
-        if encoder.config.format == .stream, encoder.config.ids == .explicit {
-            seed(encoder.streamKeys(records).subtracting(seededKeys))
-        }
-        let batch = encoder.encode(records, now: now)
+        let batch = encoder.encode(records, now: now, lastIDInRedis: { [connection, logger] key in
+            Self.lastID(of: key, connection: connection, logger: logger)
+        })
         try encoder.minter.save()
         return batch
     }
 
-    /// Reads `last-generated-id` of each stream with XINFO STREAM (a missing stream has none).
-    func seed(_ keys: Set<KeyBytes>) {
-        guard !keys.isEmpty else { return }
-        let ordered = Array(keys)
-        let commands = ordered.map { key -> RedisCommand in
-            var c = RedisCommand(["XINFO", "STREAM"])
-            c.append(bytes: key.bytes)
-            return c
-        }
-        let (replies, error) = connection.pipeline(commands)
+    /// The stream's `last-generated-id` (XINFO STREAM): `.some(nil)` when there is no such stream,
+    /// nil when Redis did not tell (then the key is asked again with the next batch).
+    static func lastID(of key: [UInt8], connection: RedisConnection, logger: Logger) -> StreamID?? {
+        var c = RedisCommand(["XINFO", "STREAM"])
+        c.append(bytes: key)
+        let (replies, error) = connection.pipeline([c])
         if let error {
-            logger.debug("cannot read the streams' last IDs now; minting from the saved marks", metadata: ["error": "\(error)"])
+            logger.debug("cannot read the stream's last ID now; minting from the saved marks", metadata: ["error": "\(error)"])
         }
-        for (key, reply) in zip(ordered, replies) {
-            if case .array(let fields) = reply {
-                var i = 0
-                while i + 1 < fields.count {
-                    if fields[i].string == "last-generated-id", let text = fields[i + 1].string, let id = StreamID(text) {
-                        encoder.minter.observe(key: key.bytes, id: id)
-                    }
-                    i += 2
-                }
-                seededKeys.insert(key)
-            } else if case .error(let message) = reply, message.contains("no such key") {
-                seededKeys.insert(key)
+        switch replies.first {
+        case .array(let fields)?:
+            var i = 0
+            while i + 1 < fields.count {
+                if fields[i].string == "last-generated-id", let text = fields[i + 1].string, let id = StreamID(text) { return .some(id) }
+                i += 2
             }
+            return .some(nil)
+        case .error(let message)? where message.contains("no such key"):
+            return .some(nil)
+        default:
+            return nil
         }
     }
 
@@ -140,6 +132,13 @@ public final class RedisWriter {
         var firstError: String? = connectionError.map { "\($0)" }
         for (n, reply) in replies.enumerated() {
             let i = indices[n]
+            // The common case, an XADD written: settled without copying the command.
+            if case .record = p.batch.commands[i].role, !reply.isError {
+                counters.written += 1
+                p.done[i] = true
+                p.settledRecords += 1
+                continue
+            }
             let command = p.batch.commands[i]
             switch command.role {
             case .setup:

@@ -60,6 +60,16 @@ public struct Record: Sendable, Hashable {
         return true
     }
 
+    /// Takes `sorted` (sorted by key, unique) as the tags of a record that has none, sharing its
+    /// storage (no copy); otherwise merges them in as `addTagsIfAbsent` does.
+    public mutating func adoptTags(_ sorted: [Tag]) {
+        if tags.isEmpty, Record.isStrictlySorted(sorted) {
+            tags = sorted
+        } else {
+            addTagsIfAbsent(sorted)
+        }
+    }
+
     /// Adds every tag of `defaults` (sorted by key, unique) whose key the record does not have, in one
     /// merge of the two sorted lists.
     public mutating func addTagsIfAbsent(_ defaults: [Tag]) {

@@ -19,33 +19,56 @@ public final class RedisServer: @unchecked Sendable {
     /// `stack`: the redis-server 7.4 + RedisTimeSeries of scripts/redis-stack-server instead of
     /// Debian's. `port`: reuse a port (restart on the same one).
     public init(stack: Bool = false, port: Int? = nil, dir: URL? = nil, args: [String] = []) throws {
-        self.port = try port ?? Self.freePort()
         self.dir = dir ?? FileManager.default.temporaryDirectory.appendingPathComponent("spillway-redis-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: self.dir, withIntermediateDirectories: true)
-        process = Process()
-        if stack {
-            process.executableURL = repositoryRoot.appendingPathComponent("scripts/redis-stack-server")
-        } else {
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        // A free port can be taken by another test's server between choosing it and binding it:
+        // then ours exits and the PING is answered by theirs. A server is ours only when its `dir`
+        // is ours; otherwise another port is tried (a fixed `port` is not).
+        var attempt = 0
+        while true {
+            attempt += 1
+            let chosen = try port ?? Self.freePort()
+            let process = Process()
+            if stack {
+                process.executableURL = repositoryRoot.appendingPathComponent("scripts/redis-stack-server")
+            } else {
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+            }
+            process.arguments = [
+                "--port", String(chosen), "--bind", "127.0.0.1", "--dir", self.dir.path,
+                "--save", "", "--appendonly", "no", "--unixsocket", self.dir.appendingPathComponent("redis.sock").path,
+                "--unixsocketperm", "700", "--daemonize", "no", "--protected-mode", "yes",
+                "--logfile", self.dir.appendingPathComponent("redis.log").path,
+            ] + args
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let deadline = Date().addingTimeInterval(stack ? 60 : 10)
+            var ours = false
+            while Date() < deadline, process.isRunning {
+                if let reply = try? Self.cli(port: chosen, ["CONFIG", "GET", "dir"]) {
+                    // NOAUTH: a password is set (by these args); a server of another test has none.
+                    if reply.contains(self.dir.lastPathComponent) || reply.contains("NOAUTH") {
+                        ours = process.isRunning
+                        break
+                    }
+                }
+                usleep(50_000)
+            }
+            if ours {
+                self.port = chosen
+                self.process = process
+                return
+            }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
+            if port != nil || attempt >= 5 {
+                let log = (try? String(contentsOf: self.dir.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
+                throw StartError(description: "redis-server did not start on 127.0.0.1:\(chosen): \(log.suffix(2000))")
+            }
         }
-        process.arguments = [
-            "--port", String(self.port), "--bind", "127.0.0.1", "--dir", self.dir.path,
-            "--save", "", "--appendonly", "no", "--unixsocket", self.dir.appendingPathComponent("redis.sock").path,
-            "--unixsocketperm", "700", "--daemonize", "no", "--protected-mode", "yes",
-            "--logfile", self.dir.appendingPathComponent("redis.log").path,
-        ] + args
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(stack ? 60 : 10)
-        while Date() < deadline {
-            if let reply = try? cli(["PING"]), reply.contains("PONG") || reply.contains("NOAUTH") { return }
-            guard process.isRunning else { break }
-            usleep(50_000)
-        }
-        stop()
-        let log = (try? String(contentsOf: self.dir.appendingPathComponent("redis.log"), encoding: .utf8)) ?? ""
-        throw StartError(description: "redis-server did not start on 127.0.0.1:\(self.port): \(log.suffix(2000))")
     }
 
     /// A port nothing listens on now (bind to port 0, read it, close).
@@ -67,6 +90,10 @@ public final class RedisServer: @unchecked Sendable {
     /// Runs redis-cli against this server and returns its output (raw mode, one value per line).
     @discardableResult
     public func cli(_ args: [String], auth: [String] = []) throws -> String {
+        try Self.cli(port: port, args, auth: auth)
+    }
+
+    static func cli(port: Int, _ args: [String], auth: [String] = []) throws -> String {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
         p.arguments = ["-h", "127.0.0.1", "-p", String(port), "--no-auth-warning"] + auth + args

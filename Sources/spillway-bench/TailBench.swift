@@ -93,6 +93,16 @@ func tailThroughAgent(server: RedisServer, logs: URL, lines: Int) throws -> (rat
     return (Double(lines) / seconds, cpu / Double(lines), rss)
 }
 
+/// The CPU time redis-server has used so far (user + system), seconds.
+func redisCPUSeconds(_ server: RedisServer) throws -> Double {
+    let info = try server.cli(["INFO", "cpu"])
+    var total = 0.0
+    for line in info.split(whereSeparator: \.isNewline) where line.hasPrefix("used_cpu_sys:") || line.hasPrefix("used_cpu_user:") {
+        total += Double(line.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) ?? 0
+    }
+    return total
+}
+
 /// The median of `values` (the lower middle for an even count).
 func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
@@ -119,9 +129,16 @@ func tailBenchmarks(lines: Int, rounds: Int) throws {
     var r1: [Double] = [], r100: [Double] = [], r1c1: [Double] = [], r100c1: [Double] = [], cpu1: [Double] = [], cpu100: [Double] = []
     var rssAll: [Double] = []
     for round in 1...rounds {
+        let redis0 = try redisCPUSeconds(server)
         let one = try tailThroughAgent(server: server, logs: oneFile, lines: lines)
+        let redis1 = try redisCPUSeconds(server)
         try server.cli(["FLUSHALL"])
+        let redis2 = try redisCPUSeconds(server)
         let ref50 = try redisBenchmark(port: server.port, requests: lines, clients: 50, command: xadd)
+        let redis3 = try redisCPUSeconds(server)
+        print(String(format: "  round %d: Redis CPU per XADD: %.2f µs for the agent's (busy %.0f%%), %.2f µs for redis-benchmark -c 50's (busy %.0f%%)", round,
+                     (redis1 - redis0) * 1e6 / Double(lines), (redis1 - redis0) * one.rate / Double(lines) * 100,
+                     (redis3 - redis2) * 1e6 / Double(lines), (redis3 - redis2) * ref50 / Double(lines) * 100))
         try server.cli(["FLUSHALL"])
         let ref1 = try redisBenchmark(port: server.port, requests: lines, clients: 1, command: xadd)
         try server.cli(["FLUSHALL"])

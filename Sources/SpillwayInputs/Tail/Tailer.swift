@@ -63,6 +63,8 @@ final class TrackedFile {
     /// The path no longer leads to this file (renamed, deleted, symlink retargeted): read to its end,
     /// then let go once it has not grown for `rotate_wait`.
     var rotatedAway = false
+    /// The tags of its lines that have none of their own: `path` and the common tags.
+    var tags: [Tag]?
 
     init(identity: FileIdentity, path: String, offset: Int64, now: Int64) {
         self.identity = identity
@@ -476,8 +478,19 @@ public final class Tailer {
             return
         }
         var record = options.parser.parse(line, truncated: truncated, now: wallClockNanoseconds())
-        record.addTagIfAbsent("path", f.path)
-        record.addTagsIfAbsent(env.commonTags)
+        if record.tags.isEmpty {
+            // Mostly (no tag_keys): the file's tags, made once and shared by its lines.
+            if f.tags == nil {
+                var tagged = Record(name: "", tags: [], fields: [], timestamp: 0)
+                tagged.addTagIfAbsent("path", f.path)
+                tagged.addTagsIfAbsent(env.commonTags)
+                f.tags = tagged.tags
+            }
+            record.adoptTags(f.tags!)
+        } else {
+            record.addTagIfAbsent("path", f.path)
+            record.addTagsIfAbsent(env.commonTags)
+        }
         out.append(TailLine(record: record, checkpoint: f.checkpoint(end)))
         emitted += 1
         if out.count >= Self.deliverChunk { flush() }
