@@ -86,7 +86,7 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
     return (Double(total) / seconds, rss)
 }
 
-func writerBenchmarks(records: Int) throws {
+func writerBenchmarks(records: Int, rounds: Int) throws {
     let batchSize = 1000
     // Streams, on Debian's redis-server.
     do {
@@ -94,27 +94,42 @@ func writerBenchmarks(records: Int) throws {
         defer { server.stop(); server.removeFiles() }
         var config = RedisOutputConfig()
         config.endpoint = try RedisEndpoint.parse(server.url)
-        let ours = try pushThroughWriter(config, total: records, batchSize: batchSize)
-        try server.cli(["FLUSHALL"])
         let bufferDir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-wal-bench-\(getpid())").path
-        try FileManager.default.createDirectory(atPath: bufferDir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: bufferDir) }
-        let ahead = try pushThroughWriter(config, total: records, batchSize: batchSize, bufferDirectory: bufferDir)
-        try server.cli(["FLUSHALL"])
         // The same XADD (11 fields, 3 tags, timestamp, MAXLEN ~ 100000), pipelined 64 deep.
         var xadd = ["XADD", "metrics:bench-host:cpu", "MAXLEN", "~", "100000", "*"]
         for (i, f) in benchFields.enumerated() { xadd += [f, String(Double((7 + i) % 1000) / 8)] }
         xadd += ["tag_cpu", "cpu7", "tag_dc", "eu-1", "tag_host", "bench-host", "timestamp", "1700000000123"]
-        let ref1 = try redisBenchmark(port: server.port, requests: records, clients: 1, command: xadd)
-        try server.cli(["FLUSHALL"])
-        let ref50 = try redisBenchmark(port: server.port, requests: records, clients: 50, command: xadd)
         print("write (stream): \(records) cpu records (11 fields, 3 tags), batches of \(batchSize), one connection, redis-server \(try server.cli(["INFO", "server"]).split(whereSeparator: \.isNewline).first { $0.hasPrefix("redis_version") }?.split(separator: ":").last ?? "?")")
-        print(String(format: "  spillway writer                    %10.0f records/s", ours.rate))
-        print(String(format: "  spillway writer + write-ahead buffer %8.0f records/s   (the agent's path: every batch into SQLite first)", ahead.rate))
-        print(String(format: "  redis-benchmark XADD -P 64 -c 1    %10.0f requests/s   ratio %.2f", ref1, ours.rate / ref1))
-        print(String(format: "  redis-benchmark XADD -P 64 -c 50   %10.0f requests/s   ratio %.2f   (target >= 0.8)", ref50, ours.rate / ref50))
-        print("  RSS MiB at each tenth: " + ours.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
-        print("  RSS MiB at each tenth, with the buffer: " + ahead.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
+        print("  \(rounds) rounds, each: the writer, the writer + write-ahead buffer, redis-benchmark XADD -P 64 -c 50 and -c 1 (ratios to the same round's references)")
+        var plain50: [Double] = [], ahead50: [Double] = [], plain1: [Double] = [], ahead1: [Double] = [], rss: [Double] = [], rssAhead: [Double] = []
+        for round in 1...rounds {
+            let redis0 = try redisCPUSeconds(server)
+            let ours = try pushThroughWriter(config, total: records, batchSize: batchSize)
+            let redis1 = try redisCPUSeconds(server)
+            try server.cli(["FLUSHALL"])
+            try? FileManager.default.removeItem(atPath: bufferDir)
+            try FileManager.default.createDirectory(atPath: bufferDir, withIntermediateDirectories: true)
+            let ahead = try pushThroughWriter(config, total: records, batchSize: batchSize, bufferDirectory: bufferDir)
+            try server.cli(["FLUSHALL"])
+            let redis2 = try redisCPUSeconds(server)
+            let ref50 = try redisBenchmark(port: server.port, requests: records, clients: 50, command: xadd)
+            let redis3 = try redisCPUSeconds(server)
+            try server.cli(["FLUSHALL"])
+            let ref1 = try redisBenchmark(port: server.port, requests: records, clients: 1, command: xadd)
+            try server.cli(["FLUSHALL"])
+            plain50.append(ours.rate / ref50); ahead50.append(ahead.rate / ref50)
+            plain1.append(ours.rate / ref1); ahead1.append(ahead.rate / ref1)
+            rss += ours.rss; rssAhead += ahead.rss
+            print(String(format: "  round %d: writer %7.0f records/s, + buffer %7.0f; -c 50 %7.0f, -c 1 %7.0f; ratios to -c 50: %.2f, %.2f; to -c 1: %.2f, %.2f",
+                         round, ours.rate, ahead.rate, ref50, ref1, ours.rate / ref50, ahead.rate / ref50, ours.rate / ref1, ahead.rate / ref1))
+            print(String(format: "    Redis CPU per XADD: %.2f µs for the writer's (busy %.0f%%), %.2f µs for redis-benchmark -c 50's (busy %.0f%%)",
+                         (redis1 - redis0) * 1e6 / Double(records), (redis1 - redis0) * ours.rate / Double(records) * 100,
+                         (redis3 - redis2) * 1e6 / Double(records), (redis3 - redis2) * ref50 / Double(records) * 100))
+        }
+        print(String(format: "  median ratio to redis-benchmark -c 50: writer %.2f, with the buffer %.2f   (target >= 0.8)", median(plain50), median(ahead50)))
+        print(String(format: "  median ratio to redis-benchmark -c 1:  writer %.2f, with the buffer %.2f", median(plain1), median(ahead1)))
+        print(String(format: "  RSS %.1f to %.1f MiB; with the buffer %.1f to %.1f MiB", rss.min() ?? 0, rss.max() ?? 0, rssAhead.min() ?? 0, rssAhead.max() ?? 0))
     }
     // TimeSeries, on redis-stack's redis-server with RedisTimeSeries.
     do {
