@@ -121,6 +121,32 @@ import Testing
 }
 
 @Suite struct Encoding {
+    @Test func aNewStreamKeyIsAskedAboutOncePerBatchUntilRedisAnswers() throws {
+        var encoder = BatchEncoder(config: RedisOutputConfig(), routes: [Route(key: RedisOutputConfig().key, maxlen: 0)],
+                                   minter: try StreamIDMinter(path: nil))
+        func record(_ name: String, _ ms: Int64) -> QueuedRecord {
+            QueuedRecord(record: Record(name: name, tags: [Tag("host", "h")], fields: [Field("v", .int(1))], timestamp: ms * 1_000_000), route: 0)
+        }
+        let records = [record("a", 10), record("a", 11), record("b", 10), record("a", 12), record("b", 11)]
+        var asked: [String] = []
+        // Redis does not answer: each key is asked once in the batch, and again with the next one.
+        _ = encoder.encode(records, now: 0) { key in asked.append(String(decoding: key, as: UTF8.self)); return nil }
+        #expect(asked == ["metrics:h:a", "metrics:h:b"])
+        // It answers: a has entries up to 5000-3, b does not exist. Minting starts above a's top;
+        // b goes on from the marks of the first batch (11-0).
+        asked = []
+        let batch = encoder.encode(records, now: 0) { key in
+            asked.append(String(decoding: key, as: UTF8.self))
+            return key == Array("metrics:h:a".utf8) ? .some(StreamID(ms: 5000, seq: 3)) : .some(nil)
+        }
+        #expect(asked == ["metrics:h:a", "metrics:h:b"])
+        #expect(batch.commands.map { $0.command.strings[2] } == ["5000-4", "5000-5", "11-1", "5000-6", "11-2"])
+        // Both are known now: not asked again.
+        asked = []
+        _ = encoder.encode(records, now: 0) { key in asked.append(String(decoding: key, as: UTF8.self)); return nil }
+        #expect(asked.isEmpty)
+    }
+
     @Test func numbersAndIDsAreWrittenAsDigits() {
         var c = RedisCommand()
         for v: Int64 in [0, 7, 10, 99, -1, -120, 1_700_000_000_123, .max, .min] { c.append(v) }
