@@ -59,6 +59,7 @@ enum Schema {
     static let oldestBatchForDrop = "SELECT id, records, bytes FROM batches WHERE lines = 0 ORDER BY id LIMIT 1"
     static let batchesOlderThan = "SELECT id, records, bytes FROM batches WHERE spilled_ns < ?1 AND lines = 0 ORDER BY id"
     static let deleteBatch = "DELETE FROM batches WHERE id = ?1"
+    static let batchSize = "SELECT bytes, records, lines FROM batches WHERE id = ?1"
     static let deleteBatchKeys = "DELETE FROM batch_keys WHERE batch_id = ?1"
     static let keysOfBatch = "SELECT key, records FROM batch_keys WHERE batch_id = ?1"
     static let addDropped = "INSERT INTO dropped (key, records) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET records = records + excluded.records"

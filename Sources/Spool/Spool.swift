@@ -88,10 +88,13 @@ public final class Spool: @unchecked Sendable {
     public let path: String
     public let options: SpoolOptions
     let db: SQLiteDatabase
-    private var insertBatch, insertBatchKey, oldest, oldestForDrop, deleteBatch, deleteBatchKeys, keysOfBatch, addDropped, putState, putOffset: Statement
+    private var insertBatch, insertBatchKey, oldest, oldestForDrop, deleteBatch, deleteBatchKeys, keysOfBatch, addDropped, putState, putOffset,
+                batchSize: Statement
     /// The rows' ids, ascending, and the acknowledged ones whose deletion is deferred; under a lock
     /// of their own, so the send stage reads them while the encode stage appends.
     private let rows = Mutex(RowIndex())
+    /// How many of `rows.acknowledged` (from the front) the open transaction deleted.
+    private var acknowledgementsDeleted = 0
     /// The last appended batch's serialized form; its storage is reused by the next append.
     private var scratch: [UInt8] = []
     /// Cached totals (kept in step with every change).
@@ -136,6 +139,7 @@ public final class Spool: @unchecked Sendable {
         addDropped = try db.prepare(Schema.addDropped)
         putState = try db.prepare(Schema.putState)
         putOffset = try db.prepare(Schema.putOffset)
+        batchSize = try db.prepare(Schema.batchSize)
         _totals = try Self.readTotals(db)
         let ids = try Self.readIDs(db)
         rows.withLock { $0.ids = ids }
@@ -152,14 +156,20 @@ public final class Spool: @unchecked Sendable {
     /// cache may have moved ahead of the rolled-back rows) and rethrows.
     private func transaction<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
         try db.exec("BEGIN IMMEDIATE")
+        acknowledgementsDeleted = 0
         do {
             let result = try body()
             try db.exec("COMMIT")
+            // Only now are the deletions of delivered batches durable: unmark them.
+            if acknowledgementsDeleted > 0 { rows.withLock { $0.acknowledged.removeFirst(acknowledgementsDeleted) } }
+            acknowledgementsDeleted = 0
             return result
         } catch {
             try? db.exec("ROLLBACK")
             _totals = (try? Self.readTotals(db)) ?? _totals
             if let ids = try? Self.readIDs(db) { rows.withLock { $0.ids = ids } }
+            // Rolled back: the delivered batches are still there, and still marked.
+            acknowledgementsDeleted = 0
             throw error
         }
     }
@@ -455,15 +465,20 @@ public final class Spool: @unchecked Sendable {
     }
 
     private func acknowledgeLocked(id: Int64, records: Int64) throws(SQLiteError) {
-        let s = try db.prepare("SELECT bytes, records, lines FROM batches WHERE id = ?1")
-        s.bind(1, id)
-        guard try s.step() else { return }
-        let bytes = s.int64(0), stored = s.int64(1), lines = s.int64(2)
-        s.reset()
         try transaction { () throws(SQLiteError) in
             try applyAcknowledgementsLocked()
-            try removeBatch(id, records: stored, lines: lines, bytes: bytes, countAsDropped: false)
+            try removeDelivered(id)
         }
+    }
+
+    /// Inside a transaction: deletes a delivered batch's row, if it is still there.
+    private func removeDelivered(_ id: Int64) throws(SQLiteError) {
+        batchSize.reset()
+        batchSize.bind(1, id)
+        guard try batchSize.step() else { return }
+        let bytes = batchSize.int64(0), stored = batchSize.int64(1), lines = batchSize.int64(2)
+        batchSize.reset()
+        try removeBatch(id, records: stored, lines: lines, bytes: bytes, countAsDropped: false)
     }
 
     /// Marks a batch Redis acknowledged; its row is deleted in the next transaction that touches
@@ -485,20 +500,12 @@ public final class Spool: @unchecked Sendable {
     }
 
     /// Inside a transaction: deletes the rows acknowledged so far. They stay marked until the
-    /// deletion is committed or rolled back (a rolled back one is tried again later).
+    /// transaction commits (`transaction` unmarks them then); a rolled back one is tried again later.
     private func applyAcknowledgementsLocked() throws(SQLiteError) {
         let ids = rows.withLock { $0.acknowledged }
-        guard !ids.isEmpty else { return }
-        let select = try db.prepare("SELECT bytes, records, lines FROM batches WHERE id = ?1")
-        for id in ids {
-            select.reset()
-            select.bind(1, id)
-            guard try select.step() else { continue }
-            let bytes = select.int64(0), stored = select.int64(1), lines = select.int64(2)
-            select.reset()
-            try removeBatch(id, records: stored, lines: lines, bytes: bytes, countAsDropped: false)
-        }
-        rows.withLock { $0.acknowledged.removeFirst(ids.count) }
+        guard ids.count > acknowledgementsDeleted else { return }
+        for id in ids[acknowledgementsDeleted...] { try removeDelivered(id) }
+        acknowledgementsDeleted = ids.count
     }
 
     // MARK: tailed files' offsets

@@ -188,6 +188,29 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
     }
 }
 
+extension FullDisk {
+    /// A delivered batch whose deletion was deferred stays delivered when the append that was to
+    /// delete it is rolled back on a full disk: it is freed, never counted as dropped.
+    @Test func deliveredBatchesAreFreedNotDroppedWhenTheDiskIsFull() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var options = SpoolOptions()
+        options.maxPageCount = 40   // 2.5 MiB of 64 KiB pages
+        let spool = try Spool(directory: dir, options: options)
+        for i in 0..<5 { #expect(try spool.append(batch(1000, key: "k", firstMs: 1_000_000 + i * 1000), now: Int64(i)).stored) }
+        for id in try spool.oldestBatches(limit: 100).batches.map(\.id) { spool.acknowledgeLater(id: id) }
+        #expect(spool.isEmpty && spool.hasAcknowledgements)
+        // A batch larger than the whole file: its transaction (which deletes the delivered rows
+        // first) fails and is rolled back, then the full-disk path runs.
+        let outcome = try spool.append(batch(40_000, key: "big", firstMs: 5_000_000), now: 10)
+        #expect(!outcome.stored && outcome.diskFull)
+        #expect(outcome.droppedRecords == 40_000)
+        #expect(try spool.droppedPerKey() == ["big": 40_000])
+        #expect(!spool.hasAcknowledgements)
+        #expect(spool.totals.batches == 0 && spool.isEmpty)
+    }
+}
+
 /// A batch of `n` tailed lines of file `inode`, read up to `offset`.
 func lineBatch(_ n: Int, inode: UInt64, offset: Int64, firstMs: Int = 1) -> EncodedBatch {
     var b = batch(n, key: "metrics:h:log", firstMs: firstMs)
