@@ -61,6 +61,7 @@ public final class RedisConnection {
     public func close() {
         if let context { redisFree(context) }
         context = nil
+        generation &+= 1
     }
 
     /// Connects (if not connected) and authenticates. Throws `.authentication` for a refused AUTH or
@@ -120,13 +121,37 @@ public final class RedisConnection {
     /// can overlap with Redis's.
     public func pipeline(count: Int, detail: ReplyDetail, whileRedisWorks: (() -> Void)? = nil,
                          command commandAt: (Int) -> RedisCommand) -> (replies: [RedisReply], error: RedisError?) {
+        let ticket = send(count: count, command: commandAt)
+        if ticket.error == nil { whileRedisWorks?() }
+        return receive(ticket, detail: detail)
+    }
+
+    /// Commands written by `send` whose replies `receive` reads: the connection they went out on,
+    /// when, and whether writing them failed.
+    public struct Ticket: Sendable {
+        public let count: Int
+        let generation: UInt64
+        let start: Int64
+        public let error: RedisError?
+    }
+
+    /// Counts the contexts this connection has opened: replies are read only on the one their
+    /// commands went out on.
+    private var generation: UInt64 = 0
+
+    /// Sends `count` commands (connecting first if needed) and returns without reading their
+    /// replies: several sends may be outstanding, and `receive` must then be called for each, in
+    /// the order they were sent. Redis works on them meanwhile. Every command is on the socket when
+    /// this returns.
+    public func send(count: Int, command commandAt: (Int) -> RedisCommand) -> Ticket {
         do {
             try connect()
         } catch {
-            return ([], error)
+            return Ticket(count: count, generation: generation, start: monotonicNanoseconds(), error: error)
         }
-        guard let c = context else { return ([], .connection("not connected")) }
         let start = monotonicNanoseconds()
+        guard let c = context else { return Ticket(count: count, generation: generation, start: start, error: .connection("not connected")) }
+        let sentOn = generation
         for n in 0..<count {
             let command = commandAt(n)
             let ok = command.bytes.withUnsafeBufferPointer { data -> Bool in
@@ -143,21 +168,31 @@ public final class RedisConnection {
                     }
                 }
             }
-            if !ok { return ([], failure(c, "appending \(command.name)")) }
+            if !ok { return Ticket(count: count, generation: sentOn, start: start, error: failure(c, "appending \(command.name)")) }
             // Hand Redis every `writeChunk` commands as they are formatted, so it works while the
             // rest of the pipeline is being appended.
             if (n + 1) % Self.writeChunk == 0, n + 1 < count {
                 var done: Int32 = 0
-                if redisBufferWrite(c, &done) != REDIS_OK { return ([], failure(c, "writing")) }
+                if redisBufferWrite(c, &done) != REDIS_OK { return Ticket(count: count, generation: sentOn, start: start, error: failure(c, "writing")) }
             }
         }
-        if let whileRedisWorks {
-            var done: Int32 = 0
-            repeat {
-                if redisBufferWrite(c, &done) != REDIS_OK { return ([], failure(c, "writing")) }
-            } while done == 0
-            whileRedisWorks()
+        var done: Int32 = 0
+        repeat {
+            if redisBufferWrite(c, &done) != REDIS_OK { return Ticket(count: count, generation: sentOn, start: start, error: failure(c, "writing")) }
+        } while done == 0
+        return Ticket(count: count, generation: sentOn, start: start, error: nil)
+    }
+
+    /// Reads the replies to a `send`, in order. On a connection error or timeout part way, returns
+    /// the replies read so far and the error: the commands past them have an unknown outcome (they
+    /// may or may not have been applied). When the connection was lost since the send (by an error
+    /// in another pipeline), nothing is read: every command's outcome is unknown.
+    public func receive(_ ticket: Ticket, detail: ReplyDetail) -> (replies: [RedisReply], error: RedisError?) {
+        if let error = ticket.error { return ([], error) }
+        guard let c = context, generation == ticket.generation else {
+            return ([], .connection("\(options.endpoint.display): the connection was lost before the replies to \(ticket.count) commands were read"))
         }
+        let count = ticket.count
         var replies: [RedisReply] = []
         replies.reserveCapacity(count)
         for _ in 0..<count {
@@ -168,7 +203,7 @@ public final class RedisConnection {
             let reply = raw!.assumingMemoryBound(to: redisReply.self)
             replies.append(detail == .full ? Self.convert(reply) : Self.errorsOnly(reply))
             freeReplyObject(raw)
-            if monotonicNanoseconds() - start > options.timeout, replies.count < count {
+            if monotonicNanoseconds() - ticket.start > options.timeout, replies.count < count {
                 close()
                 return (replies, .timeout("pipeline of \(count) commands took longer than \(Units.formatDuration(options.timeout)) (\(replies.count) replies read)"))
             }

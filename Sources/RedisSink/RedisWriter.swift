@@ -119,16 +119,42 @@ public final class RedisWriter {
     /// settled, and the error that left commands pending, if any.
     /// `whileRedisWorks` runs while Redis works on the commands (see `RedisConnection.pipeline`).
     public func attempt(_ p: inout PendingBatch, whileRedisWorks: (() -> Void)? = nil) -> (counters: WriteCounters, error: String?) {
+        let sent = begin(p)
+        if sent.ticket?.error == nil { whileRedisWorks?() }
+        return finish(&p, sent)
+    }
+
+    /// An attempt under way: which commands of the batch went out, and their replies' ticket
+    /// (nil when every command was settled already).
+    public struct Attempt: Sendable {
+        let indices: [Int]
+        let ticket: RedisConnection.Ticket?
+    }
+
+    /// The first half of an attempt: writes every unsettled command of the batch and returns
+    /// without waiting for the replies, so the next batch can go out while Redis works on this one.
+    /// Each `begin` must be followed by its `finish`, in the same order, before the connection is
+    /// used otherwise.
+    public func begin(_ p: PendingBatch) -> Attempt {
+        let indices = p.done.indices.filter { !p.done[$0] }
+        if indices.isEmpty { return Attempt(indices: [], ticket: nil) }
+        let batch = p.batch
+        let ticket = connection.send(count: indices.count) { batch.commands[indices[$0]].command }
+        return Attempt(indices: indices, ticket: ticket)
+    }
+
+    /// The second half: reads the replies and settles what they settle. Returns what it settled,
+    /// and the error that left commands pending, if any.
+    public func finish(_ p: inout PendingBatch, _ sent: Attempt) -> (counters: WriteCounters, error: String?) {
         var counters = WriteCounters()
         if !p.encodingCounted {
             p.encodingCounted = true
             counters.rejected += Int64(p.batch.rejectedAtEncoding)
             counters.skippedFields += Int64(p.batch.skippedFields)
         }
-        let indices = p.done.indices.filter { !p.done[$0] }
-        if indices.isEmpty { return (counters, nil) }
-        let batch = p.batch
-        let (replies, connectionError) = connection.pipeline(count: indices.count, detail: .errorsOnly, whileRedisWorks: whileRedisWorks) { batch.commands[indices[$0]].command }
+        guard let ticket = sent.ticket else { return (counters, nil) }
+        let indices = sent.indices
+        let (replies, connectionError) = connection.receive(ticket, detail: .errorsOnly)
         var firstError: String? = connectionError.map { "\($0)" }
         for (n, reply) in replies.enumerated() {
             let i = indices[n]

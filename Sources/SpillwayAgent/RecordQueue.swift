@@ -121,9 +121,11 @@ public final class RecordQueue: @unchecked Sendable {
         let n = min(batchSize, total)
         var out: [QueuedRecord] = []
         out.reserveCapacity(n)
+        // Entries are moved out, not copied (a copy would retain every string of the record, and
+        // the removal release them again).
         while out.count < n {
-            if let l = lines.first, metrics.first.map({ l.seq < $0.seq }) ?? true {
-                lines.removeFirst()
+            if !lines.isEmpty, metrics.isEmpty || lines[0].seq < metrics[0].seq {
+                let l = lines.removeFirst()
                 lineBytes -= l.bytes
                 out.append(l.record)
             } else if let m = metrics.popFirst() {

@@ -46,56 +46,116 @@ struct Router {
     var hasBacklog: Bool { !(spool?.isEmpty ?? true) }
     /// Whether a row this stage may replay is in the buffer (older rows are always among them).
     var replayPending: Bool {
-        guard let spool, let oldest = (try? spool.oldestID()) ?? nil else { return false }
+        guard let spool else { return false }
+        let onTheWire = inFlight.compactMap(\.id)
+        guard let oldest = spool.oldestIDs(onTheWire.count + 1).first(where: { !onTheWire.contains($0) }) else { return false }
         return oldest <= replayableUpTo
     }
 
     // MARK: routing
 
     /// A batch from the encode stage. With a buffer it is already there (row `id`): it is sent from
-    /// memory only when it is the oldest row and the breaker is closed; acknowledged, its row is
-    /// deleted; partly written, its row is replaced by what is left. Otherwise it waits there.
+    /// memory only when every older row is on the wire already (or none is left) and the breaker is
+    /// closed; otherwise it waits there. Sent, it stays in flight while the next batch goes out
+    /// (`finishOldest` settles it): acknowledged, its row is deleted; partly written, its row is
+    /// replaced by what is left.
     mutating func handle(_ item: HandedBatch) {
         noteBufferFull()
         guard let spool, let id = item.id else {
-            var pending = PendingBatch(item.batch)
-            if send(&pending, replay: false) != nil { retryInMemory(&pending) }
+            // No buffer (or it failed for this batch): sent from memory, retried in memory. A
+            // batch kept in memory beside a buffer goes alone.
+            if spool != nil { drainInFlight() }
+            begin(id: nil, item.batch)
+            if spool != nil { drainInFlight() }
             return
         }
         replayableUpTo = max(replayableUpTo, id)
-        let oldest: Int64?
-        do {
-            oldest = try spool.oldestID()
-        } catch {
-            logger.error("cannot read the spill buffer", metadata: ["error": "\(error)"])
-            return
-        }
-        guard let oldest, id >= oldest else {
+        let ahead = inFlight.compactMap(\.id)
+        let waiting = spool.oldestIDs(ahead.count + 1)
+        guard let oldest = waiting.first, id >= oldest else {
             // Replayed already (or dropped to make room): it went through the buffer.
             service.stats.update { $0.spilled += Int64(item.batch.recordCount) }
             return
         }
-        guard id == oldest, breaker.state == .closed else {
+        guard breaker.state == .closed, ahead.count == inFlight.count, waiting == ahead + [id] else {
+            if !inFlight.isEmpty {
+                // Settle what is on the wire first, then decide again.
+                drainInFlight()
+                handle(item)
+                return
+            }
             service.stats.update { $0.spilled += Int64(item.batch.recordCount) }
             stateDirty = true
             return
         }
-        var pending = PendingBatch(item.batch)
-        do {
-            if send(&pending, replay: false) == nil {
-                // Its row is deleted while Redis works on the next batch (or with the encode
-                // stage's next append, or at once when no batch waits): the next batch goes out
-                // without waiting for SQLite.
-                spool.acknowledgeLater(id: id)
+        begin(id: id, item.batch)
+    }
+
+    /// A batch on the wire: its row (nil when it is kept in memory only), and what it settled so far.
+    struct InFlight {
+        var id: Int64?
+        var pending: PendingBatch
+        var attempt: RedisWriter.Attempt
+    }
+
+    /// Batches sent whose replies are not read yet, oldest first: at most `maxInFlight`.
+    var inFlight: [InFlight] = []
+    /// Two batches on one connection: Redis works on one while the next is formatted and written
+    /// and the previous one's replies are read, so it never waits for this stage between batches.
+    static let maxInFlight = 2
+    var hasInFlight: Bool { !inFlight.isEmpty }
+    var inFlightIsFull: Bool { inFlight.count >= Self.maxInFlight }
+
+    /// Writes a batch's commands and leaves it in flight. Delivered batches' rows are deleted while
+    /// Redis works on it.
+    mutating func begin(id: Int64?, _ batch: EncodedBatch) {
+        let pending = PendingBatch(batch)
+        let attempt = writer.begin(pending)
+        inFlight.append(InFlight(id: id, pending: pending, attempt: attempt))
+        if acknowledgementsPending { flushAcknowledgements() }
+    }
+
+    /// Reads the oldest in-flight batch's replies and settles it. When it is left unsettled, every
+    /// later batch in flight is settled too (its replies must be read before the connection is used
+    /// again), and then what is left is kept: in the buffer (each row replaced by its remainder), or
+    /// without one retried in memory, oldest first.
+    mutating func finishOldest() {
+        guard !inFlight.isEmpty else { return }
+        var first = inFlight.removeFirst()
+        let error = settle(&first, feedBreaker: true)
+        guard error != nil else {
+            if let id = first.id { spool?.acknowledgeLater(id: id) }
+            return
+        }
+        // Later batches went out on the same connection; the breaker counts them with this one.
+        var unsettled = [first]
+        while !inFlight.isEmpty {
+            var next = inFlight.removeFirst()
+            if settle(&next, feedBreaker: false) == nil {
+                if let id = next.id { spool?.acknowledgeLater(id: id) }
             } else {
-                let rest = pending.remainder()
+                unsettled.append(next)
+            }
+        }
+        for var f in unsettled {
+            guard let spool, let id = f.id else {
+                retryInMemory(&f.pending)
+                continue
+            }
+            do {
+                let rest = f.pending.remainder()
                 try spool.replace(id: id, with: rest)
                 service.stats.update { $0.spilled += Int64(rest.recordCount) }
                 stateDirty = true
+            } catch {
+                logger.error("cannot update the spill buffer (the batch stays there and is sent again; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
             }
-        } catch {
-            logger.error("cannot update the spill buffer (the batch stays there and is sent again; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// Settles every batch in flight.
+    mutating func drainInFlight() {
+        while !inFlight.isEmpty { finishOldest() }
     }
 
     var acknowledgementsPending: Bool { spool?.hasAcknowledgements ?? false }
@@ -127,6 +187,20 @@ struct Router {
         // Delivered batches' rows are deleted while Redis works on this one.
         let flush: (() -> Void)? = acknowledgementsPending ? { [self] in flushAcknowledgements() } : nil
         let (counters, error) = writer.attempt(&pending, whileRedisWorks: flush)
+        record(counters, error, complete: pending.isComplete, replay: replay, feedBreaker: true)
+        return error
+    }
+
+    /// Reads an in-flight batch's replies and records the outcome.
+    mutating func settle(_ f: inout InFlight, feedBreaker: Bool) -> String? {
+        let (counters, error) = writer.finish(&f.pending, f.attempt)
+        record(counters, error, complete: f.pending.isComplete, replay: false, feedBreaker: feedBreaker)
+        return error
+    }
+
+    /// Counts an attempt's outcome and, unless it went out with a failed attempt already counted,
+    /// feeds the breaker.
+    mutating func record(_ counters: WriteCounters, _ error: String?, complete: Bool, replay: Bool, feedBreaker: Bool) {
         let now = monotonicNanoseconds()
         service.stats.update {
             if replay {
@@ -137,15 +211,16 @@ struct Router {
             } else {
                 $0.counters += counters
             }
-            if pending.isComplete { $0.batches += 1 }
+            if complete { $0.batches += 1 }
             if let error {
-                $0.failedAttempts += 1
+                if feedBreaker { $0.failedAttempts += 1 }
                 $0.lastError = error
                 $0.lastErrorAt = wallClockNanoseconds()
             } else {
                 $0.lastSuccessAt = wallClockNanoseconds()
             }
         }
+        guard feedBreaker else { return }
         let before = breaker.state
         if let error {
             breaker.recordFailure(now: now, jitter: Double.random(in: -1...1))
@@ -162,7 +237,6 @@ struct Router {
             logger.notice("circuit breaker \(breaker.state.rawValue)", metadata: ["failures": "\(breaker.consecutiveFailures)"])
             stateDirty = true
         }
-        return error
     }
 
     /// Without a spill buffer: the old behaviour, retry with backoff until Redis takes the batch.
@@ -190,6 +264,8 @@ struct Router {
 
     /// Sends the oldest batches (up to `replay_batch_size` records). Stops at the first failure.
     mutating func replayStep() {
+        // Replay uses the connection on its own.
+        drainInFlight()
         guard let spool, !spool.isEmpty else { return }
         let now = monotonicNanoseconds()
         guard now >= replayBudgetAt, breaker.allowsAttempt(now: now) else { return }

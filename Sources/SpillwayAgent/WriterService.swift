@@ -240,21 +240,29 @@ public final class WriterService: Service, Sendable {
         var router = Router(service: self, writer: writer, spool: spool)
         var lastReport = monotonicNanoseconds()
         while true {
+            // Two batches on the wire at most: then the older one's replies are read.
+            if router.inFlightIsFull { router.finishOldest() }
             // Wait for the next batch at most until the next replay step is due.
             let pending = router.replayPending
             var wait: Int64 = pending ? (router.replayDue() ? 0 : 20_000_000) : 1_000_000_000
             // Delivered batches' rows are deleted while Redis works on the next batch, or in the
             // encode stage's next append; when no batch comes within 2 ms, here.
             if router.acknowledgementsPending { wait = min(wait, 2_000_000) }
+            // A batch on the wire: the next one goes out behind it if it comes within 1 ms (Redis
+            // is still at work on this one), else its replies are read now.
+            if router.hasInFlight { wait = min(wait, 1_000_000) }
             switch handoff.take(timeout: wait) {
             case .value(let item): router.handle(item)
             case .finished:
+                router.drainInFlight()
                 router.flushAcknowledgements()
                 router.saveState(force: true)
                 writer.connection.close()
                 report(level: .info)
                 return
-            case .timedOut: router.flushAcknowledgements()
+            case .timedOut:
+                router.finishOldest()
+                router.flushAcknowledgements()
             }
             if pending, !handoff.hasValue { router.replayStep() }
             router.saveState(force: false)

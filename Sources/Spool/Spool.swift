@@ -430,6 +430,19 @@ public final class Spool: @unchecked Sendable {
         rows.withLock { $0.oldest }
     }
 
+    /// The ids of the `n` oldest batches (fewer when fewer wait), oldest first; acknowledged ones
+    /// do not count.
+    public func oldestIDs(_ n: Int) -> [Int64] {
+        rows.withLock { rows in
+            var out: [Int64] = []
+            for id in rows.ids where !rows.acknowledged.contains(id) {
+                if out.count == n { break }
+                out.append(id)
+            }
+            return out
+        }
+    }
+
     /// Replaces a batch with what is left of it (after a partial write), in one transaction.
     public func replace(id: Int64, with batch: EncodedBatch) throws(SQLiteError) {
         try locked { () throws(SQLiteError) in try replaceLocked(id: id, with: batch) }
