@@ -149,6 +149,44 @@ import Testing
         #expect(ids == ["1-0"] + (2..<12).map { "\($0)-0" })
     }
 
+    @Test func twoBatchesOnTheWireAreSettledInOrder() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig(server.url))
+        let a = try writer.encode((0..<300).map { QueuedRecord(record: cpuRecord(ms: Int64($0) + 1), route: 0) }, now: 0)
+        let b = try writer.encode((300..<600).map { QueuedRecord(record: cpuRecord(ms: Int64($0) + 1), route: 0) }, now: 0)
+        var pa = PendingBatch(a), pb = PendingBatch(b)
+        // Both go out before either's replies are read.
+        let sentA = writer.begin(pa)
+        let sentB = writer.begin(pb)
+        let (ca, ea) = writer.finish(&pa, sentA)
+        let (cb, eb) = writer.finish(&pb, sentB)
+        #expect(ea == nil && eb == nil, "\(ea ?? "") \(eb ?? "")")
+        #expect(ca.written == 300 && cb.written == 300)
+        #expect(pa.isComplete && pb.isComplete)
+        #expect(try xrange(server, "metrics:web-1:cpu").map(\.0) == (1...600).map { "\($0)-0" })
+
+        // The connection is lost with two batches on it: neither's replies are read (their
+        // outcome is unknown), and sent again in order each record is there once.
+        let c = try writer.encode((600..<900).map { QueuedRecord(record: cpuRecord(ms: Int64($0) + 1), route: 0) }, now: 0)
+        let d = try writer.encode((900..<1200).map { QueuedRecord(record: cpuRecord(ms: Int64($0) + 1), route: 0) }, now: 0)
+        var pc = PendingBatch(c), pd = PendingBatch(d)
+        let sentC = writer.begin(pc)
+        let sentD = writer.begin(pd)
+        writer.connection.close()
+        let (cc, ec) = writer.finish(&pc, sentC)
+        let (cd, ed) = writer.finish(&pd, sentD)
+        #expect(ec?.contains("lost before the replies") == true, "\(ec ?? "nil")")
+        #expect(ed?.contains("lost before the replies") == true, "\(ed ?? "nil")")
+        #expect(cc == WriteCounters() && cd == WriteCounters())
+        #expect(!pc.isComplete && !pd.isComplete)
+        let (rc, erc) = writer.attempt(&pc)
+        let (rd, erd) = writer.attempt(&pd)
+        #expect(erc == nil && erd == nil)
+        #expect(rc.written + rc.duplicates == 300 && rd.written + rd.duplicates == 300, "\(rc) \(rd)")
+        #expect(try xrange(server, "metrics:web-1:cpu").map(\.0) == (1...1200).map { "\($0)-0" })
+    }
+
     @Test func oomIsTransient() throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }
