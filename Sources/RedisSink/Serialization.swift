@@ -11,37 +11,48 @@ extension EncodedBatch {
 
     public func serialized() -> [UInt8] {
         var out: [UInt8] = []
-        serialize(into: &out)
+        let n = serialize(into: &out)
+        out.removeLast(out.count - n)
         return out
     }
 
-    /// The same, into `out` (emptied first; its storage is reused, so a caller that keeps it
-    /// allocates nothing per batch).
-    public func serialize(into out: inout [UInt8]) {
-        out.removeAll(keepingCapacity: true)
-        out.reserveCapacity(64 + commands.reduce(0) { $0 + $1.command.bytes.count + 4 * $1.command.argc + $1.key.count + 16 })
-        out.append(2)
-        put(UInt32(recordCount), &out)
-        put(UInt32(rejectedAtEncoding), &out)
-        put(UInt32(skippedFields), &out)
-        put(UInt32(commands.count), &out)
+    /// The same, written at the start of `out`, which is grown when needed and never shrunk (a
+    /// caller that keeps it allocates and clears nothing per batch); returns the length written.
+    @discardableResult
+    public func serialize(into out: inout [UInt8]) -> Int {
+        // The most it can take (every number at 5 bytes); written through a pointer, then cut to size.
+        var bound = 21
         for c in commands {
-            switch c.role {
-            case .record(let i):
-                out.append(0)
-                put(UInt32(i), &out)
-            case .samples(let owners):
-                out.append(1)
-                put(UInt32(owners.count), &out)
-                for o in owners { put(UInt32(o), &out) }
-            case .setup:
-                out.append(2)
+            bound += 16 + c.key.count + 5 * c.command.argc + c.command.bytes.count
+            if case .samples(let owners) = c.role { bound += 5 * owners.count }
+        }
+        if out.count < bound { out.append(contentsOf: repeatElement(0, count: bound - out.count)) }
+        return out.withUnsafeMutableBufferPointer { buffer -> Int in
+            var w = Writer(base: buffer.baseAddress!)
+            w.byte(2)
+            w.varint(recordCount)
+            w.varint(rejectedAtEncoding)
+            w.varint(skippedFields)
+            w.varint(commands.count)
+            for c in commands {
+                switch c.role {
+                case .record(let i):
+                    w.byte(0)
+                    w.varint(i)
+                case .samples(let owners):
+                    w.byte(1)
+                    w.varint(owners.count)
+                    for o in owners { w.varint(o) }
+                case .setup:
+                    w.byte(2)
+                }
+                w.varint(c.key.count)
+                w.bytes(c.key)
+                w.varint(c.command.argc)
+                for n in c.command.lengths { w.varint(n) }
+                w.bytes(c.command.bytes)
             }
-            put(UInt32(c.key.count), &out)
-            out.append(contentsOf: c.key)
-            put(UInt32(c.command.argc), &out)
-            for n in c.command.lengths { put(UInt32(n), &out) }
-            out.append(contentsOf: c.command.bytes)
+            return w.count
         }
     }
 
@@ -91,13 +102,35 @@ extension EncodedBatch {
     }
 }
 
-private func put(_ v: UInt32, _ out: inout [UInt8]) {
-    var v = v
-    while v >= 0x80 {
-        out.append(UInt8(truncatingIfNeeded: v) | 0x80)
-        v >>= 7
+/// Writes into memory the caller sized for it (see `serialize(into:)`).
+private struct Writer {
+    let base: UnsafeMutablePointer<UInt8>
+    var count = 0
+
+    mutating func byte(_ b: UInt8) {
+        base[count] = b
+        count += 1
     }
-    out.append(UInt8(v))
+
+    /// An unsigned LEB128 number (at most 5 bytes: every count here fits in 32 bits).
+    mutating func varint(_ n: Int) {
+        var v = UInt32(truncatingIfNeeded: n)
+        while v >= 0x80 {
+            base[count] = UInt8(truncatingIfNeeded: v) | 0x80
+            count += 1
+            v >>= 7
+        }
+        base[count] = UInt8(v)
+        count += 1
+    }
+
+    mutating func bytes(_ b: [UInt8]) {
+        b.withUnsafeBufferPointer { b in
+            guard let src = b.baseAddress, !b.isEmpty else { return }
+            (base + count).update(from: src, count: b.count)
+        }
+        count += b.count
+    }
 }
 
 private struct Reader {

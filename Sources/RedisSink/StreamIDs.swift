@@ -61,17 +61,15 @@ public struct StreamIDMinter: Sendable {
 
     /// The next ID for `key` at `ms`.
     public mutating func mint(key: [UInt8], ms: UInt64) -> StreamID {
-        let id: StreamID
-        let k = KeyBytes(key)
-        if let last = high[k], ms <= last.ms {
-            id = StreamID(ms: last.ms, seq: last.seq + 1)
-        } else {
-            // 0-0 is not a valid stream ID: a record at the epoch starts at 0-1.
-            id = StreamID(ms: ms, seq: ms == 0 ? 1 : 0)
-        }
-        high[k] = id
         dirty = true
-        return id
+        // One hash lookup: the mark is read and raised in place. A key without a mark reads as
+        // 0-0, below every valid ID, so a record at the epoch starts at 0-1.
+        return Self.advance(&high[KeyBytes(key), default: StreamID(ms: 0, seq: 0)], to: ms)
+    }
+
+    private static func advance(_ last: inout StreamID, to ms: UInt64) -> StreamID {
+        last = ms <= last.ms ? StreamID(ms: last.ms, seq: last.seq + 1) : StreamID(ms: ms, seq: 0)
+        return last
     }
 
     /// Raises the mark of `key` to `id` (e.g. the stream's last ID as Redis reports it).

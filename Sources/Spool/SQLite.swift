@@ -103,7 +103,7 @@ final class Statement {
 
     /// Binds `blob` at `i` without copying it (SQLite reads it in place), runs the statement, and
     /// unbinds it before returning, so SQLite never holds the pointer past the array's lifetime.
-    func run(binding blob: [UInt8], at i: Int32) throws(SQLiteError) {
+    func run(binding blob: ArraySlice<UInt8>, at i: Int32) throws(SQLiteError) {
         let failure: SQLiteError? = blob.withUnsafeBytes { bytes in
             sqlite3_bind_blob(stmt, i, bytes.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32(bytes.count), nil)
             var rc: Int32

@@ -243,8 +243,7 @@ public final class Spool: @unchecked Sendable {
     }
 
     private func appendLocked(_ batch: EncodedBatch, now: Int64) throws(SQLiteError) -> AppendOutcome {
-        batch.serialize(into: &scratch)
-        let payload = scratch
+        let payload = scratch[0..<batch.serialize(into: &scratch)]
         let bytes = Int64(payload.count)
         let counts = Self.keyCounts(batch)
         // A batch with tailed lines is never dropped: room is made by dropping batches without lines,
@@ -304,7 +303,7 @@ public final class Spool: @unchecked Sendable {
         }
     }
 
-    private func insert(_ payload: [UInt8], records: Int64, lines: Int64, bytes: Int64, counts: [KeyBytes: Int64], now: Int64) throws(SQLiteError) {
+    private func insert(_ payload: ArraySlice<UInt8>, records: Int64, lines: Int64, bytes: Int64, counts: [KeyBytes: Int64], now: Int64) throws(SQLiteError) {
         insertBatch.reset()
         insertBatch.bind(1, now)
         insertBatch.bind(2, records)
