@@ -213,9 +213,13 @@ struct Router {
             }
             if complete { $0.batches += 1 }
             if let error {
-                if feedBreaker { $0.failedAttempts += 1 }
-                $0.lastError = error
-                $0.lastErrorAt = wallClockNanoseconds()
+                // A batch that went out behind a failed one failed with it: the first error is
+                // the one to report.
+                if feedBreaker {
+                    $0.failedAttempts += 1
+                    $0.lastError = error
+                    $0.lastErrorAt = wallClockNanoseconds()
+                }
             } else {
                 $0.lastSuccessAt = wallClockNanoseconds()
             }
