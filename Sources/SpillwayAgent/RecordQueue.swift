@@ -87,10 +87,12 @@ public final class RecordQueue: @unchecked Sendable {
 
     /// Adds tailed lines, waiting while there is no room for them. Returns false, without adding
     /// them, once `shouldStop` says so (checked every 100 ms while waiting).
-    public func pushLines(_ records: [QueuedRecord], shouldStop: () -> Bool) -> Bool {
+    /// The records are moved into the queue, not copied (a copy would retain every string of each
+    /// record, and freeing the caller's array release them again).
+    public func pushLines(_ records: consuming [QueuedRecord], shouldStop: () -> Bool) -> Bool {
         var sizes: [Int] = []
         sizes.reserveCapacity(records.count)
-        for r in records { sizes.append(Self.approximateBytes(r.record)) }
+        for i in records.indices { sizes.append(Self.approximateBytes(records[i].record)) }
         let bytes = sizes.reduce(0, +)
         lock.lock()
         defer { lock.unlock() }
@@ -101,8 +103,10 @@ public final class RecordQueue: @unchecked Sendable {
         }
         if shouldStop() { return false }
         _pushed += Int64(records.count)
-        for (r, size) in zip(records, sizes) {
-            lines.append(Entry(seq: nextSeq, record: r, bytes: size))
+        records.reverse()
+        sizes.reverse()
+        while let r = records.popLast() {
+            lines.append(Entry(seq: nextSeq, record: r, bytes: sizes.removeLast()))
             nextSeq += 1
         }
         lineBytes += bytes

@@ -101,10 +101,14 @@ public final class TailService: Service, Sendable {
             },
             forgetOffsets: { identities in try? spool.forgetOffsets(identities) },
             deliver: { lines in
-                let records = lines.map { line in
+                // Moved out of the tailer's array and into the queue, not copied.
+                var records: [QueuedRecord] = []
+                records.reserveCapacity(lines.count)
+                lines.reverse()
+                while let line = lines.popLast() {
                     var r = line.record
                     if let nameOverride { r.name = nameOverride }
-                    return QueuedRecord(record: r, route: route, checkpoint: line.checkpoint)
+                    records.append(QueuedRecord(record: r, route: route, checkpoint: line.checkpoint))
                 }
                 if self.logger.logLevel <= .debug {
                     for q in records { log.debug("record", metadata: ["line": "\(LineProtocol.encode([q.record]).dropLast())"]) }

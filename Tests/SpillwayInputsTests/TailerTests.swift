@@ -38,7 +38,7 @@ final class TailHarness {
             registerFirstStart: { [unowned self] in registered += $0 },
             saveOffsets: { [unowned self] in saved += $0 },
             forgetOffsets: { [unowned self] in forgotten += $0 },
-            deliver: { [unowned self] in delivered += $0; return true },
+            deliver: { [unowned self] in delivered += $0; $0.removeAll(); return true },
             log: { [unowned self] in notices.append($0) },
             commonTags: [Tag("host", "h")]))
     }

@@ -21,8 +21,9 @@ public struct TailEnvironment {
     /// Saves offsets that no line carries (a consumed copy); forgets files that are gone.
     public var saveOffsets: ([FileCheckpoint]) -> Void
     public var forgetOffsets: ([FileIdentity]) -> Void
-    /// Hands lines on; waits while there is no room (backpressure). False: stop now.
-    public var deliver: ([TailLine]) -> Bool
+    /// Hands lines on, taking them out of the array (moved, not copied); waits while there is no
+    /// room (backpressure). False: stop now.
+    public var deliver: (inout [TailLine]) -> Bool
     /// Logs a notice (rotation, truncation, unreadable files).
     public var log: (String) -> Void
     /// The tags every record gets (host, agent and instance tags), sorted.
@@ -30,7 +31,7 @@ public struct TailEnvironment {
 
     public init(offsets: [FileCheckpoint], firstStart: Bool, registerFirstStart: @escaping ([FileCheckpoint]) -> Void,
                 saveOffsets: @escaping ([FileCheckpoint]) -> Void, forgetOffsets: @escaping ([FileIdentity]) -> Void,
-                deliver: @escaping ([TailLine]) -> Bool, log: @escaping (String) -> Void, commonTags: [Tag]) {
+                deliver: @escaping (inout [TailLine]) -> Bool, log: @escaping (String) -> Void, commonTags: [Tag]) {
         self.offsets = offsets
         self.firstStart = firstStart
         self.registerFirstStart = registerFirstStart
@@ -498,7 +499,7 @@ public final class Tailer {
 
     func flush() {
         guard !out.isEmpty, !stopped else { return }
-        if !env.deliver(out) { stopped = true }
+        if !env.deliver(&out) { stopped = true }
         out.removeAll(keepingCapacity: true)
     }
 
