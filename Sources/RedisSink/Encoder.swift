@@ -84,6 +84,9 @@ public struct BatchEncoder: Sendable {
     let createdSeries = SeriesRegistry()
     /// Records per TS.MADD command.
     static let recordsPerMADD = 256
+    /// Series this encoder found in `createdSeries` (so it no longer takes its lock for them).
+    private var knownSeries: Set<KeyBytes> = []
+    static let maxKnownSeries = 1_000_000
 
     public init(config: RedisOutputConfig, routes: [Route], minter: StreamIDMinter) {
         self.config = config
@@ -195,14 +198,26 @@ public struct BatchEncoder: Sendable {
     func seriesKey(_ r: Record, field: String, template: KeyTemplate) -> [UInt8] {
         var key: [UInt8] = []
         template.render(r, field: field, into: &key)
-        let named = Set(template.tagKeys + (template.hasHost ? ["host"] : []))
-        for t in r.tags where !named.contains(t.key) {
-            key.append(UInt8(ascii: ":"))
-            key.append(contentsOf: t.key.utf8)
-            key.append(UInt8(ascii: "="))
-            key.append(contentsOf: t.value.utf8)
-        }
+        key.append(contentsOf: Self.tagSuffix(r, named: Self.namedTags(template)))
         return key
+    }
+
+    /// The tags a template names (they are not repeated after it in a series key).
+    static func namedTags(_ template: KeyTemplate) -> Set<String> {
+        Set(template.tagKeys + (template.hasHost ? ["host"] : []))
+    }
+
+    /// `:key=value` for every tag of `r` not in `named`, in tag order: the same for every field of
+    /// a record, so it is made once per record.
+    static func tagSuffix(_ r: Record, named: Set<String>) -> [UInt8] {
+        var suffix: [UInt8] = []
+        for t in r.tags where !named.contains(t.key) {
+            suffix.append(UInt8(ascii: ":"))
+            suffix.append(contentsOf: t.key.utf8)
+            suffix.append(UInt8(ascii: "="))
+            suffix.append(contentsOf: t.value.utf8)
+        }
+        return suffix
     }
 
     func labels(_ r: Record, field: String, into c: inout RedisCommand) {
@@ -229,9 +244,12 @@ public struct BatchEncoder: Sendable {
             owners = []
             recordsInMADD = 0
         }
+        let named = routes.map { Self.namedTags($0.key) }
+        var key: [UInt8] = []
         for (index, q) in records.enumerated() {
             let r = q.record
             let template = routes[q.route].key
+            let suffix = Self.tagSuffix(r, named: named[q.route])
             var any = false
             for f in r.fields {
                 guard let value = f.value.number else {
@@ -239,8 +257,17 @@ public struct BatchEncoder: Sendable {
                     continue
                 }
                 any = true
-                let key = seriesKey(r, field: f.key, template: template)
-                if !createdSeries.contains(KeyBytes(key)), setup.insert(KeyBytes(key)).inserted {
+                key.removeAll(keepingCapacity: true)
+                template.render(r, field: f.key, into: &key)
+                key.append(contentsOf: suffix)
+                // Series created in this run: asked of the shared registry (under its lock) only
+                // until this encoder has seen them there.
+                let known = knownSeries.contains(KeyBytes(key)) || {
+                    guard createdSeries.contains(KeyBytes(key)) else { return false }
+                    if knownSeries.count < Self.maxKnownSeries { knownSeries.insert(KeyBytes(key)) }
+                    return true
+                }()
+                if !known, setup.insert(KeyBytes(key)).inserted {
                     var create = RedisCommand(["TS.CREATE"])
                     create.append(bytes: key)
                     create.append("RETENTION"); create.append(config.retentionMs)

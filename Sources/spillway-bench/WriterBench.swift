@@ -86,10 +86,10 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
     return (Double(total) / seconds, rss)
 }
 
-func writerBenchmarks(records: Int, rounds: Int) throws {
+func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeseries: Bool = true) throws {
     let batchSize = 1000
     // Streams, on Debian's redis-server.
-    do {
+    if streams {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }
         var config = RedisOutputConfig()
@@ -132,7 +132,7 @@ func writerBenchmarks(records: Int, rounds: Int) throws {
         print(String(format: "  RSS %.1f to %.1f MiB; with the buffer %.1f to %.1f MiB", rss.min() ?? 0, rss.max() ?? 0, rssAhead.min() ?? 0, rssAhead.max() ?? 0))
     }
     // TimeSeries, on redis-stack's redis-server with RedisTimeSeries.
-    do {
+    if timeseries {
         let server = try RedisServer(stack: true)
         defer { server.stop(); server.removeFiles() }
         var config = RedisOutputConfig()

@@ -123,8 +123,9 @@ let only = env["BENCH_ONLY"]
 if only == nil || only == "collect" {
     try collectBenchmark(iterations: Int(env["BENCH_ITERATIONS"] ?? "") ?? 2000)
 }
-if only == nil || only == "write" {
-    try writerBenchmarks(records: Int(env["BENCH_RECORDS"] ?? "") ?? 500_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 3)
+if only == nil || only == "write" || only == "write-stream" || only == "write-timeseries" {
+    try writerBenchmarks(records: Int(env["BENCH_RECORDS"] ?? "") ?? 500_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 3,
+                         streams: only != "write-timeseries", timeseries: only != "write-stream")
 }
 if only == nil || only == "spool" {
     try spoolBenchmarks(backlog: Int(env["BENCH_BACKLOG"] ?? "") ?? 5_000_000)
