@@ -293,7 +293,7 @@ public struct BatchEncoder: Sendable {
                 if owners.isEmpty { madd.append("TS.MADD") }
                 madd.append(bytes: key)
                 madd.append(r.timestamp / 1_000_000)
-                madd.append(LineProtocol.formatDouble(value))
+                madd.append(double: value)
                 owners.append(index)
             }
             if !any { rejected += 1 }

@@ -46,9 +46,48 @@ public struct RedisCommand: Sendable, Hashable {
         case .int(let i): append(i)
         case .uint(let u):
             if u <= UInt64(Int64.max) { append(Int64(u)) } else { append(String(u)) }
-        case .double(let d) where d == d.rounded() && abs(d) < 1e15: append(Int64(d))
+        case .double(let d): append(double: d)
         default: append(value.text)
         }
+    }
+
+    /// A float as text, as `LineProtocol.formatDouble` writes it: integral values as digits; a
+    /// value with at most 6 decimals and under 10^9 as `int.frac` written in place (the
+    /// shortest text that reads back as exactly `d`, as `description` gives, without a String);
+    /// any other in its shortest round-tripping form.
+    public mutating func append(double d: Double) {
+        if d == d.rounded(), abs(d) < 1e16 {
+            append(Int64(d))
+            return
+        }
+        let magnitude = abs(d)
+        if magnitude >= 1e-4, magnitude < 1e9 {
+            var p = 1.0
+            for k in 1...6 {
+                p *= 10
+                let scaled = (magnitude * p).rounded()
+                // Both are exact in a Double (under 2^53), so the division is correctly rounded:
+                // equal to `magnitude`, the text reads back as exactly it.
+                guard scaled / p == magnitude else { continue }
+                let n = UInt64(scaled), unit = UInt64(p)
+                let start = bytes.count
+                if d < 0 { bytes.append(UInt8(ascii: "-")) }
+                appendDigits(magnitude: n / unit)
+                bytes.append(UInt8(ascii: "."))
+                // k digits, with leading zeros, written backwards in place.
+                var frac = n % unit
+                bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: k))
+                var i = bytes.count
+                while frac > 0 {
+                    i -= 1
+                    bytes[i] = UInt8(ascii: "0") + UInt8(frac % 10)
+                    frac /= 10
+                }
+                lengths.append(bytes.count - start)
+                return
+            }
+        }
+        append(String(d))
     }
 
     /// A stream ID, `ms-seq`, written in place.

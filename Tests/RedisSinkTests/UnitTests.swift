@@ -158,6 +158,36 @@ import Testing
                               "0-1", "18446744073709551615-42", "18446744073709551615", "-3"])
     }
 
+    @Test func floatsWrittenInPlaceReadBackExactly() {
+        var values: [Double] = [0.5, -0.5, 12.375, 0.875, 0.1, 0.2, 0.1 + 0.2, 1.0 / 3, 99.99, 0.0001, 0.00011, 0.00009,
+                                123456789.5, 999999999.123456, 1e9 + 0.5, 2.5e-7, -1234.5678, 1e300, -Double.pi,
+                                .infinity, -.infinity, .nan, 3, -7, 1e16, 0]
+        // A deterministic spread of values with few decimals, as metrics have, and of arbitrary ones.
+        var x: UInt64 = 0x9E3779B97F4A7C15
+        for _ in 0..<20_000 {
+            x = x &* 6364136223846793005 &+ 1442695040888963407
+            let cents = Double(Int64(bitPattern: x >> 20) % 10_000_000) / 100
+            let any = Double(bitPattern: (x >> 2) | 0x3FF0000000000000) * Double(x % 1000)
+            values += [cents, -cents / 8, any]
+        }
+        for d in values {
+            var c = RedisCommand()
+            c.append(double: d)
+            let text = c.strings[0]
+            if d.isNaN {
+                #expect(Double(text)?.isNaN == true, "\(text)")
+                continue
+            }
+            #expect(Double(text) == d, "\(d) written as \(text)")
+            // The same text as the String-making path (line protocol, status): shortest, fixed.
+            #expect(text == LineProtocol.formatDouble(d), "\(d): \(text), formatDouble \(LineProtocol.formatDouble(d))")
+        }
+        // Fixed decimals exactly as `description` writes them.
+        var c = RedisCommand()
+        for d in [12.375, -0.5, 0.1, 99.99, 0.0001, 123456789.5] { c.append(double: d) }
+        #expect(c.strings == ["12.375", "-0.5", "0.1", "99.99", "0.0001", "123456789.5"])
+    }
+
     @Test func streamCommandIsExact() throws {
         var config = RedisOutputConfig()
         config.maxlen = 500
