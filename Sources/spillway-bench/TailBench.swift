@@ -61,11 +61,6 @@ func tailThroughAgent(server: RedisServer, logs: URL, lines: Int) throws -> (rat
     let tail = TailService(config: config, queue: queue, instanceRoute: instanceRoute, spool: spool, logger: logger)
     let group = ServiceGroup(configuration: .init(services: [.init(service: writer), .init(service: tail)], logger: logger))
     // The agent's CPU: the process's, less this (monitoring) thread's.
-    func threadCPU() -> Int64 {
-        var ts = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
-        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-    }
     let cpu0 = processCPUTimeNanoseconds() - threadCPU()
     let start = monotonicNanoseconds()
     let done = DispatchSemaphore(value: 0)
@@ -91,6 +86,13 @@ func tailThroughAgent(server: RedisServer, logs: URL, lines: Int) throws -> (rat
     let written = s.counters.written + s.replayed
     guard written == Int64(lines), s.counters.duplicates == 0 else { throw InputError("wrote \(written) of \(lines): \(s)") }
     return (Double(lines) / seconds, cpu / Double(lines), rss)
+}
+
+/// The calling thread's CPU time, ns.
+func threadCPU() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }
 
 /// The CPU time redis-server has used so far (user + system), seconds.

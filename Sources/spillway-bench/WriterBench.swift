@@ -44,8 +44,9 @@ func redisBenchmark(port: Int, requests: Int, clients: Int, command: [String]) t
 
 /// Pushes `total` records through the agent's own writer path (RecordQueue -> WriterService: encode
 /// stage, send stage) as fast as the queue takes them. Returns records/s (until Redis acknowledged
-/// the last one) and the RSS samples taken at each tenth.
-func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, bufferDirectory: String? = nil) throws -> (rate: Double, rss: [Double]) {
+/// the last one), the writer's CPU per record (the process's, less this pushing thread's), and the
+/// RSS samples taken at each tenth.
+func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, bufferDirectory: String? = nil) throws -> (rate: Double, cpuPerRecord: Double, rss: [Double]) {
     var agent = AgentConfig(hostname: "bench-host")
     agent.batchSize = batchSize
     agent.flushInterval = 1_000_000_000
@@ -63,6 +64,7 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
     var pool = (0..<batchSize).map { QueuedRecord(record: benchRecord($0, ms: 0), route: 0) }
     var ms: Int64 = 1_700_000_000_000
     var rss: [Double] = []
+    let cpu0 = processCPUTimeNanoseconds() - threadCPU()
     let start = monotonicNanoseconds()
     var pushed = 0
     while pushed < total {
@@ -79,11 +81,12 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
     let deadline = monotonicNanoseconds() + 120_000_000_000
     while stats.snapshot.counters.written + stats.snapshot.replayed < Int64(total), monotonicNanoseconds() < deadline { usleep(200) }
     let seconds = Double(monotonicNanoseconds() - start) / 1e9
+    let cpu = Double(processCPUTimeNanoseconds() - threadCPU() - cpu0)
     queue.close()
     done.wait()
     let written = stats.snapshot.counters.written + stats.snapshot.replayed
     guard written == Int64(total) else { throw InputError("wrote \(written) of \(total): \(stats.snapshot)") }
-    return (Double(total) / seconds, rss)
+    return (Double(total) / seconds, cpu / Double(total), rss)
 }
 
 func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeseries: Bool = true) throws {
@@ -121,8 +124,9 @@ func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeserie
             plain50.append(ours.rate / ref50); ahead50.append(ahead.rate / ref50)
             plain1.append(ours.rate / ref1); ahead1.append(ahead.rate / ref1)
             rss += ours.rss; rssAhead += ahead.rss
-            print(String(format: "  round %d: writer %7.0f records/s, + buffer %7.0f; -c 50 %7.0f, -c 1 %7.0f; ratios to -c 50: %.2f, %.2f; to -c 1: %.2f, %.2f",
-                         round, ours.rate, ahead.rate, ref50, ref1, ours.rate / ref50, ahead.rate / ref50, ours.rate / ref1, ahead.rate / ref1))
+            print(String(format: "  round %d: writer %7.0f records/s (%.2f µs CPU/record), + buffer %7.0f (%.2f µs); -c 50 %7.0f, -c 1 %7.0f; ratios to -c 50: %.2f, %.2f; to -c 1: %.2f, %.2f",
+                         round, ours.rate, ours.cpuPerRecord / 1000, ahead.rate, ahead.cpuPerRecord / 1000, ref50, ref1,
+                         ours.rate / ref50, ahead.rate / ref50, ours.rate / ref1, ahead.rate / ref1))
             print(String(format: "    Redis CPU per XADD: %.2f µs for the writer's (busy %.0f%%), %.2f µs for redis-benchmark -c 50's (busy %.0f%%)",
                          (redis1 - redis0) * 1e6 / Double(records), (redis1 - redis0) * ours.rate / Double(records) * 100,
                          (redis3 - redis2) * 1e6 / Double(records), (redis3 - redis2) * ref50 / Double(records) * 100))
@@ -151,7 +155,7 @@ func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeserie
         let ref1 = try redisBenchmark(port: server.port, requests: tsRecords, clients: 1, command: madd)
         let ref50 = try redisBenchmark(port: server.port, requests: tsRecords, clients: 50, command: madd)
         print("write (timeseries): \(tsRecords) cpu records = \(tsRecords * 11) samples, 704 series, TS.MADD")
-        print(String(format: "  spillway writer                       %10.0f records/s (%.0f samples/s)", ours.rate, ours.rate * 11))
+        print(String(format: "  spillway writer                       %10.0f records/s (%.0f samples/s, %.2f µs CPU/record)", ours.rate, ours.rate * 11, ours.cpuPerRecord / 1000))
         print(String(format: "  redis-benchmark TS.MADD(11) -P 64 -c 1  %8.0f requests/s   ratio %.2f", ref1, ours.rate / ref1))
         print(String(format: "  redis-benchmark TS.MADD(11) -P 64 -c 50 %8.0f requests/s   ratio %.2f   (target >= 0.8)", ref50, ours.rate / ref50))
         print("  RSS MiB at each tenth: " + ours.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
