@@ -143,7 +143,16 @@ public final class Spool: @unchecked Sendable {
         _totals = try Self.readTotals(db)
         let ids = try Self.readIDs(db)
         rows.withLock { $0.ids = ids }
+        checkpointer = Checkpointer(path: path, interval: Self.checkpointInterval)
     }
+
+    deinit { checkpointer?.stop() }
+
+    /// The WAL is checkpointed this often, off the appending thread.
+    static let checkpointInterval: Int64 = 200_000_000
+    /// Past this many WAL pages (64 KiB) the appending connection checkpoints itself.
+    static let walBoundPages = 4096
+    private var checkpointer: Checkpointer?
 
     static func readIDs(_ db: SQLiteDatabase) throws(SQLiteError) -> Deque<Int64> {
         let s = try db.prepare("SELECT id FROM batches ORDER BY id")
@@ -186,6 +195,8 @@ public final class Spool: @unchecked Sendable {
         try db.exec("PRAGMA page_size=65536")
         try db.exec("PRAGMA journal_mode=WAL")
         try db.exec("PRAGMA synchronous=\(options.synchronousFull ? "FULL" : "NORMAL")")
+        // Checkpoints are the `Checkpointer`'s; this one runs only past 256 MB of WAL (a bound).
+        try db.exec("PRAGMA wal_autocheckpoint=\(Self.walBoundPages)")
         if let pages = options.maxPageCount { try db.exec("PRAGMA max_page_count=\(pages)") }
         let check = try db.prepare("PRAGMA quick_check")
         guard try check.step(), check.string(0) == "ok" else {

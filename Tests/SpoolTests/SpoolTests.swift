@@ -42,6 +42,26 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
 }
 
 @Suite struct Buffer {
+    @Test func theWALIsCheckpointedOffTheAppendingThread() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir)
+        func size(_ suffix: String) -> Int {
+            ((try? FileManager.default.attributesOfItem(atPath: dir + "/buffer.sqlite" + suffix))?[.size] as? Int) ?? 0
+        }
+        let before = size("")
+        // About 12 MB of batches: far below the appending connection's own checkpoint bound (256 MB),
+        // so only the background checkpointer can move them into the database file.
+        for i in 0..<60 { #expect(try spool.append(batch(1000, firstMs: i * 1000 + 1), now: Int64(i)).stored) }
+        #expect(size("-wal") > 5_000_000)
+        let deadline = monotonicNanoseconds() + 5_000_000_000
+        while size("") < before + 5_000_000, monotonicNanoseconds() < deadline { usleep(20_000) }
+        #expect(size("") >= before + 5_000_000, "database file \(size("")) bytes, WAL \(size("-wal"))")
+        #expect(spool.totals.batches == 60 && spool.totals.records == 60_000)
+        // Reopened, everything is there.
+        #expect(try Spool(directory: dir).totals.records == 60_000)
+    }
+
     @Test func appendsInOrderAndDeletesOnlyWhenAcknowledged() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
