@@ -193,22 +193,14 @@ public struct BatchEncoder: Sendable {
     private var seededKeys: Set<KeyBytes> = []
     private var lastKey: [UInt8] = []
 
-    /// The series key of a record's field: the template, then every tag the template does not name,
-    /// as `:key=value` in tag order, so `cpu=cpu0` and `cpu=cpu1` never share a series.
-    func seriesKey(_ r: Record, field: String, template: KeyTemplate) -> [UInt8] {
-        var key: [UInt8] = []
-        template.render(r, field: field, into: &key)
-        key.append(contentsOf: Self.tagSuffix(r, named: Self.namedTags(template)))
-        return key
-    }
-
     /// The tags a template names (they are not repeated after it in a series key).
     static func namedTags(_ template: KeyTemplate) -> Set<String> {
         Set(template.tagKeys + (template.hasHost ? ["host"] : []))
     }
 
-    /// `:key=value` for every tag of `r` not in `named`, in tag order: the same for every field of
-    /// a record, so it is made once per record.
+    /// A series key is the template rendered for the record's field, then this: `:key=value` for
+    /// every tag of `r` not in `named`, in tag order, so `cpu=cpu0` and `cpu=cpu1` never share a
+    /// series. It is the same for every field of a record, so it is made once per record.
     static func tagSuffix(_ r: Record, named: Set<String>) -> [UInt8] {
         var suffix: [UInt8] = []
         for t in r.tags where !named.contains(t.key) {

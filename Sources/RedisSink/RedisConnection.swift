@@ -113,17 +113,7 @@ public final class RedisConnection {
     /// way, returns the replies read so far and the error: the commands past them have an unknown
     /// outcome (they may or may not have been applied).
     public func pipeline(_ commands: [RedisCommand], detail: ReplyDetail = .full) -> (replies: [RedisReply], error: RedisError?) {
-        pipeline(count: commands.count, detail: detail) { commands[$0] }
-    }
-
-    /// The same, for `count` commands handed out by index (no array of them is built).
-    /// `whileRedisWorks` runs once every command is written, before the replies are read: work that
-    /// can overlap with Redis's.
-    public func pipeline(count: Int, detail: ReplyDetail, whileRedisWorks: (() -> Void)? = nil,
-                         command commandAt: (Int) -> RedisCommand) -> (replies: [RedisReply], error: RedisError?) {
-        let ticket = send(count: count, command: commandAt)
-        if ticket.error == nil { whileRedisWorks?() }
-        return receive(ticket, detail: detail)
+        receive(send(count: commands.count) { commands[$0] }, detail: detail)
     }
 
     /// Commands written by `send` whose replies `receive` reads: the connection they went out on,

@@ -117,7 +117,8 @@ public final class RedisWriter {
 
     /// One attempt: sends every unsettled command of the batch in one pipeline. Returns what it
     /// settled, and the error that left commands pending, if any.
-    /// `whileRedisWorks` runs while Redis works on the commands (see `RedisConnection.pipeline`).
+    /// `whileRedisWorks` runs once every command is written, before the replies are read: work that
+    /// overlaps with Redis's.
     public func attempt(_ p: inout PendingBatch, whileRedisWorks: (() -> Void)? = nil) -> (counters: WriteCounters, error: String?) {
         let sent = begin(p)
         if sent.ticket?.error == nil { whileRedisWorks?() }

@@ -20,7 +20,8 @@ extension EncodedBatch {
     /// caller that keeps it allocates and clears nothing per batch); returns the length written.
     @discardableResult
     public func serialize(into out: inout [UInt8]) -> Int {
-        // The most it can take (every number at 5 bytes); written through a pointer, then cut to size.
+        // The most it can take (every number at 5 bytes), so it is written through a pointer with
+        // no check per byte.
         var bound = 21
         for c in commands {
             bound += 16 + c.key.count + 5 * c.command.argc + c.command.bytes.count

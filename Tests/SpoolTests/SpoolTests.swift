@@ -181,14 +181,20 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
 }
 
 @Suite struct FullDisk {
+    /// A buffer capped at 40 pages of 64 KiB (2.5 MiB): SQLite answers SQLITE_FULL past it, as on a
+    /// full disk.
+    static func smallSpool(_ dir: String) throws -> Spool {
+        var options = SpoolOptions()
+        options.maxPageCount = 40
+        return try Spool(directory: dir, options: options)
+    }
+
     /// SQLITE_FULL (here from max_page_count, as from a full disk) is "full": drop per policy, keep
     /// running, count every dropped record.
     @Test func fullIsHandledAsFull() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var options = SpoolOptions()
-        options.maxPageCount = 40   // 2.5 MiB of 64 KiB pages
-        let spool = try Spool(directory: dir, options: options)
+        let spool = try Self.smallSpool(dir)
         var stored = 0, full = 0
         var dropped: Int64 = 0
         for i in 0..<60 {
@@ -214,9 +220,7 @@ extension FullDisk {
     @Test func deliveredBatchesAreFreedNotDroppedWhenTheDiskIsFull() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var options = SpoolOptions()
-        options.maxPageCount = 40   // 2.5 MiB of 64 KiB pages
-        let spool = try Spool(directory: dir, options: options)
+        let spool = try Self.smallSpool(dir)
         for i in 0..<5 { #expect(try spool.append(batch(1000, key: "k", firstMs: 1_000_000 + i * 1000), now: Int64(i)).stored) }
         for id in try spool.oldestBatches(limit: 100).batches.map(\.id) { spool.acknowledgeLater(id: id) }
         #expect(spool.isEmpty && spool.hasAcknowledgements)
