@@ -27,52 +27,6 @@ public struct QueuedRecord: Sendable {
     }
 }
 
-/// One command of a batch and what its reply settles.
-public struct EncodedCommand: Sendable {
-    public enum Role: Sendable, Equatable {
-        /// An XADD: the reply settles record `index` of the batch.
-        case record(Int)
-        /// A TS.MADD: sample j belongs to record `owners[j]`; every sample of those records is here.
-        case samples(owners: [Int])
-        /// TS.CREATE / TS.CREATERULE for series `key`; "already exists" counts as done.
-        case setup
-    }
-
-    public var command: RedisCommand
-    /// The key the command writes (for logs).
-    public var key: [UInt8]
-    public var role: Role
-
-    public init(command: RedisCommand, key: [UInt8], role: Role) {
-        self.command = command
-        self.key = key
-        self.role = role
-    }
-}
-
-/// A batch, encoded once: every record has its key and (for streams) its ID from here on, so a
-/// resend is exactly what was sent before.
-public struct EncodedBatch: Sendable {
-    public var commands: [EncodedCommand]
-    public var recordCount: Int
-    /// Records that can never be written (timeseries: no numeric field), already settled as rejected.
-    public var rejectedAtEncoding: Int
-    /// Fields left out (timeseries: strings and booleans).
-    public var skippedFields: Int
-    /// Tailed files' checkpoints (the last of each file, in batch order): committed with the batch.
-    /// Not serialized: once the batch is in the buffer they are too.
-    public var checkpoints: [FileCheckpoint] = []
-    /// Records that are tailed lines (a batch with lines is never dropped from the buffer).
-    public var lineCount = 0
-
-    public init(commands: [EncodedCommand], recordCount: Int, rejectedAtEncoding: Int, skippedFields: Int) {
-        self.commands = commands
-        self.recordCount = recordCount
-        self.rejectedAtEncoding = rejectedAtEncoding
-        self.skippedFields = skippedFields
-    }
-}
-
 /// Turns records into commands for the configured layout. Owns the stream ID minter and the set of
 /// timeseries already created.
 public struct BatchEncoder: Sendable {
@@ -122,8 +76,9 @@ public struct BatchEncoder: Sendable {
     }
 
     mutating func encodeStreams(_ records: [QueuedRecord], now: Int64, lastIDInRedis: (([UInt8]) -> StreamID??)?) -> EncodedBatch {
-        var commands: [EncodedCommand] = []
-        commands.reserveCapacity(records.count)
+        var batch = EncodedBatch(recordCount: records.count)
+        // Sized like the last batch of this encoder, so a batch's storage grows at most once or twice.
+        batch.reserve(bytes: streamBytesPerRecord * records.count, arguments: streamArgumentsPerRecord * records.count, commands: records.count)
         var asked: Set<KeyBytes> = []
         let minID: String? = config.maxAge.map { age in "\(max(0, now - age) / 1_000_000)" }
         // Through the buffer: records are read in place, not copied (no retain per record).
@@ -131,17 +86,7 @@ public struct BatchEncoder: Sendable {
             for index in records.indices {
                 let r = records[index].record
                 let route = routes[records[index].route]
-                var c = RedisCommand()
-                // The command's size, so its bytes are allocated once.
-                var size = 96 + route.key.parts.count * 16
-                for f in r.fields {
-                    size += f.key.utf8.count + 24
-                    if case .string(let v) = f.value { size += v.utf8.count }
-                }
-                for t in r.tags { size += 4 + t.key.utf8.count + t.value.utf8.count }
-                c.reserve(bytes: size, arguments: 8 + 2 * (r.fields.count + r.tags.count))
-                c.append("XADD")
-                let keyStart = c.argumentStart
+                let command = batch.beginCommand()
                 route.key.render(r, into: &tmpKey)
                 // Records of a batch mostly share a key: a key not seeded yet is asked about once
                 // per batch (at the first record of each run of it), so a Redis that does not
@@ -153,41 +98,50 @@ public struct BatchEncoder: Sendable {
                         seededKeys.insert(KeyBytes(tmpKey))
                     }
                 }
-                c.appendToArgument(tmpKey)
-                c.endArgument(start: keyStart)
-                if let minID {
-                    c.append("MINID"); c.append("~"); c.append(minID)
-                } else if route.maxlen > 0 {
-                    c.append("MAXLEN"); c.append("~"); c.append(Int64(route.maxlen))
-                }
                 let ms = UInt64(max(0, r.timestamp) / 1_000_000)
-                switch config.ids {
-                case .explicit: c.append(minter.mint(key: tmpKey, ms: ms))
-                case .auto: c.append("*")
-                }
-                for f in r.fields {
-                    c.append(f.key)
-                    c.append(f.value)
-                }
-                for t in r.tags {
-                    let start = c.argumentStart
-                    c.appendToArgument("tag_".utf8)
-                    c.appendToArgument(t.key.utf8)
-                    c.endArgument(start: start)
-                    c.append(t.value)
-                }
-                c.append("timestamp")
-                c.append(Int64(ms))
-                // Records of a batch mostly share a key: share its storage too (and keep tmpKey's
-                // buffer unshared, so clearing it allocates nothing).
-                if tmpKey != lastKey { lastKey = tmpKey }
-                commands.append(EncodedCommand(command: c, key: lastKey, role: .record(index)))
+                let id: StreamID? = config.ids == .explicit ? minter.mint(key: tmpKey, ms: ms) : nil
+                // The most the command can take, so it is written through pointers in one go.
+                var maxBytes = 4 + tmpKey.count + 7 + (minID?.utf8.count ?? ArgumentWriter.maxNumberBytes)
+                    + 2 * ArgumentWriter.maxNumberBytes + 1 + 9 + ArgumentWriter.maxNumberBytes
+                for f in r.fields { maxBytes += f.key.utf8.count + ArgumentWriter.maxBytes(f.value) }
+                for t in r.tags { maxBytes += 4 + t.key.utf8.count + t.value.utf8.count }
+                batch.withArguments { $0.write(maxBytes: maxBytes, maxArguments: 8 + 2 * (r.fields.count + r.tags.count)) { w in
+                    w.argument("XADD")
+                    w.argument(tmpKey)
+                    if let minID {
+                        w.argument("MINID"); w.argument("~"); w.argument(minID)
+                    } else if route.maxlen > 0 {
+                        w.argument("MAXLEN"); w.argument("~"); w.argument(Int64(route.maxlen))
+                    }
+                    if let id { w.argument(id) } else { w.argument("*") }
+                    for f in r.fields {
+                        w.argument(f.key)
+                        w.argument(f.value)
+                    }
+                    for t in r.tags {
+                        w.part("tag_")
+                        w.part(t.key)
+                        w.end()
+                        w.argument(t.value)
+                    }
+                    w.argument("timestamp")
+                    w.argument(Int64(ms))
+                } }
+                batch.endCommand(command, keyArgument: 1, role: .record(index))
+                if tmpKey != lastKey { swap(&tmpKey, &lastKey) }
                 tmpKey.removeAll(keepingCapacity: true)
             }
         }
-        return EncodedBatch(commands: commands, recordCount: records.count, rejectedAtEncoding: 0, skippedFields: 0)
+        if !records.isEmpty {
+            streamBytesPerRecord = batch.arguments.bytes.count / records.count + 16
+            streamArgumentsPerRecord = batch.arguments.argc / records.count + 2
+        }
+        return batch
     }
 
+    /// A stream record's size in the last batch (bytes, arguments), for the next batch's reservation.
+    private var streamBytesPerRecord = 256
+    private var streamArgumentsPerRecord = 16
     private var tmpKey: [UInt8] = []
     /// Stream keys whose last ID was read from Redis in this run.
     private var seededKeys: Set<KeyBytes> = []
@@ -222,7 +176,7 @@ public struct BatchEncoder: Sendable {
     }
 
     mutating func encodeSeries(_ records: [QueuedRecord]) -> EncodedBatch {
-        var commands: [EncodedCommand] = []
+        var batch = EncodedBatch(recordCount: records.count)
         var setup: Set<KeyBytes> = []
         var madd = RedisCommand()
         var owners: [Int] = []
@@ -231,8 +185,8 @@ public struct BatchEncoder: Sendable {
         var skipped = 0
         func flushMADD() {
             guard !owners.isEmpty else { return }
-            commands.append(EncodedCommand(command: madd, key: Array("TS.MADD".utf8), role: .samples(owners: owners)))
-            madd = RedisCommand()
+            batch.append(madd, keyArgument: 0, role: .samples(owners: owners))
+            madd.removeAll()
             owners = []
             recordsInMADD = 0
         }
@@ -265,7 +219,7 @@ public struct BatchEncoder: Sendable {
                     create.append("RETENTION"); create.append(config.retentionMs)
                     create.append("DUPLICATE_POLICY"); create.append("LAST")
                     labels(r, field: f.key, into: &create)
-                    commands.append(EncodedCommand(command: create, key: key, role: .setup))
+                    batch.append(create, keyArgument: 1, role: .setup)
                     for rollup in config.rollups {
                         let dst = key + Array(":\(rollup.aggregation)_\(rollup.bucketText)".utf8)
                         var c = RedisCommand(["TS.CREATE"])
@@ -274,12 +228,12 @@ public struct BatchEncoder: Sendable {
                         c.append("DUPLICATE_POLICY"); c.append("LAST")
                         labels(r, field: f.key, into: &c)
                         c.append("rollup"); c.append("\(rollup.aggregation)_\(rollup.bucketText)")
-                        commands.append(EncodedCommand(command: c, key: dst, role: .setup))
+                        batch.append(c, keyArgument: 1, role: .setup)
                         var rule = RedisCommand(["TS.CREATERULE"])
                         rule.append(bytes: key)
                         rule.append(bytes: dst)
                         rule.append("AGGREGATION"); rule.append(rollup.aggregation); rule.append(rollup.bucketMs)
-                        commands.append(EncodedCommand(command: rule, key: dst, role: .setup))
+                        batch.append(rule, keyArgument: 2, role: .setup)
                     }
                 }
                 if owners.isEmpty { madd.append("TS.MADD") }
@@ -293,7 +247,9 @@ public struct BatchEncoder: Sendable {
             if recordsInMADD >= Self.recordsPerMADD { flushMADD() }
         }
         flushMADD()
-        return EncodedBatch(commands: commands, recordCount: records.count, rejectedAtEncoding: rejected, skippedFields: skipped)
+        batch.rejectedAtEncoding = rejected
+        batch.skippedFields = skipped
+        return batch
     }
 
     /// Marks a series as created (its TS.CREATE succeeded or it existed).

@@ -19,9 +19,24 @@ public struct RedisCommand: Sendable, Hashable {
         lengths.reserveCapacity(arguments)
     }
 
+    /// Empties it, keeping its storage.
+    public mutating func removeAll(keepingCapacity: Bool = true) {
+        bytes.removeAll(keepingCapacity: keepingCapacity)
+        lengths.removeAll(keepingCapacity: keepingCapacity)
+    }
+
+    /// Raw parts, for a reader that appends an argument's length and its bytes separately.
+    mutating func appendLength(_ n: Int) { lengths.append(n) }
+    mutating func appendBytes(_ b: ArraySlice<UInt8>) { bytes.append(contentsOf: b) }
+
+    /// Appends the arguments `span` of `other` (a command of a flat batch).
+    public mutating func append(arguments other: RedisCommand, _ span: CommandSpan) {
+        bytes.append(contentsOf: other.bytes[span.byteStart..<(span.byteStart + span.byteCount)])
+        lengths.append(contentsOf: other.lengths[span.argStart..<(span.argStart + span.argc)])
+    }
+
     public mutating func append(_ s: String) {
-        var s = s
-        s.withUTF8 { append(bytes: $0) }
+        write(maxBytes: s.utf8.count, maxArguments: 1) { $0.argument(s) }
     }
 
     public mutating func append(_ s: StaticString) {
@@ -34,92 +49,40 @@ public struct RedisCommand: Sendable, Hashable {
     }
 
     public mutating func append(_ v: Int64) {
-        let start = bytes.count
-        appendDigits(v)
-        lengths.append(bytes.count - start)
+        write(maxBytes: ArgumentWriter.maxNumberBytes, maxArguments: 1) { $0.argument(v) }
     }
 
     /// A field value as text: integers and integral floats as digits written in place (no String),
     /// other floats in their shortest round-tripping form.
     public mutating func append(_ value: FieldValue) {
-        switch value {
-        case .int(let i): append(i)
-        case .uint(let u):
-            if u <= UInt64(Int64.max) { append(Int64(u)) } else { append(String(u)) }
-        case .double(let d): append(double: d)
-        default: append(value.text)
-        }
+        write(maxBytes: ArgumentWriter.maxBytes(value), maxArguments: 1) { $0.argument(value) }
     }
 
-    /// A float as text, as `LineProtocol.formatDouble` writes it: integral values as digits; a
-    /// value with at most 6 decimals and under 10^9 as `int.frac` written in place (the
-    /// shortest text that reads back as exactly `d`, as `description` gives, without a String);
-    /// any other in its shortest round-tripping form.
+    /// A float as text, as `LineProtocol.formatDouble` writes it (see `ArgumentWriter.argument(double:)`).
     public mutating func append(double d: Double) {
-        if d == d.rounded(), abs(d) < 1e16 {
-            append(Int64(d))
-            return
-        }
-        let magnitude = abs(d)
-        if magnitude >= 1e-4, magnitude < 1e9 {
-            var p = 1.0
-            for k in 1...6 {
-                p *= 10
-                let scaled = (magnitude * p).rounded()
-                // Both are exact in a Double (under 2^53), so the division is correctly rounded:
-                // equal to `magnitude`, the text reads back as exactly it.
-                guard scaled / p == magnitude else { continue }
-                let n = UInt64(scaled), unit = UInt64(p)
-                let start = bytes.count
-                if d < 0 { bytes.append(UInt8(ascii: "-")) }
-                appendDigits(magnitude: n / unit)
-                bytes.append(UInt8(ascii: "."))
-                // k digits, with leading zeros, written backwards in place.
-                var frac = n % unit
-                bytes.append(contentsOf: repeatElement(UInt8(ascii: "0"), count: k))
-                var i = bytes.count
-                while frac > 0 {
-                    i -= 1
-                    bytes[i] = UInt8(ascii: "0") + UInt8(frac % 10)
-                    frac /= 10
-                }
-                lengths.append(bytes.count - start)
-                return
-            }
-        }
-        append(String(d))
+        write(maxBytes: ArgumentWriter.maxNumberBytes, maxArguments: 1) { $0.argument(double: d) }
     }
 
     /// A stream ID, `ms-seq`, written in place.
     public mutating func append(_ id: StreamID) {
-        let start = bytes.count
-        appendDigits(magnitude: id.ms)
-        bytes.append(UInt8(ascii: "-"))
-        appendDigits(magnitude: id.seq)
-        lengths.append(bytes.count - start)
+        write(maxBytes: 2 * ArgumentWriter.maxNumberBytes + 1, maxArguments: 1) { $0.argument(id) }
     }
 
-    private mutating func appendDigits(_ v: Int64) {
-        if v < 0 { bytes.append(UInt8(ascii: "-")) }
-        appendDigits(magnitude: v.magnitude)
-    }
-
-    private mutating func appendDigits(magnitude: UInt64) {
-        if magnitude < 10 {
-            bytes.append(UInt8(ascii: "0") + UInt8(magnitude))
-            return
-        }
-        // Written backwards into 20 bytes on the stack (UInt64.max has 20 digits), appended once.
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
-            var u = magnitude
-            var i = 20
-            while u > 0 {
-                i -= 1
-                digits[i] = UInt8(ascii: "0") + UInt8(u % 10)
-                u /= 10
+    /// Appends arguments written through pointers, with no check per byte: `body` writes at most
+    /// `maxBytes` bytes and `maxArguments` arguments (room for them is made first, once).
+    public mutating func write(maxBytes: Int, maxArguments: Int, _ body: (inout ArgumentWriter) -> Void) {
+        let b0 = bytes.count, a0 = lengths.count
+        bytes.append(contentsOf: repeatElement(0, count: maxBytes))
+        lengths.append(contentsOf: repeatElement(0, count: maxArguments))
+        let (usedBytes, usedArguments) = bytes.withUnsafeMutableBufferPointer { b in
+            lengths.withUnsafeMutableBufferPointer { l in
+                var w = ArgumentWriter(bytes: b.baseAddress! + b0, lengths: l.baseAddress! + a0, maxBytes: maxBytes, maxArguments: maxArguments)
+                body(&w)
+                return (w.byteCount, w.argumentCount)
             }
-            bytes.append(contentsOf: UnsafeBufferPointer(rebasing: digits[i...]))
         }
+        bytes.removeLast(maxBytes - usedBytes)
+        lengths.removeLast(maxArguments - usedArguments)
     }
 
     /// Starts an argument that the caller writes with `bytes` directly, ended by `endArgument(start:)`.
@@ -147,4 +110,164 @@ public struct RedisCommand: Sendable, Hashable {
 
     /// The command name (first argument), upper-cased, for logs.
     public var name: String { argc == 0 ? "" : String(decoding: argument(0), as: UTF8.self).uppercased() }
+}
+
+/// Writes arguments into room made for them (`RedisCommand.write`), through pointers: no capacity
+/// or uniqueness check per argument, numbers formatted in place.
+public struct ArgumentWriter {
+    let bytes: UnsafeMutablePointer<UInt8>
+    let lengths: UnsafeMutablePointer<Int>
+    let maxBytes: Int
+    let maxArguments: Int
+    public private(set) var byteCount = 0
+    public private(set) var argumentCount = 0
+    /// Where the argument being written starts.
+    private var start = 0
+
+    /// The most bytes a number (Int64, UInt64 or Double) takes as text.
+    public static let maxNumberBytes = 32
+
+    /// The most bytes `value` takes as text.
+    public static func maxBytes(_ value: FieldValue) -> Int {
+        if case .string(let s) = value { return s.utf8.count }
+        return maxNumberBytes
+    }
+
+    init(bytes: UnsafeMutablePointer<UInt8>, lengths: UnsafeMutablePointer<Int>, maxBytes: Int, maxArguments: Int) {
+        self.bytes = bytes
+        self.lengths = lengths
+        self.maxBytes = maxBytes
+        self.maxArguments = maxArguments
+    }
+
+    // MARK: parts of an argument
+
+    /// Bytes of the current argument.
+    public mutating func part(_ source: UnsafeRawBufferPointer) {
+        precondition(byteCount + source.count <= maxBytes, "ArgumentWriter: more bytes than the room made")
+        if let s = source.baseAddress, source.count > 0 {
+            (bytes + byteCount).update(from: s.assumingMemoryBound(to: UInt8.self), count: source.count)
+        }
+        byteCount += source.count
+    }
+
+    public mutating func part(_ s: String) {
+        var s = s
+        s.withUTF8 { part(UnsafeRawBufferPointer($0)) }
+    }
+
+    public mutating func part(_ s: StaticString) {
+        s.withUTF8Buffer { part(UnsafeRawBufferPointer($0)) }
+    }
+
+    public mutating func part(_ b: [UInt8]) {
+        b.withUnsafeBytes { part($0) }
+    }
+
+    public mutating func part(byte: UInt8) {
+        precondition(byteCount < maxBytes, "ArgumentWriter: more bytes than the room made")
+        bytes[byteCount] = byte
+        byteCount += 1
+    }
+
+    /// Ends the current argument.
+    public mutating func end() {
+        precondition(argumentCount < maxArguments, "ArgumentWriter: more arguments than the room made")
+        lengths[argumentCount] = byteCount - start
+        argumentCount += 1
+        start = byteCount
+    }
+
+    // MARK: whole arguments
+
+    public mutating func argument(_ s: String) { part(s); end() }
+    public mutating func argument(_ s: StaticString) { part(s); end() }
+    public mutating func argument(_ b: [UInt8]) { part(b); end() }
+    public mutating func argument(_ v: Int64) { digits(v); end() }
+
+    /// A stream ID, `ms-seq`.
+    public mutating func argument(_ id: StreamID) {
+        digits(magnitude: id.ms)
+        part(byte: UInt8(ascii: "-"))
+        digits(magnitude: id.seq)
+        end()
+    }
+
+    /// A field value as text: integers and integral floats as digits, other floats in their shortest
+    /// round-tripping form.
+    public mutating func argument(_ value: FieldValue) {
+        switch value {
+        case .int(let i): digits(i)
+        case .uint(let u): digits(magnitude: u)
+        case .double(let d): double(d)
+        case .bool(let b): part(b ? "true" : "false")
+        case .string(let s): part(s)
+        }
+        end()
+    }
+
+    public mutating func argument(double d: Double) { double(d); end() }
+
+    /// A float as `LineProtocol.formatDouble` writes it: integral values as digits; a value under
+    /// 10^9 and at least 10^-4 with at most 6 decimals as `int.frac` (the shortest text that reads
+    /// back as exactly `d`, as `description` gives); any other in its shortest round-tripping form.
+    mutating func double(_ d: Double) {
+        if d == d.rounded(), abs(d) < 1e16 {
+            digits(Int64(d))
+            return
+        }
+        let magnitude = abs(d)
+        if magnitude >= 1e-4, magnitude < 1e9 {
+            // Under 10^15, exact in a Double, so the division is correctly rounded: when it gives
+            // back `magnitude`, `scaled / 10^6` reads back as exactly `magnitude`. Near `magnitude`
+            // (under 10^9, so within 10^-7 of it in steps of 10^-6) no other 6-decimal number does,
+            // so with its trailing zeros cut it is the shortest such text.
+            let scaled = (magnitude * 1e6).rounded()
+            if scaled / 1e6 == magnitude {
+                let n = UInt64(scaled)
+                if d < 0 { part(byte: UInt8(ascii: "-")) }
+                digits(magnitude: n / 1_000_000)
+                var frac = n % 1_000_000
+                var k = 6
+                while k > 1, frac % 10 == 0 {
+                    frac /= 10
+                    k -= 1
+                }
+                part(byte: UInt8(ascii: "."))
+                precondition(byteCount + k <= maxBytes, "ArgumentWriter: more bytes than the room made")
+                var i = byteCount + k
+                while i > byteCount {
+                    i -= 1
+                    bytes[i] = UInt8(ascii: "0") + UInt8(frac % 10)
+                    frac /= 10
+                }
+                byteCount += k
+                return
+            }
+        }
+        part(String(d))
+    }
+
+    mutating func digits(_ v: Int64) {
+        if v < 0 { part(byte: UInt8(ascii: "-")) }
+        digits(magnitude: v.magnitude)
+    }
+
+    mutating func digits(magnitude: UInt64) {
+        var count = 1
+        var u = magnitude
+        while u >= 10 {
+            u /= 10
+            count += 1
+        }
+        precondition(byteCount + count <= maxBytes, "ArgumentWriter: more bytes than the room made")
+        var v = magnitude
+        var i = byteCount + count
+        repeat {
+            i -= 1
+            bytes[i] = UInt8(ascii: "0") + UInt8(v % 10)
+            v /= 10
+        } while v > 0
+        byteCount += count
+    }
 }

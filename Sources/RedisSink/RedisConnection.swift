@@ -113,7 +113,7 @@ public final class RedisConnection {
     /// way, returns the replies read so far and the error: the commands past them have an unknown
     /// outcome (they may or may not have been applied).
     public func pipeline(_ commands: [RedisCommand], detail: ReplyDetail = .full) -> (replies: [RedisReply], error: RedisError?) {
-        receive(send(count: commands.count) { commands[$0] }, detail: detail)
+        receive(send(commands), detail: detail)
     }
 
     /// Commands written by `send` whose replies `receive` reads: the connection they went out on,
@@ -133,7 +133,7 @@ public final class RedisConnection {
     /// replies: several sends may be outstanding, and `receive` must then be called for each, in
     /// the order they were sent. Redis works on them meanwhile. Every command is on the socket when
     /// this returns.
-    public func send(count: Int, command commandAt: (Int) -> RedisCommand) -> Ticket {
+    public func send(_ arguments: RedisCommand, count: Int, span: (Int) -> CommandSpan) -> Ticket {
         do {
             try connect()
         } catch {
@@ -142,35 +142,51 @@ public final class RedisConnection {
         let start = monotonicNanoseconds()
         guard let c = context else { return Ticket(count: count, generation: generation, start: start, error: .connection("not connected")) }
         let sentOn = generation
-        for n in 0..<count {
-            let command = commandAt(n)
-            let ok = command.bytes.withUnsafeBufferPointer { data -> Bool in
-                withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: command.argc) { argv in
-                    withUnsafeTemporaryAllocation(of: Int.self, capacity: command.argc) { lens in
-                        var offset = 0
-                        let base = UnsafeRawPointer(data.baseAddress ?? UnsafePointer(bitPattern: 1)!)
-                        for i in 0..<command.argc {
+        // hiredis takes an argument vector: pointers into the batch's bytes, and its lengths as they
+        // are (an Int is a size_t). The pointers' storage is reused for every command.
+        var argv: [UnsafePointer<CChar>?] = []
+        let failed: String? = arguments.bytes.withUnsafeBufferPointer { data in
+            arguments.lengths.withUnsafeBufferPointer { lengths in
+                let base = UnsafeRawPointer(data.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+                for n in 0..<count {
+                    let s = span(n)
+                    if argv.count < s.argc { argv = Array(repeating: nil, count: s.argc) }
+                    let ok = argv.withUnsafeMutableBufferPointer { argv in
+                        var offset = s.byteStart
+                        for i in 0..<s.argc {
                             argv[i] = (base + offset).assumingMemoryBound(to: CChar.self)
-                            lens[i] = command.lengths[i]
-                            offset += command.lengths[i]
+                            offset += lengths[s.argStart + i]
                         }
-                        return redisAppendCommandArgv(c, Int32(command.argc), argv.baseAddress, lens.baseAddress) == REDIS_OK
+                        return redisAppendCommandArgv(c, Int32(s.argc), argv.baseAddress, lengths.baseAddress! + s.argStart) == REDIS_OK
+                    }
+                    if !ok { return "appending command \(n + 1) of \(count)" }
+                    // Hand Redis every `writeChunk` commands as they are formatted, so it works while
+                    // the rest of the pipeline is being appended.
+                    if (n + 1) % Self.writeChunk == 0, n + 1 < count {
+                        var done: Int32 = 0
+                        if redisBufferWrite(c, &done) != REDIS_OK { return "writing" }
                     }
                 }
-            }
-            if !ok { return Ticket(count: count, generation: sentOn, start: start, error: failure(c, "appending \(command.name)")) }
-            // Hand Redis every `writeChunk` commands as they are formatted, so it works while the
-            // rest of the pipeline is being appended.
-            if (n + 1) % Self.writeChunk == 0, n + 1 < count {
-                var done: Int32 = 0
-                if redisBufferWrite(c, &done) != REDIS_OK { return Ticket(count: count, generation: sentOn, start: start, error: failure(c, "writing")) }
+                return nil
             }
         }
+        if let failed { return Ticket(count: count, generation: sentOn, start: start, error: failure(c, failed)) }
         var done: Int32 = 0
         repeat {
             if redisBufferWrite(c, &done) != REDIS_OK { return Ticket(count: count, generation: sentOn, start: start, error: failure(c, "writing")) }
         } while done == 0
         return Ticket(count: count, generation: sentOn, start: start, error: nil)
+    }
+
+    /// The same, for commands of their own.
+    public func send(_ commands: [RedisCommand]) -> Ticket {
+        var flat = RedisCommand()
+        var spans: [CommandSpan] = []
+        for c in commands {
+            spans.append(CommandSpan(argStart: flat.argc, argc: c.argc, byteStart: flat.bytes.count, byteCount: c.bytes.count))
+            flat.append(arguments: c, CommandSpan(argStart: 0, argc: c.argc, byteStart: 0, byteCount: c.bytes.count))
+        }
+        return send(flat, count: commands.count) { spans[$0] }
     }
 
     /// Reads the replies to a `send`, in order. On a connection error or timeout part way, returns

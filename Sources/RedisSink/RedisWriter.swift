@@ -34,7 +34,7 @@ public struct PendingBatch: Sendable {
 
     public init(_ batch: EncodedBatch) {
         self.batch = batch
-        done = Array(repeating: false, count: batch.commands.count)
+        done = Array(repeating: false, count: batch.commandCount)
         rejected = Array(repeating: false, count: batch.recordCount)
     }
 
@@ -49,17 +49,17 @@ public struct PendingBatch: Sendable {
             index[i] = index.count
             return index.count - 1
         }
-        var commands: [EncodedCommand] = []
-        for (i, c) in batch.commands.enumerated() where !done[i] {
-            var c = c
-            switch c.role {
-            case .record(let r): c.role = .record(remap(r))
-            case .samples(let owners): c.role = .samples(owners: owners.map(remap))
-            case .setup: break
+        var out = EncodedBatch()
+        for i in 0..<batch.commandCount where !done[i] {
+            let role: EncodedCommand.Role = switch batch.role(i) {
+            case .record(let r): .record(remap(r))
+            case .samples(let owners): .samples(owners: owners.map(remap))
+            case .setup: .setup
             }
-            commands.append(c)
+            out.append(command: i, of: batch, role: role)
         }
-        return EncodedBatch(commands: commands, recordCount: index.count, rejectedAtEncoding: 0, skippedFields: 0)
+        out.recordCount = index.count
+        return out
     }
 }
 
@@ -140,7 +140,7 @@ public final class RedisWriter {
         let indices = p.done.indices.filter { !p.done[$0] }
         if indices.isEmpty { return Attempt(indices: [], ticket: nil) }
         let batch = p.batch
-        let ticket = connection.send(count: indices.count) { batch.commands[indices[$0]].command }
+        let ticket = connection.send(batch.arguments, count: indices.count) { batch.span(indices[$0]) }
         return Attempt(indices: indices, ticket: ticket)
     }
 
@@ -160,13 +160,13 @@ public final class RedisWriter {
         for (n, reply) in replies.enumerated() {
             let i = indices[n]
             // The common case, an XADD written: settled without copying the command.
-            if case .record = p.batch.commands[i].role, !reply.isError {
+            if !reply.isError, p.batch.isRecord(i) {
                 counters.written += 1
                 p.done[i] = true
                 p.settledRecords += 1
                 continue
             }
-            let command = p.batch.commands[i]
+            let command = p.batch.command(i)
             switch command.role {
             case .setup:
                 if case .error(let message) = reply {
@@ -216,9 +216,9 @@ public final class RedisWriter {
                     let owner = owners[sample]
                     // A series whose TS.CREATE in this batch is not settled yet does not exist yet.
                     let seriesPending = (message.contains("not a TSDB key") || message.contains("does not exist"))
-                        && p.batch.commands.indices.contains { k in
-                            p.batch.commands[k].role == .setup && !p.done[k]
-                                && p.batch.commands[k].key.elementsEqual(command.command.argument(1 + 3 * sample))
+                        && (0..<p.batch.commandCount).contains { k in
+                            p.batch.role(k) == .setup && !p.done[k]
+                                && p.batch.key(k).elementsEqual(command.command.argument(1 + 3 * sample))
                         }
                     let kind = seriesPending ? .transient : ReplyErrorKind.classify(message)
                     if keepsPending(kind, message, &firstError) {

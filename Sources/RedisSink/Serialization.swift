@@ -22,38 +22,46 @@ extension EncodedBatch {
     public func serialize(into out: inout [UInt8]) -> Int {
         // The most it can take (every number at 5 bytes), so it is written through a pointer with
         // no check per byte.
-        var bound = 21
-        for c in commands {
-            bound += 16 + c.key.count + 5 * c.command.argc + c.command.bytes.count
-            if case .samples(let owners) = c.role { bound += 5 * owners.count }
+        var bound = 21 + 5 * arguments.argc + arguments.bytes.count
+        for e in entries {
+            bound += 16 + arguments.lengths[e.span.argStart + e.keyArgument]
+            if case .samples(let owners) = e.role { bound += 5 * owners.count }
         }
         if out.count < bound { out.append(contentsOf: repeatElement(0, count: bound - out.count)) }
         return out.withUnsafeMutableBufferPointer { buffer -> Int in
-            var w = Writer(base: buffer.baseAddress!)
-            w.byte(2)
-            w.varint(recordCount)
-            w.varint(rejectedAtEncoding)
-            w.varint(skippedFields)
-            w.varint(commands.count)
-            for c in commands {
-                switch c.role {
-                case .record(let i):
-                    w.byte(0)
-                    w.varint(i)
-                case .samples(let owners):
-                    w.byte(1)
-                    w.varint(owners.count)
-                    for o in owners { w.varint(o) }
-                case .setup:
+            arguments.bytes.withUnsafeBufferPointer { bytes -> Int in
+                arguments.lengths.withUnsafeBufferPointer { lengths -> Int in
+                    var w = Writer(base: buffer.baseAddress!)
                     w.byte(2)
+                    w.varint(recordCount)
+                    w.varint(rejectedAtEncoding)
+                    w.varint(skippedFields)
+                    w.varint(entries.count)
+                    for e in entries {
+                        switch e.role {
+                        case .record(let i):
+                            w.byte(0)
+                            w.varint(i)
+                        case .samples(let owners):
+                            w.byte(1)
+                            w.varint(owners.count)
+                            for o in owners { w.varint(o) }
+                        case .setup:
+                            w.byte(2)
+                        }
+                        let s = e.span
+                        var keyOffset = s.byteStart
+                        for j in s.argStart..<(s.argStart + e.keyArgument) { keyOffset += lengths[j] }
+                        let keyLength = lengths[s.argStart + e.keyArgument]
+                        w.varint(keyLength)
+                        w.bytes(bytes.baseAddress, from: keyOffset, count: keyLength)
+                        w.varint(s.argc)
+                        for j in s.argStart..<(s.argStart + s.argc) { w.varint(lengths[j]) }
+                        w.bytes(bytes.baseAddress, from: s.byteStart, count: s.byteCount)
+                    }
+                    return w.count
                 }
-                w.varint(c.key.count)
-                w.bytes(c.key)
-                w.varint(c.command.argc)
-                for n in c.command.lengths { w.varint(n) }
-                w.bytes(c.command.bytes)
             }
-            return w.count
         }
     }
 
@@ -64,8 +72,9 @@ extension EncodedBatch {
         let rejected = Int(try r.u32())
         let skipped = Int(try r.u32())
         let n = Int(try r.u32())
-        var commands: [EncodedCommand] = []
-        commands.reserveCapacity(min(n, 1 << 20))
+        self.init(recordCount: recordCount, rejectedAtEncoding: rejected, skippedFields: skipped)
+        // Sized once for the whole batch (what is left of the payload bounds it).
+        reserve(bytes: b.count, arguments: 0, commands: min(n, b.count / 4))
         for _ in 0..<n {
             let role: EncodedCommand.Role
             switch try r.u8() {
@@ -79,27 +88,36 @@ extension EncodedBatch {
             case 2: role = .setup
             default: throw FormatError(description: "unknown command role")
             }
-            let key = try r.bytes(Int(try r.u32()))
+            let key = try r.slice(Int(try r.u32()))
             let argc = Int(try r.u32())
-            var lengths: [Int] = []
-            lengths.reserveCapacity(min(argc, 1 << 20))
+            var start = beginCommand()
             var total = 0
-            for _ in 0..<argc {
-                let l = Int(try r.u32())
-                lengths.append(l)
-                total += l
+            var keyArgument: Int?
+            try withArguments { (arguments: inout RedisCommand) throws(FormatError) in
+                for _ in 0..<argc {
+                    let l = Int(try r.u32())
+                    arguments.appendLength(l)
+                    total += l
+                }
+                let data = try r.slice(total)
+                arguments.appendBytes(data)
+                // The key is one of the arguments: the first from argument 1 on that equals it, else
+                // the name (a TS.MADD's).
+                var offset = data.startIndex
+                for a in 0..<argc {
+                    let l = arguments.lengths[start.argStart + a]
+                    if l == key.count, data[offset..<(offset + l)].elementsEqual(key) {
+                        if a > 0 { keyArgument = a; break }
+                        keyArgument = 0
+                    }
+                    offset += l
+                }
             }
-            let data = try r.bytes(total)
-            var command = RedisCommand()
-            var offset = 0
-            for l in lengths {
-                command.append(bytes: data[offset..<(offset + l)])
-                offset += l
-            }
-            commands.append(EncodedCommand(command: command, key: key, role: role))
+            guard let keyArgument else { throw FormatError(description: "a command's key is not one of its arguments") }
+            start.argc = argc
+            endCommand(start, keyArgument: keyArgument, role: role)
         }
         guard r.atEnd else { throw FormatError(description: "trailing bytes after the batch") }
-        self.init(commands: commands, recordCount: recordCount, rejectedAtEncoding: rejected, skippedFields: skipped)
     }
 }
 
@@ -125,12 +143,9 @@ private struct Writer {
         count += 1
     }
 
-    mutating func bytes(_ b: [UInt8]) {
-        b.withUnsafeBufferPointer { b in
-            guard let src = b.baseAddress, !b.isEmpty else { return }
-            (base + count).update(from: src, count: b.count)
-        }
-        count += b.count
+    mutating func bytes(_ source: UnsafePointer<UInt8>?, from offset: Int, count n: Int) {
+        if let source, n > 0 { (base + count).update(from: source + offset, count: n) }
+        count += n
     }
 }
 
@@ -159,9 +174,9 @@ private struct Reader {
         }
     }
 
-    mutating func bytes(_ n: Int) throws(EncodedBatch.FormatError) -> [UInt8] {
+    mutating func slice(_ n: Int) throws(EncodedBatch.FormatError) -> ArraySlice<UInt8> {
         guard n >= 0, pos + n <= bytes.count else { throw EncodedBatch.FormatError(description: "truncated batch") }
         defer { pos += n }
-        return Array(bytes[pos..<(pos + n)])
+        return bytes[pos..<(pos + n)]
     }
 }

@@ -227,19 +227,19 @@ public final class Spool: @unchecked Sendable {
         // Records of a batch come in runs of one key: count a run, then hash its key once.
         var run: [UInt8] = []
         var runLength: Int64 = 0
-        for c in batch.commands {
-            switch c.role {
+        for i in 0..<batch.commandCount {
+            switch batch.role(i) {
             case .record:
-                if runLength > 0, c.key == run {
+                let key = batch.key(i)
+                if runLength > 0, key.elementsEqual(run) {
                     runLength += 1
                 } else {
                     if runLength > 0 { counts[KeyBytes(run), default: 0] += runLength }
-                    run = c.key
+                    run = Array(key)
                     runLength = 1
                 }
             case .samples(let owners):
-                let key = KeyBytes(Array(c.command.argument(1)))
-                counts[key, default: 0] += Int64(Set(owners).count)
+                counts[KeyBytes(Array(batch.argument(i, 1))), default: 0] += Int64(Set(owners).count)
             case .setup: break
             }
         }
