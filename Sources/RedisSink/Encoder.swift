@@ -81,13 +81,13 @@ public struct BatchEncoder: Sendable {
         batch.reserve(bytes: streamBytesPerRecord * records.count, arguments: streamArgumentsPerRecord * records.count, commands: records.count)
         var asked: Set<KeyBytes> = []
         let minID: String? = config.maxAge.map { age in "\(max(0, now - age) / 1_000_000)" }
-        // Through the buffer: records are read in place, not copied (no retain per record).
-        records.withUnsafeBufferPointer { records in
+        // Through buffers: records, their fields and tags are read in place, not copied (no
+        // retain and release per record, field and tag).
+        records.withUnsafeBufferPointer { records in routes.withUnsafeBufferPointer { routes in
             for index in records.indices {
-                let r = records[index].record
-                let route = routes[records[index].route]
+                let route = records[index].route
                 let command = batch.beginCommand()
-                route.key.render(r, into: &tmpKey)
+                routes[route].key.render(records[index].record, into: &tmpKey)
                 // Records of a batch mostly share a key: a key not seeded yet is asked about once
                 // per batch (at the first record of each run of it), so a Redis that does not
                 // answer is asked again with the next batch, not at every record.
@@ -98,32 +98,24 @@ public struct BatchEncoder: Sendable {
                         seededKeys.insert(KeyBytes(tmpKey))
                     }
                 }
-                let ms = UInt64(max(0, r.timestamp) / 1_000_000)
+                let ms = UInt64(max(0, records[index].record.timestamp) / 1_000_000)
                 let id: StreamID? = config.ids == .explicit ? minter.mint(key: tmpKey, ms: ms) : nil
                 // The most the command can take, so it is written through pointers in one go.
-                var maxBytes = 4 + tmpKey.count + 7 + (minID?.utf8.count ?? ArgumentWriter.maxNumberBytes)
+                let maxBytes = 4 + tmpKey.count + 7 + (minID?.utf8.count ?? ArgumentWriter.maxNumberBytes)
                     + 2 * ArgumentWriter.maxNumberBytes + 1 + 9 + ArgumentWriter.maxNumberBytes
-                for f in r.fields { maxBytes += f.key.utf8.count + ArgumentWriter.maxBytes(f.value) }
-                for t in r.tags { maxBytes += 4 + t.key.utf8.count + t.value.utf8.count }
-                batch.withArguments { $0.write(maxBytes: maxBytes, maxArguments: 8 + 2 * (r.fields.count + r.tags.count)) { w in
+                    + Self.maxBytes(fieldsAndTagsOf: records[index].record)
+                let maxArguments = 8 + 2 * (records[index].record.fields.count + records[index].record.tags.count)
+                let maxlen = routes[route].maxlen
+                batch.withArguments { $0.write(maxBytes: maxBytes, maxArguments: maxArguments) { w in
                     w.argument("XADD")
                     w.argument(tmpKey)
                     if let minID {
                         w.argument("MINID"); w.argument("~"); w.argument(minID)
-                    } else if route.maxlen > 0 {
-                        w.argument("MAXLEN"); w.argument("~"); w.argument(Int64(route.maxlen))
+                    } else if maxlen > 0 {
+                        w.argument("MAXLEN"); w.argument("~"); w.argument(Int64(maxlen))
                     }
                     if let id { w.argument(id) } else { w.argument("*") }
-                    for f in r.fields {
-                        w.argument(f.key)
-                        w.argument(f.value)
-                    }
-                    for t in r.tags {
-                        w.part("tag_")
-                        w.part(t.key)
-                        w.end()
-                        w.argument(t.value)
-                    }
+                    Self.writeFieldsAndTags(of: records[index].record, into: &w)
                     w.argument("timestamp")
                     w.argument(Int64(ms))
                 } }
@@ -131,12 +123,42 @@ public struct BatchEncoder: Sendable {
                 if tmpKey != lastKey { swap(&tmpKey, &lastKey) }
                 tmpKey.removeAll(keepingCapacity: true)
             }
-        }
+        } }
         if !records.isEmpty {
             streamBytesPerRecord = batch.arguments.bytes.count / records.count + 16
             streamArgumentsPerRecord = batch.arguments.argc / records.count + 2
         }
         return batch
+    }
+
+    /// The most a record's fields and tags take as XADD arguments (`writeFieldsAndTags`).
+    static func maxBytes(fieldsAndTagsOf r: borrowing Record) -> Int {
+        var n = 0
+        r.fields.withUnsafeBufferPointer { fields in
+            for i in fields.indices { n += fields[i].key.utf8.count + ArgumentWriter.maxBytes(fields[i].value) }
+        }
+        r.tags.withUnsafeBufferPointer { tags in
+            for i in tags.indices { n += 4 + tags[i].key.utf8.count + tags[i].value.utf8.count }
+        }
+        return n
+    }
+
+    /// An XADD's field-value pairs for a record: each field, then each tag as `tag_KEY`.
+    static func writeFieldsAndTags(of r: borrowing Record, into w: inout ArgumentWriter) {
+        r.fields.withUnsafeBufferPointer { fields in
+            for i in fields.indices {
+                w.argument(fields[i].key)
+                w.argument(fields[i].value)
+            }
+        }
+        r.tags.withUnsafeBufferPointer { tags in
+            for i in tags.indices {
+                w.part("tag_")
+                w.part(tags[i].key)
+                w.end()
+                w.argument(tags[i].value)
+            }
+        }
     }
 
     /// A stream record's size in the last batch (bytes, arguments), for the next batch's reservation.

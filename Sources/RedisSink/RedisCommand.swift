@@ -128,9 +128,11 @@ public struct ArgumentWriter {
     public static let maxNumberBytes = 32
 
     /// The most bytes `value` takes as text.
-    public static func maxBytes(_ value: FieldValue) -> Int {
-        if case .string(let s) = value { return s.utf8.count }
-        return maxNumberBytes
+    public static func maxBytes(_ value: borrowing FieldValue) -> Int {
+        switch value {
+        case .string(let s): s.utf8.count
+        default: maxNumberBytes
+        }
     }
 
     init(bytes: UnsafeMutablePointer<UInt8>, lengths: UnsafeMutablePointer<Int>, maxBytes: Int, maxArguments: Int) {
@@ -152,8 +154,11 @@ public struct ArgumentWriter {
     }
 
     public mutating func part(_ s: String) {
-        var s = s
-        s.withUTF8 { part(UnsafeRawBufferPointer($0)) }
+        // In place for a native string (no copy, no retain); a bridged one is made native first.
+        if s.utf8.withContiguousStorageIfAvailable({ part(UnsafeRawBufferPointer($0)) }) == nil {
+            var s = s
+            s.withUTF8 { part(UnsafeRawBufferPointer($0)) }
+        }
     }
 
     public mutating func part(_ s: StaticString) {
@@ -212,22 +217,23 @@ public struct ArgumentWriter {
     /// 10^9 and at least 10^-4 with at most 6 decimals as `int.frac` (the shortest text that reads
     /// back as exactly `d`, as `description` gives); any other in its shortest round-tripping form.
     mutating func double(_ d: Double) {
-        if d == d.rounded(), abs(d) < 1e16 {
+        let magnitude = abs(d)
+        // Conversions truncate in one instruction (no libm rounding call); false for NaN and ±inf.
+        if magnitude < 1e16, Double(Int64(d)) == d {
             digits(Int64(d))
             return
         }
-        let magnitude = abs(d)
         if magnitude >= 1e-4, magnitude < 1e9 {
             // Under 10^15, exact in a Double, so the division is correctly rounded: when it gives
             // back `magnitude`, `scaled / 10^6` reads back as exactly `magnitude`. Near `magnitude`
             // (under 10^9, so within 10^-7 of it in steps of 10^-6) no other 6-decimal number does,
-            // so with its trailing zeros cut it is the shortest such text.
-            let scaled = (magnitude * 1e6).rounded()
-            if scaled / 1e6 == magnitude {
-                let n = UInt64(scaled)
+            // so with its trailing zeros cut it is the shortest such text. (Should the rounding
+            // here be off by one, the check fails and the general form below is written.)
+            let scaled = UInt64(magnitude * 1e6 + 0.5)
+            if Double(scaled) / 1e6 == magnitude {
                 if d < 0 { part(byte: UInt8(ascii: "-")) }
-                digits(magnitude: n / 1_000_000)
-                var frac = n % 1_000_000
+                digits(magnitude: scaled / 1_000_000)
+                var frac = scaled % 1_000_000
                 var k = 6
                 while k > 1, frac % 10 == 0 {
                     frac /= 10
@@ -253,21 +259,36 @@ public struct ArgumentWriter {
         digits(magnitude: v.magnitude)
     }
 
+    /// "00" to "99": two digits per division when writing a number.
+    private static let pairs: StaticString = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+
     mutating func digits(magnitude: UInt64) {
         var count = 1
-        var u = magnitude
-        while u >= 10 {
-            u /= 10
+        var power: UInt64 = 10
+        while count < 20, magnitude >= power {
             count += 1
+            power = power &* 10
         }
         precondition(byteCount + count <= maxBytes, "ArgumentWriter: more bytes than the room made")
+        let pairs = Self.pairs.utf8Start
         var v = magnitude
         var i = byteCount + count
-        repeat {
+        while v >= 100 {
+            let pair = Int(v % 100) * 2
+            v /= 100
+            i -= 2
+            bytes[i] = pairs[pair]
+            bytes[i + 1] = pairs[pair + 1]
+        }
+        if v >= 10 {
+            let pair = Int(v) * 2
+            i -= 2
+            bytes[i] = pairs[pair]
+            bytes[i + 1] = pairs[pair + 1]
+        } else {
             i -= 1
-            bytes[i] = UInt8(ascii: "0") + UInt8(v % 10)
-            v /= 10
-        } while v > 0
+            bytes[i] = UInt8(ascii: "0") + UInt8(v)
+        }
         byteCount += count
     }
 }

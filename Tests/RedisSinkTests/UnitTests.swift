@@ -188,6 +188,24 @@ import Testing
         #expect(c.strings == ["12.375", "-0.5", "0.1", "99.99", "0.0001", "123456789.5"])
     }
 
+    @Test func integersWrittenInPlaceAsDigits() {
+        var ints: [Int64] = [0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 1001, 12345, 1_700_000_000_123, .max, .min, -1, -10, -100]
+        var p: Int64 = 1
+        for _ in 0..<18 {
+            p *= 10
+            ints += [p - 1, p, p + 1, -p]
+        }
+        var c = RedisCommand()
+        for v in ints { c.append(v) }
+        #expect(c.strings == ints.map { String($0) })
+        var u = RedisCommand()
+        let uints: [UInt64] = [0, 7, 10_000_000_000_000_000_000, 9_999_999_999_999_999_999, .max]
+        for v in uints { u.append(FieldValue.uint(v)) }
+        u.append(StreamID(ms: 1_700_000_000_123, seq: 0))
+        u.append(StreamID(ms: .max, seq: 99))
+        #expect(u.strings == uints.map { String($0) } + ["1700000000123-0", "\(UInt64.max)-99"])
+    }
+
     @Test func streamCommandIsExact() throws {
         var config = RedisOutputConfig()
         config.maxlen = 500
