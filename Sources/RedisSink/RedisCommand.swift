@@ -28,6 +28,15 @@ public struct RedisCommand: Sendable, Hashable {
     /// Raw parts, for a reader that appends an argument's length and its bytes separately.
     mutating func appendLength(_ n: Int) { lengths.append(n) }
     mutating func appendBytes(_ b: ArraySlice<UInt8>) { bytes.append(contentsOf: b) }
+    /// Appends `count` bytes that `fill` writes: it gets the bytes' storage (where earlier
+    /// arguments can be copied from) and the offset to write at.
+    mutating func appendBytes(count: Int, fill: (UnsafeMutablePointer<UInt8>, Int) -> Void) {
+        let at = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: count))
+        bytes.withUnsafeMutableBufferPointer { b in
+            if let base = b.baseAddress { fill(base, at) }
+        }
+    }
 
     /// Appends the arguments `span` of `other` (a command of a flat batch).
     public mutating func append(arguments other: RedisCommand, _ span: CommandSpan) {

@@ -1,9 +1,13 @@
 /// The spill buffer's on-disk form of an encoded batch: exactly what would have been sent, so a
 /// replay sends the same bytes (same keys, same stream IDs). Versioned; every number is an unsigned
 /// LEB128 varint (most lengths take one byte):
-///   u8 version=2, recordCount, rejectedAtEncoding, skippedFields, commandCount,
+///   u8 version=3, recordCount, rejectedAtEncoding, skippedFields, commandCount,
 ///   then per command: u8 role (0 record, 1 samples, 2 setup), role data (index | n, n × owner),
-///   keyLength, key, argc, argc × length, the argument bytes.
+///   keyArgument (which argument is the key), argc, then per argument: 0 when it is the same as the
+///   previous command's argument at that place (the command name, key, MAXLEN, field names, tags,
+///   which records of a batch mostly share: about half of a batch's bytes), else its length + 1 and
+///   its bytes.
+/// Version 2 (still read): per command role, keyLength, key, argc, argc × length, the bytes.
 extension EncodedBatch {
     public struct FormatError: Error, CustomStringConvertible, Sendable {
         public var description: String
@@ -32,11 +36,12 @@ extension EncodedBatch {
             arguments.bytes.withUnsafeBufferPointer { bytes -> Int in
                 arguments.lengths.withUnsafeBufferPointer { lengths -> Int in
                     var w = Writer(base: buffer.baseAddress!)
-                    w.byte(2)
+                    w.byte(3)
                     w.varint(recordCount)
                     w.varint(rejectedAtEncoding)
                     w.varint(skippedFields)
                     w.varint(entries.count)
+                    var previous = CommandSpan(argStart: 0, argc: 0, byteStart: 0, byteCount: 0)
                     for e in entries {
                         switch e.role {
                         case .record(let i):
@@ -50,14 +55,23 @@ extension EncodedBatch {
                             w.byte(2)
                         }
                         let s = e.span
-                        var keyOffset = s.byteStart
-                        for j in s.argStart..<(s.argStart + e.keyArgument) { keyOffset += lengths[j] }
-                        let keyLength = lengths[s.argStart + e.keyArgument]
-                        w.varint(keyLength)
-                        w.bytes(bytes.baseAddress, from: keyOffset, count: keyLength)
+                        w.varint(e.keyArgument)
                         w.varint(s.argc)
-                        for j in s.argStart..<(s.argStart + s.argc) { w.varint(lengths[j]) }
-                        w.bytes(bytes.baseAddress, from: s.byteStart, count: s.byteCount)
+                        var offset = s.byteStart
+                        var previousOffset = previous.byteStart
+                        for a in 0..<s.argc {
+                            let n = lengths[s.argStart + a]
+                            if a < previous.argc, lengths[previous.argStart + a] == n,
+                               Self.same(bytes.baseAddress! + offset, bytes.baseAddress! + previousOffset, n) {
+                                w.varint(0)
+                            } else {
+                                w.varint(n + 1)
+                                w.bytes(bytes.baseAddress, from: offset, count: n)
+                            }
+                            offset += n
+                            if a < previous.argc { previousOffset += lengths[previous.argStart + a] }
+                        }
+                        previous = s
                     }
                     return w.count
                 }
@@ -65,9 +79,25 @@ extension EncodedBatch {
         }
     }
 
+    /// Whether `n` bytes at `a` and `b` are equal (inline: arguments are short, a call costs more).
+    @inline(__always)
+    static func same(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
+        var i = 0
+        while i + 8 <= n {
+            if UnsafeRawPointer(a + i).loadUnaligned(as: UInt64.self) != UnsafeRawPointer(b + i).loadUnaligned(as: UInt64.self) { return false }
+            i += 8
+        }
+        while i < n {
+            if a[i] != b[i] { return false }
+            i += 1
+        }
+        return true
+    }
+
     public init(serialized b: [UInt8]) throws(FormatError) {
         var r = Reader(bytes: b)
-        guard try r.u8() == 2 else { throw FormatError(description: "unknown batch format version") }
+        let version = try r.u8()
+        guard version == 2 || version == 3 else { throw FormatError(description: "unknown batch format version \(version)") }
         let recordCount = Int(try r.u32())
         let rejected = Int(try r.u32())
         let skipped = Int(try r.u32())
@@ -75,6 +105,7 @@ extension EncodedBatch {
         self.init(recordCount: recordCount, rejectedAtEncoding: rejected, skippedFields: skipped)
         // Sized once for the whole batch (what is left of the payload bounds it).
         reserve(bytes: b.count, arguments: 0, commands: min(n, b.count / 4))
+        var scratch: [Int] = []
         for _ in 0..<n {
             let role: EncodedCommand.Role
             switch try r.u8() {
@@ -88,36 +119,96 @@ extension EncodedBatch {
             case 2: role = .setup
             default: throw FormatError(description: "unknown command role")
             }
-            let key = try r.slice(Int(try r.u32()))
-            let argc = Int(try r.u32())
-            var start = beginCommand()
-            var total = 0
-            var keyArgument: Int?
-            try withArguments { (arguments: inout RedisCommand) throws(FormatError) in
-                for _ in 0..<argc {
-                    let l = Int(try r.u32())
-                    arguments.appendLength(l)
-                    total += l
-                }
-                let data = try r.slice(total)
-                arguments.appendBytes(data)
-                // The key is one of the arguments: the first from argument 1 on that equals it, else
-                // the name (a TS.MADD's).
-                var offset = data.startIndex
-                for a in 0..<argc {
-                    let l = arguments.lengths[start.argStart + a]
-                    if l == key.count, data[offset..<(offset + l)].elementsEqual(key) {
-                        if a > 0 { keyArgument = a; break }
-                        keyArgument = 0
-                    }
-                    offset += l
-                }
+            if version == 3 {
+                try readCommandVersion3(&r, role: role, scratch: &scratch)
+            } else {
+                try readCommandVersion2(&r, role: role)
             }
-            guard let keyArgument else { throw FormatError(description: "a command's key is not one of its arguments") }
-            start.argc = argc
-            endCommand(start, keyArgument: keyArgument, role: role)
         }
         guard r.atEnd else { throw FormatError(description: "trailing bytes after the batch") }
+    }
+}
+
+extension EncodedBatch {
+    /// keyArgument, argc, then each argument: 0 for the previous command's argument at that place,
+    /// else length + 1 and the bytes.
+    private mutating func readCommandVersion3(_ r: inout Reader, role: EncodedCommand.Role, scratch: inout [Int]) throws(FormatError) {
+        let keyArgument = Int(try r.u32())
+        let argc = Int(try r.u32())
+        guard keyArgument < argc else { throw FormatError(description: "a command's key is not one of its arguments") }
+        let previous = entries.last?.span
+        var start = beginCommand()
+        try withArguments { (arguments: inout RedisCommand) throws(FormatError) in
+            // First the arguments' lengths and where their bytes are: at `source` in the payload,
+            // or (a repeated one) at `-source - 1` in this batch's bytes (pairs in `scratch`). Then
+            // one copy pass.
+            scratch.removeAll(keepingCapacity: true)
+            var total = 0
+            var previousOffset = previous?.byteStart ?? 0
+            for a in 0..<argc {
+                let tag = Int(try r.u32())
+                let n: Int
+                if tag == 0 {
+                    guard let previous, a < previous.argc else { throw FormatError(description: "an argument refers to a previous command that has none there") }
+                    n = arguments.lengths[previous.argStart + a]
+                    scratch.append(n)
+                    scratch.append(-previousOffset - 1)
+                } else {
+                    n = tag - 1
+                    scratch.append(n)
+                    scratch.append(try r.skip(n))
+                }
+                arguments.appendLength(n)
+                total += n
+                if let previous, a < previous.argc { previousOffset += arguments.lengths[previous.argStart + a] }
+            }
+            r.bytes.withUnsafeBufferPointer { payload in
+                arguments.appendBytes(count: total) { base, at in
+                    var at = at
+                    for a in 0..<argc {
+                        let n = scratch[2 * a], source = scratch[2 * a + 1]
+                        guard n > 0 else { continue }
+                        let from = source >= 0 ? payload.baseAddress! + source : UnsafePointer(base + (-source - 1))
+                        (base + at).update(from: from, count: n)
+                        at += n
+                    }
+                }
+            }
+        }
+        start.argc = argc
+        endCommand(start, keyArgument: keyArgument, role: role)
+    }
+
+    /// keyLength, key, argc, the lengths, the bytes.
+    private mutating func readCommandVersion2(_ r: inout Reader, role: EncodedCommand.Role) throws(FormatError) {
+        let key = try r.slice(Int(try r.u32()))
+        let argc = Int(try r.u32())
+        var start = beginCommand()
+        var total = 0
+        var keyArgument: Int?
+        try withArguments { (arguments: inout RedisCommand) throws(FormatError) in
+            for _ in 0..<argc {
+                let l = Int(try r.u32())
+                arguments.appendLength(l)
+                total += l
+            }
+            let data = try r.slice(total)
+            arguments.appendBytes(data)
+            // The key is one of the arguments: the first from argument 1 on that equals it, else
+            // the name (a TS.MADD's).
+            var offset = data.startIndex
+            for a in 0..<argc {
+                let l = arguments.lengths[start.argStart + a]
+                if l == key.count, data[offset..<(offset + l)].elementsEqual(key) {
+                    if a > 0 { keyArgument = a; break }
+                    keyArgument = 0
+                }
+                offset += l
+            }
+        }
+        guard let keyArgument else { throw FormatError(description: "a command's key is not one of its arguments") }
+        start.argc = argc
+        endCommand(start, keyArgument: keyArgument, role: role)
     }
 }
 
@@ -172,6 +263,13 @@ private struct Reader {
             if b < 0x80 { return v }
             shift += 7
         }
+    }
+
+    /// Skips `n` bytes; returns where they start.
+    mutating func skip(_ n: Int) throws(EncodedBatch.FormatError) -> Int {
+        guard n >= 0, pos + n <= bytes.count else { throw EncodedBatch.FormatError(description: "truncated batch") }
+        defer { pos += n }
+        return pos
     }
 
     mutating func slice(_ n: Int) throws(EncodedBatch.FormatError) -> ArraySlice<UInt8> {

@@ -10,10 +10,12 @@ func tempDir() -> String {
     return dir
 }
 
-/// A batch of `n` XADDs to `key`, IDs from `firstMs`.
+/// A batch of `n` XADDs to `key`, IDs from `firstMs`, each with a message of its own (about 200
+/// bytes stored per record: what repeats from record to record is stored once).
 func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> EncodedBatch {
     let commands = (0..<n).map { i -> EncodedCommand in
-        let c = RedisCommand(["XADD", key, "MAXLEN", "~", "100000", "\(firstMs + i)-0", "usage_user", "1.5", "tag_host", "h", "timestamp", "\(firstMs + i)"])
+        let c = RedisCommand(["XADD", key, "MAXLEN", "~", "100000", "\(firstMs + i)-0", "usage_user", "1.5", "tag_host", "h", "timestamp", "\(firstMs + i)",
+                              "message", "line \(firstMs + i): " + String(repeating: "x", count: 160)])
         return EncodedCommand(command: c, key: Array(key.utf8), role: .record(i))
     }
     return EncodedBatch(commands: commands, recordCount: n, rejectedAtEncoding: 0, skippedFields: 0)
@@ -35,6 +37,56 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         #expect(back.commands[5].command.strings == ["TS.CREATERULE", "k", "k:avg_1m", "AGGREGATION", "avg", "60000"])
     }
 
+    @Test func repeatedArgumentsAreStoredOnce() throws {
+        // 100 XADDs that differ only in their ID and timestamp: the rest is written once.
+        let b = EncodedBatch(commands: (0..<100).map { i in
+            EncodedCommand(command: RedisCommand(["XADD", "metrics:h:cpu", "MAXLEN", "~", "100000", "\(i + 1)-0", "usage_user", "1.5",
+                                                  "usage_system", "0.5", "tag_host", "h", "timestamp", "\(i + 1)"]),
+                           key: Array("metrics:h:cpu".utf8), role: .record(i))
+        }, recordCount: 100, rejectedAtEncoding: 0, skippedFields: 0)
+        let plain = b.arguments.bytes.count
+        let payload = b.serialized()
+        #expect(payload.count < plain / 2, "\(payload.count) bytes for \(plain) bytes of arguments")
+        let back = try EncodedBatch(serialized: payload)
+        #expect(back.commands.map(\.command) == b.commands.map(\.command))
+        #expect(back.commands.map(\.role) == b.commands.map(\.role))
+        #expect(back.commands.map(\.key) == b.commands.map(\.key))
+        // A command with more arguments than the one before it, then fewer, then an empty argument.
+        var mixed = EncodedBatch(recordCount: 0)
+        mixed.append(RedisCommand(["TS.CREATE", "k"]), keyArgument: 1, role: .setup)
+        mixed.append(RedisCommand(["TS.CREATE", "k", "LABELS", "a", ""]), keyArgument: 1, role: .setup)
+        mixed.append(RedisCommand(["TS.CREATE", "k2", "LABELS"]), keyArgument: 1, role: .setup)
+        mixed.append(RedisCommand(["TS.CREATE", "k2", "", "a", ""]), keyArgument: 1, role: .setup)
+        let again = try EncodedBatch(serialized: mixed.serialized())
+        #expect(again.commands.map(\.command.strings) == mixed.commands.map(\.command.strings))
+    }
+
+    @Test func versionTwoBatchesAreStillRead() throws {
+        // Written by an earlier version: per command the key's bytes, then every argument's.
+        func v2(_ commands: [(role: [UInt8], key: String, args: [String])], records: UInt8) -> [UInt8] {
+            var out: [UInt8] = [2, records, 0, 0, UInt8(commands.count)]
+            for c in commands {
+                out += c.role
+                out += [UInt8(c.key.utf8.count)] + Array(c.key.utf8)
+                out += [UInt8(c.args.count)] + c.args.map { UInt8($0.utf8.count) }
+                for a in c.args { out += Array(a.utf8) }
+            }
+            return out
+        }
+        let bytes = v2([([0, 0], "metrics:h:cpu", ["XADD", "metrics:h:cpu", "1-0", "f", "1"]),
+                        ([1, 2, 0, 1], "TS.MADD", ["TS.MADD", "k", "1", "2.5", "k", "2", "3"]),
+                        ([2], "k:avg", ["TS.CREATERULE", "k", "k:avg", "AGGREGATION", "avg", "60000"])], records: 2)
+        let b = try EncodedBatch(serialized: bytes)
+        #expect(b.recordCount == 2 && b.commandCount == 3)
+        #expect(b.commands.map(\.command.strings) == [["XADD", "metrics:h:cpu", "1-0", "f", "1"],
+                                                      ["TS.MADD", "k", "1", "2.5", "k", "2", "3"],
+                                                      ["TS.CREATERULE", "k", "k:avg", "AGGREGATION", "avg", "60000"]])
+        #expect(b.commands.map(\.role) == [.record(0), .samples(owners: [0, 1]), .setup])
+        #expect(b.commands.map { String(decoding: $0.key, as: UTF8.self) } == ["metrics:h:cpu", "TS.MADD", "k:avg"])
+        // A key that is none of the arguments is an error.
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: v2([([2], "nope", ["TS.CREATE", "k"])], records: 0)) }
+    }
+
     @Test func truncatedOrGarbageIsAnErrorNeverACrash() {
         let bytes = batch(2).serialized()
         for n in 0..<bytes.count {
@@ -42,6 +94,18 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         }
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: bytes + [0]) }
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F]) }
+        // Version 3: a first command that refers to a previous one; a key past the arguments.
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [3, 1, 0, 0, 1, 0, 0, 0, 1, 0]) }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [3, 1, 0, 0, 1, 0, 0, 1, 1, 2, 0x41]) }
+        // Every byte of a valid batch changed: an error or a batch, never a crash.
+        let valid = batch(3).serialized()
+        for i in valid.indices {
+            for v: UInt8 in [0, 1, 0x7F, 0x80, 0xFF] {
+                var b = valid
+                b[i] = v
+                _ = try? EncodedBatch(serialized: b)
+            }
+        }
     }
 }
 
