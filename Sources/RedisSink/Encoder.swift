@@ -214,10 +214,19 @@ public struct BatchEncoder: Sendable {
         }
         let named = routes.map { Self.namedTags($0.key) }
         var key: [UInt8] = []
+        // A record's series keys: its template rendered once with `{field}` left out, then per
+        // field that with the field's name put in, and the record's tag suffix.
+        var base: [UInt8] = []
+        var fieldAt: [Int] = []
         for (index, q) in records.enumerated() {
             let r = q.record
-            let template = routes[q.route].key
+            base.removeAll(keepingCapacity: true)
+            fieldAt.removeAll(keepingCapacity: true)
+            routes[q.route].key.render(r, fieldAt: &fieldAt, into: &base)
             let suffix = Self.tagSuffix(r, named: named[q.route])
+            // The record's timestamp (ms), written once for all of its samples.
+            var ms = RedisCommand()
+            ms.append(r.timestamp / 1_000_000)
             var any = false
             for f in r.fields {
                 guard let value = f.value.number else {
@@ -226,7 +235,13 @@ public struct BatchEncoder: Sendable {
                 }
                 any = true
                 key.removeAll(keepingCapacity: true)
-                template.render(r, field: f.key, into: &key)
+                var from = 0
+                for at in fieldAt {
+                    key.append(contentsOf: base[from..<at])
+                    key.appendUTF8(f.key)
+                    from = at
+                }
+                key.append(contentsOf: base[from...])
                 key.append(contentsOf: suffix)
                 // Series created in this run: asked of the shared registry (under its lock) only
                 // until this encoder has seen them there.
@@ -260,7 +275,7 @@ public struct BatchEncoder: Sendable {
                 }
                 if owners.isEmpty { madd.append("TS.MADD") }
                 madd.append(bytes: key)
-                madd.append(r.timestamp / 1_000_000)
+                madd.append(bytes: ms.bytes)
                 madd.append(double: value)
                 owners.append(index)
             }

@@ -58,30 +58,49 @@ public struct RedisCommand: Sendable, Hashable {
     }
 
     public mutating func append(_ v: Int64) {
-        write(maxBytes: ArgumentWriter.maxNumberBytes, maxArguments: 1) { $0.argument(v) }
+        small { $0.argument(v) }
     }
 
     /// A field value as text: integers and integral floats as digits written in place (no String),
     /// other floats in their shortest round-tripping form.
     public mutating func append(_ value: FieldValue) {
-        write(maxBytes: ArgumentWriter.maxBytes(value), maxArguments: 1) { $0.argument(value) }
+        if case .string(let s) = value {
+            append(s)
+        } else {
+            small { $0.argument(value) }
+        }
     }
 
     /// A float as text, as `LineProtocol.formatDouble` writes it (see `ArgumentWriter.argument(double:)`).
     public mutating func append(double d: Double) {
-        write(maxBytes: ArgumentWriter.maxNumberBytes, maxArguments: 1) { $0.argument(double: d) }
+        small { $0.argument(double: d) }
     }
 
     /// A stream ID, `ms-seq`, written in place.
     public mutating func append(_ id: StreamID) {
-        write(maxBytes: 2 * ArgumentWriter.maxNumberBytes + 1, maxArguments: 1) { $0.argument(id) }
+        small { $0.argument(id) }
+    }
+
+    /// One argument of at most 2 × `maxNumberBytes` + 1 bytes (a number, an ID), written on the stack
+    /// and appended with one copy.
+    private mutating func small(_ body: (inout ArgumentWriter) -> Void) {
+        let room = 2 * ArgumentWriter.maxNumberBytes + 1
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: room) { b in
+            var length = 0
+            withUnsafeMutablePointer(to: &length) { l in
+                var w = ArgumentWriter(bytes: b.baseAddress!, lengths: l, maxBytes: room, maxArguments: 1)
+                body(&w)
+            }
+            bytes.append(contentsOf: UnsafeBufferPointer(start: b.baseAddress!, count: length))
+            lengths.append(length)
+        }
     }
 
     /// Appends arguments written through pointers, with no check per byte: `body` writes at most
     /// `maxBytes` bytes and `maxArguments` arguments (room for them is made first, once).
     public mutating func write(maxBytes: Int, maxArguments: Int, _ body: (inout ArgumentWriter) -> Void) {
         let b0 = bytes.count, a0 = lengths.count
-        bytes.append(contentsOf: repeatElement(0, count: maxBytes))
+        Self.grow(&bytes, by: maxBytes)
         lengths.append(contentsOf: repeatElement(0, count: maxArguments))
         let (usedBytes, usedArguments) = bytes.withUnsafeMutableBufferPointer { b in
             lengths.withUnsafeMutableBufferPointer { l in
@@ -92,6 +111,18 @@ public struct RedisCommand: Sendable, Hashable {
         }
         bytes.removeLast(maxBytes - usedBytes)
         lengths.removeLast(maxArguments - usedArguments)
+    }
+
+    /// Zeros copied to make room (a copy is faster than appending a repeated element).
+    private static let zeros = [UInt8](repeating: 0, count: 4096)
+
+    private static func grow(_ bytes: inout [UInt8], by n: Int) {
+        var left = n
+        while left > 0 {
+            let k = min(left, zeros.count)
+            bytes.append(contentsOf: zeros[0..<k])
+            left -= k
+        }
     }
 
     /// Starts an argument that the caller writes with `bytes` directly, ended by `endArgument(start:)`.

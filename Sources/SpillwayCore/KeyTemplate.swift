@@ -68,11 +68,35 @@ public struct KeyTemplate: Sendable, Hashable, CustomStringConvertible {
         for part in parts {
             switch part {
             case .literal(let l): out.append(contentsOf: l)
-            case .host: out.append(contentsOf: (record.tag("host") ?? "").utf8)
-            case .name: out.append(contentsOf: record.name.utf8)
-            case .field: out.append(contentsOf: field.utf8)
-            case .tag(let k): out.append(contentsOf: (record.tag(k) ?? "").utf8)
+            case .host: out.appendUTF8(record.tag("host") ?? "")
+            case .name: out.appendUTF8(record.name)
+            case .field: out.appendUTF8(field)
+            case .tag(let k): out.appendUTF8(record.tag(k) ?? "")
             }
+        }
+    }
+
+    /// Appends the key for `record` with every `{field}` left out, and where each `{field}` goes
+    /// (offsets into `out`, in order) to `fieldAt`: a record's keys for its fields are then this
+    /// with each field's name put in (`FieldKeys`), not one rendering per field.
+    public func render(_ record: Record, fieldAt: inout [Int], into out: inout [UInt8]) {
+        for part in parts {
+            switch part {
+            case .literal(let l): out.append(contentsOf: l)
+            case .host: out.appendUTF8(record.tag("host") ?? "")
+            case .name: out.appendUTF8(record.name)
+            case .field: fieldAt.append(out.count)
+            case .tag(let k): out.appendUTF8(record.tag(k) ?? "")
+            }
+        }
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Appends a string's UTF-8 bytes, copied from its storage in one go when it has one.
+    public mutating func appendUTF8(_ s: String) {
+        if s.utf8.withContiguousStorageIfAvailable({ append(contentsOf: $0) }) == nil {
+            append(contentsOf: s.utf8)
         }
     }
 }
