@@ -40,6 +40,8 @@ public struct BatchEncoder: Sendable {
     static let recordsPerMADD = 256
     /// Series this encoder found in `createdSeries` (so it no longer takes its lock for them).
     private var knownSeries: Set<KeyBytes> = []
+    /// Record shapes (see `encodeSeries`) whose series are all known to exist.
+    private var knownShapes: Set<KeyBytes> = []
     static let maxKnownSeries = 1_000_000
 
     public init(config: RedisOutputConfig, routes: [Route], minter: StreamIDMinter) {
@@ -218,6 +220,8 @@ public struct BatchEncoder: Sendable {
         // field that with the field's name put in, and the record's tag suffix.
         var base: [UInt8] = []
         var fieldAt: [Int] = []
+        var shape: [UInt8] = []
+        var stamp = RedisCommand()
         for (index, q) in records.enumerated() {
             let r = q.record
             base.removeAll(keepingCapacity: true)
@@ -225,61 +229,107 @@ public struct BatchEncoder: Sendable {
             routes[q.route].key.render(r, fieldAt: &fieldAt, into: &base)
             let suffix = Self.tagSuffix(r, named: named[q.route])
             // The record's timestamp (ms), written once for all of its samples.
-            var ms = RedisCommand()
-            ms.append(r.timestamp / 1_000_000)
-            var any = false
-            for f in r.fields {
-                guard let value = f.value.number else {
-                    skipped += 1
-                    continue
+            stamp.removeAll()
+            stamp.append(r.timestamp / 1_000_000)
+            // The record's shape: its key without the field, its tag suffix, its numeric fields'
+            // names. Once every series of a shape is known to exist, a record of that shape is
+            // written in one pass, with no look-up per series.
+            // (Each part with its length first, so no two shapes read alike.)
+            shape.removeAll(keepingCapacity: true)
+            func length(_ n: Int) { withUnsafeBytes(of: UInt32(truncatingIfNeeded: n).littleEndian) { shape.append(contentsOf: $0) } }
+            length(base.count)
+            shape.append(contentsOf: base)
+            length(fieldAt.count)
+            for at in fieldAt { length(at) }
+            length(suffix.count)
+            shape.append(contentsOf: suffix)
+            var numeric = 0
+            for f in r.fields where f.value.number != nil {
+                length(f.key.utf8.count)
+                shape.appendUTF8(f.key)
+                numeric += 1
+            }
+            if numeric == 0 { rejected += 1 }
+            if numeric > 0, knownShapes.contains(KeyBytes(shape)) {
+                skipped += r.fields.count - numeric
+                var maxBytes = 7
+                for f in r.fields where f.value.number != nil {
+                    maxBytes += base.count + fieldAt.count * f.key.utf8.count + suffix.count + stamp.bytes.count + ArgumentWriter.maxNumberBytes
                 }
-                any = true
-                key.removeAll(keepingCapacity: true)
-                var from = 0
-                for at in fieldAt {
-                    key.append(contentsOf: base[from..<at])
-                    key.appendUTF8(f.key)
-                    from = at
-                }
-                key.append(contentsOf: base[from...])
-                key.append(contentsOf: suffix)
-                // Series created in this run: asked of the shared registry (under its lock) only
-                // until this encoder has seen them there.
-                let known = knownSeries.contains(KeyBytes(key)) || {
-                    guard createdSeries.contains(KeyBytes(key)) else { return false }
-                    if knownSeries.count < Self.maxKnownSeries { knownSeries.insert(KeyBytes(key)) }
-                    return true
-                }()
-                if !known, setup.insert(KeyBytes(key)).inserted {
-                    var create = RedisCommand(["TS.CREATE"])
-                    create.append(bytes: key)
-                    create.append("RETENTION"); create.append(config.retentionMs)
-                    create.append("DUPLICATE_POLICY"); create.append("LAST")
-                    labels(r, field: f.key, into: &create)
-                    batch.append(create, keyArgument: 1, role: .setup)
-                    for rollup in config.rollups {
-                        let dst = key + Array(":\(rollup.aggregation)_\(rollup.bucketText)".utf8)
-                        var c = RedisCommand(["TS.CREATE"])
-                        c.append(bytes: dst)
-                        c.append("RETENTION"); c.append(rollup.retentionMs)
-                        c.append("DUPLICATE_POLICY"); c.append("LAST")
-                        labels(r, field: f.key, into: &c)
-                        c.append("rollup"); c.append("\(rollup.aggregation)_\(rollup.bucketText)")
-                        batch.append(c, keyArgument: 1, role: .setup)
-                        var rule = RedisCommand(["TS.CREATERULE"])
-                        rule.append(bytes: key)
-                        rule.append(bytes: dst)
-                        rule.append("AGGREGATION"); rule.append(rollup.aggregation); rule.append(rollup.bucketMs)
-                        batch.append(rule, keyArgument: 2, role: .setup)
+                let first = owners.isEmpty
+                madd.write(maxBytes: maxBytes, maxArguments: 1 + 3 * numeric) { w in
+                    if first { w.argument("TS.MADD") }
+                    for f in r.fields {
+                        guard let value = f.value.number else { continue }
+                        var from = 0
+                        for at in fieldAt {
+                            w.part(base[from..<at])
+                            w.part(f.key)
+                            from = at
+                        }
+                        w.part(base[from...])
+                        w.part(suffix)
+                        w.end()
+                        w.argument(stamp.bytes)
+                        w.argument(double: value)
                     }
                 }
-                if owners.isEmpty { madd.append("TS.MADD") }
-                madd.append(bytes: key)
-                madd.append(bytes: ms.bytes)
-                madd.append(double: value)
-                owners.append(index)
+                owners.append(contentsOf: repeatElement(index, count: numeric))
+            } else {
+                var allKnown = true
+                for f in r.fields {
+                    guard let value = f.value.number else {
+                        skipped += 1
+                        continue
+                    }
+                    key.removeAll(keepingCapacity: true)
+                    var from = 0
+                    for at in fieldAt {
+                        key.append(contentsOf: base[from..<at])
+                        key.appendUTF8(f.key)
+                        from = at
+                    }
+                    key.append(contentsOf: base[from...])
+                    key.append(contentsOf: suffix)
+                    // Series created in this run: asked of the shared registry (under its lock) only
+                    // until this encoder has seen them there.
+                    let known = knownSeries.contains(KeyBytes(key)) || {
+                        guard createdSeries.contains(KeyBytes(key)) else { return false }
+                        if knownSeries.count < Self.maxKnownSeries { knownSeries.insert(KeyBytes(key)) }
+                        return true
+                    }()
+                    if !known { allKnown = false }
+                    if !known, setup.insert(KeyBytes(key)).inserted {
+                        var create = RedisCommand(["TS.CREATE"])
+                        create.append(bytes: key)
+                        create.append("RETENTION"); create.append(config.retentionMs)
+                        create.append("DUPLICATE_POLICY"); create.append("LAST")
+                        labels(r, field: f.key, into: &create)
+                        batch.append(create, keyArgument: 1, role: .setup)
+                        for rollup in config.rollups {
+                            let dst = key + Array(":\(rollup.aggregation)_\(rollup.bucketText)".utf8)
+                            var c = RedisCommand(["TS.CREATE"])
+                            c.append(bytes: dst)
+                            c.append("RETENTION"); c.append(rollup.retentionMs)
+                            c.append("DUPLICATE_POLICY"); c.append("LAST")
+                            labels(r, field: f.key, into: &c)
+                            c.append("rollup"); c.append("\(rollup.aggregation)_\(rollup.bucketText)")
+                            batch.append(c, keyArgument: 1, role: .setup)
+                            var rule = RedisCommand(["TS.CREATERULE"])
+                            rule.append(bytes: key)
+                            rule.append(bytes: dst)
+                            rule.append("AGGREGATION"); rule.append(rollup.aggregation); rule.append(rollup.bucketMs)
+                            batch.append(rule, keyArgument: 2, role: .setup)
+                        }
+                    }
+                    if owners.isEmpty { madd.append("TS.MADD") }
+                    madd.append(bytes: key)
+                    madd.append(bytes: stamp.bytes)
+                    madd.append(double: value)
+                    owners.append(index)
+                }
+    if numeric > 0, allKnown, knownShapes.count < Self.maxKnownSeries { knownShapes.insert(KeyBytes(shape)) }
             }
-            if !any { rejected += 1 }
             recordsInMADD += 1
             if recordsInMADD >= Self.recordsPerMADD { flushMADD() }
         }

@@ -209,6 +209,10 @@ public struct ArgumentWriter {
         b.withUnsafeBytes { part($0) }
     }
 
+    public mutating func part(_ b: ArraySlice<UInt8>) {
+        b.withUnsafeBytes { part($0) }
+    }
+
     public mutating func part(byte: UInt8) {
         precondition(byteCount < maxBytes, "ArgumentWriter: more bytes than the room made")
         bytes[byteCount] = byte

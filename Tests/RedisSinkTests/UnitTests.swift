@@ -253,6 +253,38 @@ import Testing
         ])
     }
 
+    /// Once every series of a record's shape is known to exist, records of that shape are written in
+    /// one pass: the same TS.MADD as the per-series path, and a new series still gets its TS.CREATE.
+    @Test func seriesOfKnownShapesAreWrittenAsBefore() throws {
+        var config = RedisOutputConfig()
+        config.format = .timeseries
+        config.key = try KeyTemplate("ts:{field}:{host}:{name}:{field}", allowField: true)
+        var encoder = BatchEncoder(config: config, routes: [Route(key: config.key, maxlen: 0)], minter: try StreamIDMinter(path: nil))
+        func records(_ cpus: [String]) -> [QueuedRecord] {
+            cpus.enumerated().map { i, cpu in
+                QueuedRecord(record: Record(name: "cpu", tags: [Tag("host", "h"), Tag("cpu", cpu)],
+                                            fields: [Field("user", .double(1.5 + Double(i))), Field("note", .string("x")), Field("idle", .int(7))],
+                                            timestamp: 60_000_000_000), route: 0)
+            }
+        }
+        func madd(_ b: EncodedBatch) -> [String] { b.commands.filter { $0.command.name == "TS.MADD" }.flatMap(\.command.strings) }
+        let first = encoder.encode(records(["cpu0", "cpu1"]), now: 0)
+        #expect(first.commands.filter { $0.role == .setup }.count == 4)
+        for c in first.commands where c.role == .setup { encoder.seriesCreated(c.key) }
+        let second = encoder.encode(records(["cpu0", "cpu1"]), now: 0)  // per series; learns the shapes
+        let third = encoder.encode(records(["cpu0", "cpu1"]), now: 0)   // one pass per record
+        let expected = ["TS.MADD", "ts:user:h:cpu:user:cpu=cpu0", "60000", "1.5", "ts:idle:h:cpu:idle:cpu=cpu0", "60000", "7",
+                        "ts:user:h:cpu:user:cpu=cpu1", "60000", "2.5", "ts:idle:h:cpu:idle:cpu=cpu1", "60000", "7"]
+        #expect(madd(first) == expected && madd(second) == expected && madd(third) == expected)
+        #expect(second.commandCount == 1 && third.commandCount == 1)
+        #expect(third.skippedFields == 2 && third.rejectedAtEncoding == 0)
+        #expect(third.commands[0].role == .samples(owners: [0, 0, 1, 1]))
+        // A record of a new shape (another cpu) gets its series created, the known ones do not.
+        let fourth = encoder.encode(records(["cpu0", "cpu2"]), now: 0)
+        #expect(fourth.commands.filter { $0.role == .setup }.map { String(decoding: $0.key, as: UTF8.self) }
+                == ["ts:user:h:cpu:user:cpu=cpu2", "ts:idle:h:cpu:idle:cpu=cpu2"])
+    }
+
     @Test func replyClassification() {
         #expect(ReplyErrorKind.classify("LOADING Redis is loading the dataset in memory") == .transient)
         #expect(ReplyErrorKind.classify("OOM command not allowed when used memory > 'maxmemory'.") == .transient)
