@@ -96,6 +96,8 @@ struct Router {
         var id: Int64?
         var pending: PendingBatch
         var attempt: RedisWriter.Attempt
+        /// A batch of the backlog (counted as replayed).
+        var replay = false
     }
 
     /// Batches sent whose replies are not read yet, oldest first: at most `maxInFlight`.
@@ -108,10 +110,10 @@ struct Router {
 
     /// Writes a batch's commands and leaves it in flight. Delivered batches' rows are deleted while
     /// Redis works on it.
-    mutating func begin(id: Int64?, _ batch: EncodedBatch) {
+    mutating func begin(id: Int64?, _ batch: EncodedBatch, replay: Bool = false) {
         let pending = PendingBatch(batch)
         let attempt = writer.begin(pending)
-        inFlight.append(InFlight(id: id, pending: pending, attempt: attempt))
+        inFlight.append(InFlight(id: id, pending: pending, attempt: attempt, replay: replay))
         if acknowledgementsPending { flushAcknowledgements() }
     }
 
@@ -119,13 +121,16 @@ struct Router {
     /// later batch in flight is settled too (its replies must be read before the connection is used
     /// again), and then what is left is kept: in the buffer (each row replaced by its remainder), or
     /// without one retried in memory, oldest first.
-    mutating func finishOldest() {
-        guard !inFlight.isEmpty else { return }
+    /// Returns whether it was settled.
+    @discardableResult
+    mutating func finishOldest() -> Bool {
+        guard !inFlight.isEmpty else { return true }
         var first = inFlight.removeFirst()
         let error = settle(&first, feedBreaker: true)
         guard error != nil else {
             if let id = first.id { spool?.acknowledgeLater(id: id) }
-            return
+            if first.replay { noteBacklogReplayed() }
+            return true
         }
         // Later batches went out on the same connection; the breaker counts them with this one.
         var unsettled = [first]
@@ -133,6 +138,7 @@ struct Router {
             var next = inFlight.removeFirst()
             if settle(&next, feedBreaker: false) == nil {
                 if let id = next.id { spool?.acknowledgeLater(id: id) }
+                if next.replay { noteBacklogReplayed() }
             } else {
                 unsettled.append(next)
             }
@@ -151,6 +157,7 @@ struct Router {
                 logger.error("cannot update the spill buffer (the batch stays there and is sent again; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
             }
         }
+        return false
     }
 
     /// Settles every batch in flight.
@@ -194,7 +201,7 @@ struct Router {
     /// Reads an in-flight batch's replies and records the outcome.
     mutating func settle(_ f: inout InFlight, feedBreaker: Bool) -> String? {
         let (counters, error) = writer.finish(&f.pending, f.attempt)
-        record(counters, error, complete: f.pending.isComplete, replay: false, feedBreaker: feedBreaker)
+        record(counters, error, complete: f.pending.isComplete, replay: f.replay, feedBreaker: feedBreaker)
         return error
     }
 
@@ -268,12 +275,16 @@ struct Router {
 
     /// Sends the oldest batches (up to `replay_batch_size` records). Stops at the first failure.
     mutating func replayStep() {
-        // Replay uses the connection on its own.
-        drainInFlight()
+        // Replayed batches go out two at a time like direct ones (the next is written while Redis
+        // works on the one before, and delivered rows are deleted meanwhile); a direct batch on the
+        // wire is settled first.
+        if inFlight.contains(where: { !$0.replay }) { drainInFlight() }
         guard let spool, !spool.isEmpty else { return }
         let now = monotonicNanoseconds()
         guard now >= replayBudgetAt, breaker.allowsAttempt(now: now) else { return }
         if breaker.state == .halfOpen {
+            // The PING uses the connection on its own.
+            drainInFlight()
             let ping = writer.connection.pipeline([RedisCommand(["PING"])])
             if ping.error != nil || ping.replies.first?.isError == true {
                 breaker.recordFailure(now: monotonicNanoseconds(), jitter: Double.random(in: -1...1))
@@ -284,8 +295,9 @@ struct Router {
         let limit = service.config.survive.replayBatchSize
         let (batches, unreadable): ([(id: Int64, batch: EncodedBatch)], [Int64])
         do {
+            // The rows after those on the wire, as many as make `replay_batch_size` records.
             (batches, unreadable) = try spool.oldestBatches(limit: max(1, limit / max(1, service.config.agent.batchSize)) + 1,
-                                                            upTo: replayableUpTo)
+                                                            after: inFlight.last?.id ?? 0, upTo: replayableUpTo, records: Int64(limit))
         } catch {
             logger.error("cannot read the spill buffer", metadata: ["error": "\(error)"])
             return
@@ -296,14 +308,8 @@ struct Router {
         var sent = 0
         for (id, batch) in batches {
             if sent > 0, sent + batch.recordCount > limit { break }
-            var pending = PendingBatch(batch)
-            if send(&pending, replay: true) != nil { return }
-            do {
-                try spool.acknowledge(id: id, records: Int64(batch.recordCount))
-            } catch {
-                logger.error("cannot delete a replayed batch from the spill buffer (it will be sent again; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
-                return
-            }
+            if inFlightIsFull, !finishOldest() { return }
+            begin(id: id, batch, replay: true)
             sent += batch.recordCount
             stateDirty = true
         }
@@ -318,12 +324,15 @@ struct Router {
         if let rate = service.config.survive.replayRate, sent > 0 {
             replayBudgetAt = monotonicNanoseconds() + Int64(sent) * 1_000_000_000 / Int64(rate)
         }
-        if spool.isEmpty {
-            logger.notice("the backlog is replayed; writing directly again")
-            replayRate = 0
-            replayWindowStart = 0
-            replayWindowRecords = 0
-        }
+    }
+
+    /// After a replayed batch was delivered: when it was the last of the backlog, says so.
+    mutating func noteBacklogReplayed() {
+        guard let spool, spool.isEmpty, replayRate > 0 || replayWindowStart > 0 else { return }
+        logger.notice("the backlog is replayed; writing directly again")
+        replayRate = 0
+        replayWindowStart = 0
+        replayWindowRecords = 0
     }
 
     // MARK: state

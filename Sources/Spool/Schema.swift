@@ -54,7 +54,7 @@ enum Schema {
 
     static let insertBatch = "INSERT INTO batches (spilled_ns, records, bytes, payload, lines) VALUES (?1, ?2, ?3, ?4, ?5)"
     static let insertBatchKey = "INSERT INTO batch_keys (batch_id, key, records) VALUES (?1, ?2, ?3)"
-    static let oldestBatches = "SELECT id, payload FROM batches WHERE id <= ?2 ORDER BY id LIMIT ?1"
+    static let oldestBatches = "SELECT id, payload, records FROM batches WHERE id > ?3 AND id <= ?2 ORDER BY id LIMIT ?1"
     // Rows holding tailed lines are never dropped: those lines could not be read again.
     static let oldestBatchForDrop = "SELECT id, records, bytes FROM batches WHERE lines = 0 ORDER BY id LIMIT 1"
     static let batchesOlderThan = "SELECT id, records, bytes FROM batches WHERE spilled_ns < ?1 AND lines = 0 ORDER BY id"

@@ -405,21 +405,29 @@ public final class Spool: @unchecked Sendable {
 
     /// The oldest `limit` batches, oldest first, with their row ids. A row whose payload cannot be
     /// decoded is reported in `unreadable` (the caller decides; it is never silently deleted).
-    /// Only rows with id <= `upTo` (rows newer than that are still on their way through memory).
-    public func oldestBatches(limit: Int, upTo: Int64 = .max) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
-        try locked { () throws(SQLiteError) -> ([(id: Int64, batch: EncodedBatch)], [Int64]) in try oldestLocked(limit: limit, upTo: upTo) }
+    /// Only rows with `after` < id <= `upTo` (rows newer than `upTo` are still on their way through
+    /// memory; rows up to `after` are on the wire). With `records`, rows past the one that brings
+    /// their records to that many are not read.
+    public func oldestBatches(limit: Int, after: Int64 = 0, upTo: Int64 = .max, records: Int64? = nil) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
+        try locked { () throws(SQLiteError) -> ([(id: Int64, batch: EncodedBatch)], [Int64]) in
+            try oldestLocked(limit: limit, after: after, upTo: upTo, records: records)
+        }
     }
 
-    private func oldestLocked(limit: Int, upTo: Int64) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
+    private func oldestLocked(limit: Int, after: Int64, upTo: Int64, records: Int64?) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
         if hasAcknowledgements { try transaction { () throws(SQLiteError) in try applyAcknowledgementsLocked() } }
         oldest.reset()
         oldest.bind(1, Int64(limit))
         oldest.bind(2, upTo)
+        oldest.bind(3, after)
         var out: [(Int64, EncodedBatch)] = []
         var bad: [Int64] = []
+        var read: Int64 = 0
         while try oldest.step() {
             let id = oldest.int64(0)
             if let b = try? EncodedBatch(serialized: oldest.blob(1)) { out.append((id, b)) } else { bad.append(id) }
+            read += oldest.int64(2)
+            if let records, read >= records { break }
         }
         oldest.reset()
         return (out, bad)

@@ -293,6 +293,9 @@ func tailInput(_ files: [String], _ extra: String = "") -> String {
         let lag = ((waiting["files"] as? [[String: Any]])?.first?["lag_bytes"] as? NSNumber)?.int64Value ?? 0
         #expect(lag > 100_000, "\(waiting)")
         #expect(number(waiting, "counters.dropped") == 0)
+        // (The lag can show before the encode stage meets the full buffer and says so.)
+        let deadline = Date().addingTimeInterval(10)
+        while !agent.logText.contains("tailed lines wait for room in the spill buffer"), Date() < deadline { usleep(50_000) }
         #expect(agent.logText.contains("tailed lines wait for room in the spill buffer"))
         let server = try RedisServer(port: port)
         defer { server.stop(); server.removeFiles() }
