@@ -89,10 +89,15 @@ public struct EncodedBatch: Sendable {
 
     /// The argument of `command` that is `key`: the first from argument 1 on, else the name.
     static func keyArgument(of command: RedisCommand, key: some Collection<UInt8>) -> Int? {
-        var offset = 0
+        keyArgument(lengths: command.lengths[...], bytes: command.bytes[...], key: key)
+    }
+
+    /// The same for arguments of these lengths whose bytes are `bytes`, back to back.
+    static func keyArgument(lengths: ArraySlice<Int>, bytes: ArraySlice<UInt8>, key: some Collection<UInt8>) -> Int? {
+        var offset = bytes.startIndex
         var found: Int?
-        for (i, n) in command.lengths.enumerated() {
-            if n == key.count, command.bytes[offset..<(offset + n)].elementsEqual(key) {
+        for (i, n) in lengths.enumerated() {
+            if n == key.count, bytes[offset..<(offset + n)].elementsEqual(key) {
                 if i > 0 { return i }
                 found = 0
             }
@@ -114,9 +119,10 @@ public struct EncodedBatch: Sendable {
     /// Argument `a` of command `i`.
     public func argument(_ i: Int, _ a: Int) -> ArraySlice<UInt8> {
         let s = entries[i].span
+        let lengths = arguments.lengths
         var offset = s.byteStart
-        for j in s.argStart..<(s.argStart + a) { offset += arguments.lengths[j] }
-        return arguments.bytes[offset..<(offset + arguments.lengths[s.argStart + a])]
+        for j in s.argStart..<(s.argStart + a) { offset += lengths[j] }
+        return arguments.bytes[offset..<(offset + lengths[s.argStart + a])]
     }
 
     /// The key command `i` writes.
@@ -158,7 +164,7 @@ public struct EncodedBatch: Sendable {
     /// Appends a whole command.
     public mutating func append(_ command: RedisCommand, keyArgument: Int, role: EncodedCommand.Role) {
         let start = beginCommand()
-        withArguments { $0.append(arguments: command, CommandSpan(argStart: 0, argc: command.argc, byteStart: 0, byteCount: command.bytes.count)) }
+        withArguments { $0.append(arguments: command, command.span) }
         endCommand(start, keyArgument: keyArgument, role: role)
     }
 

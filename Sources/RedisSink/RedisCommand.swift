@@ -32,11 +32,14 @@ public struct RedisCommand: Sendable, Hashable {
     /// arguments can be copied from) and the offset to write at.
     mutating func appendBytes(count: Int, fill: (UnsafeMutablePointer<UInt8>, Int) -> Void) {
         let at = bytes.count
-        bytes.append(contentsOf: repeatElement(0, count: count))
+        Self.grow(&bytes, by: count)
         bytes.withUnsafeMutableBufferPointer { b in
             if let base = b.baseAddress { fill(base, at) }
         }
     }
+
+    /// All of its arguments, as a span (to append it whole to a flat batch).
+    public var span: CommandSpan { CommandSpan(argStart: 0, argc: argc, byteStart: 0, byteCount: bytes.count) }
 
     /// Appends the arguments `span` of `other` (a command of a flat batch).
     public mutating func append(arguments other: RedisCommand, _ span: CommandSpan) {
@@ -125,10 +128,6 @@ public struct RedisCommand: Sendable, Hashable {
         }
     }
 
-    /// Starts an argument that the caller writes with `bytes` directly, ended by `endArgument(start:)`.
-    public var argumentStart: Int { bytes.count }
-    public mutating func appendToArgument(_ b: some Sequence<UInt8>) { bytes.append(contentsOf: b) }
-    public mutating func endArgument(start: Int) { lengths.append(bytes.count - start) }
 
     /// The i-th argument.
     public func argument(_ i: Int) -> ArraySlice<UInt8> {

@@ -184,7 +184,7 @@ public final class RedisConnection {
         var spans: [CommandSpan] = []
         for c in commands {
             spans.append(CommandSpan(argStart: flat.argc, argc: c.argc, byteStart: flat.bytes.count, byteCount: c.bytes.count))
-            flat.append(arguments: c, CommandSpan(argStart: 0, argc: c.argc, byteStart: 0, byteCount: c.bytes.count))
+            flat.append(arguments: c, c.span)
         }
         return send(flat, count: commands.count) { spans[$0] }
     }

@@ -28,7 +28,7 @@ extension EncodedBatch {
         // no check per byte.
         var bound = 21 + 5 * arguments.argc + arguments.bytes.count
         for e in entries {
-            bound += 16 + arguments.lengths[e.span.argStart + e.keyArgument]
+            bound += 16
             if case .samples(let owners) = e.role { bound += 5 * owners.count }
         }
         if out.count < bound { out.append(contentsOf: repeatElement(0, count: bound - out.count)) }
@@ -194,17 +194,7 @@ extension EncodedBatch {
             }
             let data = try r.slice(total)
             arguments.appendBytes(data)
-            // The key is one of the arguments: the first from argument 1 on that equals it, else
-            // the name (a TS.MADD's).
-            var offset = data.startIndex
-            for a in 0..<argc {
-                let l = arguments.lengths[start.argStart + a]
-                if l == key.count, data[offset..<(offset + l)].elementsEqual(key) {
-                    if a > 0 { keyArgument = a; break }
-                    keyArgument = 0
-                }
-                offset += l
-            }
+            keyArgument = Self.keyArgument(lengths: arguments.lengths[start.argStart...], bytes: data, key: key)
         }
         guard let keyArgument else { throw FormatError(description: "a command's key is not one of its arguments") }
         start.argc = argc
