@@ -70,8 +70,10 @@ public struct CollectorService: Service {
             let now = wallClockNanoseconds()
             let next = (now / interval + 1) * interval
             let jitter = agent.jitter > 0 ? Int64.random(in: 0...agent.jitter) : 0
+            // A stop ends the wait at once (not at the next tick, up to an interval later).
+            let wait = next - now + jitter
             do {
-                try await Task.sleep(for: .nanoseconds(next - now + jitter))
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .nanoseconds(wait)) }
             } catch {
                 return
             }

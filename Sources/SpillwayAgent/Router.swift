@@ -293,7 +293,7 @@ struct Router {
             }
         }
         let limit = service.config.survive.replayBatchSize
-        let (batches, unreadable): ([(id: Int64, batch: EncodedBatch)], [Int64])
+        let (batches, unreadable): ([(id: Int64, batch: EncodedBatch)], [Spool.Unreadable])
         do {
             // The rows after those on the wire, as many as make `replay_batch_size` records.
             (batches, unreadable) = try spool.oldestBatches(limit: max(1, limit / max(1, service.config.agent.batchSize)) + 1,
@@ -302,8 +302,19 @@ struct Router {
             logger.error("cannot read the spill buffer", metadata: ["error": "\(error)"])
             return
         }
-        for id in unreadable {
-            logger.error("a spilled batch cannot be decoded; it is kept in the buffer and skipped", metadata: ["row": "\(id)"])
+        if !unreadable.isEmpty {
+            // Moved out of the backlog (kept, with the reason) so that replay goes on past them.
+            do {
+                try spool.setAside(unreadable, now: wallClockNanoseconds())
+                for row in unreadable {
+                    logger.error("a spilled batch cannot be decoded; it was set aside in the buffer's unreadable_batches table and replay goes on without it",
+                                 metadata: ["row": "\(row.id)", "reason": "\(row.reason)", "buffer": "\(spool.path)"])
+                }
+                stateDirty = true
+            } catch {
+                logger.error("a spilled batch cannot be decoded, nor set aside", metadata: ["row": "\(unreadable[0].id)", "error": "\(error)"])
+            }
+            if batches.isEmpty { return }
         }
         var sent = 0
         for (id, batch) in batches {

@@ -1,7 +1,7 @@
 /// All of the spill buffer's SQL. Migrations are additive: a new version adds tables or columns and
 /// never rewrites old ones.
 enum Schema {
-    static let version = 2
+    static let version = 3
 
     static let create = """
         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -44,13 +44,25 @@ enum Schema {
         -- Version 2: tail inputs that have started once (files present at an input's first start are
         -- read from their end unless from_beginning).
         CREATE TABLE IF NOT EXISTS tail_inputs (id TEXT PRIMARY KEY, started_ns INTEGER NOT NULL) WITHOUT ROWID;
+        -- Version 3: batches the agent could not decode (damaged, or in a format this version does not
+        -- know), moved out of the backlog so replay goes on past them. Kept, never deleted by the agent.
+        CREATE TABLE IF NOT EXISTS unreadable_batches (
+            id INTEGER PRIMARY KEY,
+            spilled_ns INTEGER NOT NULL,
+            records INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            payload BLOB NOT NULL,
+            lines INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            set_aside_ns INTEGER NOT NULL
+        );
         INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
         """
 
     /// Version 2's column on a version 1 file.
     static let hasLinesColumn = "SELECT 1 FROM pragma_table_info('batches') WHERE name = 'lines'"
     static let addLinesColumn = "ALTER TABLE batches ADD COLUMN lines INTEGER NOT NULL DEFAULT 0"
-    static let setVersion = "UPDATE meta SET value = '2' WHERE key = 'schema_version'"
+    static let setVersion = "UPDATE meta SET value = '\(version)' WHERE key = 'schema_version'"
 
     static let insertBatch = "INSERT INTO batches (spilled_ns, records, bytes, payload, lines) VALUES (?1, ?2, ?3, ?4, ?5)"
     static let insertBatchKey = "INSERT INTO batch_keys (batch_id, key, records) VALUES (?1, ?2, ?3)"
@@ -58,6 +70,11 @@ enum Schema {
     // Rows holding tailed lines are never dropped: those lines could not be read again.
     static let oldestBatchForDrop = "SELECT id, records, bytes FROM batches WHERE lines = 0 ORDER BY id LIMIT 1"
     static let batchesOlderThan = "SELECT id, records, bytes FROM batches WHERE spilled_ns < ?1 AND lines = 0 ORDER BY id"
+    static let setAside = """
+        INSERT INTO unreadable_batches (id, spilled_ns, records, bytes, payload, lines, reason, set_aside_ns)
+        SELECT id, spilled_ns, records, bytes, payload, lines, ?2, ?3 FROM batches WHERE id = ?1
+        """
+    static let unreadableTotals = "SELECT COUNT(*), COALESCE(SUM(records), 0) FROM unreadable_batches"
     static let deleteBatch = "DELETE FROM batches WHERE id = ?1"
     static let batchSize = "SELECT bytes, records, lines FROM batches WHERE id = ?1"
     static let deleteBatchKeys = "DELETE FROM batch_keys WHERE batch_id = ?1"

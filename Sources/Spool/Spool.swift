@@ -408,29 +408,59 @@ public final class Spool: @unchecked Sendable {
     /// Only rows with `after` < id <= `upTo` (rows newer than `upTo` are still on their way through
     /// memory; rows up to `after` are on the wire). With `records`, rows past the one that brings
     /// their records to that many are not read.
-    public func oldestBatches(limit: Int, after: Int64 = 0, upTo: Int64 = .max, records: Int64? = nil) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
-        try locked { () throws(SQLiteError) -> ([(id: Int64, batch: EncodedBatch)], [Int64]) in
+    public func oldestBatches(limit: Int, after: Int64 = 0, upTo: Int64 = .max, records: Int64? = nil) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Unreadable]) {
+        try locked { () throws(SQLiteError) -> ([(id: Int64, batch: EncodedBatch)], [Unreadable]) in
             try oldestLocked(limit: limit, after: after, upTo: upTo, records: records)
         }
     }
 
-    private func oldestLocked(limit: Int, after: Int64, upTo: Int64, records: Int64?) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Int64]) {
+    /// A row whose payload cannot be decoded, and why.
+    public struct Unreadable: Sendable, Equatable {
+        public var id: Int64
+        public var reason: String
+    }
+
+    private func oldestLocked(limit: Int, after: Int64, upTo: Int64, records: Int64?) throws(SQLiteError) -> (batches: [(id: Int64, batch: EncodedBatch)], unreadable: [Unreadable]) {
         if hasAcknowledgements { try transaction { () throws(SQLiteError) in try applyAcknowledgementsLocked() } }
         oldest.reset()
         oldest.bind(1, Int64(limit))
         oldest.bind(2, upTo)
         oldest.bind(3, after)
         var out: [(Int64, EncodedBatch)] = []
-        var bad: [Int64] = []
+        var bad: [Unreadable] = []
         var read: Int64 = 0
         while try oldest.step() {
             let id = oldest.int64(0)
-            if let b = try? EncodedBatch(serialized: oldest.blob(1)) { out.append((id, b)) } else { bad.append(id) }
+            do {
+                out.append((id, try EncodedBatch(serialized: oldest.blob(1))))
+            } catch {
+                bad.append(Unreadable(id: id, reason: error.description))
+            }
             read += oldest.int64(2)
             if let records, read >= records { break }
         }
         oldest.reset()
         return (out, bad)
+    }
+
+    /// Moves rows that cannot be decoded out of the backlog into `unreadable_batches` (payload and
+    /// reason kept; one transaction), so that replay goes on past them. Their records no longer
+    /// count in `totals`; `SpoolStatus.unreadable` counts them.
+    public func setAside(_ bad: [Unreadable], now: Int64) throws(SQLiteError) {
+        guard !bad.isEmpty else { return }
+        try locked { () throws(SQLiteError) in
+            try transaction { () throws(SQLiteError) in
+                let move = try db.prepare(Schema.setAside)
+                for row in bad {
+                    move.reset()
+                    move.bind(1, row.id)
+                    move.bind(2, row.reason)
+                    move.bind(3, now)
+                    try move.run()
+                    try removeRow(row.id)
+                }
+            }
+        }
     }
 
     /// Deletes a batch Redis acknowledged (in its own transaction).
@@ -498,12 +528,12 @@ public final class Spool: @unchecked Sendable {
     private func acknowledgeLocked(id: Int64, records: Int64) throws(SQLiteError) {
         try transaction { () throws(SQLiteError) in
             try applyAcknowledgementsLocked()
-            try removeDelivered(id)
+            try removeRow(id)
         }
     }
 
-    /// Inside a transaction: deletes a delivered batch's row, if it is still there.
-    private func removeDelivered(_ id: Int64) throws(SQLiteError) {
+    /// Inside a transaction: deletes a batch's row (delivered, or set aside), if it is still there.
+    private func removeRow(_ id: Int64) throws(SQLiteError) {
         batchSize.reset()
         batchSize.bind(1, id)
         guard try batchSize.step() else { return }
@@ -535,7 +565,7 @@ public final class Spool: @unchecked Sendable {
     private func applyAcknowledgementsLocked() throws(SQLiteError) {
         let ids = rows.withLock { $0.acknowledged }
         guard ids.count > acknowledgementsDeleted else { return }
-        for id in ids[acknowledgementsDeleted...] { try removeDelivered(id) }
+        for id in ids[acknowledgementsDeleted...] { try removeRow(id) }
         acknowledgementsDeleted = ids.count
     }
 
@@ -662,6 +692,8 @@ public struct SpoolStatus: Sendable {
     public var state: [String: String]
     /// Tailed files' committed offsets.
     public var offsets: [TailOffset] = []
+    /// Batches set aside because they could not be decoded (`unreadable_batches`), and their records.
+    public var unreadable: (batches: Int64, records: Int64) = (0, 0)
 
     /// Nil when there is no buffer file yet (the agent never ran with this data_dir).
     public static func read(directory: String, topKeys: Int = 20) throws(SQLiteError) -> SpoolStatus? {
@@ -688,8 +720,14 @@ public struct SpoolStatus: Sendable {
         while try s.step() { state[s.string(0)] = s.string(1) }
         let hasOffsets = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tail_offsets'")
         let offsets = try hasOffsets.step() ? try Spool.readOffsets(db) : []
+        var unreadable: (Int64, Int64) = (0, 0)
+        let hasUnreadable = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable_batches'")
+        if try hasUnreadable.step() {
+            let u = try db.prepare(Schema.unreadableTotals)
+            if try u.step() { unreadable = (u.int64(0), u.int64(1)) }
+        }
         return SpoolStatus(totals: totals, topKeys: top.map { ($0.0, $0.1) }, dropped: dropped.map { ($0.0, $0.1) }, state: state,
-                           offsets: offsets)
+                           offsets: offsets, unreadable: unreadable)
     }
 }
 

@@ -11,7 +11,8 @@ struct Status: AsyncParsableCommand {
             Works whether or not the agent runs: it reads data_dir/buffer.sqlite read-only and never \
             blocks the agent. --json prints one JSON document (schema in the README). --check follows \
             the monitoring-plugin convention: one line, exit 0 OK, 1 WARNING (backlog above \
-            [status] warn_records), 2 CRITICAL (breaker open longer than [status] critical_open, or \
+            [status] warn_records, or batches that could not be decoded were set aside), 2 CRITICAL \
+            (breaker open longer than [status] critical_open, or \
             records dropped), 3 UNKNOWN (the buffer cannot be read).
             """
     )
@@ -143,6 +144,7 @@ struct StatusReport {
             ] as [String: Any],
             "counters": counters,
             "backlog_lines": t?.lines ?? 0,
+            "unreadable": ["batches": status?.unreadable.batches ?? 0, "records": status?.unreadable.records ?? 0] as [String: Any],
             "files": tailedFiles.map { f in
                 ["path": f.path, "offset": f.offset, "size": f.size, "lag_bytes": f.lag, "present": f.present,
                  "committed_at": Self.iso(f.updatedNs)] as [String: Any]
@@ -157,6 +159,9 @@ struct StatusReport {
         }
         if droppedTotal > 0 {
             return (2, "SPILLWAY CRITICAL - \(droppedTotal) records dropped, \(summary)")
+        }
+        if let u = status?.unreadable, u.batches > 0 {
+            return (1, "SPILLWAY WARNING - \(u.batches) unreadable batches (\(u.records) records) set aside in the buffer's unreadable_batches table, \(summary)")
         }
         if backlogRecords > config.warnRecords {
             return (1, "SPILLWAY WARNING - backlog \(backlogRecords) records (> \(config.warnRecords)), breaker \(breakerState)")
@@ -192,6 +197,9 @@ struct StatusReport {
             for k in status.dropped.prefix(20) { out += "  \(k.records)\t\(k.key)\n" }
         } else {
             out += "\n"
+        }
+        if status.unreadable.batches > 0 {
+            out += "unreadable \(status.unreadable.batches) batches (\(status.unreadable.records) records) could not be decoded; set aside in table unreadable_batches of \(dataDir)/buffer.sqlite\n"
         }
         out += "counters   " + Self.counterNames.map { "\($0)=\(int("counters.\($0)"))" }.joined(separator: " ") + "\n"
         let files = tailedFiles

@@ -283,6 +283,65 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         _ = try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: false)
     }
 
+    /// Rows that cannot be decoded (here: the first two, in a format no version wrote) are set aside
+    /// with their payload, and the rest of the backlog is replayed past them, in order, once.
+    @Test func undecodableBatchesAreSetAsideAndReplayGoesOn() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port)
+        try agent.start()
+        _ = try agent.waitFor(10) { number($0, "backlog.batches") >= 6 }
+        #expect(agent.stop() == 0)
+        let kept = try agent.status()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            ids = [r[0] for r in db.execute("SELECT id FROM batches ORDER BY id LIMIT 2")]
+            for i in ids: db.execute("UPDATE batches SET payload = x'09000000' WHERE id = ?", (i,))
+            db.commit()
+            print(sum(r[0] for r in db.execute("SELECT records FROM batches WHERE id IN (%s)" % ",".join(map(str, ids)))))
+            """, agent.dataDir.appendingPathComponent("buffer.sqlite").path]
+        let out = Pipe()
+        p.standardOutput = out
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let damaged = Int64(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        #expect(damaged > 0)
+        let server = try RedisServer(port: port)
+        defer { server.stop(); server.removeFiles() }
+        try agent.start()
+        let after = try agent.waitFor(15) { number($0, "backlog.records") == 0 && number($0, "counters.written") > 0 }
+        #expect(number(after, "backlog.records") == 0, "\(after)")
+        #expect(number(after, "unreadable.batches") == 2 && number(after, "unreadable.records") == damaged, "\(after)")
+        #expect(number(after, "counters.replayed") >= number(kept, "backlog.records") - damaged, "\(after)")
+        let (code, line) = try agent.check()
+        #expect(code == 1 && line.hasPrefix("SPILLWAY WARNING - 2 unreadable batches (\(damaged) records) set aside"), "\(line)")
+        #expect(agent.stop() == 0)
+        let log = agent.logText
+        #expect(log.components(separatedBy: "a spilled batch cannot be decoded; it was set aside").count == 3, "\(log)")
+        #expect(log.contains("unknown batch format version 9"))
+        let n = try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: false)
+        _ = try assertExactlyOnceInOrder(server, "metrics:h:system", gapFree: false)
+        #expect(Int64(n) > 0)
+        let text = try spillway(["status", "--config", agent.config.path])
+        #expect(text.stdout.contains("unreadable 2 batches (\(damaged) records) could not be decoded"), "\(text.stdout)")
+    }
+
+    /// A stop does not wait for the inputs' next tick (here a minute away).
+    @Test func sigtermStopsAtOnceBetweenTicks() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let agent = try AgentProcess(redisPort: server.port, inputs: "[[inputs.mem]]\ninterval = \"1m\"\n[[inputs.system]]\ninterval = \"1m\"")
+        try agent.start()
+        let running = try agent.waitFor(10) { value($0, "agent.running") as? Bool == true }
+        #expect(value(running, "agent.running") as? Bool == true)
+        let start = Date()
+        #expect(agent.stop() == 0)
+        #expect(Date().timeIntervalSince(start) < 5, "the agent took \(Date().timeIntervalSince(start)) s to stop")
+    }
+
     @Test func failingInputsAreCountedInStatus() throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }

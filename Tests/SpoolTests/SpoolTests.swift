@@ -180,6 +180,33 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         #expect(try Spool(directory: dir).totals.batches == 0)
     }
 
+    @Test func undecodableRowsAreSetAsideWithTheirPayload() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let spool = try Spool(directory: dir)
+            for i in 0..<3 { #expect(try spool.append(batch(4, firstMs: 1 + 10 * i), now: 1).stored) }
+        }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        p.arguments = ["-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.execute(\"UPDATE batches SET payload = x'0300' WHERE id = 2\"); db.commit()",
+                       dir + "/buffer.sqlite"]
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let spool = try Spool(directory: dir)
+        let (batches, bad) = try spool.oldestBatches(limit: 3)
+        #expect(batches.map(\.id) == [1, 3])
+        #expect(bad.map(\.id) == [2] && bad.first?.reason.isEmpty == false, "\(bad)")
+        try spool.setAside(bad, now: 5)
+        #expect(spool.totals.records == 8 && spool.totals.batches == 2)
+        #expect(try spool.oldestBatches(limit: 3).batches.map(\.id) == [1, 3])
+        #expect(try spool.oldestBatches(limit: 3).unreadable.isEmpty)
+        let status = try #require(try SpoolStatus.read(directory: dir))
+        #expect(status.unreadable.batches == 1 && status.unreadable.records == 4)
+        #expect(status.totals.records == 8)
+    }
+
     @Test func filesAre0600() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
