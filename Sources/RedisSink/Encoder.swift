@@ -37,7 +37,7 @@ public struct BatchEncoder: Sendable {
     /// the copies of the encoder (the send stage marks, the encode stage reads).
     let createdSeries = SeriesRegistry()
     /// Records per TS.MADD command.
-    static let recordsPerMADD = 256
+    static let recordsPerMADD = 32
     /// Series this encoder found in `createdSeries` (so it no longer takes its lock for them).
     private var knownSeries: Set<KeyBytes> = []
     /// Record shapes (see `encodeSeries`) whose series are all known to exist.

@@ -148,6 +148,7 @@ public final class RedisConnection {
         let failed: String? = arguments.bytes.withUnsafeBufferPointer { data in
             arguments.lengths.withUnsafeBufferPointer { lengths in
                 let base = UnsafeRawPointer(data.baseAddress ?? UnsafePointer(bitPattern: 1)!)
+                var unwritten = 0
                 for n in 0..<count {
                     let s = span(n)
                     if argv.count < s.argc { argv = Array(repeating: nil, count: s.argc) }
@@ -160,9 +161,13 @@ public final class RedisConnection {
                         return redisAppendCommandArgv(c, Int32(s.argc), argv.baseAddress, lengths.baseAddress! + s.argStart) == REDIS_OK
                     }
                     if !ok { return "appending command \(n + 1) of \(count)" }
-                    // Hand Redis every `writeChunk` commands as they are formatted, so it works while
-                    // the rest of the pipeline is being appended.
-                    if (n + 1) % Self.writeChunk == 0, n + 1 < count {
+                    // Hand Redis every `writeChunkBytes` or so as commands are formatted, so it works
+                    // while the rest of the pipeline is being appended. (And hiredis's output buffer
+                    // stays small: one past glibc's mmap threshold would be mapped, faulted in and
+                    // unmapped at every write.)
+                    unwritten += s.byteCount + 16 * s.argc
+                    if unwritten >= Self.writeChunkBytes, n + 1 < count {
+                        unwritten = 0
                         var done: Int32 = 0
                         if redisBufferWrite(c, &done) != REDIS_OK { return "writing" }
                     }
@@ -261,16 +266,21 @@ public final class RedisConnection {
         }
     }
 
-    /// Commands appended between two writes to the socket.
-    static let writeChunk = 64
+    /// About this many bytes of commands are appended between two writes to the socket (some 50
+    /// XADDs of a cpu record).
+    static let writeChunkBytes = 32 * 1024
 
-    /// Errors keep their text, arrays their elements; any other reply becomes `.integer(0)` (no copy).
+    /// Errors keep their text, arrays with an error their elements; any other reply (an array
+    /// without errors too: a TS.MADD that wrote every sample) becomes `.integer(0)` (no copy).
     static func errorsOnly(_ r: UnsafeMutablePointer<redisReply>) -> RedisReply {
         let reply = r.pointee
         switch reply.type {
         case REDIS_REPLY_ERROR:
             return .error(String(decoding: UnsafeRawBufferPointer(start: reply.str, count: reply.len), as: UTF8.self))
         case REDIS_REPLY_ARRAY:
+            guard (0..<reply.elements).contains(where: { spillway_reply_element(r, $0).pointee.type == REDIS_REPLY_ERROR }) else {
+                return .integer(0)
+            }
             var elements: [RedisReply] = []
             elements.reserveCapacity(reply.elements)
             for i in 0..<reply.elements { elements.append(errorsOnly(spillway_reply_element(r, i))) }

@@ -1,5 +1,6 @@
-/// A reply from Redis.
-public indirect enum RedisReply: Sendable, Equatable {
+/// A reply from Redis. (Not `indirect`: an array's elements are in its own storage already, and
+/// every other case is then stored inline, with no box allocated per reply.)
+public enum RedisReply: Sendable, Equatable {
     case status(String)
     case error(String)
     case integer(Int64)

@@ -159,12 +159,24 @@ public final class RedisWriter {
         var firstError: String? = connectionError.map { "\($0)" }
         for (n, reply) in replies.enumerated() {
             let i = indices[n]
-            // The common case, an XADD written: settled without copying the command.
-            if !reply.isError, p.batch.isRecord(i) {
-                counters.written += 1
-                p.done[i] = true
-                p.settledRecords += 1
-                continue
+            // The common cases, settled without copying the command: an XADD written, and a TS.MADD
+            // that wrote every sample (no error, and no array: `errorsOnly` keeps only arrays with an
+            // error).
+            if !reply.isError {
+                if p.batch.isRecord(i) {
+                    counters.written += 1
+                    p.done[i] = true
+                    p.settledRecords += 1
+                    continue
+                }
+                if case .samples(let owners) = p.batch.role(i), reply.array == nil {
+                    p.done[i] = true
+                    Self.forEachOwner(owners) { owner in
+                        if p.rejected[owner] { counters.rejected += 1 } else { counters.written += 1 }
+                        p.settledRecords += 1
+                    }
+                    continue
+                }
             }
             let command = p.batch.command(i)
             switch command.role {
@@ -230,14 +242,28 @@ public final class RedisWriter {
                 }
                 if pending { continue }
                 p.done[i] = true
-                var seen = Set<Int>()
-                for owner in owners where seen.insert(owner).inserted {
+                Self.forEachOwner(owners) { owner in
                     if p.rejected[owner] { counters.rejected += 1 } else { counters.written += 1 }
                     p.settledRecords += 1
                 }
             }
         }
         return (counters, p.isComplete ? nil : (firstError ?? "no reply"))
+    }
+
+    /// Each record of a TS.MADD once. Its samples come record by record (runs of one owner), so
+    /// a set is needed only when an owner shows up again after another.
+    static func forEachOwner(_ owners: [Int], _ body: (Int) -> Void) {
+        if zip(owners, owners.dropFirst()).allSatisfy({ $0 <= $1 }) {
+            var previous = Int.min
+            for owner in owners where owner != previous {
+                previous = owner
+                body(owner)
+            }
+        } else {
+            var seen = Set<Int>()
+            for owner in owners where seen.insert(owner).inserted { body(owner) }
+        }
     }
 
     /// Whether an error reply leaves its command pending (transient, or NOAUTH: then the connection

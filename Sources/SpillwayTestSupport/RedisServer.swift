@@ -106,6 +106,27 @@ public final class RedisServer: @unchecked Sendable {
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
+    /// Runs the commands of `script` (one per line, arguments separated by spaces) through redis-cli's
+    /// standard input; returns what it printed.
+    @discardableResult
+    public func cli(script: String) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+        p.arguments = ["-h", "127.0.0.1", "-p", String(port)]
+        let input = Pipe(), out = Pipe()
+        p.standardInput = input
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        // Written while redis-cli runs; its output is read after (a pipe's buffer holds the replies
+        // of a few thousand commands).
+        input.fileHandleForWriting.write(Data(script.utf8))
+        try input.fileHandleForWriting.close()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return String(decoding: data, as: UTF8.self)
+    }
+
     /// Stops the server: SIGTERM, then SIGKILL after 5 s.
     public func stop() {
         guard process.isRunning else { return }

@@ -24,10 +24,12 @@ func benchRecord(_ i: Int, ms: Int64) -> Record {
 }
 
 /// Runs redis-benchmark against `port` and returns its requests per second.
-func redisBenchmark(port: Int, requests: Int, clients: Int, command: [String]) throws -> Double {
+/// With `randomRange`, each `__rand_int__` in the command becomes a random number below it (`-r`).
+func redisBenchmark(port: Int, requests: Int, clients: Int, command: [String], randomRange: Int? = nil) throws -> Double {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
-    p.arguments = ["-h", "127.0.0.1", "-p", String(port), "-n", String(requests), "-P", "64", "-c", String(clients), "--csv"] + command
+    p.arguments = ["-h", "127.0.0.1", "-p", String(port), "-n", String(requests), "-P", "64", "-c", String(clients), "--csv"]
+        + (randomRange.map { ["-r", String($0)] } ?? []) + command
     let out = Pipe()
     p.standardOutput = out
     p.standardError = FileHandle.nullDevice
@@ -144,20 +146,48 @@ func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeserie
         config.format = .timeseries
         config.key = try KeyTemplate(RedisOutputConfig.defaultSeriesKey, allowField: true)
         let tsRecords = records / 5
-        let ours = try pushThroughWriter(config, total: tsRecords, batchSize: batchSize)
-        // The same work per record: one TS.MADD of 11 samples to 11 existing series.
+        // The same TS.MADD as ours: 11 samples, each to one of 704 series (64 cpus × 11 fields) named as
+        // ours are (redis-benchmark's -r 64 puts a random cpu number, 12 digits, in each key), values
+        // of the same form. Only the timestamps differ: redis-benchmark cannot count, so `*`.
         var madd = ["TS.MADD"]
-        for f in benchFields {
-            let key = "bench:\(f)"
-            try server.cli(["TS.CREATE", key, "DUPLICATE_POLICY", "LAST"])
-            madd += [key, "*", "1.25"]
+        for f in benchFields { madd += ["ts:bench-host:cpu:\(f):cpu=cpu__rand_int__:dc=eu-1", "*", "124.875"] }
+        // The earlier reference, shown for comparison: 11 series of short names, value 1.25. Lighter
+        // for Redis (one hot series per field).
+        var light = ["TS.MADD"]
+        for f in benchFields { light += ["bench:\(f)", "*", "1.25"] }
+        func createReferenceSeries() throws {
+            var commands = ""
+            for f in benchFields {
+                commands += "TS.CREATE bench:\(f) DUPLICATE_POLICY LAST\n"
+                for cpu in 0..<64 {
+                    commands += "TS.CREATE ts:bench-host:cpu:\(f):cpu=cpu\(String(repeating: "0", count: 12 - String(cpu).count))\(cpu):dc=eu-1 DUPLICATE_POLICY LAST LABELS name cpu field \(f) host bench-host cpu cpu\(cpu) dc eu-1\n"
+                }
+            }
+            try server.cli(script: commands)
         }
-        let ref1 = try redisBenchmark(port: server.port, requests: tsRecords, clients: 1, command: madd)
-        let ref50 = try redisBenchmark(port: server.port, requests: tsRecords, clients: 50, command: madd)
-        print("write (timeseries): \(tsRecords) cpu records = \(tsRecords * 11) samples, 704 series, TS.MADD")
-        print(String(format: "  spillway writer                       %10.0f records/s (%.0f samples/s, %.2f µs CPU/record)", ours.rate, ours.rate * 11, ours.cpuPerRecord / 1000))
-        print(String(format: "  redis-benchmark TS.MADD(11) -P 64 -c 1  %8.0f requests/s   ratio %.2f", ref1, ours.rate / ref1))
-        print(String(format: "  redis-benchmark TS.MADD(11) -P 64 -c 50 %8.0f requests/s   ratio %.2f   (target >= 0.8)", ref50, ours.rate / ref50))
-        print("  RSS MiB at each tenth: " + ours.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
+        print("write (timeseries): \(tsRecords) cpu records = \(tsRecords * 11) samples, 704 series, TS.MADD; \(rounds) rounds, each: the writer, then redis-benchmark -P 64 with the same TS.MADD (704 series, -r 64) at -c 50 and -c 1, and the lighter one (11 series) at -c 50")
+        var ratios50: [Double] = [], ratios1: [Double] = [], ratiosLight: [Double] = [], rss: [Double] = []
+        for round in 1...rounds {
+            let redis0 = try redisCPUSeconds(server)
+            let ours = try pushThroughWriter(config, total: tsRecords, batchSize: batchSize)
+            let redis1 = try redisCPUSeconds(server)
+            try server.cli(["FLUSHALL"])
+            try createReferenceSeries()
+            let redis2 = try redisCPUSeconds(server)
+            let ref50 = try redisBenchmark(port: server.port, requests: tsRecords, clients: 50, command: madd, randomRange: 64)
+            let redis3 = try redisCPUSeconds(server)
+            let ref1 = try redisBenchmark(port: server.port, requests: tsRecords, clients: 1, command: madd, randomRange: 64)
+            let refLight = try redisBenchmark(port: server.port, requests: tsRecords, clients: 50, command: light)
+            try server.cli(["FLUSHALL"])
+            ratios50.append(ours.rate / ref50); ratios1.append(ours.rate / ref1); ratiosLight.append(ours.rate / refLight); rss += ours.rss
+            print(String(format: "  round %d: writer %7.0f records/s (%.0f samples/s, %.2f µs CPU/record); -c 50 %7.0f, -c 1 %7.0f, lighter -c 50 %7.0f; ratios %.2f, %.2f, %.2f",
+                         round, ours.rate, ours.rate * 11, ours.cpuPerRecord / 1000, ref50, ref1, refLight, ours.rate / ref50, ours.rate / ref1, ours.rate / refLight))
+            print(String(format: "    Redis CPU per TS.MADD: %.2f µs for the writer's (busy %.0f%%), %.2f µs for redis-benchmark -c 50's (busy %.0f%%)",
+                         (redis1 - redis0) * 1e6 / Double(tsRecords), (redis1 - redis0) * ours.rate / Double(tsRecords) * 100,
+                         (redis3 - redis2) * 1e6 / Double(tsRecords), (redis3 - redis2) * ref50 / Double(tsRecords) * 100))
+        }
+        print(String(format: "  median ratio to redis-benchmark -c 50: %.2f   (target >= 0.8); to -c 1: %.2f; to the lighter -c 50: %.2f",
+                     median(ratios50), median(ratios1), median(ratiosLight)))
+        print(String(format: "  RSS %.1f to %.1f MiB", rss.min() ?? 0, rss.max() ?? 0))
     }
 }

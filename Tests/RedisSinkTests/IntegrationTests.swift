@@ -251,6 +251,25 @@ import Testing
         #expect(try server.cli(["TS.RANGE", "ts:web-1:cpu:usage_user:cpu=cpu0:dc=eu-1", "-", "+"]) == range)
     }
 
+    /// A sample refused inside a TS.MADD rejects its record only; the other records of the same
+    /// TS.MADD are written.
+    @Test func aRefusedSampleRejectsOnlyItsRecord() throws {
+        let server = try RedisServer(stack: true)
+        defer { server.stop(); server.removeFiles() }
+        try server.cli(["SET", "ts:web-1:cpu:usage_user:cpu=cpu1:dc=eu-1", "not a series"])
+        let writer = try makeWriter(try outputConfig(server.url) {
+            $0.format = .timeseries
+            $0.key = try! KeyTemplate(RedisOutputConfig.defaultSeriesKey, allowField: true)
+        })
+        let records = (0..<4).map { cpuRecord(host: "web-1", cpu: "cpu\($0 % 2)", ms: 1_700_000_000_000 + Int64($0) * 1000, base: Double($0)) }
+        let batch = try writer.encode(records.map { QueuedRecord(record: $0, route: 0) }, now: 0)
+        #expect(batch.commands.filter { $0.command.name == "TS.MADD" }.count == 1)
+        let counters = send(writer, batch).counters
+        #expect(counters.written == 2 && counters.rejected == 2, "\(counters)")
+        #expect(try server.cli(["TS.RANGE", "ts:web-1:cpu:usage_user:cpu=cpu0:dc=eu-1", "-", "+"]) == "1700000000000\n0\n1700000002000\n2")
+        #expect(try server.cli(["TS.RANGE", "ts:web-1:cpu:usage_system:cpu=cpu1:dc=eu-1", "-", "+"]).hasPrefix("1700000001000\n"))
+    }
+
     @Test func withoutTheModuleRecordsAreRejected() throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }

@@ -1,10 +1,21 @@
 import Foundation
-import RedisSink
+@testable import RedisSink
 import SpillwayConfig
 import SpillwayCore
 import Testing
 
 @Suite struct URLs {
+    @Test func eachOwnerOfATSMADDIsCountedOnce() {
+        func owners(_ o: [Int]) -> [Int] {
+            var out: [Int] = []
+            RedisWriter.forEachOwner(o) { out.append($0) }
+            return out
+        }
+        #expect(owners([0, 0, 0, 1, 1, 2]) == [0, 1, 2])
+        #expect(owners([3, 1, 3, 2, 1]).sorted() == [1, 2, 3])
+        #expect(owners([]) == [])
+    }
+
     @Test func tcpForms() throws {
         #expect(try RedisEndpoint.parse("redis://127.0.0.1:6379/0") == RedisEndpoint(address: .tcp(host: "127.0.0.1", port: 6379)))
         #expect(try RedisEndpoint.parse("redis://localhost") == RedisEndpoint(address: .tcp(host: "localhost", port: 6379)))
