@@ -44,6 +44,53 @@ func redisBenchmark(port: Int, requests: Int, clients: Int, command: [String], r
     throw InputError("redis-benchmark printed no rate: \(String(decoding: data, as: UTF8.self))")
 }
 
+/// Writes `records` XADDs like the writer's (the bench records, explicit IDs one ms apart), in the
+/// Redis protocol, to a file for `redis-cli --pipe`.
+func writePipeFile(_ path: String, records: Int) throws {
+    guard let out = FileHandle(forWritingAtPath: path) ?? {
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        return FileHandle(forWritingAtPath: path)
+    }() else { throw InputError("cannot write \(path)") }
+    defer { try? out.close() }
+    var chunk: [UInt8] = []
+    func arg(_ s: String) {
+        chunk.append(contentsOf: "$\(s.utf8.count)\r\n".utf8)
+        chunk.append(contentsOf: s.utf8)
+        chunk.append(contentsOf: "\r\n".utf8)
+    }
+    for i in 0..<records {
+        let ms = 1_700_000_000_001 + Int64(i)
+        chunk.append(contentsOf: "*36\r\n".utf8)
+        for a in ["XADD", "metrics:bench-host:cpu", "MAXLEN", "~", "100000", "\(ms)-0"] { arg(a) }
+        for (j, f) in benchFields.enumerated() { arg(f); arg(LineProtocol.formatDouble(Double((i + j) % 1000) / 8)) }
+        for a in ["tag_cpu", "cpu\(i % 64)", "tag_dc", "eu-1", "tag_host", "bench-host", "timestamp", "\(ms)"] { arg(a) }
+        if chunk.count > 1 << 20 {
+            try out.write(contentsOf: chunk)
+            chunk.removeAll(keepingCapacity: true)
+        }
+    }
+    try out.write(contentsOf: chunk)
+}
+
+/// `redis-cli --pipe` sending the file at `path` (formatted beforehand, one connection, every reply
+/// read): commands per second.
+func redisCLIPipe(port: Int, path: String, commands: Int) throws -> Double {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+    p.arguments = ["-h", "127.0.0.1", "-p", String(port), "--pipe"]
+    p.standardInput = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = out
+    let start = monotonicNanoseconds()
+    try p.run()
+    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    let seconds = Double(monotonicNanoseconds() - start) / 1e9
+    guard p.terminationStatus == 0, text.contains("errors: 0, replies: \(commands)") else { throw InputError("redis-cli --pipe: \(text)") }
+    return Double(commands) / seconds
+}
+
 /// Pushes `total` records through the agent's own writer path (RecordQueue -> WriterService: encode
 /// stage, send stage) as fast as the queue takes them. Returns records/s (until Redis acknowledged
 /// the last one), the writer's CPU per record (the process's, less this pushing thread's), and the
@@ -106,8 +153,12 @@ func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeserie
         for (i, f) in benchFields.enumerated() { xadd += [f, String(Double((7 + i) % 1000) / 8)] }
         xadd += ["tag_cpu", "cpu7", "tag_dc", "eu-1", "tag_host", "bench-host", "timestamp", "1700000000123"]
         print("write (stream): \(records) cpu records (11 fields, 3 tags), batches of \(batchSize), one connection, redis-server \(try server.cli(["INFO", "server"]).split(whereSeparator: \.isNewline).first { $0.hasPrefix("redis_version") }?.split(separator: ":").last ?? "?")")
-        print("  \(rounds) rounds, each: the writer, the writer + write-ahead buffer, redis-benchmark XADD -P 64 -c 50 and -c 1 (ratios to the same round's references)")
-        var plain50: [Double] = [], ahead50: [Double] = [], plain1: [Double] = [], ahead1: [Double] = [], rss: [Double] = [], rssAhead: [Double] = []
+        print("  \(rounds) rounds, each: the writer, the writer + write-ahead buffer, redis-benchmark XADD -P 64 -c 50 and -c 1, redis-cli --pipe (ratios to the same round's references)")
+        // The best one connection can do: the same XADDs as ours (explicit IDs), formatted beforehand.
+        let pipeFile = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-pipe-bench-\(getpid()).resp").path
+        try writePipeFile(pipeFile, records: records)
+        defer { try? FileManager.default.removeItem(atPath: pipeFile) }
+        var plain50: [Double] = [], ahead50: [Double] = [], plain1: [Double] = [], ahead1: [Double] = [], pipe: [Double] = [], rss: [Double] = [], rssAhead: [Double] = []
         for round in 1...rounds {
             let redis0 = try redisCPUSeconds(server)
             let ours = try pushThroughWriter(config, total: records, batchSize: batchSize)
@@ -123,18 +174,26 @@ func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeserie
             try server.cli(["FLUSHALL"])
             let ref1 = try redisBenchmark(port: server.port, requests: records, clients: 1, command: xadd)
             try server.cli(["FLUSHALL"])
+            let redis4 = try redisCPUSeconds(server)
+            let refPipe = try redisCLIPipe(port: server.port, path: pipeFile, commands: records)
+            let redis5 = try redisCPUSeconds(server)
+            try server.cli(["FLUSHALL"])
+            pipe.append(ours.rate / refPipe)
             plain50.append(ours.rate / ref50); ahead50.append(ahead.rate / ref50)
             plain1.append(ours.rate / ref1); ahead1.append(ahead.rate / ref1)
             rss += ours.rss; rssAhead += ahead.rss
             print(String(format: "  round %d: writer %7.0f records/s (%.2f µs CPU/record), + buffer %7.0f (%.2f µs); -c 50 %7.0f, -c 1 %7.0f; ratios to -c 50: %.2f, %.2f; to -c 1: %.2f, %.2f",
                          round, ours.rate, ours.cpuPerRecord / 1000, ahead.rate, ahead.cpuPerRecord / 1000, ref50, ref1,
                          ours.rate / ref50, ahead.rate / ref50, ours.rate / ref1, ahead.rate / ref1))
-            print(String(format: "    Redis CPU per XADD: %.2f µs for the writer's (busy %.0f%%), %.2f µs for redis-benchmark -c 50's (busy %.0f%%)",
+            print(String(format: "    redis-cli --pipe %7.0f, ratio %.2f", refPipe, ours.rate / refPipe))
+            print(String(format: "    Redis CPU per XADD: %.2f µs for the writer's (busy %.0f%%), %.2f µs for redis-benchmark -c 50's (busy %.0f%%), %.2f µs for redis-cli --pipe's (busy %.0f%%)",
                          (redis1 - redis0) * 1e6 / Double(records), (redis1 - redis0) * ours.rate / Double(records) * 100,
-                         (redis3 - redis2) * 1e6 / Double(records), (redis3 - redis2) * ref50 / Double(records) * 100))
+                         (redis3 - redis2) * 1e6 / Double(records), (redis3 - redis2) * ref50 / Double(records) * 100,
+                         (redis5 - redis4) * 1e6 / Double(records), (redis5 - redis4) * refPipe / Double(records) * 100))
         }
         print(String(format: "  median ratio to redis-benchmark -c 50: writer %.2f, with the buffer %.2f   (target >= 0.8)", median(plain50), median(ahead50)))
         print(String(format: "  median ratio to redis-benchmark -c 1:  writer %.2f, with the buffer %.2f", median(plain1), median(ahead1)))
+        print(String(format: "  median ratio to redis-cli --pipe (one connection, formatted beforehand): writer %.2f", median(pipe)))
         print(String(format: "  RSS %.1f to %.1f MiB; with the buffer %.1f to %.1f MiB", rss.min() ?? 0, rss.max() ?? 0, rssAhead.min() ?? 0, rssAhead.max() ?? 0))
     }
     // TimeSeries, on redis-stack's redis-server with RedisTimeSeries.
