@@ -46,12 +46,20 @@ public final class RedisConnection {
     public let options: RedisConnectionOptions
     private var context: UnsafeMutablePointer<redisContext>?
 
+    /// Where replies are read into (see `spillway_read_replies_into`); reset after each reply.
+    private let arena: UnsafeMutablePointer<spillway_arena>
+
     public init(options: RedisConnectionOptions) {
         self.options = options
+        guard let arena = spillway_arena_create() else { fatalError("out of memory") }
+        self.arena = arena
         RedisConnection.ignoreSIGPIPE
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        spillway_arena_destroy(arena)
+    }
 
     /// Writing to a socket Redis closed raises SIGPIPE, which would kill the process.
     private static let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN) }()
@@ -61,6 +69,7 @@ public final class RedisConnection {
     public func close() {
         if let context { redisFree(context) }
         context = nil
+        spillway_arena_reset(arena)
         generation &+= 1
     }
 
@@ -88,6 +97,7 @@ public final class RedisConnection {
             redisFree(c)
             throw .connection("cannot enable TCP keepalive")
         }
+        spillway_read_replies_into(c, arena)
         context = c
         var setup: [RedisCommand] = []
         if let password = options.endpoint.password {
@@ -211,9 +221,9 @@ public final class RedisConnection {
             if redisGetReply(c, &raw) != REDIS_OK || raw == nil {
                 return (replies, failure(c, "reading replies (\(replies.count) of \(count) read)"))
             }
-            let reply = raw!.assumingMemoryBound(to: redisReply.self)
+            let reply = raw!.assumingMemoryBound(to: spillway_reply.self)
             replies.append(detail == .full ? Self.convert(reply) : Self.errorsOnly(reply))
-            freeReplyObject(raw)
+            spillway_arena_reset(arena)
             if monotonicNanoseconds() - ticket.start > options.timeout, replies.count < count {
                 close()
                 return (replies, .timeout("pipeline of \(count) commands took longer than \(Units.formatDuration(options.timeout)) (\(replies.count) replies read)"))
@@ -245,7 +255,7 @@ public final class RedisConnection {
         return .connection(text)
     }
 
-    static func convert(_ r: UnsafeMutablePointer<redisReply>) -> RedisReply {
+    static func convert(_ r: UnsafeMutablePointer<spillway_reply>) -> RedisReply {
         let reply = r.pointee
         switch reply.type {
         case REDIS_REPLY_STATUS:
@@ -272,15 +282,13 @@ public final class RedisConnection {
 
     /// Errors keep their text, arrays with an error their elements; any other reply (an array
     /// without errors too: a TS.MADD that wrote every sample) becomes `.integer(0)` (no copy).
-    static func errorsOnly(_ r: UnsafeMutablePointer<redisReply>) -> RedisReply {
+    static func errorsOnly(_ r: UnsafeMutablePointer<spillway_reply>) -> RedisReply {
         let reply = r.pointee
         switch reply.type {
         case REDIS_REPLY_ERROR:
             return .error(String(decoding: UnsafeRawBufferPointer(start: reply.str, count: reply.len), as: UTF8.self))
         case REDIS_REPLY_ARRAY:
-            guard (0..<reply.elements).contains(where: { spillway_reply_element(r, $0).pointee.type == REDIS_REPLY_ERROR }) else {
-                return .integer(0)
-            }
+            guard reply.errors > 0 else { return .integer(0) }
             var elements: [RedisReply] = []
             elements.reserveCapacity(reply.elements)
             for i in 0..<reply.elements { elements.append(errorsOnly(spillway_reply_element(r, i))) }

@@ -281,3 +281,44 @@ import Testing
         #expect(counters.rejected == 2 && counters.written == 0)
     }
 }
+
+/// Replies are read into the connection's arena: every kind, nested, large, binary, and errors
+/// (counted at any depth for the writer's errors-only reading).
+@Suite struct Replies {
+    @Test func everyKindOfReplyReadsBackAsSent() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let connection = RedisConnection(options: RedisConnectionOptions(endpoint: try RedisEndpoint.parse(server.url)))
+        let big = [UInt8]((0..<300_000).map { UInt8(truncatingIfNeeded: $0 &* 7) })
+        var setBig = RedisCommand()
+        setBig.append("SET"); setBig.append("big"); setBig.append(bytes: big)
+        var push = RedisCommand(["RPUSH", "list"])
+        for i in 0..<20_000 { push.append("item-\(i)") }
+        let commands = [
+            RedisCommand(["SET", "k", "v"]), RedisCommand(["GET", "k"]), RedisCommand(["GET", "missing"]),
+            RedisCommand(["INCRBY", "n", "-42"]), setBig, RedisCommand(["GET", "big"]), push,
+            RedisCommand(["LRANGE", "list", "0", "-1"]), RedisCommand(["XADD", "s", "1-1", "f", "x"]),
+            RedisCommand(["XRANGE", "s", "-", "+"]), RedisCommand(["INCR", "k"]),
+            RedisCommand(["EVAL", "return {1, redis.error_reply('E1 inner'), {2, redis.error_reply('E2 deep')}}", "0"]),
+        ]
+        let (replies, error) = connection.pipeline(commands)
+        #expect(error == nil)
+        try #require(replies.count == commands.count)
+        #expect(replies[0] == .status("OK"))
+        #expect(replies[1] == .bulk(Array("v".utf8)))
+        #expect(replies[2] == .null)
+        #expect(replies[3] == .integer(-42))
+        #expect(replies[5] == .bulk(big))
+        #expect(replies[6] == .integer(20_000))
+        #expect(replies[7].array?.count == 20_000 && replies[7].array?.last == .bulk(Array("item-19999".utf8)))
+        #expect(replies[8] == .bulk(Array("1-1".utf8)))
+        #expect(replies[9] == .array([.array([.bulk(Array("1-1".utf8)), .array([.bulk(Array("f".utf8)), .bulk(Array("x".utf8))])])]))
+        #expect(replies[10].isError && replies[10].string?.hasPrefix("ERR value is not an integer") == true)
+        #expect(replies[11] == .array([.integer(1), .error("E1 inner"), .array([.integer(2), .error("E2 deep")])]))
+        // Errors only: what has no error anywhere is one plain value; errors keep their text, at any depth.
+        let (light, _) = connection.pipeline(commands, detail: .errorsOnly)
+        #expect(light[7] == .integer(0) && light[9] == .integer(0) && light[5] == .integer(0))
+        #expect(light[10].isError)
+        #expect(light[11] == .array([.integer(0), .error("E1 inner"), .array([.integer(0), .error("E2 deep")])]))
+    }
+}
