@@ -43,6 +43,8 @@ public struct BatchEncoder: Sendable {
     /// Record shapes (see `encodeSeries`) whose series are all known to exist.
     private var knownShapes: Set<KeyBytes> = []
     static let maxKnownSeries = 1_000_000
+    /// The registry's generation when this encoder last looked.
+    private var seenGeneration = 0
 
     public init(config: RedisOutputConfig, routes: [Route], minter: StreamIDMinter) {
         self.config = config
@@ -200,6 +202,13 @@ public struct BatchEncoder: Sendable {
     }
 
     mutating func encodeSeries(_ records: [QueuedRecord]) -> EncodedBatch {
+        // A series was found gone since the last batch: what this encoder cached may include it.
+        let generation = createdSeries.generation
+        if generation != seenGeneration {
+            seenGeneration = generation
+            knownSeries.removeAll()
+            knownShapes.removeAll()
+        }
         var batch = EncodedBatch(recordCount: records.count)
         var setup: Set<KeyBytes> = []
         var madd = RedisCommand()
@@ -300,26 +309,8 @@ public struct BatchEncoder: Sendable {
                     }()
                     if !known { allKnown = false }
                     if !known, setup.insert(KeyBytes(key)).inserted {
-                        var create = RedisCommand(["TS.CREATE"])
-                        create.append(bytes: key)
-                        create.append("RETENTION"); create.append(config.retentionMs)
-                        create.append("DUPLICATE_POLICY"); create.append("LAST")
-                        labels(r, field: f.key, into: &create)
-                        batch.append(create, keyArgument: 1, role: .setup)
-                        for rollup in config.rollups {
-                            let dst = key + Array(":\(rollup.aggregation)_\(rollup.bucketText)".utf8)
-                            var c = RedisCommand(["TS.CREATE"])
-                            c.append(bytes: dst)
-                            c.append("RETENTION"); c.append(rollup.retentionMs)
-                            c.append("DUPLICATE_POLICY"); c.append("LAST")
-                            labels(r, field: f.key, into: &c)
-                            c.append("rollup"); c.append("\(rollup.aggregation)_\(rollup.bucketText)")
-                            batch.append(c, keyArgument: 1, role: .setup)
-                            var rule = RedisCommand(["TS.CREATERULE"])
-                            rule.append(bytes: key)
-                            rule.append(bytes: dst)
-                            rule.append("AGGREGATION"); rule.append(rollup.aggregation); rule.append(rollup.bucketMs)
-                            batch.append(rule, keyArgument: 2, role: .setup)
+                        for (c, keyArgument) in seriesCommands(key, labels: { labels(r, field: f.key, into: &$0) }) {
+                            batch.append(c, keyArgument: keyArgument, role: .setup)
                         }
                     }
                     if owners.isEmpty { madd.append("TS.MADD") }
@@ -343,15 +334,70 @@ public struct BatchEncoder: Sendable {
     public func seriesCreated(_ key: [UInt8]) {
         createdSeries.insert(KeyBytes(key))
     }
+
+    /// Marks a series as gone from Redis (a TS.MADD found no such key: Redis lost its data, or the
+    /// key was deleted): every encoder sends its TS.CREATE again with the next record for it.
+    public func seriesVanished(_ key: [UInt8]) {
+        createdSeries.remove(KeyBytes(key))
+    }
+
+    /// The commands that create a series and its rollups (and their rules), `labels` adding each
+    /// one's LABELS (nil: the rollup's own, `aggregation_bucket`). `key` is the series' key.
+    func seriesCommands(_ key: some Collection<UInt8>, labels: (inout RedisCommand) -> Void) -> [(command: RedisCommand, keyArgument: Int)] {
+        var out: [(RedisCommand, Int)] = []
+        var create = RedisCommand(["TS.CREATE"])
+        create.append(bytes: key)
+        create.append("RETENTION"); create.append(config.retentionMs)
+        create.append("DUPLICATE_POLICY"); create.append("LAST")
+        labels(&create)
+        out.append((create, 1))
+        for rollup in config.rollups {
+            let name = "\(rollup.aggregation)_\(rollup.bucketText)"
+            let dst = Array(key) + Array(":\(name)".utf8)
+            var c = RedisCommand(["TS.CREATE"])
+            c.append(bytes: dst)
+            c.append("RETENTION"); c.append(rollup.retentionMs)
+            c.append("DUPLICATE_POLICY"); c.append("LAST")
+            let plain = c.argc
+            labels(&c)
+            if c.argc > plain { c.append("rollup"); c.append(name) }
+            out.append((c, 1))
+            var rule = RedisCommand(["TS.CREATERULE"])
+            rule.append(bytes: key)
+            rule.append(bytes: dst)
+            rule.append("AGGREGATION"); rule.append(rollup.aggregation); rule.append(rollup.bucketMs)
+            out.append((rule, 2))
+        }
+        return out
+    }
+
+    /// The commands that create a series found gone again, with no labels (they are not known
+    /// from its key): its rollups and rules too. The next TS.CREATE the encoder sends for it finds
+    /// it existing and has the writer set its labels (TS.ALTER).
+    public func recreateCommands(for key: [UInt8]) -> [RedisCommand] {
+        seriesCommands(key) { _ in }.map(\.command)
+    }
 }
 
-/// The set of series known to exist, safe to share between threads.
+/// The set of series known to exist, safe to share between threads. `generation` counts the series
+/// found gone (removed): an encoder that saw another generation forgets what it cached.
 public final class SeriesRegistry: Sendable {
-    private let keys = Mutex<Set<KeyBytes>>([])
+    private struct State {
+        var keys: Set<KeyBytes> = []
+        var generation = 0
+    }
+    private let state = Mutex(State())
 
     public init() {}
 
-    public func contains(_ key: KeyBytes) -> Bool { keys.withLock { $0.contains(key) } }
-    public func insert(_ key: KeyBytes) { _ = keys.withLock { $0.insert(key) } }
-    public var count: Int { keys.withLock { $0.count } }
+    public func contains(_ key: KeyBytes) -> Bool { state.withLock { $0.keys.contains(key) } }
+    public func insert(_ key: KeyBytes) { _ = state.withLock { $0.keys.insert(key) } }
+    public func remove(_ key: KeyBytes) {
+        state.withLock {
+            $0.keys.remove(key)
+            $0.generation += 1
+        }
+    }
+    public var count: Int { state.withLock { $0.keys.count } }
+    public var generation: Int { state.withLock { $0.generation } }
 }

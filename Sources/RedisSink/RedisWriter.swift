@@ -74,6 +74,21 @@ public final class RedisWriter {
     private var loggedKeys: Set<KeyBytes> = []
     private static let maxLoggedKeys = 10_000
 
+    /// Commands sent ahead of the next batch, before anything else on the connection: series found
+    /// gone from Redis, created again (bare) so their samples can be sent again, and labels
+    /// (TS.ALTER) for series whose TS.CREATE found them existing.
+    private var preamble: [Preamble] = []
+    struct Preamble: Sendable {
+        var command: RedisCommand
+        /// The series this command creates again, if it is that series' TS.CREATE.
+        var recreates: [UInt8]?
+    }
+    private static let maxPreamble = 100_000
+    /// Series queued to be created again (not yet acknowledged).
+    private var recreating: Set<KeyBytes> = []
+    /// Series that could not be created again (a permanent error): their samples are rejected.
+    private var unrecreatable: Set<KeyBytes> = []
+
     public init(connection: RedisConnection, encoder: BatchEncoder, logger: Logger) {
         self.connection = connection
         self.encoder = encoder
@@ -130,6 +145,9 @@ public final class RedisWriter {
     public struct Attempt: Sendable {
         let indices: [Int]
         let ticket: RedisConnection.Ticket?
+        /// Preamble commands sent before the batch's, and their ticket.
+        var preamble: [Preamble] = []
+        var preambleTicket: RedisConnection.Ticket?
     }
 
     /// The first half of an attempt: writes every unsettled command of the batch and returns
@@ -139,9 +157,20 @@ public final class RedisWriter {
     public func begin(_ p: PendingBatch) -> Attempt {
         let indices = p.done.indices.filter { !p.done[$0] }
         if indices.isEmpty { return Attempt(indices: [], ticket: nil) }
+        var ahead: [Preamble] = []
+        var aheadTicket: RedisConnection.Ticket?
+        if !preamble.isEmpty {
+            swap(&ahead, &preamble)
+            let sent = connection.send(ahead.map(\.command))
+            aheadTicket = sent
+            if sent.error != nil {
+                // Not sent: neither is the batch (its samples need these series).
+                return Attempt(indices: indices, ticket: sent, preamble: ahead, preambleTicket: nil)
+            }
+        }
         let batch = p.batch
         let ticket = connection.send(batch.arguments, count: indices.count) { batch.span(indices[$0]) }
-        return Attempt(indices: indices, ticket: ticket)
+        return Attempt(indices: indices, ticket: ticket, preamble: ahead, preambleTicket: aheadTicket)
     }
 
     /// The second half: reads the replies and settles what they settle. Returns what it settled,
@@ -154,9 +183,20 @@ public final class RedisWriter {
             counters.skippedFields += Int64(p.batch.skippedFields)
         }
         guard let ticket = sent.ticket else { return (counters, nil) }
+        var firstError: String?
+        if !sent.preamble.isEmpty {
+            if let aheadTicket = sent.preambleTicket {
+                let (replies, error) = connection.receive(aheadTicket, detail: .full)
+                settlePreamble(sent.preamble, replies)
+                if let error { firstError = "\(error)" }
+            } else {
+                settlePreamble(sent.preamble, [])
+            }
+        }
         let indices = sent.indices
         let (replies, connectionError) = connection.receive(ticket, detail: .errorsOnly)
-        var firstError: String? = connectionError.map { "\($0)" }
+        if firstError == nil { firstError = connectionError.map { "\($0)" } }
+        var vanished = 0
         for (n, reply) in replies.enumerated() {
             let i = indices[n]
             // The common cases, settled without copying the command: an XADD written, and a TS.MADD
@@ -184,6 +224,9 @@ public final class RedisWriter {
                 if case .error(let message) = reply {
                     if message.contains("already") {
                         p.done[i] = true
+                        // An existing series (made by an earlier run, or created again bare after
+                        // Redis lost it): its labels are set to this TS.CREATE's.
+                        if command.command.name == "TS.CREATE" { queueLabels(of: command.command) }
                     } else {
                         let kind = ReplyErrorKind.classify(message)
                         if keepsPending(kind, message, &firstError) { continue }
@@ -226,13 +269,23 @@ public final class RedisWriter {
                 }
                 for (sample, message) in sampleErrors {
                     let owner = owners[sample]
+                    let series = command.command.argument(1 + 3 * sample)
                     // A series whose TS.CREATE in this batch is not settled yet does not exist yet.
                     let seriesPending = (message.contains("not a TSDB key") || message.contains("does not exist"))
                         && (0..<p.batch.commandCount).contains { k in
-                            p.batch.role(k) == .setup && !p.done[k]
-                                && p.batch.key(k).elementsEqual(command.command.argument(1 + 3 * sample))
+                            p.batch.role(k) == .setup && !p.done[k] && p.batch.key(k).elementsEqual(series)
                         }
-                    let kind = seriesPending ? .transient : ReplyErrorKind.classify(message)
+                    var kind = seriesPending ? .transient : ReplyErrorKind.classify(message)
+                    var message = message
+                    // A series created earlier is gone (Redis restarted without its data, or the key
+                    // was deleted): it is created again ahead of the next attempt, which sends the
+                    // sample again. (RedisTimeSeries answers a missing key and a key of another type
+                    // alike: the TS.CREATE tells them apart.)
+                    if !seriesPending, message.contains("not a TSDB key") || message.contains("does not exist"), seriesGone(Array(series)) {
+                        kind = .transient
+                        vanished += 1
+                        message = "series \(String(decoding: series, as: UTF8.self)) is gone from Redis; it is created again and its samples sent again"
+                    }
                     if keepsPending(kind, message, &firstError) {
                         pending = true
                     } else {
@@ -248,7 +301,71 @@ public final class RedisWriter {
                 }
             }
         }
+        if vanished > 0 {
+            logger.warning("series written before are gone from Redis (it lost its data, or they were deleted): they are created again, without labels until their next record, and their samples sent again",
+                           metadata: ["samples": "\(vanished)", "series queued": "\(recreating.count)"])
+        }
         return (counters, p.isComplete ? nil : (firstError ?? "no reply"))
+    }
+
+    /// A TS.MADD sample found its series gone: queues the series to be created again, unless that
+    /// failed for good before (or found a key of another type). Returns whether the sample is to
+    /// be sent again.
+    private func seriesGone(_ key: [UInt8]) -> Bool {
+        if unrecreatable.contains(KeyBytes(key)) { return false }
+        if recreating.contains(KeyBytes(key)) { return true }
+        let commands = encoder.recreateCommands(for: key)
+        // Bounded: past the bound, the series is found gone again at a later attempt.
+        guard preamble.count + commands.count <= Self.maxPreamble else { return true }
+        recreating.insert(KeyBytes(key))
+        encoder.seriesVanished(key)
+        for (n, c) in commands.enumerated() { preamble.append(Preamble(command: c, recreates: n == 0 ? key : nil)) }
+        return true
+    }
+
+    /// `TS.ALTER key LABELS …` with a TS.CREATE's labels, sent ahead of the next batch.
+    private func queueLabels(of create: RedisCommand) {
+        guard preamble.count < Self.maxPreamble,
+              let at = (2..<create.argc).first(where: { create.argument($0).elementsEqual("LABELS".utf8) }) else { return }
+        var alter = RedisCommand(["TS.ALTER"])
+        alter.append(bytes: create.argument(1))
+        for j in at..<create.argc { alter.append(bytes: create.argument(j)) }
+        preamble.append(Preamble(command: alter, recreates: nil))
+    }
+
+    /// The preamble's replies (fewer than its commands when the connection failed: the rest are
+    /// sent again, as they are harmless twice).
+    private func settlePreamble(_ sent: [Preamble], _ replies: [RedisReply]) {
+        var again: [Preamble] = []
+        for (n, item) in sent.enumerated() {
+            guard n < replies.count else {
+                again.append(item)
+                continue
+            }
+            var created = true
+            if case .error(let message) = replies[n] {
+                if message.contains("already") {
+                    // The key exists: a series made meanwhile (then the samples go in), or a key of
+                    // another type (then they are refused, for good).
+                    created = item.recreates == nil
+                } else {
+                    switch ReplyErrorKind.classify(message) {
+                    case .transient, .unauthenticated:
+                        again.append(item)
+                        continue
+                    case .permanent, .duplicate:
+                        created = false
+                        logRejected(Array(item.command.argument(1)), command: item.command.name, message)
+                    }
+                }
+            }
+            guard let key = item.recreates else { continue }
+            recreating.remove(KeyBytes(key))
+            // Created again, it stays unknown to the encoders: the next record for it brings its
+            // TS.CREATE with labels, which finds it existing and so sets them.
+            if !created, unrecreatable.count < Self.maxLoggedKeys { unrecreatable.insert(KeyBytes(key)) }
+        }
+        preamble = again + preamble
     }
 
     /// Each record of a TS.MADD once. Its samples come record by record (runs of one owner), so

@@ -270,6 +270,54 @@ import Testing
         #expect(try server.cli(["TS.RANGE", "ts:web-1:cpu:usage_system:cpu=cpu1:dc=eu-1", "-", "+"]).hasPrefix("1700000001000\n"))
     }
 
+    /// Redis loses its data while the writer runs (a restart without persistence; FLUSHALL here):
+    /// the samples of series created before find them gone. The series are created again, with
+    /// their rollups' rules, before the samples are sent again: none is lost. Their labels come
+    /// back with the next records, in this run or in a new one.
+    @Test func seriesGoneFromRedisAreCreatedAgainAndNoSampleIsLost() throws {
+        let server = try RedisServer(stack: true)
+        defer { server.stop(); server.removeFiles() }
+        let config = try outputConfig(server.url) {
+            $0.format = .timeseries
+            $0.key = try! KeyTemplate(RedisOutputConfig.defaultSeriesKey, allowField: true)
+            $0.rollups = [RedisOutputConfig.Rollup.parse("avg:1m:1d")!]
+        }
+        func records(_ from: Int) -> [QueuedRecord] {
+            (from..<from + 4).map {
+                QueuedRecord(record: cpuRecord(host: "web-1", cpu: "cpu\($0 % 2)", ms: 1_700_000_000_000 + Int64($0) * 1000, base: Double($0)), route: 0)
+            }
+        }
+        let key = "ts:web-1:cpu:usage_user:cpu=cpu0:dc=eu-1"
+        func byLabels() throws -> String { try server.cli(["TS.MRANGE", "-", "+", "FILTER", "name=cpu", "field=usage_user", "cpu=cpu0"]) }
+        let writer = try makeWriter(config)
+        #expect(send(writer, try writer.encode(records(0), now: 0)).counters.written == 4)
+        try server.cli(["FLUSHALL"])
+        // Encoded as for series that exist: TS.MADD only.
+        let batch = try writer.encode(records(4), now: 0)
+        #expect(batch.commands.allSatisfy { $0.command.name == "TS.MADD" })
+        let (counters, pending, error) = send(writer, batch)
+        #expect(error == nil && pending.isComplete)
+        #expect(counters.written == 4 && counters.rejected == 0, "\(counters)")
+        #expect(try server.cli(["TS.RANGE", key, "-", "+"]) == "1700000004000\n4\n1700000006000\n6")
+        #expect(try server.cli(["TS.INFO", key]).contains("\(key):avg_1m"))
+        #expect(try server.cli(["KEYS", "ts:*"]).split(separator: "\n").count == 22 * 2)
+        #expect(try byLabels().isEmpty)
+        // The next records send TS.CREATE again; it finds the series, so their labels are set
+        // (ahead of the batch after).
+        #expect(send(writer, try writer.encode(records(8), now: 0)).counters.written == 4)
+        #expect(send(writer, try writer.encode(records(12), now: 0)).counters.written == 4)
+        #expect(try byLabels().contains("1700000004000"))
+        // The same in a new run: series created again bare by an earlier run get their labels.
+        try server.cli(["FLUSHALL"])
+        #expect(send(writer, try writer.encode(records(16), now: 0)).counters.written == 4)
+        #expect(try byLabels().isEmpty)
+        let next = try makeWriter(config)
+        #expect(send(next, try next.encode(records(20), now: 0)).counters.written == 4)
+        #expect(send(next, try next.encode(records(24), now: 0)).counters.written == 4)
+        #expect(try byLabels().contains("1700000016000"))
+        #expect(try server.cli(["TS.RANGE", key, "-", "+"]) == "1700000016000\n16\n1700000018000\n18\n1700000020000\n20\n1700000022000\n22\n1700000024000\n24\n1700000026000\n26")
+    }
+
     @Test func withoutTheModuleRecordsAreRejected() throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }
