@@ -179,7 +179,13 @@ struct StatusReport {
         out += "\nbreaker    \(breakerState)"
         if let since = breakerSince { out += " since \(Self.iso(since)) (\(String(format: "%.0f", seconds(since: since))) s)" }
         out += ", \(int("breaker.consecutive_failures")) consecutive failures\n"
-        if let e = state["last_error"] { out += "last error \(e)\n" }
+        if let e = state["last_error"] {
+            out += "last error \(e)"
+            if let at = state["last_error_ns"].flatMap({ Int64($0) }) {
+                out += " (at \(Self.iso(at)), \(String(format: "%.0f", seconds(since: at))) s ago)"
+            }
+            out += "\n"
+        }
         let t = status.totals
         out += "backlog    \(t.records) records, \(t.bytes) bytes in \(t.batches) batches"
         if let o = t.oldestSpilledNs, let n = t.newestSpilledNs {

@@ -134,6 +134,9 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         #expect((value(outage, "top_keys") as? [[String: Any]])?.map { $0["key"] as? String ?? "" }.sorted() == ["metrics:h:mem", "metrics:h:system"])
         let (warn, line) = try agent.check()
         #expect(warn == 1 && line.hasPrefix("SPILLWAY WARNING - backlog"), "\(line)")
+        let text = try spillway(["status", "--config", agent.config.path]).stdout
+        let errorLine = text.split(separator: "\n").first { $0.hasPrefix("last error ") } ?? ""
+        #expect(errorLine.contains("Connection refused") && errorLine.contains(" (at 20") && errorLine.hasSuffix(" s ago)"), "\(text)")
         let server = try RedisServer(port: port)
         defer { server.stop(); server.removeFiles() }
         let after = try agent.waitFor(15) { number($0, "backlog.records") == 0 && (value($0, "breaker.state") as? String) == "closed" }
