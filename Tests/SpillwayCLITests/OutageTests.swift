@@ -23,6 +23,55 @@ func streamTimestamps(_ server: RedisServer, _ key: String) throws -> [Int64] {
     return out
 }
 
+/// The outage tests' agent: mem every 200 ms, short timeouts, a breaker that opens at 2 failures;
+/// `output` adds keys to `[outputs.redis]`.
+func outageConfig(_ dir: URL, port: Int, output: String = "") -> String {
+    """
+    [agent]
+    hostname = "h"
+    interval = "200ms"
+    flush_interval = "100ms"
+    data_dir = "\(dir.path)/data"
+    [outputs.redis]
+    url = "redis://127.0.0.1:\(port)/0"
+    connect_timeout = "200ms"
+    timeout = "500ms"
+    \(output)
+    [breaker]
+    failure_threshold = 2
+    open_timeout = "200ms"
+    max_open_timeout = "1s"
+    [[inputs.mem]]
+    """
+}
+
+/// Starts `spillway run` with `toml` as the config in `dir`, its log in `dir/agent.log`.
+func launchAgent(_ toml: String, in dir: URL) throws -> (agent: Process, log: URL) {
+    try toml.write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
+    let log = dir.appendingPathComponent("agent.log")
+    _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+    let agent = Process()
+    agent.executableURL = URL(fileURLWithPath: spillwayBin)
+    agent.arguments = ["run", "--config", dir.appendingPathComponent("agent.toml").path]
+    agent.standardError = try FileHandle(forWritingTo: log)
+    agent.standardOutput = FileHandle.nullDevice
+    try agent.run()
+    return (agent, log)
+}
+
+/// Stops the agent with SIGTERM (at most 15 s) and returns its log.
+func stopAgent(_ agent: Process, log: URL) -> String {
+    kill(agent.processIdentifier, SIGTERM)
+    let deadline = Date().addingTimeInterval(15)
+    while agent.isRunning, Date() < deadline { usleep(20_000) }
+    #expect(!agent.isRunning, "the agent did not stop on SIGTERM")
+    if agent.isRunning { kill(agent.processIdentifier, SIGKILL) }
+    agent.waitUntilExit()
+    let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+    #expect(agent.terminationStatus == 0, "\(text)")
+    return text
+}
+
 @Suite(.serialized) struct Outages {
     /// Redis is SIGKILLed mid-stream and restarted on the same port a few seconds later: every record
     /// arrives exactly once, in order, and the counters add up.
@@ -34,30 +83,7 @@ func streamTimestamps(_ server: RedisServer, _ key: String) throws -> [Int64] {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-agent-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir); server.stop(); server.removeFiles() }
-        try """
-            [agent]
-            hostname = "h"
-            interval = "200ms"
-            flush_interval = "100ms"
-            data_dir = "\(dir.path)/data"
-            [outputs.redis]
-            url = "redis://127.0.0.1:\(port)/0"
-            connect_timeout = "200ms"
-            timeout = "500ms"
-            [breaker]
-            failure_threshold = 2
-            open_timeout = "200ms"
-            max_open_timeout = "1s"
-            [[inputs.mem]]
-            """.write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
-        let log = dir.appendingPathComponent("agent.log")
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let agent = Process()
-        agent.executableURL = URL(fileURLWithPath: spillwayBin)
-        agent.arguments = ["run", "--config", dir.appendingPathComponent("agent.toml").path]
-        agent.standardError = try FileHandle(forWritingTo: log)
-        agent.standardOutput = FileHandle.nullDevice
-        try agent.run()
+        let (agent, log) = try launchAgent(outageConfig(dir, port: port), in: dir)
         defer { if agent.isRunning { kill(agent.processIdentifier, SIGKILL) } }
         func length() -> Int { Int((try? server.cli(["XLEN", "metrics:h:mem"])) ?? "") ?? 0 }
         var deadline = Date().addingTimeInterval(15)
@@ -69,13 +95,7 @@ func streamTimestamps(_ server: RedisServer, _ key: String) throws -> [Int64] {
         let before = length()
         deadline = Date().addingTimeInterval(20)
         while length() < before + 20, Date() < deadline { usleep(100_000) }
-        kill(agent.processIdentifier, SIGTERM)
-        deadline = Date().addingTimeInterval(15)
-        while agent.isRunning, Date() < deadline { usleep(20_000) }
-        #expect(!agent.isRunning, "the agent did not stop on SIGTERM")
-        agent.waitUntilExit()
-        let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-        #expect(agent.terminationStatus == 0, "\(text)")
+        let text = stopAgent(agent, log: log)
         let c = writerCounters(text)
         let timestamps = try streamTimestamps(server, "metrics:h:mem")
         // Exactly once and in order: one entry per 200 ms collection, no gap, no repeat.
@@ -97,32 +117,7 @@ func streamTimestamps(_ server: RedisServer, _ key: String) throws -> [Int64] {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-agent-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir); server.stop(); server.removeFiles() }
-        try """
-            [agent]
-            hostname = "h"
-            interval = "200ms"
-            flush_interval = "100ms"
-            data_dir = "\(dir.path)/data"
-            [outputs.redis]
-            url = "redis://127.0.0.1:\(port)/0"
-            format = "timeseries"
-            rollups = ["max:1m:1d"]
-            connect_timeout = "200ms"
-            timeout = "500ms"
-            [breaker]
-            failure_threshold = 2
-            open_timeout = "200ms"
-            max_open_timeout = "1s"
-            [[inputs.mem]]
-            """.write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
-        let log = dir.appendingPathComponent("agent.log")
-        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-        let agent = Process()
-        agent.executableURL = URL(fileURLWithPath: spillwayBin)
-        agent.arguments = ["run", "--config", dir.appendingPathComponent("agent.toml").path]
-        agent.standardError = try FileHandle(forWritingTo: log)
-        agent.standardOutput = FileHandle.nullDevice
-        try agent.run()
+        let (agent, log) = try launchAgent(outageConfig(dir, port: port, output: "format = \"timeseries\"\nrollups = [\"max:1m:1d\"]\n"), in: dir)
         defer { if agent.isRunning { kill(agent.processIdentifier, SIGKILL) } }
         let key = "ts:h:mem:total"
         func samples() -> [Int64] {
@@ -139,13 +134,7 @@ func streamTimestamps(_ server: RedisServer, _ key: String) throws -> [Int64] {
         #expect(samples().isEmpty)
         deadline = Date().addingTimeInterval(30)
         while samples().count < 25, Date() < deadline { usleep(100_000) }
-        kill(agent.processIdentifier, SIGTERM)
-        deadline = Date().addingTimeInterval(15)
-        while agent.isRunning, Date() < deadline { usleep(20_000) }
-        #expect(!agent.isRunning, "the agent did not stop on SIGTERM")
-        agent.waitUntilExit()
-        let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-        #expect(agent.terminationStatus == 0, "\(text)")
+        let text = stopAgent(agent, log: log)
         let c = writerCounters(text)
         let got = samples()
         // What was collected from the crash on (spilled in the outage) is there, and nothing is
