@@ -117,7 +117,7 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
     let start = monotonicNanoseconds()
     var pushed = 0
     while pushed < total {
-        while queue.count > 10 * batchSize { usleep(200) }
+        while queue.count > 10 * batchSize { usleep(2_000) }
         let n = min(batchSize, total - pushed)
         for i in 0..<n {
             ms += 1
@@ -128,7 +128,7 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
         if pushed % max(batchSize, total / 10) < batchSize { rss.append(rssMiB()) }
     }
     let deadline = monotonicNanoseconds() + 120_000_000_000
-    while stats.snapshot.counters.written + stats.snapshot.replayed < Int64(total), monotonicNanoseconds() < deadline { usleep(200) }
+    while stats.snapshot.counters.written + stats.snapshot.replayed < Int64(total), monotonicNanoseconds() < deadline { usleep(1_000) }
     let seconds = Double(monotonicNanoseconds() - start) / 1e9
     let cpu = Double(processCPUTimeNanoseconds() - threadCPU() - cpu0)
     queue.close()
