@@ -341,8 +341,9 @@ public struct BatchEncoder: Sendable {
         createdSeries.remove(KeyBytes(key))
     }
 
-    /// The commands that create a series and its rollups (and their rules), `labels` adding each
-    /// one's LABELS (nil: the rollup's own, `aggregation_bucket`). `key` is the series' key.
+    /// The commands that create the series `key`, its rollups and their rules, with their key
+    /// argument's index. `labels` appends a TS.CREATE's `LABELS …` (or nothing: the series is created
+    /// bare); a rollup's TS.CREATE with labels also gets `rollup <aggregation>_<bucket>`.
     func seriesCommands(_ key: some Collection<UInt8>, labels: (inout RedisCommand) -> Void) -> [(command: RedisCommand, keyArgument: Int)] {
         var out: [(RedisCommand, Int)] = []
         var create = RedisCommand(["TS.CREATE"])

@@ -270,8 +270,11 @@ public final class RedisWriter {
                 for (sample, message) in sampleErrors {
                     let owner = owners[sample]
                     let series = command.command.argument(1 + 3 * sample)
+                    // No such series (RedisTimeSeries answers a missing key and a key of another
+                    // type alike).
+                    let missing = message.contains("not a TSDB key") || message.contains("does not exist")
                     // A series whose TS.CREATE in this batch is not settled yet does not exist yet.
-                    let seriesPending = (message.contains("not a TSDB key") || message.contains("does not exist"))
+                    let seriesPending = missing
                         && (0..<p.batch.commandCount).contains { k in
                             p.batch.role(k) == .setup && !p.done[k] && p.batch.key(k).elementsEqual(series)
                         }
@@ -279,9 +282,8 @@ public final class RedisWriter {
                     var message = message
                     // A series created earlier is gone (Redis restarted without its data, or the key
                     // was deleted): it is created again ahead of the next attempt, which sends the
-                    // sample again. (RedisTimeSeries answers a missing key and a key of another type
-                    // alike: the TS.CREATE tells them apart.)
-                    if !seriesPending, message.contains("not a TSDB key") || message.contains("does not exist"), seriesGone(Array(series)) {
+                    // sample again. (The TS.CREATE tells a gone series from a key of another type.)
+                    if missing, !seriesPending, seriesGone(Array(series)) {
                         kind = .transient
                         vanished += 1
                         message = "series \(String(decoding: series, as: UTF8.self)) is gone from Redis; it is created again and its samples sent again"

@@ -67,6 +67,7 @@ struct StatusReport {
     var breakerState: String { state["breaker.state"] ?? "closed" }
     var breakerSince: Int64? { state["breaker.since_ns"].flatMap { Int64($0) } }
     var updated: Int64? { state["updated_ns"].flatMap { Int64($0) } }
+    var lastErrorAt: Int64? { state["last_error_ns"].flatMap { Int64($0) } }
     /// The agent saves its state at least every 5 s: older than 15 s means it is not running.
     var agentRunning: Bool {
         guard let updated, let pid = state["pid"].flatMap({ Int32($0) }) else { return false }
@@ -128,7 +129,7 @@ struct StatusReport {
         if let pid = state["pid"].flatMap({ Int($0) }) { agent["pid"] = pid }
         var lastError: Any = NSNull()
         if let m = state["last_error"] {
-            lastError = ["message": m, "at": state["last_error_ns"].flatMap { Int64($0) }.map(Self.iso) ?? NSNull()] as [String: Any]
+            lastError = ["message": m, "at": lastErrorAt.map(Self.iso) ?? NSNull()] as [String: Any]
         }
         return [
             "data_dir": dataDir,
@@ -181,7 +182,7 @@ struct StatusReport {
         out += ", \(int("breaker.consecutive_failures")) consecutive failures\n"
         if let e = state["last_error"] {
             out += "last error \(e)"
-            if let at = state["last_error_ns"].flatMap({ Int64($0) }) {
+            if let at = lastErrorAt {
                 out += " (at \(Self.iso(at)), \(String(format: "%.0f", seconds(since: at))) s ago)"
             }
             out += "\n"
