@@ -44,6 +44,40 @@ func redisBenchmark(port: Int, requests: Int, clients: Int, command: [String], r
     throw InputError("redis-benchmark printed no rate: \(String(decoding: data, as: UTF8.self))")
 }
 
+/// CPU time (user + system) of this process's threads, by thread name, ns (`/proc/self/task`).
+func threadCPUByName() -> [String: Int64] {
+    var out: [String: Int64] = [:]
+    let tick = 1_000_000_000 / Int64(sysconf(Int32(_SC_CLK_TCK)))
+    for tid in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? [] {
+        guard let text = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
+              let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")") else { continue }
+        // After the name: state, then 10 fields, then utime and stime (fields 14 and 15 of stat).
+        let rest = text[text.index(after: close)...].split(separator: " ")
+        guard rest.count > 12, let user = Int64(rest[11]), let system = Int64(rest[12]) else { continue }
+        out[String(text[text.index(after: open)..<close]), default: 0] += (user + system) * tick
+    }
+    return out
+}
+
+/// The machine's idle and total CPU time so far (`/proc/stat`), in ticks.
+func machineCPUTicks() -> (idle: Int, total: Int) {
+    let text = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8)) ?? ""
+    let cols = (text.split(separator: "\n").first ?? "").split(separator: " ").dropFirst().compactMap { Int($0) }
+    guard cols.count > 4 else { return (0, 0) }
+    return (cols[3] + cols[4], cols.reduce(0, +))
+}
+
+/// Where the CPU went while the writer ran: per record, its two stages' threads and the thread
+/// pushing the records (the inputs' part), and how idle the machine was.
+struct WriterCPU {
+    var send = 0.0, encode = 0.0, push = 0.0, machineIdle = 0.0
+
+    var text: String {
+        String(format: "send stage %.2f µs, encode stage %.2f µs, pushing %.2f µs per record; machine idle %.0f%%",
+               send / 1000, encode / 1000, push / 1000, machineIdle * 100)
+    }
+}
+
 /// Writes `records` XADDs like the writer's (the bench records, explicit IDs one ms apart), in the
 /// Redis protocol, to a file for `redis-cli --pipe`.
 func writePipeFile(_ path: String, records: Int) throws {
@@ -95,7 +129,7 @@ func redisCLIPipe(port: Int, path: String, commands: Int) throws -> Double {
 /// stage, send stage) as fast as the queue takes them. Returns records/s (until Redis acknowledged
 /// the last one), the writer's CPU per record (the process's, less this pushing thread's), and the
 /// RSS samples taken at each tenth.
-func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, bufferDirectory: String? = nil) throws -> (rate: Double, cpuPerRecord: Double, rss: [Double]) {
+func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, bufferDirectory: String? = nil) throws -> (rate: Double, cpuPerRecord: Double, rss: [Double], split: WriterCPU) {
     var agent = AgentConfig(hostname: "bench-host")
     agent.batchSize = batchSize
     agent.flushInterval = 1_000_000_000
@@ -114,6 +148,7 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
     var ms: Int64 = 1_700_000_000_000
     var rss: [Double] = []
     let cpu0 = processCPUTimeNanoseconds() - threadCPU()
+    let push0 = threadCPU(), threads0 = threadCPUByName(), machine0 = machineCPUTicks()
     let start = monotonicNanoseconds()
     var pushed = 0
     while pushed < total {
@@ -131,11 +166,15 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
     while stats.snapshot.counters.written + stats.snapshot.replayed < Int64(total), monotonicNanoseconds() < deadline { usleep(1_000) }
     let seconds = Double(monotonicNanoseconds() - start) / 1e9
     let cpu = Double(processCPUTimeNanoseconds() - threadCPU() - cpu0)
+    let threads1 = threadCPUByName(), machine1 = machineCPUTicks()
+    func stage(_ name: String) -> Double { Double((threads1[name] ?? 0) - (threads0[name] ?? 0)) / Double(total) }
+    let split = WriterCPU(send: stage("spillway-send"), encode: stage("spillway-encode"), push: Double(threadCPU() - push0) / Double(total),
+                          machineIdle: Double(machine1.idle - machine0.idle) / Double(max(1, machine1.total - machine0.total)))
     queue.close()
     done.wait()
     let written = stats.snapshot.counters.written + stats.snapshot.replayed
     guard written == Int64(total) else { throw InputError("wrote \(written) of \(total): \(stats.snapshot)") }
-    return (Double(total) / seconds, cpu / Double(total), rss)
+    return (Double(total) / seconds, cpu / Double(total), rss, split)
 }
 
 func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeseries: Bool = true) throws {
@@ -186,6 +225,7 @@ func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeserie
                          round, ours.rate, ours.cpuPerRecord / 1000, ahead.rate, ahead.cpuPerRecord / 1000, ref50, ref1,
                          ours.rate / ref50, ahead.rate / ref50, ours.rate / ref1, ahead.rate / ref1))
             print(String(format: "    redis-cli --pipe %7.0f, ratio %.2f", refPipe, ours.rate / refPipe))
+            print("    writer: " + ours.split.text)
             print(String(format: "    Redis CPU per XADD: %.2f µs for the writer's (busy %.0f%%), %.2f µs for redis-benchmark -c 50's (busy %.0f%%), %.2f µs for redis-cli --pipe's (busy %.0f%%)",
                          (redis1 - redis0) * 1e6 / Double(records), (redis1 - redis0) * ours.rate / Double(records) * 100,
                          (redis3 - redis2) * 1e6 / Double(records), (redis3 - redis2) * ref50 / Double(records) * 100,
@@ -244,6 +284,7 @@ func writerBenchmarks(records: Int, rounds: Int, streams: Bool = true, timeserie
             print(String(format: "    Redis CPU per TS.MADD: %.2f µs for the writer's (busy %.0f%%), %.2f µs for redis-benchmark -c 50's (busy %.0f%%)",
                          (redis1 - redis0) * 1e6 / Double(tsRecords), (redis1 - redis0) * ours.rate / Double(tsRecords) * 100,
                          (redis3 - redis2) * 1e6 / Double(tsRecords), (redis3 - redis2) * ref50 / Double(tsRecords) * 100))
+            print("    writer: " + ours.split.text)
         }
         print(String(format: "  median ratio to redis-benchmark -c 50: %.2f   (target >= 0.8); to -c 1: %.2f; to the lighter -c 50: %.2f",
                      median(ratios50), median(ratios1), median(ratiosLight)))

@@ -124,7 +124,7 @@ if only == nil || only == "collect" {
     try collectBenchmark(iterations: Int(env["BENCH_ITERATIONS"] ?? "") ?? 2000)
 }
 if only == nil || only == "write" || only == "write-stream" || only == "write-timeseries" {
-    try writerBenchmarks(records: Int(env["BENCH_RECORDS"] ?? "") ?? 500_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 3,
+    try writerBenchmarks(records: Int(env["BENCH_RECORDS"] ?? "") ?? 500_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 5,
                          streams: only != "write-timeseries", timeseries: only != "write-stream")
 }
 if only == nil || only == "spool" {

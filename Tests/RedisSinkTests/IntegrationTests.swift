@@ -369,4 +369,30 @@ import Testing
         #expect(light[10].isError)
         #expect(light[11] == .array([.integer(0), .error("E1 inner"), .array([.integer(0), .error("E2 deep")])]))
     }
+
+    /// Reads wait for a good part of the replies still to come (the socket's low-water mark), but
+    /// never for more than will come: with the smallest replies there are (3 bytes, "+\r\n"), two
+    /// pipelines outstanding are read to their last reply, with no read left waiting until the
+    /// socket timeout (1 s here: a read that waited for it would fail the pipeline).
+    @Test func readsNeverWaitForMoreThanTheRepliesStillToCome() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        var options = RedisConnectionOptions(endpoint: try RedisEndpoint.parse(server.url))
+        options.timeout = 1_000_000_000
+        let connection = RedisConnection(options: options)
+        let smallest = RedisCommand(["EVAL", "return {ok=''}", "0"])
+        let first = connection.send(Array(repeating: smallest, count: 2000))
+        let second = connection.send(Array(repeating: smallest, count: 1000))
+        let (a, errorA) = connection.receive(first, detail: .full)
+        #expect(errorA == nil)
+        #expect(a.count == 2000 && a.allSatisfy { $0 == .status("") })
+        // Above the default, and no more than the 1,000 replies still to come take at the least.
+        #expect(connection.receiveLowWater > 1 && connection.receiveLowWater <= 3 * 999)
+        let (b, errorB) = connection.receive(second, detail: .full)
+        #expect(errorB == nil)
+        #expect(b.count == 1000 && b.allSatisfy { $0 == .status("") })
+        #expect(connection.receiveLowWater == 1)
+        // And the connection is still in step: a plain command after them.
+        #expect(try connection.command(["PING"]) == .status("PONG"))
+    }
 }
