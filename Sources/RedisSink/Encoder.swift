@@ -174,22 +174,25 @@ public struct BatchEncoder: Sendable {
     private var lastKey: [UInt8] = []
 
     /// The tags a template names (they are not repeated after it in a series key).
-    static func namedTags(_ template: KeyTemplate) -> Set<String> {
-        Set(template.tagKeys + (template.hasHost ? ["host"] : []))
+    /// (A handful at most: looked through, not hashed.)
+    static func namedTags(_ template: KeyTemplate) -> [String] {
+        Array(Set(template.tagKeys + (template.hasHost ? ["host"] : [])))
     }
 
     /// A series key is the template rendered for the record's field, then this: `:key=value` for
     /// every tag of `r` not in `named`, in tag order, so `cpu=cpu0` and `cpu=cpu1` never share a
     /// series. It is the same for every field of a record, so it is made once per record.
-    static func tagSuffix(_ r: Record, named: Set<String>) -> [UInt8] {
-        var suffix: [UInt8] = []
-        for t in r.tags where !named.contains(t.key) {
-            suffix.append(UInt8(ascii: ":"))
-            suffix.append(contentsOf: t.key.utf8)
-            suffix.append(UInt8(ascii: "="))
-            suffix.append(contentsOf: t.value.utf8)
+    /// Written into `suffix` (emptied first), the tags read in place.
+    static func tagSuffix(_ r: borrowing Record, named: [String], into suffix: inout [UInt8]) {
+        suffix.removeAll(keepingCapacity: true)
+        r.tags.withUnsafeBufferPointer { tags in
+            for i in tags.indices where !named.contains(tags[i].key) {
+                suffix.append(UInt8(ascii: ":"))
+                suffix.appendUTF8(tags[i].key)
+                suffix.append(UInt8(ascii: "="))
+                suffix.appendUTF8(tags[i].value)
+            }
         }
-        return suffix
     }
 
     func labels(_ r: Record, field: String, into c: inout RedisCommand) {
@@ -230,13 +233,14 @@ public struct BatchEncoder: Sendable {
         var base: [UInt8] = []
         var fieldAt: [Int] = []
         var shape: [UInt8] = []
+        var suffix: [UInt8] = []
         var stamp = RedisCommand()
         for (index, q) in records.enumerated() {
             let r = q.record
             base.removeAll(keepingCapacity: true)
             fieldAt.removeAll(keepingCapacity: true)
             routes[q.route].key.render(r, fieldAt: &fieldAt, into: &base)
-            let suffix = Self.tagSuffix(r, named: named[q.route])
+            Self.tagSuffix(r, named: named[q.route], into: &suffix)
             // The record's timestamp (ms), written once for all of its samples.
             stamp.removeAll()
             stamp.append(r.timestamp / 1_000_000)
@@ -252,38 +256,47 @@ public struct BatchEncoder: Sendable {
             for at in fieldAt { length(at) }
             length(suffix.count)
             shape.append(contentsOf: suffix)
+            // Fields are read in place (no retain and release per field); the numeric fields' names
+            // total `nameBytes`.
             var numeric = 0
-            for f in r.fields where f.value.number != nil {
-                length(f.key.utf8.count)
-                shape.appendUTF8(f.key)
-                numeric += 1
+            var nameBytes = 0
+            r.fields.withUnsafeBufferPointer { fields in
+                for i in fields.indices where fields[i].value.number != nil {
+                    let n = fields[i].key.utf8.count
+                    length(n)
+                    shape.appendUTF8(fields[i].key)
+                    numeric += 1
+                    nameBytes += n
+                }
             }
             if numeric == 0 { rejected += 1 }
             if numeric > 0, knownShapes.contains(KeyBytes(shape)) {
                 skipped += r.fields.count - numeric
-                var maxBytes = 7
-                for f in r.fields where f.value.number != nil {
-                    maxBytes += base.count + fieldAt.count * f.key.utf8.count + suffix.count + stamp.bytes.count + ArgumentWriter.maxNumberBytes
-                }
+                let maxBytes = 7 + fieldAt.count * nameBytes
+                    + numeric * (base.count + suffix.count + stamp.bytes.count + ArgumentWriter.maxNumberBytes)
                 let first = owners.isEmpty
-                madd.write(maxBytes: maxBytes, maxArguments: 1 + 3 * numeric) { w in
-                    if first { w.argument("TS.MADD") }
-                    for f in r.fields {
-                        guard let value = f.value.number else { continue }
-                        var from = 0
-                        for at in fieldAt {
-                            w.part(base[from..<at])
-                            w.part(f.key)
-                            from = at
+                base.withUnsafeBytes { base in suffix.withUnsafeBytes { suffix in
+                    madd.write(maxBytes: maxBytes, maxArguments: 1 + 3 * numeric) { w in
+                        if first { w.argument("TS.MADD") }
+                        r.fields.withUnsafeBufferPointer { fields in
+                            for i in fields.indices {
+                                guard let value = fields[i].value.number else { continue }
+                                var from = 0
+                                for at in fieldAt {
+                                    w.part(UnsafeRawBufferPointer(rebasing: base[from..<at]))
+                                    w.part(fields[i].key)
+                                    from = at
+                                }
+                                w.part(UnsafeRawBufferPointer(rebasing: base[from...]))
+                                w.part(suffix)
+                                w.end()
+                                w.argument(stamp.bytes)
+                                w.argument(double: value)
+                            }
                         }
-                        w.part(base[from...])
-                        w.part(suffix)
-                        w.end()
-                        w.argument(stamp.bytes)
-                        w.argument(double: value)
                     }
-                }
-                owners.append(contentsOf: repeatElement(index, count: numeric))
+                } }
+                for _ in 0..<numeric { owners.append(index) }
             } else {
                 var allKnown = true
                 for f in r.fields {
