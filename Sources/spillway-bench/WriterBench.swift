@@ -147,8 +147,8 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
     var pool = (0..<batchSize).map { QueuedRecord(record: benchRecord($0, ms: 0), route: 0) }
     var ms: Int64 = 1_700_000_000_000
     var rss: [Double] = []
-    let cpu0 = processCPUTimeNanoseconds() - threadCPU()
     let push0 = threadCPU(), threads0 = threadCPUByName(), machine0 = machineCPUTicks()
+    let cpu0 = processCPUTimeNanoseconds() - push0
     let start = monotonicNanoseconds()
     var pushed = 0
     while pushed < total {
@@ -165,10 +165,11 @@ func pushThroughWriter(_ redis: RedisOutputConfig, total: Int, batchSize: Int, b
     let deadline = monotonicNanoseconds() + 120_000_000_000
     while stats.snapshot.counters.written + stats.snapshot.replayed < Int64(total), monotonicNanoseconds() < deadline { usleep(1_000) }
     let seconds = Double(monotonicNanoseconds() - start) / 1e9
-    let cpu = Double(processCPUTimeNanoseconds() - threadCPU() - cpu0)
+    let push1 = threadCPU()
+    let cpu = Double(processCPUTimeNanoseconds() - push1 - cpu0)
     let threads1 = threadCPUByName(), machine1 = machineCPUTicks()
     func stage(_ name: String) -> Double { Double((threads1[name] ?? 0) - (threads0[name] ?? 0)) / Double(total) }
-    let split = WriterCPU(send: stage("spillway-send"), encode: stage("spillway-encode"), push: Double(threadCPU() - push0) / Double(total),
+    let split = WriterCPU(send: stage("spillway-send"), encode: stage("spillway-encode"), push: Double(push1 - push0) / Double(total),
                           machineIdle: Double(machine1.idle - machine0.idle) / Double(max(1, machine1.total - machine0.total)))
     queue.close()
     done.wait()
