@@ -119,7 +119,9 @@ public final class Spool: @unchecked Sendable {
         do {
             database = try Self.open(path, options: options)
         } catch {
-            guard FileManager.default.fileExists(atPath: path) else { throw error }
+            // Only a file SQLite says is not a database, or damaged (quick_check), is moved aside:
+            // busy, locked, permissions and the like are errors to report, never "corrupt".
+            guard error.isCorrupt, FileManager.default.fileExists(atPath: path) else { throw error }
             let aside = "\(path).corrupt-\(Int(Date().timeIntervalSince1970))"
             for suffix in ["", "-wal", "-shm"] where FileManager.default.fileExists(atPath: path + suffix) {
                 try? FileManager.default.moveItem(atPath: path + suffix, toPath: aside + suffix)

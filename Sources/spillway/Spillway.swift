@@ -193,6 +193,15 @@ struct Run: AsyncParsableCommand {
             logger.critical("cannot use the data directory", metadata: ["data_dir": "\(dataDirectory)", "error": "\(error)"])
             throw ExitCode(1)
         }
+        // One agent per data_dir: a second would read the same files again and share the buffer.
+        let lock: DataDirectoryLock
+        do {
+            lock = try DataDirectoryLock(directory: dataDirectory)
+        } catch {
+            FileHandle.standardError.write(Data("spillway: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        defer { withExtendedLifetime(lock) {} }
         logger.info("starting", metadata: [
             "inputs": "\(config.inputs.count)", "host": "\(config.agent.hostname)",
             "redis": "\(config.redis.urlDisplay)", "format": "\(config.redis.format.rawValue)", "data_dir": "\(dataDirectory)",

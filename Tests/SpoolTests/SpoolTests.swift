@@ -276,6 +276,48 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
     }
 }
 
+extension Buffer {
+    /// A buffer another process holds locked (SQLITE_BUSY) is an error to report, never taken for
+    /// corruption: nothing is moved aside and the backlog stays.
+    @Test func busyIsNotCorrupt() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let spool = try Spool(directory: dir)
+            _ = try spool.append(batch(3), now: 0)
+        }
+        // Another process holds the database's write lock for 4 s (longer than the 2 s busy timeout).
+        let holder = Process()
+        holder.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        holder.arguments = ["-c", """
+            import sqlite3, sys, time
+            c = sqlite3.connect(sys.argv[1], isolation_level=None)
+            c.execute("BEGIN EXCLUSIVE")
+            print("locked", flush=True)
+            time.sleep(4)
+            """, dir + "/buffer.sqlite"]
+        let out = Pipe()
+        holder.standardOutput = out
+        try holder.run()
+        defer { if holder.isRunning { kill(holder.processIdentifier, SIGKILL) }; holder.waitUntilExit() }
+        let ready = out.fileHandleForReading.availableData
+        #expect(String(decoding: ready, as: UTF8.self).hasPrefix("locked"))
+        var failure: SQLiteError?
+        do {
+            _ = try Spool(directory: dir)
+        } catch {
+            failure = error
+        }
+        #expect((failure?.code ?? 0) & 0xFF == 5, "\(String(describing: failure))")  // SQLITE_BUSY
+        let names = try FileManager.default.contentsOfDirectory(atPath: dir)
+        #expect(!names.contains { $0.contains("corrupt") }, "\(names)")
+        holder.waitUntilExit()
+        let spool = try Spool(directory: dir)
+        #expect(spool.movedAside == nil)
+        #expect(spool.totals.records == 3)
+    }
+}
+
 @Suite struct FullDisk {
     /// A buffer capped at 40 pages of 64 KiB (2.5 MiB): SQLite answers SQLITE_FULL past it, as on a
     /// full disk.
