@@ -111,14 +111,22 @@ public final class RedisConnection {
             setup.append(auth)
         }
         if options.endpoint.db != 0 { setup.append(RedisCommand(["SELECT", String(options.endpoint.db)])) }
-        guard !setup.isEmpty else { return }
+        // Without a password, a PING tells before the first batch whether the server wants one
+        // (a batch sent unauthenticated gets NOAUTH, or a protocol error and a closed connection).
+        if options.endpoint.password == nil { setup.append(RedisCommand(["PING"])) }
         let replies = try pipelineOrThrow(setup)
         for (command, reply) in zip(setup, replies) {
-            if case .error(let message) = reply {
+            guard case .error(let message) = reply else { continue }
+            if command.name == "PING" {
+                // Only NOAUTH says something about credentials (LOADING and the like are for the
+                // writes to find out).
+                guard message.hasPrefix("NOAUTH") else { continue }
                 close()
-                let what = command.name == "AUTH" ? "AUTH" : "SELECT \(options.endpoint.db)"
-                throw .authentication("\(what) refused by \(options.endpoint.display): \(message)")
+                throw .authentication("\(options.endpoint.display) requires a password and none is configured (\(message))")
             }
+            close()
+            let what = command.name == "AUTH" ? "AUTH" : "SELECT \(options.endpoint.db)"
+            throw .authentication("\(what) refused by \(options.endpoint.display): \(message)")
         }
     }
 

@@ -29,11 +29,20 @@ public enum ReplyErrorKind: Sendable, Equatable {
     case transient
     /// An explicit stream ID at or below the stream's top: the entry is already there.
     case duplicate
-    /// The connection is not authenticated (NOAUTH): reconnect (which authenticates) and retry.
-    case unauthenticated
-    /// Anything else (WRONGTYPE, syntax, NOPERM, unknown command, …): this record can never be
-    /// written; count it as rejected.
+    /// The connection's credentials or ACL: not authenticated (NOAUTH, and the "unauthenticated"
+    /// protocol errors Redis answers a large command with before AUTH), a refused password
+    /// (WRONGPASS), or a command or key the user may not use (NOPERM). Nothing about the record:
+    /// it waits (the breaker opens at once) and is sent again once the credentials or the ACL work.
+    case credentials
+    /// Anything else (WRONGTYPE, syntax, unknown command, …): this record can never be written;
+    /// count it as rejected.
     case permanent
+
+    /// Whether an attempt's error (a reply's message, or a `RedisError`'s description) is a failure
+    /// of the connection's credentials or ACL.
+    public static func isCredentials(_ error: String) -> Bool {
+        error.hasPrefix("authentication failed") || classify(error) == .credentials
+    }
 
     public static func classify(_ message: String) -> ReplyErrorKind {
         let code = message.prefix { $0 != " " }
@@ -41,10 +50,11 @@ public enum ReplyErrorKind: Sendable, Equatable {
         case "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM", "READONLY", "MISCONF",
              "NOREPLICAS", "NOTREADY", "UNBLOCKED":
             return .transient
-        case "NOAUTH":
-            return .unauthenticated
+        case "NOAUTH", "WRONGPASS", "NOPERM":
+            return .credentials
         default:
             if message.contains("equal or smaller than the target stream top item") { return .duplicate }
+            if message.contains("unauthenticated") { return .credentials }
             return .permanent
         }
     }

@@ -248,6 +248,7 @@ public final class RedisWriter {
                     } else {
                         counters.rejected += 1
                         logRejected(command.key, command: command.command.name, message)
+                        noteRejection(command.key, message)
                     }
                 } else {
                     counters.written += 1
@@ -291,7 +292,11 @@ public final class RedisWriter {
                     if keepsPending(kind, message, &firstError) {
                         pending = true
                     } else {
-                        if !p.rejected[owner] { logRejected(Array(command.command.argument(1 + 3 * sample)), command: "TS.MADD", message) }
+                        if !p.rejected[owner] {
+                            let series = Array(command.command.argument(1 + 3 * sample))
+                            logRejected(series, command: "TS.MADD", message)
+                            noteRejection(series, message)
+                        }
                         p.rejected[owner] = true
                     }
                 }
@@ -352,7 +357,7 @@ public final class RedisWriter {
                     created = item.recreates == nil
                 } else {
                     switch ReplyErrorKind.classify(message) {
-                    case .transient, .unauthenticated:
+                    case .transient, .credentials:
                         again.append(item)
                         continue
                     case .permanent, .duplicate:
@@ -389,7 +394,7 @@ public final class RedisWriter {
     /// is closed, so the next attempt reconnects and authenticates); it becomes the attempt's error.
     private func keepsPending(_ kind: ReplyErrorKind, _ message: String, _ firstError: inout String?) -> Bool {
         switch kind {
-        case .unauthenticated:
+        case .credentials:
             connection.close()
             fallthrough
         case .transient:
@@ -398,6 +403,29 @@ public final class RedisWriter {
         case .permanent, .duplicate:
             return false
         }
+    }
+
+    /// Records refused for good since the last `takeRejections`, per key, with Redis's last reply.
+    public struct Rejection: Sendable, Equatable {
+        public var records: Int64
+        public var reply: String
+    }
+    private var rejections: [KeyBytes: Rejection] = [:]
+
+    private func noteRejection(_ key: [UInt8], _ message: String) {
+        // Bounded: past 10,000 keys in one interval, the rest count under the last key seen.
+        if rejections.count >= Self.maxLoggedKeys, rejections[KeyBytes(key)] == nil, let any = rejections.keys.first {
+            rejections[any]!.records += 1
+            return
+        }
+        rejections[KeyBytes(key), default: Rejection(records: 0, reply: message)].records += 1
+        rejections[KeyBytes(key)]!.reply = message
+    }
+
+    /// The rejections noted since the last call (for `status`), and forgets them.
+    public func takeRejections() -> [(key: [UInt8], rejection: Rejection)] {
+        defer { rejections.removeAll() }
+        return rejections.map { ($0.key.bytes, $0.value) }
     }
 
     private func logRejected(_ key: [UInt8], command: String, _ message: String) {

@@ -25,6 +25,18 @@ struct Router {
     var replayBudgetAt: Int64 = 0
     var fullLogged = false
     var lastLoggedError: String?
+    /// Failures that repeat (a full disk, an unreadable buffer) are logged once per episode.
+    var episodes = Episodes()
+    /// Whether the spill buffer's reserve was held when last looked at (see `noteDisk`).
+    var reserveHeld = true
+    /// Whether the latest failure was the credentials' or the ACL's (status: CRITICAL at once).
+    var credentialsFailing = false
+    static let credentialsCondition = """
+        Redis refused this agent's credentials or ACL: set [outputs.redis] password or password_file \
+        (and username for an ACL user), or grant the ACL user the commands and keys it writes \
+        (XADD and XINFO, or TS.* with format = "timeseries", on the key template's keys). \
+        Records wait in the spill buffer and are all delivered once it works
+        """
     /// Replayed records per second over the last window (for status's ETA).
     var replayWindowStart: Int64 = 0
     var replayWindowRecords: Int64 = 0
@@ -148,13 +160,15 @@ struct Router {
                 retryInMemory(&f.pending)
                 continue
             }
+            let condition = "cannot update the spill buffer (the batch stays there and is sent again; explicit IDs make that harmless)"
             do {
                 let rest = f.pending.remainder()
                 try spool.replace(id: id, with: rest)
                 service.stats.update { $0.spilled += Int64(rest.recordCount) }
                 stateDirty = true
+                episodes.recovered(condition, logger: logger)
             } catch {
-                logger.error("cannot update the spill buffer (the batch stays there and is sent again; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
+                episodes.failed(condition, error: "\(error)", logger: logger)
             }
         }
         return false
@@ -167,12 +181,31 @@ struct Router {
 
     var acknowledgementsPending: Bool { spool?.hasAcknowledgements ?? false }
 
-    func flushAcknowledgements() {
+    mutating func flushAcknowledgements() {
+        let condition = "cannot delete delivered batches from the spill buffer (they are sent again at the next start; explicit IDs make that harmless)"
         do {
             try spool?.flushAcknowledgements()
+            episodes.recovered(condition, logger: logger)
         } catch {
-            logger.error("cannot delete delivered batches from the spill buffer (they are sent again at the next start; explicit IDs make that harmless)", metadata: ["error": "\(error)"])
+            episodes.failed(condition, error: "\(error)", logger: logger)
         }
+        noteDisk()
+    }
+
+    /// Logs the spill buffer's file system filling (its reserve released so that deletes still
+    /// work) and the reserve coming back, once each per episode.
+    mutating func noteDisk() {
+        guard let spool else { return }
+        let held = spool.reserveHeld
+        guard held != reserveHeld else { return }
+        reserveHeld = held
+        if held {
+            logger.notice("the spill buffer's file system has room again; its reserve is allocated again", metadata: ["reserve": "\(spool.path.dropLast("buffer.sqlite".count))reserve"])
+        } else {
+            logger.error("the spill buffer's file system is full: its reserve was released so that delivered batches can still be deleted; tailed lines wait in their files and metrics are dropped per [buffer] when_full until there is room (logged once per episode)",
+                         metadata: ["data_dir": "\(spool.path.dropLast("/buffer.sqlite".count))"])
+        }
+        stateDirty = true
     }
 
     /// Logs a full buffer once per episode (the encode stage flags it; an episode ends when the
@@ -191,9 +224,8 @@ struct Router {
 
     /// One attempt; feeds the breaker. Returns the error that left the batch unsettled, if any.
     mutating func send(_ pending: inout PendingBatch, replay: Bool) -> String? {
-        // Delivered batches' rows are deleted while Redis works on this one.
-        let flush: (() -> Void)? = acknowledgementsPending ? { [self] in flushAcknowledgements() } : nil
-        let (counters, error) = writer.attempt(&pending, whileRedisWorks: flush)
+        // (Only without a spill buffer: nothing to delete meanwhile.)
+        let (counters, error) = writer.attempt(&pending)
         record(counters, error, complete: pending.isComplete, replay: replay, feedBreaker: true)
         return error
     }
@@ -231,22 +263,47 @@ struct Router {
                 $0.lastSuccessAt = wallClockNanoseconds()
             }
         }
+        noteRejections()
         guard feedBreaker else { return }
         let before = breaker.state
-        if let error {
+        if let error, ReplyErrorKind.isCredentials(error) {
+            // Retrying soon cannot mend it: the breaker opens at once, and one line names the fix.
+            breaker.trip(now: now, jitter: Double.random(in: -1...1))
+            episodes.failed(Self.credentialsCondition, error: error, logger: logger)
+            if !credentialsFailing { stateDirty = true }
+            credentialsFailing = true
+            lastLoggedError = error
+        } else if let error {
             breaker.recordFailure(now: now, jitter: Double.random(in: -1...1))
+            if credentialsFailing { stateDirty = true }
+            credentialsFailing = false
             if error != lastLoggedError {
                 logger.warning("Redis write failed", metadata: ["error": "\(error)", "breaker": "\(breaker.state.rawValue)"])
                 lastLoggedError = error
             }
         } else {
             breaker.recordSuccess(now: now)
+            episodes.recovered(Self.credentialsCondition, logger: logger)
+            if credentialsFailing { stateDirty = true }
+            credentialsFailing = false
             if lastLoggedError != nil { logger.notice("Redis is taking writes again") }
             lastLoggedError = nil
         }
         if breaker.state != before {
             logger.notice("circuit breaker \(breaker.state.rawValue)", metadata: ["failures": "\(breaker.consecutiveFailures)"])
             stateDirty = true
+        }
+    }
+
+    /// Saves the records Redis refused for good, per key, for `status` (rare: only when some were).
+    mutating func noteRejections() {
+        let taken = writer.takeRejections()
+        guard !taken.isEmpty, let spool else { return }
+        do {
+            try spool.addRejected(taken.map { ($0.key, $0.rejection.records, $0.rejection.reply) }, now: wallClockNanoseconds())
+            episodes.recovered("cannot save the rejected records' keys", logger: logger)
+        } catch {
+            episodes.failed("cannot save the rejected records' keys", error: "\(error)", logger: logger, level: .warning)
         }
     }
 
@@ -294,12 +351,15 @@ struct Router {
         }
         let limit = service.config.survive.replayBatchSize
         let (batches, unreadable): ([(id: Int64, batch: EncodedBatch)], [Spool.Unreadable])
+        let readCondition = "cannot read the spill buffer"
         do {
             // The rows after those on the wire, as many as make `replay_batch_size` records.
             (batches, unreadable) = try spool.oldestBatches(limit: max(1, limit / max(1, service.config.agent.batchSize)) + 1,
                                                             after: inFlight.last?.id ?? 0, upTo: replayableUpTo, records: Int64(limit))
+            episodes.recovered(readCondition, logger: logger)
         } catch {
-            logger.error("cannot read the spill buffer", metadata: ["error": "\(error)"])
+            episodes.failed(readCondition, error: "\(error)", logger: logger)
+            noteDisk()
             return
         }
         if !unreadable.isEmpty {
@@ -374,14 +434,19 @@ struct Router {
             "pid": String(getpid()),
         ]
         if let e = s.lastError { values["last_error"] = e }
+        values["last_error_kind"] = credentialsFailing ? "auth" : "transient"
         if let t = s.lastErrorAt { values["last_error_ns"] = String(t) }
         if let t = s.lastSuccessAt { values["last_success_ns"] = String(t) }
         do {
             try spool.saveState(values)
             lastSave = now
             stateDirty = false
+            episodes.recovered("cannot save the agent state", logger: logger)
         } catch {
-            logger.warning("cannot save the agent state", metadata: ["error": "\(error)"])
+            // Tried again at the next save, not at once.
+            lastSave = now
+            stateDirty = false
+            episodes.failed("cannot save the agent state", error: "\(error)", logger: logger, level: .warning)
         }
     }
 }

@@ -160,6 +160,10 @@ public final class WriterService: Service, Sendable {
         let flushInterval = config.agent.flushInterval
         var nextFlush = monotonicNanoseconds() + flushInterval
         var linesGivenUp = false
+        // Tailed lines waiting for room: logged when the wait begins and when it ends, not per batch.
+        var waitingSince: Int64?
+        var waits = 0
+        var episodes = Episodes()
         while true {
             let records = queue.take(deadline: nextFlush)
             let now = monotonicNanoseconds()
@@ -168,10 +172,16 @@ public final class WriterService: Service, Sendable {
                 if queue.isClosed && queue.count == 0 { break }
                 continue
             }
-            var waited = false
             while true {
-                switch encodeAndStore(records, writer, spool, handoff, linesGivenUp: linesGivenUp) {
-                case .done: break
+                switch encodeAndStore(records, writer, spool, handoff, linesGivenUp: linesGivenUp, episodes: &episodes) {
+                case .done:
+                    if let since = waitingSince {
+                        logger.notice("tailed lines are stored again; the tail inputs resume", metadata: [
+                            "waited_seconds": "\(String(format: "%.1f", Double(monotonicNanoseconds() - since) / 1e9))", "retries": "\(waits)",
+                        ])
+                        waitingSince = nil
+                        waits = 0
+                    }
                 case .retry(let why):
                     if queue.isClosed {
                         logger.warning("stopping with tailed lines that could not be stored; they are read again from their files at the next start",
@@ -179,9 +189,10 @@ public final class WriterService: Service, Sendable {
                         linesGivenUp = true
                         continue
                     }
-                    if !waited {
-                        waited = true
-                        logger.warning("tailed lines wait for room in the spill buffer; the tail inputs pause", metadata: ["reason": "\(why)"])
+                    waits += 1
+                    if waitingSince == nil {
+                        waitingSince = monotonicNanoseconds()
+                        logger.warning("tailed lines wait for room in the spill buffer; the tail inputs pause (logged once until they resume)", metadata: ["reason": "\(why)"])
                     }
                     _ = queue.sleep(200_000_000)
                     continue
@@ -197,14 +208,16 @@ public final class WriterService: Service, Sendable {
 
     /// One attempt at encoding `records` and storing them in the buffer, then handing them on.
     func encodeAndStore(_ records: [QueuedRecord], _ writer: RedisWriter, _ spool: Spool?, _ handoff: Handoff<HandedBatch>,
-                        linesGivenUp: Bool) -> StoreResult {
+                        linesGivenUp: Bool, episodes: inout Episodes) -> StoreResult {
         let batch: EncodedBatch
+        let marksCondition = "cannot save stream ID marks; metrics records are dropped (counted) and tailed lines wait"
         do {
             batch = try writer.encode(records, now: wallClockNanoseconds())
+            episodes.recovered(marksCondition, logger: logger)
         } catch {
+            episodes.failed(marksCondition, error: "\(error)", logger: logger, level: .critical)
             // The ID marks could not be saved: sending would risk IDs a later run reuses.
             if records.contains(where: { $0.checkpoint != nil }), !linesGivenUp { return .retry("cannot save stream ID marks: \(error)") }
-            logger.critical("cannot save stream ID marks; records are dropped", metadata: ["error": "\(error)", "records": "\(records.count)"])
             stats.update { $0.dropped += Int64(records.count) }
             return .done
         }
@@ -220,15 +233,18 @@ public final class WriterService: Service, Sendable {
         do {
             let outcome = try spool.append(batch, now: wallClockNanoseconds())
             if outcome.droppedRecords > 0 { stats.update { $0.dropped += outcome.droppedRecords } }
-            if outcome.droppedRecords > 0 || outcome.diskFull {
+            // (Lines waiting for room are not dropped: that is logged apart, by encodeLoop.)
+            if outcome.droppedRecords > 0 || (outcome.diskFull && !outcome.noRoom) {
                 stats.update { $0.bufferFullEpisode = true }
             }
             if outcome.noRoom { return .retry(outcome.diskFull ? "disk full" : "buffer full (max_bytes)") }
             if let id = outcome.id { handoff.put(HandedBatch(id: id, batch: batch)) }
+            episodes.recovered("cannot write to the spill buffer", logger: logger)
         } catch {
+            episodes.failed("cannot write to the spill buffer", error: "\(error)", logger: logger,
+                            metadata: ["what": "tailed lines wait; a batch without lines is kept in memory and sent from there"])
             if batch.lineCount > 0 { return .retry("cannot write to the spill buffer: \(error)") }
             // The buffer failed (not full): send this batch from memory rather than lose it.
-            logger.error("cannot write to the spill buffer; this batch is kept in memory", metadata: ["error": "\(error)"])
             handoff.put(HandedBatch(id: nil, batch: batch))
         }
         return .done

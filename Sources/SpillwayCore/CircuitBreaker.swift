@@ -74,6 +74,13 @@ public struct CircuitBreaker: Sendable, Equatable {
         }
     }
 
+    /// A failure that retrying soon cannot mend (refused credentials, an ACL that forbids the
+    /// writes): opens the breaker at once, whatever the threshold.
+    public mutating func trip(now: Int64, jitter: Double) {
+        consecutiveFailures += 1
+        if state != .open { open(now: now, jitter: jitter) }
+    }
+
     private mutating func open(now: Int64, jitter: Double) {
         if outageSince == nil { outageSince = now }
         let base = nextBackoff

@@ -1,7 +1,7 @@
 /// All of the spill buffer's SQL. Migrations are additive: a new version adds tables or columns and
 /// never rewrites old ones.
 enum Schema {
-    static let version = 3
+    static let version = 4
 
     static let create = """
         CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -56,6 +56,14 @@ enum Schema {
             reason TEXT NOT NULL,
             set_aside_ns INTEGER NOT NULL
         );
+        -- Version 4: records Redis refused for good (WRONGTYPE, a sample that is not a number, …),
+        -- per key, ever, with Redis's last reply; for status.
+        CREATE TABLE IF NOT EXISTS rejected (
+            key BLOB PRIMARY KEY,
+            records INTEGER NOT NULL,
+            reply TEXT NOT NULL,
+            updated_ns INTEGER NOT NULL
+        ) WITHOUT ROWID;
         INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
         """
 
@@ -83,6 +91,11 @@ enum Schema {
     static let totals = "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0), MIN(spilled_ns), MAX(spilled_ns), COALESCE(SUM(lines), 0) FROM batches"
     static let totalsVersion1 = "SELECT COUNT(*), COALESCE(SUM(records), 0), COALESCE(SUM(bytes), 0), MIN(spilled_ns), MAX(spilled_ns) FROM batches"
     static let topKeys = "SELECT key, SUM(records) AS n FROM batch_keys GROUP BY key ORDER BY n DESC, key LIMIT ?1"
+    static let addRejected = """
+        INSERT INTO rejected (key, records, reply, updated_ns) VALUES (?1, ?2, ?3, ?4)
+        ON CONFLICT(key) DO UPDATE SET records = records + excluded.records, reply = excluded.reply, updated_ns = excluded.updated_ns
+        """
+    static let rejectedKeys = "SELECT key, records, reply, updated_ns FROM rejected ORDER BY records DESC, key LIMIT ?1"
     static let droppedKeys = "SELECT key, records FROM dropped ORDER BY records DESC, key LIMIT ?1"
     static let putState = "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
     static let allState = "SELECT key, value FROM agent_state"

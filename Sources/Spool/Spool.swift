@@ -22,6 +22,10 @@ public struct SpoolOptions: Sendable, Equatable {
     /// `PRAGMA max_page_count` (64 KiB pages): a hard cap at which SQLite answers SQLITE_FULL, as a
     /// full disk does. Nil: no cap. (Tests use it to drive the full-disk path.)
     public var maxPageCount: Int?
+    /// Bytes an append always leaves free on the buffer's file system (see `DiskRoom`).
+    public var headroom: Int64 = 8 << 16
+    /// Size of `data_dir/reserve`, released when the file system fills anyway (see `DiskRoom`).
+    public var reserveSize: Int64 = 8 << 16
 
     public init() {}
 }
@@ -102,6 +106,14 @@ public final class Spool: @unchecked Sendable {
     public var totals: BacklogTotals { (try? locked { _totals }) ?? _totals }
     /// Set when the file found at start could not be used and was moved aside (its new name).
     public private(set) var movedAside: String?
+    /// Free space: the headroom appends keep, and the reserve released when the disk fills anyway.
+    let disk: DiskRoom
+    private let pageSize: Int64
+    private let pageCount, freelistCount: Statement
+    /// Whether `data_dir/reserve` is allocated (false once a full file system made the buffer
+    /// release it, until there is room again), and how often it was released.
+    public var reserveHeld: Bool { (try? locked { disk.reserveHeld }) ?? false }
+    public var reserveReleases: Int { (try? locked { disk.releases }) ?? 0 }
 
     /// Whether no batch waits (acknowledged ones not deleted yet do not count). Never waits for an
     /// append in progress.
@@ -131,6 +143,12 @@ public final class Spool: @unchecked Sendable {
         }
         db = database
         movedAside = moved
+        disk = DiskRoom(directory: directory, headroom: options.headroom, reserveSize: options.reserveSize)
+        let ps = try db.prepare("PRAGMA page_size")
+        _ = try ps.step()
+        pageSize = max(512, ps.int64(0))
+        pageCount = try db.prepare("PRAGMA page_count")
+        freelistCount = try db.prepare("PRAGMA freelist_count")
         insertBatch = try db.prepare(Schema.insertBatch)
         insertBatchKey = try db.prepare(Schema.insertBatchKey)
         oldest = try db.prepare(Schema.oldestBatches)
@@ -146,6 +164,39 @@ public final class Spool: @unchecked Sendable {
         let ids = try Self.readIDs(db)
         rows.withLock { $0.ids = ids }
         checkpointer = Checkpointer(path: path, interval: Self.checkpointInterval)
+        disk.ensureReserve(free: freeAfterCheckpoint())
+    }
+
+    private func pragma(_ s: Statement) -> Int64 {
+        defer { s.reset() }
+        return ((try? s.step()) ?? false) ? s.int64(0) : 0
+    }
+
+    /// Bytes free on the buffer's file system once the database file holds what the WAL holds now
+    /// (a checkpoint grows it); nil when unknown.
+    private func freeAfterCheckpoint() -> Int64? {
+        guard let available = disk.available() else { return nil }
+        let logical = pragma(pageCount) * pageSize
+        return available - max(0, logical - DiskRoom.fileSize(path))
+    }
+
+    /// Whether storing `bytes` leaves the headroom free. When it looks tight, the WAL is folded into
+    /// the database and its file given back (a TRUNCATE checkpoint), and the room measured again.
+    private func roomFor(_ bytes: Int64) -> Bool {
+        if estimateRoom(bytes) { return true }
+        _ = try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+        return estimateRoom(bytes)
+    }
+
+    /// Storing `bytes` writes its pages to the WAL, and then into the database file, which grows by
+    /// those that free pages cannot take: after both, at least the headroom must be free.
+    private func estimateRoom(_ bytes: Int64) -> Bool {
+        guard let free = freeAfterCheckpoint() else { return true }
+        // Overflow pages carry 4 bytes of link each; plus the rows' own pages (batches, batch_keys,
+        // tail_offsets).
+        let pages = (bytes + pageSize - 5) / (pageSize - 4) + 3
+        let growth = max(0, pages - pragma(freelistCount))
+        return free - (pages + growth) * pageSize >= disk.headroom
     }
 
     deinit { checkpointer?.stop() }
@@ -163,9 +214,30 @@ public final class Spool: @unchecked Sendable {
         return ids
     }
 
+    /// Runs `body` in one transaction (`transactionOnce`). When the file system is full, the WAL is
+    /// folded into the database and its file truncated, and `body` tried again; then, still full,
+    /// the reserve is released (unless `useReserve` is false: appends never take it) and `body`
+    /// tried once more: deletes, state saves and reads always find room.
+    private func transaction<T>(useReserve: Bool = true, _ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+        do {
+            return try transactionOnce(body)
+        } catch {
+            guard error.isFull else { throw error }
+            // First the WAL's own room: folded into the database, its file given back.
+            _ = try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+            do {
+                return try transactionOnce(body)
+            } catch {
+                guard useReserve, error.isFull, disk.releaseReserve() else { throw error }
+                _ = try? db.exec("PRAGMA wal_checkpoint(TRUNCATE)")
+                return try transactionOnce(body)
+            }
+        }
+    }
+
     /// Runs `body` in one IMMEDIATE transaction; on any error rolls back, re-reads the totals (the
     /// cache may have moved ahead of the rolled-back rows) and rethrows.
-    private func transaction<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
+    private func transactionOnce<T>(_ body: () throws(SQLiteError) -> T) throws(SQLiteError) -> T {
         try db.exec("BEGIN IMMEDIATE")
         acknowledgementsDeleted = 0
         do {
@@ -197,6 +269,10 @@ public final class Spool: @unchecked Sendable {
         try db.exec("PRAGMA page_size=65536")
         try db.exec("PRAGMA journal_mode=WAL")
         try db.exec("PRAGMA synchronous=\(options.synchronousFull ? "FULL" : "NORMAL")")
+        // Debian builds SQLite with secure_delete on: every page a delete frees would be written
+        // again, as zeros, through the WAL (as many bytes as the batch deleted). FAST zeroes only
+        // within pages written anyway: deletes stay a few pages, even on a nearly full disk.
+        try db.exec("PRAGMA secure_delete=FAST")
         // Checkpoints are the `Checkpointer`'s; this one runs only past 256 MB of WAL (a bound).
         try db.exec("PRAGMA wal_autocheckpoint=\(Self.walBoundPages)")
         if let pages = options.maxPageCount { try db.exec("PRAGMA max_page_count=\(pages)") }
@@ -267,53 +343,63 @@ public final class Spool: @unchecked Sendable {
             try insert(payload, records: Int64(batch.recordCount), lines: Int64(batch.lineCount), bytes: bytes, counts: counts, now: now)
             try saveOffsetsLocked(batch.checkpoints, now: now)
         }
-        do {
-            return try transaction { () throws(SQLiteError) -> AppendOutcome in
-                try applyAcknowledgementsLocked()
-                if let maxAge = options.maxAge { dropped += try dropOlderThan(now - maxAge) }
-                if _totals.bytes + bytes > options.maxBytes {
-                    if !pinned, options.whenFull == .dropNewest || bytes > options.maxBytes {
-                        try recordDropped(counts)
-                        return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
+        // The reserve comes back once there is room for it again.
+        if !disk.reserveHeld { disk.ensureReserve(free: freeAfterCheckpoint()) }
+        // The file system's room is measured first: an append never takes the headroom, so deletes,
+        // checkpoints and state saves always can run (see `DiskRoom`).
+        if roomFor(bytes) {
+            do {
+                return try transaction(useReserve: false) { () throws(SQLiteError) -> AppendOutcome in
+                    try applyAcknowledgementsLocked()
+                    if let maxAge = options.maxAge { dropped += try dropOlderThan(now - maxAge) }
+                    if _totals.bytes + bytes > options.maxBytes {
+                        if !pinned, options.whenFull == .dropNewest || bytes > options.maxBytes {
+                            try recordDropped(counts)
+                            return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
+                        }
+                        while _totals.bytes + bytes > options.maxBytes {
+                            let n = try dropOldestBatch()
+                            if n < 0 { break }
+                            dropped += n
+                        }
+                        // Only batches with lines are left. A pinned batch is stored when the buffer is
+                        // empty (so one larger than max_bytes cannot wait forever).
+                        if _totals.bytes + bytes > options.maxBytes, !(pinned && _totals.batches == 0) {
+                            if pinned { return AppendOutcome(stored: false, droppedRecords: dropped, diskFull: false, noRoom: true) }
+                            try recordDropped(counts)
+                            return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
+                        }
                     }
-                    while _totals.bytes + bytes > options.maxBytes {
-                        let n = try dropOldestBatch()
-                        if n < 0 { break }
-                        dropped += n
-                    }
-                    // Only batches with lines are left. A pinned batch is stored when the buffer is
-                    // empty (so one larger than max_bytes cannot wait forever).
-                    if _totals.bytes + bytes > options.maxBytes, !(pinned && _totals.batches == 0) {
-                        if pinned { return AppendOutcome(stored: false, droppedRecords: dropped, diskFull: false, noRoom: true) }
-                        try recordDropped(counts)
-                        return AppendOutcome(stored: false, droppedRecords: dropped + Int64(batch.recordCount), diskFull: false)
-                    }
+                    try store()
+                    return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: dropped, diskFull: false)
                 }
-                try store()
-                return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: dropped, diskFull: false)
+            } catch {
+                guard error.isFull else { throw error }
             }
-        } catch {
-            guard error.isFull else { throw error }
-            // Deleting frees pages even on a full disk: delivered batches first.
-            try? transaction { () throws(SQLiteError) in try applyAcknowledgementsLocked() }
-            // Full disk: drop per policy. drop_oldest (and any batch with lines) frees the oldest
-            // batches without lines, one at a time (each drop committed), until the new one fits or
-            // nothing is left to drop.
-            var freed: Int64 = 0
-            while options.whenFull == .dropOldest || pinned {
-                guard let n = try? transaction({ () throws(SQLiteError) -> Int64 in try dropOldestBatch() }), n >= 0 else { break }
-                freed += n
+        }
+        // The file system is full (or would be within the headroom). Deleting frees pages even
+        // then (the reserve sees to it): delivered batches first.
+        try? transaction { () throws(SQLiteError) in try applyAcknowledgementsLocked() }
+        // Then drop per policy: drop_oldest (and any batch with lines) frees the oldest batches
+        // without lines, one at a time (each drop committed), until the new one fits or nothing is
+        // left to drop.
+        var freed: Int64 = 0
+        while true {
+            if roomFor(bytes) {
                 do {
-                    try transaction { () throws(SQLiteError) in try store() }
-                    return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: freed, diskFull: true)
+                    try transaction(useReserve: false) { () throws(SQLiteError) in try store() }
+                    return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: freed, diskFull: freed > 0)
                 } catch {
                     guard error.isFull else { throw error }
                 }
             }
-            if pinned { return AppendOutcome(stored: false, droppedRecords: freed, diskFull: true, noRoom: true) }
-            try? recordDropped(counts)
-            return AppendOutcome(stored: false, droppedRecords: freed + Int64(batch.recordCount), diskFull: true)
+            guard options.whenFull == .dropOldest || pinned,
+                  let n = try? transaction({ () throws(SQLiteError) -> Int64 in try dropOldestBatch() }), n >= 0 else { break }
+            freed += n
         }
+        if pinned { return AppendOutcome(stored: false, droppedRecords: freed, diskFull: true, noRoom: true) }
+        try? recordDropped(counts)
+        return AppendOutcome(stored: false, droppedRecords: freed + Int64(batch.recordCount), diskFull: true)
     }
 
     private func insert(_ payload: ArraySlice<UInt8>, records: Int64, lines: Int64, bytes: Int64, counts: [KeyBytes: Int64], now: Int64) throws(SQLiteError) {
@@ -666,6 +752,24 @@ public final class Spool: @unchecked Sendable {
         return out
     }
 
+    /// Adds records Redis refused for good, per key (with its last reply), in one transaction.
+    public func addRejected(_ rejections: [(key: [UInt8], records: Int64, reply: String)], now: Int64) throws(SQLiteError) {
+        guard !rejections.isEmpty else { return }
+        try locked { () throws(SQLiteError) in
+            try transaction { () throws(SQLiteError) in
+                let s = try db.prepare(Schema.addRejected)
+                for r in rejections {
+                    s.reset()
+                    s.bind(1, blob: r.key)
+                    s.bind(2, r.records)
+                    s.bind(3, String(r.reply.prefix(500)))
+                    s.bind(4, now)
+                    try s.run()
+                }
+            }
+        }
+    }
+
     /// Saves the agent's state (breaker, counters, …) for `spillway status`, in one transaction.
     public func saveState(_ values: [String: String]) throws(SQLiteError) {
         try locked { () throws(SQLiteError) in try saveStateLocked(values) }
@@ -696,6 +800,16 @@ public struct SpoolStatus: Sendable {
     public var offsets: [TailOffset] = []
     /// Batches set aside because they could not be decoded (`unreadable_batches`), and their records.
     public var unreadable: (batches: Int64, records: Int64) = (0, 0)
+    /// Records Redis refused for good, per key (most first, at most 1000 keys), ever.
+    public var rejected: [RejectedKey] = []
+
+    public struct RejectedKey: Sendable, Equatable {
+        public var key: String
+        public var records: Int64
+        /// Redis's last reply for that key.
+        public var reply: String
+        public var updatedNs: Int64
+    }
 
     /// Nil when there is no buffer file yet (the agent never ran with this data_dir).
     public static func read(directory: String, topKeys: Int = 20) throws(SQLiteError) -> SpoolStatus? {
@@ -728,8 +842,17 @@ public struct SpoolStatus: Sendable {
             let u = try db.prepare(Schema.unreadableTotals)
             if try u.step() { unreadable = (u.int64(0), u.int64(1)) }
         }
+        var rejected: [RejectedKey] = []
+        let hasRejected = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rejected'")
+        if try hasRejected.step() {
+            let r = try db.prepare(Schema.rejectedKeys)
+            r.bind(1, 1000)
+            while try r.step() {
+                rejected.append(RejectedKey(key: String(decoding: r.blob(0), as: UTF8.self), records: r.int64(1), reply: r.string(2), updatedNs: r.int64(3)))
+            }
+        }
         return SpoolStatus(totals: totals, topKeys: top.map { ($0.0, $0.1) }, dropped: dropped.map { ($0.0, $0.1) }, state: state,
-                           offsets: offsets, unreadable: unreadable)
+                           offsets: offsets, unreadable: unreadable, rejected: rejected)
     }
 }
 

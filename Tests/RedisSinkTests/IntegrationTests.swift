@@ -78,11 +78,22 @@ import Testing
         // The plain password of the default user works too.
         let plain = try makeWriter(try outputConfig("redis://:adminpw@127.0.0.1:\(server.port)/0"))
         #expect(try deliver(plain, [cpuRecord(host: "web-9", ms: 5)]).written == 1)
-        // NOPERM (the ACL user may not write outside metrics:*) is permanent for that record.
+        // NOPERM (the ACL user may not write outside metrics:*) is the ACL's failure, not the
+        // record's: it stays pending, and is written once the ACL allows it.
         var cfg = try outputConfig("redis://spill:s3cret@127.0.0.1:\(server.port)/0")
         cfg.key = try KeyTemplate("other:{host}")
         let denied = try makeWriter(cfg)
-        #expect(try deliver(denied, [cpuRecord(ms: 6)]).rejected == 1)
+        let batch = try denied.encode([cpuRecord(ms: 6)].map { QueuedRecord(record: $0, route: 0) }, now: wallClockNanoseconds())
+        let refused = send(denied, batch, tries: 2)
+        #expect(refused.counters.rejected == 0 && refused.counters.written == 0)
+        #expect(refused.error?.hasPrefix("NOPERM") == true, "\(refused.error ?? "nil")")
+        #expect(!refused.pending.isComplete)
+        let admin = ["--user", "default", "--pass", "adminpw"]
+        #expect(try server.cli(["ACL", "SETUSER", "spill", "~other:*"], auth: admin) == "OK")
+        var pending = refused.pending
+        let (counters, error) = denied.attempt(&pending)
+        #expect(error == nil && counters.written == 1 && pending.isComplete)
+        #expect(try server.cli(["XLEN", "other:web-1"], auth: admin) == "1")
     }
 
     @Test func unixSocketAndSelectedDatabase() throws {

@@ -306,9 +306,12 @@ import Testing
         #expect(ReplyErrorKind.classify("CLUSTERDOWN The cluster is down") == .transient)
         #expect(ReplyErrorKind.classify("ERR The ID specified in XADD is equal or smaller than the target stream top item") == .duplicate)
         #expect(ReplyErrorKind.classify("WRONGTYPE Operation against a key holding the wrong kind of value") == .permanent)
-        #expect(ReplyErrorKind.classify("NOPERM this user has no permissions to run the 'xadd' command") == .permanent)
         #expect(ReplyErrorKind.classify("ERR unknown command 'TS.MADD', with args beginning with: ") == .permanent)
         #expect(ReplyErrorKind.classify("ERR syntax error") == .permanent)
-        #expect(ReplyErrorKind.classify("NOAUTH Authentication required.") == .unauthenticated)
+        #expect(ReplyErrorKind.classify("NOAUTH Authentication required.") == .credentials)
+        #expect(ReplyErrorKind.classify("WRONGPASS invalid username-password pair or user is disabled.") == .credentials)
+        #expect(ReplyErrorKind.classify("NOPERM User writer has no permissions to run the 'xadd' command") == .credentials)
+        #expect(ReplyErrorKind.classify("ERR Protocol error: unauthenticated multibulk length") == .credentials)
+        #expect(ReplyErrorKind.classify("ERR Protocol error: unauthenticated bulk length") == .credentials)
     }
 }

@@ -2,7 +2,39 @@ import Foundation
 import SpillwayTestSupport
 import Testing
 
-/// The promise where real hosts break it: a second agent on one data_dir, …
+/// A tmpfs of `size` mounted at `dir` (root only). Nil when it cannot be mounted.
+func mountTmpfs(_ dir: URL, size: String) -> Bool {
+    try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/mount")
+    p.arguments = ["-t", "tmpfs", "-o", "size=\(size)", "tmpfs", dir.path]
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return false }
+    p.waitUntilExit()
+    return p.terminationStatus == 0
+}
+
+func unmount(_ dir: URL) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/bin/umount")
+    p.arguments = [dir.path]
+    try? p.run()
+    p.waitUntilExit()
+}
+
+/// Whether this process may mount a tmpfs (it is root: CI runs as root).
+let canMount = getuid() == 0 && FileManager.default.fileExists(atPath: "/bin/mount")
+
+/// Appends `count` numbered lines of about 110 bytes to `path`.
+func appendLines(_ path: String, from first: Int, count: Int, prefix: String = "line") {
+    var text = ""
+    for i in first..<(first + count) { text += "\(prefix)-\(String(format: "%08d", i)) " + String(repeating: "x", count: 96) + "\n" }
+    let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+    _ = Array(text.utf8).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    close(fd)
+}
+
+/// The promise where real hosts break it: a really full disk, a second agent on one data_dir, …
 @Suite(.serialized) struct Harden {
     /// A second `run` on the same data_dir exits 1 at once, naming the data_dir and the pid holding
     /// it; the first agent goes on, and `status` and `once` still work beside it. Once the first is
@@ -42,5 +74,104 @@ import Testing
         }
         #expect(after > before + 2, "the agent started after a kill -9 did not write (\(before) -> \(after)): \(first.logText)")
         #expect(first.stop() == 0)
+    }
+
+    /// data_dir on a 4 MiB tmpfs, a tail input at 10,000 lines/s and mem every 20 ms, Redis down
+    /// for 8 s: the buffer fills the file system; then another program takes its last bytes for
+    /// 3.5 s, while Redis comes back and the backlog is replayed. Nothing wedges: every line arrives once, in order; the
+    /// mem records Redis lacks are exactly those the `dropped` counter counts; each condition is
+    /// logged once per episode.
+    @Test(.enabled(if: canMount, "needs root to mount a tmpfs (CI runs as root)"))
+    func reallyFullDiskNeverWedges() throws {
+        let port = try RedisServer.freePort()
+        let redisDir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-fullredis-\(UUID().uuidString)")
+        // Redis keeps what it acknowledged across its restart (AOF, fsync always).
+        let aof = ["--appendonly", "yes", "--appendfsync", "always"]
+        var server = try RedisServer(port: port, dir: redisDir, args: aof)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-fulldisk-\(UUID().uuidString)")
+        let mnt = dir.appendingPathComponent("mnt")
+        #expect(mountTmpfs(mnt, size: "4m"), "cannot mount a tmpfs at \(mnt.path)")
+        defer {
+            unmount(mnt)
+            try? FileManager.default.removeItem(at: dir)
+            server.stop()
+            server.removeFiles()
+        }
+        let app = dir.appendingPathComponent("app.log").path
+        _ = FileManager.default.createFile(atPath: app, contents: nil)
+        let agent = try AgentProcess(redisPort: port, extra: "maxlen = 0", inputs: """
+            [[inputs.mem]]
+            interval = "20ms"
+            [[inputs.tail]]
+            files = ["\(app)"]
+            from_beginning = true
+            watch_interval = "100ms"
+            """)
+        // The buffer on the small file system; maxlen 0 keeps every entry for the count.
+        var config = try String(contentsOf: agent.config, encoding: .utf8)
+        config = config.replacingOccurrences(of: "data_dir = \"\(agent.dataDir.path)\"", with: "data_dir = \"\(mnt.path)/data\"")
+        config = config.replacingOccurrences(of: "timeout = \"500ms\"\nmaxlen = 0", with: "timeout = \"500ms\"")
+        config = config.replacingOccurrences(of: "[outputs.redis]", with: "[outputs.redis]\nmaxlen = 0")
+        try config.write(to: agent.config, atomically: true, encoding: .utf8)
+        try agent.start()
+        defer { if agent.process != nil { agent.sigkill() } }
+
+        // 10,000 lines/s: 1,000 every 100 ms, for 14 s. Redis is down from 2 s to 10 s; from 9 s
+        // to 12.5 s another file takes every free byte of the file system (the backlog is then
+        // replayed on a file system with no byte free).
+        var written = 0
+        let filler = mnt.appendingPathComponent("filler").path
+        let start = Date()
+        for tick in 0..<140 {
+            appendLines(app, from: written, count: 1000)
+            written += 1000
+            if tick == 20 { server.stop() }
+            if tick == 100 { server = try RedisServer(port: port, dir: redisDir, args: aof) }
+            if tick == 90 {
+                // Fill the file system to its last byte.
+                let fd = open(filler, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+                let chunk = [UInt8](repeating: 0, count: 65536)
+                var n = 0
+                while n < 1000, chunk.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 { n += 1 }
+                var one: UInt8 = 0
+                while write(fd, &one, 1) == 1 {}
+                close(fd)
+            }
+            if tick == 125 { unlink(filler) }
+            let due = start.addingTimeInterval(Double(tick + 1) / 10)
+            if due > Date() { usleep(useconds_t(due.timeIntervalSinceNow * 1e6)) }
+        }
+        unlink(filler)
+        let expected = (0..<written).map { "line-\(String(format: "%08d", $0)) " + String(repeating: "x", count: 96) }
+        expectSameLines(try waitForMessages(server, "metrics:h:log", prefix: "line-", count: written, seconds: 90), expected)
+        #expect(agent.stop() == 0)
+        let doc = try agent.status()
+        let log = agent.logText
+        // Metrics: what Redis lacks is exactly what was counted as dropped.
+        let memInRedis = Int64(try server.cli(["XLEN", "metrics:h:mem"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let collected = number(doc, "counters.collected")
+        #expect(collected - Int64(written) == memInRedis + number(doc, "counters.dropped"),
+                "collected \(collected), lines \(written), mem in Redis \(memInRedis), dropped \(number(doc, "counters.dropped"))")
+        #expect(number(doc, "backlog.records") == 0)
+        #expect(number(doc, "counters.rejected") == 0 && number(doc, "counters.duplicates") == 0, "\(doc)")
+        // The file system did fill: the tail waited, and the reserve was released and allocated again.
+        #expect(log.contains("tailed lines wait for room in the spill buffer"), "\(log)")
+        #expect(log.contains("its reserve was released"), "\(log)")
+        #expect(log.contains("its reserve is allocated again"), "\(log)")
+        // Once per episode, not once per attempt.
+        let lines = log.split(separator: "\n")
+        #expect(lines.count < 60, "\(lines.count) log lines:\n\(log)")
+        for phrase in ["tailed lines wait for room", "its reserve was released", "cannot delete delivered batches", "cannot read the spill buffer",
+                       "cannot save the agent state", "the spill buffer is full"] {
+            #expect(lines.filter { $0.contains(phrase) }.count <= 3, "\(phrase):\n\(log)")
+        }
+        #expect(DiskRoomProbe.size(mnt.path + "/data/reserve") == 512 * 1024)
+    }
+}
+
+enum DiskRoomProbe {
+    static func size(_ path: String) -> Int64 {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int64(st.st_size) : -1
     }
 }
