@@ -3,10 +3,11 @@
 /// ad-hoc description of any struct holding it, which a library may log). The text is reached only
 /// through `revealed`, at the one place that sends it.
 public struct Secret: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable,
-                      CustomPlaygroundDisplayConvertible {
+                      CustomPlaygroundDisplayConvertible, ExpressibleByStringLiteral {
     private let value: String
 
     public init(_ value: String) { self.value = value }
+    public init(stringLiteral value: String) { self.value = value }
 
     /// The secret itself: for the AUTH command only.
     public var revealed: String { value }

@@ -213,7 +213,9 @@ struct StatusReport {
         if rejected > 0 { critical.append("\(rejected) records rejected by Redis in this run") }
         if droppedTotal > 0 { critical.append("\(droppedTotal) records dropped in this run") }
         if breakerState != "closed", let since = breakerSince {
-            let open = "breaker \(breakerState) for \(Units.formatDuration((now - since) / 1_000_000_000 * 1_000_000_000))"
+            // Half-open is the same outage, probing: since it began.
+            let open = "breaker open for \(Units.formatDuration((now - since) / 1_000_000_000 * 1_000_000_000))"
+                + (breakerState == "half_open" ? " (probing)" : "")
             if now - since > config.criticalOpen {
                 critical.append("\(open) (> \(Units.formatDuration(config.criticalOpen)))")
             } else {
