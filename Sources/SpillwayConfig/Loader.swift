@@ -263,16 +263,24 @@ public enum DataDirectory {
     /// is (or can be made) writable; else `$XDG_STATE_HOME/spillway` when XDG_STATE_HOME is an
     /// absolute path; else `~/.local/state/spillway` (`$HOME`, else the user's home directory from
     /// the password database). Never a path relative to the working directory.
-    public static func resolve(explicit: String?, environment: [String: String],
+    /// `forReading` (`status`): `/var/lib/spillway` also when it exists but this user may not write
+    /// it (a monitoring user reading the agent's state).
+    public static func resolve(explicit: String?, environment: [String: String], forReading: Bool = false,
                                isWritable: (String) -> Bool = DataDirectory.isWritable,
+                               exists: (String) -> Bool = DataDirectory.isDirectory,
                                home: () -> String? = DataDirectory.passwordDatabaseHome) -> String {
         if let explicit { return explicit }
-        if isWritable(systemDefault) { return systemDefault }
+        if isWritable(systemDefault) || (forReading && exists(systemDefault)) { return systemDefault }
         if let xdg = environment["XDG_STATE_HOME"], xdg.hasPrefix("/") { return ConfigPaths.normalized(xdg + "/spillway") }
         if let h = environment["HOME"], h.hasPrefix("/") { return ConfigPaths.normalized(h + "/.local/state/spillway") }
         if let h = home(), h.hasPrefix("/") { return ConfigPaths.normalized(h + "/.local/state/spillway") }
         // No home at all: the system default, which `check` and `run` then report as not writable.
         return systemDefault
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
     }
 
     /// The user's home directory from the password database.

@@ -41,7 +41,7 @@ struct Status: AsyncParsableCommand {
             FileHandle.standardError.write(Data("spillway: \(error.description)\n".utf8))
             throw ExitCode(2)
         }
-        let dir = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment)
+        let dir = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment, forReading: true)
         // Whether an agent runs comes from its lock on the data_dir, never from the state's age.
         let holder = DataDirectoryLock.holder(of: dir)
         let status: SpoolStatus?

@@ -190,6 +190,11 @@ func malformedCases() -> [Expectation] {
         #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in false }, home: { "/home/pw" })
             == "/home/pw/.local/state/spillway")
         #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in false }, home: { nil }) == "/var/lib/spillway")
+        // status (reading) as a user who may not write /var/lib/spillway: the agent's, when it exists.
+        #expect(DataDirectory.resolve(explicit: nil, environment: ["HOME": "/home/u"], forReading: true, isWritable: { _ in false }, exists: { _ in true })
+            == "/var/lib/spillway")
+        #expect(DataDirectory.resolve(explicit: nil, environment: ["HOME": "/home/u"], forReading: true, isWritable: { _ in false }, exists: { _ in false })
+            == "/home/u/.local/state/spillway")
     }
 
     /// data_dir, password_file and tail globs, when relative, are relative to the config file's
