@@ -308,6 +308,13 @@ public enum DataDirectory {
                     return missing ? "cannot create \(path): \(dir) is not writable by this user (\(why))"
                         : "\(path) is not writable by this user (\(why))"
                 }
+                // The agent's files in it (another user's, e.g. root's from an earlier run).
+                for name in ["buffer.sqlite", "buffer.sqlite-wal", "stream-ids", "stream-ids.alt", "lock"] where !missing {
+                    let file = path + "/" + name
+                    if access(file, F_OK) == 0, access(file, R_OK | W_OK) != 0 {
+                        return "\(file) is not writable by this user (\(String(cString: strerror(errno))))"
+                    }
+                }
                 return nil
             }
             guard errno == ENOENT || errno == ENOTDIR else {

@@ -35,7 +35,7 @@ public enum Preflight {
         guard let why = DataDirectory.problem(resolved) else { return nil }
         let fix = config.agent.dataDir == nil
             ? "create \(resolved) for this user, or set [agent] data_dir"
-            : "create it for the user the agent runs as, or set [agent] data_dir to a directory it may write"
+            : "create it for the user the agent runs as (or make it and its files writable by that user), or set [agent] data_dir to a directory it may write"
         if let at = config.agent.dataDirLocation {
             return Diagnostic(file: at.file, line: at.line, keyPath: at.keyPath, message: why, fix: fix)
         }

@@ -206,6 +206,13 @@ func allBytes(under dir: URL) -> String {
             try "[agent]\ndata_dir = \"closed/data\"\n[[inputs.mem]]\n".write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
             let c = try spillway(["check", "--config", config])
             #expect(c.status == 2 && c.stderr.contains("is not writable by this user"), "\(c)")
+            // A writable data_dir holding a buffer this user may not write (another user's).
+            let mine = dir.appendingPathComponent("mine")
+            try FileManager.default.createDirectory(at: mine, withIntermediateDirectories: true)
+            _ = FileManager.default.createFile(atPath: mine.appendingPathComponent("buffer.sqlite").path, contents: Data(), attributes: [.posixPermissions: 0o400])
+            try "[agent]\ndata_dir = \"mine\"\n[[inputs.mem]]\n".write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
+            let b = try spillway(["check", "--config", config])
+            #expect(b.status == 2 && b.stderr.contains("\(mine.path)/buffer.sqlite is not writable by this user"), "\(b)")
         }
         // The default data_dir (none set) is absolute, never ./data.
         try "[[inputs.mem]]\n".write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
