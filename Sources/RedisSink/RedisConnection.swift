@@ -103,7 +103,7 @@ public final class RedisConnection {
         spillway_read_replies_into(c, arena)
         context = c
         var setup: [RedisCommand] = []
-        if let password = options.endpoint.password {
+        if let password = options.endpoint.password?.revealed {
             var auth = RedisCommand()
             auth.append("AUTH")
             if let user = options.endpoint.username { auth.append(user) }

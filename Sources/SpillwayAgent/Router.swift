@@ -436,6 +436,13 @@ struct Router {
         if let e = s.lastError { values["last_error"] = e }
         values["last_error_kind"] = credentialsFailing ? "auth" : "transient"
         if let t = s.lastErrorAt { values["last_error_ns"] = String(t) }
+        // Which run the error belongs to, and when its run of failures (the outage) began.
+        values["run.id"] = AgentRun.id
+        values["run.started_ns"] = String(AgentRun.startedNs)
+        if s.lastError != nil {
+            values["last_error.run"] = AgentRun.id
+            if let first = breaker.failureStreakSince { values["last_error.first_ns"] = String(wallNow - (now - first)) }
+        }
         if let t = s.lastSuccessAt { values["last_success_ns"] = String(t) }
         do {
             try spool.saveState(values)

@@ -12,8 +12,11 @@ public struct AgentConfig: Sendable, Equatable {
     public var batchSize: Int = 1000
     /// Each collection is delayed by a random 0…jitter, nanoseconds. Default 0.
     public var jitter: Int64 = 0
-    /// Where the agent keeps its state; nil means the default (see `DataDirectory`).
+    /// Where the agent keeps its state, absolute (a relative `data_dir` is resolved against the
+    /// config file's directory); nil means the default (see `DataDirectory`).
     public var dataDir: String?
+    /// Where `data_dir` was set (file, line and key path; empty message), for `check`'s problems.
+    public var dataDirLocation: Diagnostic?
     /// Root of procfs. Default `/proc`.
     public var procRoot: String = "/proc"
     /// Root of sysfs. Default `/sys`.

@@ -7,6 +7,14 @@ public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
     public var message: String
     public var fix: String?
 
+    public init(file: String, line: Int?, keyPath: String, message: String, fix: String? = nil) {
+        self.file = file
+        self.line = line
+        self.keyPath = keyPath
+        self.message = message
+        self.fix = fix
+    }
+
     public var description: String {
         var s = file
         if let line { s += ":\(line)" }
@@ -21,6 +29,7 @@ public struct Diagnostic: Sendable, Equatable, CustomStringConvertible {
 /// Every problem found while loading, reported all at once. `spillway` prints them and exits 2.
 public struct ConfigError: Error, Sendable, CustomStringConvertible {
     public var diagnostics: [Diagnostic]
+    public init(diagnostics: [Diagnostic]) { self.diagnostics = diagnostics }
     public var description: String {
         let n = diagnostics.count
         return "\(n) problem\(n == 1 ? "" : "s") in the configuration:\n"
@@ -31,6 +40,8 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
 /// Collects diagnostics while the loader walks the files.
 final class DiagnosticSink {
     var items: [Diagnostic] = []
+    /// Things that work but are likely wrong (`Config.warnings`).
+    var warnings: [Diagnostic] = []
 
     func report(_ file: SourceFile, _ keyPath: String, _ message: String, fix: String? = nil) {
         items.append(Diagnostic(file: file.path, line: file.line(of: keyPath), keyPath: keyPath, message: message, fix: fix))

@@ -58,6 +58,8 @@ public struct ConfigLoader: Sendable {
             sink.report(path: dropIns, "drop-in directory not found", fix: "create it, or leave out --config-dir")
         }
 
+        // Relative paths resolve against the config file's directory, in every file.
+        let base = ConfigPaths.directory(of: configPath)
         var agent = AgentConfig(hostname: defaultHostname)
         var inputs: [InputInstance] = []
         var agentFile: SourceFile?
@@ -96,7 +98,7 @@ public struct ConfigLoader: Sendable {
             }
             if let value = root["agent"] {
                 if let table = value.table {
-                    readAgent(table, file: file, sink: sink, into: &agent)
+                    readAgent(table, file: file, sink: sink, base: base, into: &agent)
                     agentFile = file
                 } else {
                     sink.report(file, "agent", "expected a table, found \(OptionReader.typeName(value))", fix: "write [agent] and its keys below it")
@@ -108,7 +110,7 @@ public struct ConfigLoader: Sendable {
                     sink.report(file, section, "expected a table, found \(OptionReader.typeName(value))", fix: "write [\(section)] and its keys below it")
                     continue
                 }
-                var r = OptionReader(table: table, path: section, file: file, sink: sink)
+                var r = OptionReader(table: table, path: section, file: file, sink: sink, baseDirectory: base)
                 read(&r, &survive)
                 r.finish()
             }
@@ -123,9 +125,8 @@ public struct ConfigLoader: Sendable {
                             if let earlier = redisFile {
                                 sink.report(file, "outputs.redis", "[outputs.redis] is also declared in \(earlier.path)", fix: "declare it once")
                             }
-                            var r = OptionReader(table: t, path: "outputs.redis", file: file, sink: sink)
-                            let dir = (path as NSString).deletingLastPathComponent
-                            redis = RedisOutputConfig.read(&r, baseDirectory: dir.isEmpty ? "." : dir)
+                            var r = OptionReader(table: t, path: "outputs.redis", file: file, sink: sink, baseDirectory: base)
+                            redis = RedisOutputConfig.read(&r, baseDirectory: base)
                             r.finish()
                             redisFile = file
                         } else {
@@ -138,7 +139,7 @@ public struct ConfigLoader: Sendable {
             }
             if let value = root["inputs"] {
                 if let table = value.table {
-                    readInputs(table, file: file, sink: sink, agent: agent, into: &inputs)
+                    readInputs(table, file: file, sink: sink, base: base, into: &inputs)
                 } else {
                     sink.report(file, "inputs", "expected a table of inputs, found \(OptionReader.typeName(value))",
                                 fix: "declare each input as [[inputs.NAME]]")
@@ -169,14 +170,19 @@ public struct ConfigLoader: Sendable {
                                            fix: "add {host} to the key, or set [outputs.redis] ids = \"auto\""))
             }
         }
+        if inputs.isEmpty {
+            warnings.append(Diagnostic(file: paths[0], line: nil, keyPath: "inputs",
+                                       message: "no inputs are declared: the agent would collect nothing",
+                                       fix: "add e.g. [[inputs.cpu]] to \(paths[0]) or a *.toml in \(dropIns)"))
+        }
         guard sink.items.isEmpty else { throw ConfigError(diagnostics: sink.items) }
-        var config = Config(agent: agent, inputs: inputs, redis: redis, files: paths, warnings: warnings)
+        var config = Config(agent: agent, inputs: inputs, redis: redis, files: paths, warnings: sink.warnings + warnings)
         config.survive = survive
         return config
     }
 
-    private func readAgent(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, into agent: inout AgentConfig) {
-        var r = OptionReader(table: table, path: "agent", file: file, sink: sink)
+    private func readAgent(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, base: String, into agent: inout AgentConfig) {
+        var r = OptionReader(table: table, path: "agent", file: file, sink: sink, baseDirectory: base)
         let host = r.string("hostname", default: "")
         if r.has("hostname") { agent.hostname = host.isEmpty ? defaultHostname : host }
         agent.interval = r.duration("interval", default: agent.interval, minimum: 1_000_000)
@@ -185,7 +191,9 @@ public struct ConfigLoader: Sendable {
         agent.bufferLimit = r.int("buffer_limit", default: agent.bufferLimit, range: 1...100_000_000)
         agent.jitter = r.duration("jitter", default: agent.jitter)
         if let dir = r.optionalString("data_dir") {
-            agent.dataDir = dir.isEmpty ? nil : dir  // empty: the default
+            // empty: the default; relative: against the config file's directory.
+            agent.dataDir = dir.isEmpty ? nil : ConfigPaths.resolve(dir, against: base)
+            agent.dataDirLocation = dir.isEmpty ? nil : Diagnostic(file: file.path, line: file.line(of: "agent.data_dir"), keyPath: "agent.data_dir", message: "")
         }
         for key in ["proc_root", "sys_root"] {
             guard let root = r.optionalString(key) else { continue }
@@ -202,7 +210,7 @@ public struct ConfigLoader: Sendable {
         r.finish()
     }
 
-    private func readInputs(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, agent: AgentConfig,
+    private func readInputs(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, base: String,
                             into inputs: inout [InputInstance]) {
         let names = registry.map(\.name)
         for name in table.keys.sorted(by: { (file.line(of: "inputs.\($0)") ?? 0) < (file.line(of: "inputs.\($1)") ?? 0) }) {
@@ -224,7 +232,7 @@ public struct ConfigLoader: Sendable {
                                 fix: "declare it as [[inputs.\(name)]]")
                     continue
                 }
-                var r = OptionReader(table: t, path: path, file: file, sink: sink)
+                var r = OptionReader(table: t, path: path, file: file, sink: sink, baseDirectory: base)
                 if !descriptor.scheduled, r.has("interval") {
                     r.error("interval", "\(name) runs continuously and takes no interval",
                             fix: name == "tail" ? "remove it (watch_interval sets how often files are looked for)" : "remove it")
@@ -251,28 +259,71 @@ public struct ConfigLoader: Sendable {
 public enum DataDirectory {
     public static let systemDefault = "/var/lib/spillway"
 
-    /// `data_dir` when set; else `/var/lib/spillway` when it is (or can be made) writable; else
-    /// `$XDG_STATE_HOME/spillway` when XDG_STATE_HOME is set; else `./data`.
-    public static func resolve(explicit: String?, environment: [String: String],
-                               isWritable: (String) -> Bool = DataDirectory.isWritable) -> String {
+    /// `data_dir` when set (already absolute: see `ConfigLoader`); else `/var/lib/spillway` when it
+    /// is (or can be made) writable; else `$XDG_STATE_HOME/spillway` when XDG_STATE_HOME is an
+    /// absolute path; else `~/.local/state/spillway` (`$HOME`, else the user's home directory from
+    /// the password database). Never a path relative to the working directory.
+    /// `forReading` (`status`): `/var/lib/spillway` also when it exists but this user may not write
+    /// it (a monitoring user reading the agent's state).
+    public static func resolve(explicit: String?, environment: [String: String], forReading: Bool = false,
+                               isWritable: (String) -> Bool = DataDirectory.isWritable,
+                               exists: (String) -> Bool = DataDirectory.isDirectory,
+                               home: () -> String? = DataDirectory.passwordDatabaseHome) -> String {
         if let explicit { return explicit }
-        if isWritable(systemDefault) { return systemDefault }
-        if let xdg = environment["XDG_STATE_HOME"], !xdg.isEmpty { return xdg + "/spillway" }
-        return "./data"
+        if isWritable(systemDefault) || (forReading && exists(systemDefault)) { return systemDefault }
+        if let xdg = environment["XDG_STATE_HOME"], xdg.hasPrefix("/") { return ConfigPaths.normalized(xdg + "/spillway") }
+        if let h = environment["HOME"], h.hasPrefix("/") { return ConfigPaths.normalized(h + "/.local/state/spillway") }
+        if let h = home(), h.hasPrefix("/") { return ConfigPaths.normalized(h + "/.local/state/spillway") }
+        // No home at all: the system default, which `check` and `run` then report as not writable.
+        return systemDefault
+    }
+
+    public static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// The user's home directory from the password database.
+    public static func passwordDatabaseHome() -> String? {
+        guard let pw = getpwuid(getuid()), let dir = pw.pointee.pw_dir else { return nil }
+        return String(cString: dir)
     }
 
     /// Whether `path` is a writable directory, or could be created as one.
-    public static func isWritable(_ path: String) -> Bool {
+    public static func isWritable(_ path: String) -> Bool { problem(path) == nil }
+
+    /// Why this user cannot use `path` as its data_dir (create it, or write in it), or nil when it
+    /// can: the first existing ancestor must be a directory it may write and enter.
+    public static func problem(_ path: String) -> String? {
         var dir = path
-        let fm = FileManager.default
-        while !dir.isEmpty {
-            var isDir: ObjCBool = false
-            if fm.fileExists(atPath: dir, isDirectory: &isDir) {
-                return isDir.boolValue && fm.isWritableFile(atPath: dir)
+        var missing = false
+        while true {
+            var st = stat()
+            if stat(dir, &st) == 0 {
+                guard (st.st_mode & S_IFMT) == S_IFDIR else {
+                    return missing ? "\(dir) is not a directory, so \(path) cannot be created" : "\(path) is not a directory"
+                }
+                guard access(dir, W_OK | X_OK) == 0 else {
+                    let why = String(cString: strerror(errno))
+                    return missing ? "cannot create \(path): \(dir) is not writable by this user (\(why))"
+                        : "\(path) is not writable by this user (\(why))"
+                }
+                // The agent's files in it (another user's, e.g. root's from an earlier run).
+                for name in ["buffer.sqlite", "buffer.sqlite-wal", "stream-ids", "stream-ids.alt", "lock"] where !missing {
+                    let file = path + "/" + name
+                    if access(file, F_OK) == 0, access(file, R_OK | W_OK) != 0 {
+                        return "\(file) is not writable by this user (\(String(cString: strerror(errno))))"
+                    }
+                }
+                return nil
             }
-            dir = (dir as NSString).deletingLastPathComponent
-            if dir == "/" { return fm.isWritableFile(atPath: "/") }
+            guard errno == ENOENT || errno == ENOTDIR else {
+                return "cannot use \(path): \(dir): \(String(cString: strerror(errno)))"
+            }
+            missing = true
+            let parent = (dir as NSString).deletingLastPathComponent
+            if parent.isEmpty || parent == dir { return "cannot create \(path)" }
+            dir = parent
         }
-        return false
     }
 }

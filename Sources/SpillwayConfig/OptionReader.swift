@@ -13,11 +13,15 @@ public struct OptionReader {
     let sink: DiagnosticSink
     private var known: [String] = []
 
-    init(table: TOMLTable, path: String, file: SourceFile, sink: DiagnosticSink) {
+    /// The directory relative paths are resolved against: the config file's (`--config`), absolute.
+    public let baseDirectory: String
+
+    init(table: TOMLTable, path: String, file: SourceFile, sink: DiagnosticSink, baseDirectory: String) {
         self.table = table
         self.path = path
         self.file = file
         self.sink = sink
+        self.baseDirectory = baseDirectory
     }
 
     /// The file the table is in.
@@ -28,6 +32,20 @@ public struct OptionReader {
     /// Reports a problem with `key` (for checks that span options).
     public func error(_ key: String, _ message: String, fix: String? = nil) {
         sink.report(file, keyPath(key), message, fix: fix)
+    }
+
+    /// Reports something that works but is likely wrong (`check` prints it, `run` logs it).
+    public func warning(_ key: String, _ message: String, fix: String? = nil) {
+        sink.warnings.append(Diagnostic(file: file.path, line: file.line(of: keyPath(key)), keyPath: keyPath(key), message: message, fix: fix))
+    }
+
+    /// Globs, a relative one taken as relative to `baseDirectory` (its metacharacters escaped).
+    /// `onlyWithSlash`: patterns without a `/` (which match file names) are left as they are.
+    public mutating func pathGlobs(_ key: String, onlyWithSlash: Bool = false) -> [Glob] {
+        globs(key).map { g in
+            guard !g.pattern.hasPrefix("/"), !onlyWithSlash || g.pattern.contains("/") else { return g }
+            return (try? Glob(ConfigPaths.escapedForGlob(baseDirectory) + "/" + g.pattern)) ?? g
+        }
     }
 
     /// Whether the table sets `key` (and marks it known).

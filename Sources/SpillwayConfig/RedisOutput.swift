@@ -63,14 +63,22 @@ public struct RedisOutputConfig: Sendable, Equatable {
         }
         if let user = r.optionalString("username") { out.endpoint.username = user }
         let password = r.optionalString("password")
-        if let password { out.endpoint.password = password }
+        if let password { out.endpoint.password = Secret(password) }
         if let file = r.optionalString("password_file") {
             if password != nil {
                 r.error("password_file", "both password and password_file are set", fix: "keep one of them")
             }
-            let path = file.hasPrefix("/") ? file : baseDirectory + "/" + file
+            let path = ConfigPaths.resolve(file, against: baseDirectory)
             if let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) {
-                out.endpoint.password = text.trimmingCharacters(in: .newlines)
+                // The first line (blank lines around it left out); a file of nothing but newlines is empty.
+                let trimmed = text.trimmingCharacters(in: .newlines)
+                let line = trimmed.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }).first.map(String.init) ?? ""
+                if line.isEmpty {
+                    r.warning("password_file", "\"\(path)\" is empty: the agent connects without AUTH",
+                              fix: "write the password on its first line, or remove password_file")
+                } else {
+                    out.endpoint.password = Secret(line)
+                }
             } else {
                 r.error("password_file", "cannot read \"\(path)\"", fix: "check that the file exists and the agent may read it")
             }

@@ -22,6 +22,9 @@ public struct CircuitBreaker: Sendable, Equatable {
     /// When the breaker last left closed (the outage's start), while it is open or half-open.
     public private(set) var outageSince: Int64?
     public private(set) var consecutiveFailures = 0
+    /// When the latest run of consecutive failures began: its first failure (the caller's clock).
+    /// Kept after a success, as the start of the failures the last error belongs to.
+    public private(set) var failureStreakSince: Int64?
     /// While open: when the next probe may happen.
     public private(set) var retryAt: Int64 = 0
     /// The backoff the next opening will use (before jitter).
@@ -63,6 +66,7 @@ public struct CircuitBreaker: Sendable, Equatable {
 
     /// `jitter` in [-1, 1] scales the ±20 % spread of the backoff.
     public mutating func recordFailure(now: Int64, jitter: Double) {
+        if consecutiveFailures == 0 { failureStreakSince = now }
         consecutiveFailures += 1
         switch state {
         case .closed:

@@ -8,10 +8,11 @@ public struct RedisEndpoint: Sendable, Equatable {
 
     public var address: Address
     public var username: String?
-    public var password: String?
+    /// Redacts itself in every printing path (see `Secret`).
+    public var password: Secret?
     public var db: Int
 
-    public init(address: Address, username: String? = nil, password: String? = nil, db: Int = 0) {
+    public init(address: Address, username: String? = nil, password: Secret? = nil, db: Int = 0) {
         self.address = address
         self.username = username
         self.password = password
@@ -69,7 +70,7 @@ public struct RedisEndpoint: Sendable, Equatable {
             if let colon = userinfo.firstIndex(of: ":") {
                 let user = userinfo[..<colon]
                 endpoint.username = user.isEmpty ? nil : percentDecoded(user)
-                endpoint.password = percentDecoded(userinfo[userinfo.index(after: colon)...])
+                endpoint.password = Secret(percentDecoded(userinfo[userinfo.index(after: colon)...]))
             } else if !userinfo.isEmpty {
                 endpoint.username = percentDecoded(userinfo)
             }

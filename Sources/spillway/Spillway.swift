@@ -42,12 +42,43 @@ struct ConfigOptions: ParsableArguments {
     /// Loads and validates the configuration; on any problem prints every diagnostic and exits 2.
     func load() throws -> Config {
         do {
-            return try ConfigLoader(registry: InputRegistry.all).load(configPath: configPath, configDir: configDir)
+            return try loadOrThrow()
         } catch {
             FileHandle.standardError.write(Data("spillway: \(error.description)\n".utf8))
             throw ExitCode(2)
         }
     }
+
+    func loadOrThrow() throws(ConfigError) -> Config {
+        try ConfigLoader(registry: InputRegistry.all).load(configPath: configPath, configDir: configDir)
+    }
+}
+
+/// Prints problems as the loader does (`spillway: N problems in the configuration:` and one line
+/// each) and exits 2.
+func failWithProblems(_ problems: [Diagnostic]) -> ExitCode {
+    FileHandle.standardError.write(Data("spillway: \(ConfigError(diagnostics: problems).description)\n".utf8))
+    return ExitCode(2)
+}
+
+/// An error as one line: Foundation's file errors (`Error Domain=NSCocoaErrorDomain Code=513 …`)
+/// become the system's reason, e.g. "Permission denied".
+func oneLine(_ error: any Error) -> String {
+    let ns = error as NSError
+    if ns.domain == NSCocoaErrorDomain || ns.domain == NSPOSIXErrorDomain {
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+        switch ns.code {
+        case CocoaError.fileWriteNoPermission.rawValue, CocoaError.fileReadNoPermission.rawValue: return "Permission denied"
+        case CocoaError.fileWriteVolumeReadOnly.rawValue: return "Read-only file system"
+        case CocoaError.fileWriteOutOfSpace.rawValue: return "No space left on device"
+        case CocoaError.fileNoSuchFile.rawValue, CocoaError.fileReadNoSuchFile.rawValue: return "No such file or directory"
+        default: break
+        }
+    }
+    return "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
 }
 
 struct Once: AsyncParsableCommand {
@@ -115,7 +146,10 @@ struct Once: AsyncParsableCommand {
 struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Validate the configuration and list the effective input instances.",
-        discussion: "Exit code 0 when the configuration is valid, 2 with every problem listed when it is not."
+        discussion: """
+            Exit code 0 when the configuration is valid (warnings included), 2 with every problem \
+            listed when it is not, or when its data_dir cannot be created or written by this user.
+            """
     )
 
     @OptionGroup var options: ConfigOptions
@@ -123,10 +157,12 @@ struct Check: AsyncParsableCommand {
     func run() async throws {
         let config = try options.load()
         let a = config.agent
+        let dataDir = DataDirectory.resolve(explicit: a.dataDir, environment: ProcessInfo.processInfo.environment)
+        if let problem = Preflight.dataDirProblem(config, resolved: dataDir) { throw failWithProblems([problem]) }
         var out = "configuration OK: \(config.files.count) file\(config.files.count == 1 ? "" : "s"), \(config.inputs.count) input\(config.inputs.count == 1 ? "" : "s")\n"
         for f in config.files { out += "  file \(f)\n" }
         out += "agent: hostname=\(a.hostname) interval=\(Units.formatDuration(a.interval)) flush_interval=\(Units.formatDuration(a.flushInterval)) batch_size=\(a.batchSize) jitter=\(Units.formatDuration(a.jitter))\n"
-        out += "       data_dir=\(DataDirectory.resolve(explicit: a.dataDir, environment: ProcessInfo.processInfo.environment)) proc_root=\(a.procRoot) sys_root=\(a.sysRoot)"
+        out += "       data_dir=\(dataDir) proc_root=\(a.procRoot) sys_root=\(a.sysRoot)"
         out += a.tags.isEmpty ? "\n" : " tags=\(a.tags.map { "\($0.key)=\($0.value)" }.joined(separator: ","))\n"
         out += "       buffer_limit=\(a.bufferLimit)\n"
         let r = config.redis
@@ -157,7 +193,7 @@ struct Check: AsyncParsableCommand {
             if let m = i.maxlen { line += " maxlen=\(m)" }
             out += line + "\n"
         }
-        for w in config.warnings { out += "warning: \(w)\n" }
+        for w in config.warnings + Preflight.warnings(config) { out += "warning: \(w)\n" }
         FileHandle.standardOutput.write(Data(out.utf8))
     }
 }
@@ -185,12 +221,18 @@ struct Run: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "spillway")
-        for w in config.warnings { logger.warning("\(w)") }
+        _ = AgentRun.id  // this run starts now
+        for w in config.warnings + Preflight.warnings(config) { logger.warning("\(w)") }
         let dataDirectory = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment)
+        // One line saying why, never Foundation's error dump.
+        if let problem = Preflight.dataDirProblem(config, resolved: dataDirectory) {
+            FileHandle.standardError.write(Data("spillway: \(problem)\n".utf8))
+            throw ExitCode(1)
+        }
         do {
             try prepareDataDirectory(dataDirectory)
         } catch {
-            logger.critical("cannot use the data directory", metadata: ["data_dir": "\(dataDirectory)", "error": "\(error)"])
+            FileHandle.standardError.write(Data("spillway: data_dir \(dataDirectory) cannot be used: \(oneLine(error))\n".utf8))
             throw ExitCode(1)
         }
         // One agent per data_dir: a second would read the same files again and share the buffer.
@@ -211,6 +253,16 @@ struct Run: AsyncParsableCommand {
         let collectorStats = CollectorStats()
         // One spill buffer: the writer's backlog and the tail inputs' offsets, committed together.
         let spool = openSpillBuffer(config: config, directory: dataDirectory, logger: logger)
+        // A new run: `status` tells its errors from an earlier run's, and its counters satisfy
+        // collected + backlog_at_start = written + replayed + duplicates + rejected + dropped + backlog.
+        do {
+            try spool?.saveState([
+                "run.id": AgentRun.id, "run.started_ns": String(AgentRun.startedNs),
+                "counters.backlog_at_start": String(spool?.totals.records ?? 0),
+            ])
+        } catch {
+            logger.warning("cannot save the agent state", metadata: ["error": "\(error)"])
+        }
         let writer = WriterService(config: config, queue: queue, routes: routes, dataDirectory: dataDirectory,
                                    stats: WriterStats(), collectorStats: collectorStats, spool: spool, logger: logger)
         let tail = TailService(config: config, queue: queue, instanceRoute: instanceRoute, spool: spool, logger: logger)

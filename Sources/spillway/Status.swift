@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SpillwayAgent
 import SpillwayConfig
 import SpillwayCore
 import Spool
@@ -10,10 +11,11 @@ struct Status: AsyncParsableCommand {
         discussion: """
             Works whether or not the agent runs: it reads data_dir/buffer.sqlite read-only and never \
             blocks the agent. --json prints one JSON document (schema in the README). --check follows \
-            the monitoring-plugin convention: one line, exit 0 OK, 1 WARNING (backlog above \
-            [status] warn_records, or batches that could not be decoded were set aside), 2 CRITICAL \
-            (breaker open longer than [status] critical_open, or \
-            records dropped), 3 UNKNOWN (the buffer cannot be read).
+            the monitoring-plugin convention: one line saying why, exit 0 OK; 1 WARNING (the breaker \
+            open, the backlog above [status] warn_records, batches that could not be decoded set \
+            aside); 2 CRITICAL (the agent not running, Redis refusing authentication, records \
+            rejected or dropped in this run, the breaker open longer than [status] critical_open); \
+            3 UNKNOWN (the configuration or the state cannot be read).
             """
     )
 
@@ -26,8 +28,22 @@ struct Status: AsyncParsableCommand {
     var check = false
 
     func run() async throws {
-        let config = try options.load()
-        let dir = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment)
+        let config: Config
+        do {
+            config = try options.loadOrThrow()
+        } catch {
+            if check {
+                let first = error.diagnostics.first.map { "\($0)" } ?? "\(error)"
+                let more = error.diagnostics.count > 1 ? " (and \(error.diagnostics.count - 1) more problems)" : ""
+                print("SPILLWAY UNKNOWN - cannot read the configuration: \(first)\(more)")
+                throw ExitCode(3)
+            }
+            FileHandle.standardError.write(Data("spillway: \(error.description)\n".utf8))
+            throw ExitCode(2)
+        }
+        let dir = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment, forReading: true)
+        // Whether an agent runs comes from its lock on the data_dir, never from the state's age.
+        let holder = DataDirectoryLock.holder(of: dir)
         let status: SpoolStatus?
         do {
             status = try SpoolStatus.read(directory: dir)
@@ -39,13 +55,14 @@ struct Status: AsyncParsableCommand {
             FileHandle.standardError.write(Data("spillway: cannot read \(dir)/buffer.sqlite: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        let report = StatusReport(dataDir: dir, status: status, now: wallClockNanoseconds(), config: config.survive)
+        let report = StatusReport(dataDir: dir, status: status, now: wallClockNanoseconds(), config: config.survive,
+                                  agentRunning: holder.held, holderPID: holder.pid)
         if check {
             let (code, line) = report.check()
             print(line)
             if code != 0 { throw ExitCode(code) }
         } else if json {
-            let data = try JSONSerialization.data(withJSONObject: report.document(), options: [.prettyPrinted, .sortedKeys])
+            let data = try JSONSerialization.data(withJSONObject: report.document(), options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
             FileHandle.standardOutput.write(data + Data("\n".utf8))
         } else {
             print(report.text(), terminator: "")
@@ -59,6 +76,9 @@ struct StatusReport {
     let status: SpoolStatus?
     let now: Int64
     let config: SurviveConfig
+    /// Whether a `run` holds the data_dir's lock now, and its pid.
+    let agentRunning: Bool
+    var holderPID: Int32? = nil
 
     var state: [String: String] { status?.state ?? [:] }
     func int(_ k: String) -> Int64 { Int64(state[k] ?? "") ?? 0 }
@@ -68,10 +88,28 @@ struct StatusReport {
     var breakerSince: Int64? { state["breaker.since_ns"].flatMap { Int64($0) } }
     var updated: Int64? { state["updated_ns"].flatMap { Int64($0) } }
     var lastErrorAt: Int64? { state["last_error_ns"].flatMap { Int64($0) } }
-    /// The agent saves its state at least every 5 s: older than 15 s means it is not running.
-    var agentRunning: Bool {
-        guard let updated, let pid = state["pid"].flatMap({ Int32($0) }) else { return false }
-        return seconds(since: updated) < 15 && kill(pid, 0) == 0
+    /// When the failures the last error belongs to began (the outage's first failure).
+    var lastErrorFirstAt: Int64? { state["last_error.first_ns"].flatMap { Int64($0) } }
+    var lastSuccessAt: Int64? { state["last_success_ns"].flatMap { Int64($0) } }
+    /// The pid of the running agent, else of the last run.
+    var pid: Int? { agentRunning ? holderPID.map(Int.init) ?? state["pid"].flatMap { Int($0) } : state["pid"].flatMap { Int($0) } }
+    /// Whether the last error was left by an earlier run than the latest (or running) one.
+    var lastErrorFromEarlierRun: Bool {
+        guard state["last_error"] != nil else { return false }
+        if let run = state["last_error.run"], let id = state["run.id"] { return run != id }
+        // An error saved before runs were named: earlier when it predates the latest run's start.
+        if let at = lastErrorAt, let started = state["run.started_ns"].flatMap({ Int64($0) }) { return at < started }
+        return false
+    }
+    /// Whether a write succeeded after the last error.
+    var lastErrorResolved: Bool {
+        guard let at = lastErrorAt, let ok = lastSuccessAt else { return false }
+        return ok > at
+    }
+    /// The running agent's latest failure is a refused authentication (NOAUTH, WRONGPASS, NOPERM):
+    /// the writer saves `last_error_kind = auth` for it.
+    var authenticationRefused: Bool {
+        agentRunning && state["last_error_kind"] == "auth" && !lastErrorFromEarlierRun && !lastErrorResolved
     }
     var replayRate: Double { Double(state["replay.rate"] ?? "") ?? 0 }
     var backlogRecords: Int64 { status?.totals.records ?? 0 }
@@ -98,7 +136,7 @@ struct StatusReport {
         }
     }
 
-    static let counterNames = ["collected", "written", "spilled", "replayed", "dropped", "duplicates", "rejected", "input_errors"]
+    static let counterNames = ["collected", "backlog_at_start", "written", "replayed", "duplicates", "rejected", "dropped", "spilled", "input_errors"]
 
     static func iso(_ ns: Int64) -> String {
         let f = ISO8601DateFormatter()
@@ -126,10 +164,16 @@ struct StatusReport {
             agent["updated_at"] = Self.iso(updated)
             agent["updated_age_seconds"] = seconds(since: updated)
         }
-        if let pid = state["pid"].flatMap({ Int($0) }) { agent["pid"] = pid }
+        if let pid { agent["pid"] = pid }
+        if let started = state["run.started_ns"].flatMap({ Int64($0) }) { agent["run_started_at"] = Self.iso(started) }
         var lastError: Any = NSNull()
         if let m = state["last_error"] {
-            lastError = ["message": m, "at": lastErrorAt.map(Self.iso) ?? NSNull()] as [String: Any]
+            lastError = [
+                "message": m, "at": lastErrorAt.map(Self.iso) ?? NSNull(),
+                "first_failure_at": lastErrorFirstAt.map(Self.iso) ?? NSNull(),
+                "from_earlier_run": lastErrorFromEarlierRun, "resolved": lastErrorResolved,
+                "kind": state["last_error_kind"] ?? NSNull(),
+            ] as [String: Any]
         }
         return [
             "data_dir": dataDir,
@@ -153,21 +197,42 @@ struct StatusReport {
         ]
     }
 
+    /// The monitoring-plugin answer: the worst state, and one line naming every reason (critical
+    /// ones first), then the breaker and the backlog, then performance data after `|`.
     func check() -> (Int32, String) {
-        let summary = "breaker \(breakerState), backlog \(backlogRecords) records"
-        if breakerState == "open", let since = breakerSince, Double(now - since) > Double(config.criticalOpen) {
-            return (2, "SPILLWAY CRITICAL - breaker open for \(Units.formatDuration((now - since) / 1_000_000_000 * 1_000_000_000)) (> \(Units.formatDuration(config.criticalOpen))), backlog \(backlogRecords) records")
+        var critical: [String] = []
+        var warning: [String] = []
+        if !agentRunning {
+            let why = FileManager.default.fileExists(atPath: dataDir) ? "no spillway run holds \(dataDir)/lock" : "data_dir \(dataDir) does not exist"
+            critical.append("agent not running (\(why))")
         }
-        if droppedTotal > 0 {
-            return (2, "SPILLWAY CRITICAL - \(droppedTotal) records dropped, \(summary)")
+        if authenticationRefused {
+            critical.append("Redis refuses authentication: \(state["last_error"] ?? "")")
         }
-        if let u = status?.unreadable, u.batches > 0 {
-            return (1, "SPILLWAY WARNING - \(u.batches) unreadable batches (\(u.records) records) set aside in the buffer's unreadable_batches table, \(summary)")
+        let rejected = int("counters.rejected")
+        if rejected > 0 { critical.append("\(rejected) records rejected by Redis in this run") }
+        if droppedTotal > 0 { critical.append("\(droppedTotal) records dropped in this run") }
+        if breakerState != "closed", let since = breakerSince {
+            // Half-open is the same outage, probing: since it began.
+            let open = "breaker open for \(Units.formatDuration((now - since) / 1_000_000_000 * 1_000_000_000))"
+                + (breakerState == "half_open" ? " (probing)" : "")
+            if now - since > config.criticalOpen {
+                critical.append("\(open) (> \(Units.formatDuration(config.criticalOpen)))")
+            } else {
+                warning.append(open)
+            }
         }
         if backlogRecords > config.warnRecords {
-            return (1, "SPILLWAY WARNING - backlog \(backlogRecords) records (> \(config.warnRecords)), breaker \(breakerState)")
+            warning.append("backlog \(backlogRecords) records (> \(config.warnRecords))")
         }
-        return (0, "SPILLWAY OK - \(summary)")
+        if let u = status?.unreadable, u.batches > 0 {
+            warning.append("\(u.batches) unreadable batches (\(u.records) records) set aside in the buffer's unreadable_batches table")
+        }
+        let summary = "breaker \(breakerState), backlog \(backlogRecords) records"
+        let perf = " | backlog=\(backlogRecords);\(config.warnRecords);;0 rejected=\(rejected);;0;0 dropped=\(droppedTotal);;0;0"
+        let (code, word): (Int32, String) = !critical.isEmpty ? (2, "CRITICAL") : !warning.isEmpty ? (1, "WARNING") : (0, "OK")
+        let reasons = (critical + warning).joined(separator: "; ")
+        return (code, "SPILLWAY \(word) - " + (reasons.isEmpty ? summary : "\(reasons); \(summary)") + perf)
     }
 
     func text() -> String {
@@ -175,7 +240,7 @@ struct StatusReport {
         guard let status else {
             return out + "no spill buffer yet: the agent has not run with this data_dir\nbreaker    closed\nbacklog    0 records\n"
         }
-        out += "agent      \(agentRunning ? "running (pid \(state["pid"] ?? "?"))" : "not running")"
+        out += "agent      \(agentRunning ? "running (pid \(pid.map { "\($0)" } ?? "?"))" : "not running")"
         if let updated { out += ", state saved \(String(format: "%.0f", seconds(since: updated))) s ago" }
         out += "\nbreaker    \(breakerState)"
         if let since = breakerSince { out += " since \(Self.iso(since)) (\(String(format: "%.0f", seconds(since: since))) s)" }
@@ -183,8 +248,11 @@ struct StatusReport {
         if let e = state["last_error"] {
             out += "last error \(e)"
             if let at = lastErrorAt {
-                out += " (at \(Self.iso(at)), \(String(format: "%.0f", seconds(since: at))) s ago)"
+                out += " (at \(Self.iso(at)), \(String(format: "%.0f", seconds(since: at))) s ago"
+                if let first = lastErrorFirstAt, first < at { out += "; failing since \(Self.iso(first))" }
+                out += ")"
             }
+            if lastErrorFromEarlierRun { out += " [from an earlier run]" } else if lastErrorResolved { out += " [resolved: writes succeeded since]" }
             out += "\n"
         }
         let t = status.totals

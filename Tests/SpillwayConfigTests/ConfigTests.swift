@@ -181,7 +181,49 @@ func malformedCases() -> [Expectation] {
         #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in true }) == "/var/lib/spillway")
         #expect(DataDirectory.resolve(explicit: nil, environment: ["XDG_STATE_HOME": "/home/u/.local/state"], isWritable: { _ in false })
             == "/home/u/.local/state/spillway")
-        #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in false }) == "./data")
+        // Never ./data (against whatever the working directory is): XDG_STATE_HOME (absolute only,
+        // as the XDG spec says), else ~/.local/state, from HOME, else from the password database.
+        #expect(DataDirectory.resolve(explicit: nil, environment: ["XDG_STATE_HOME": "state", "HOME": "/home/u"], isWritable: { _ in false })
+            == "/home/u/.local/state/spillway")
+        #expect(DataDirectory.resolve(explicit: nil, environment: ["HOME": "/home/u/"], isWritable: { _ in false })
+            == "/home/u/.local/state/spillway")
+        #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in false }, home: { "/home/pw" })
+            == "/home/pw/.local/state/spillway")
+        #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in false }, home: { nil }) == "/var/lib/spillway")
+        // status (reading) as a user who may not write /var/lib/spillway: the agent's, when it exists.
+        #expect(DataDirectory.resolve(explicit: nil, environment: ["HOME": "/home/u"], forReading: true, isWritable: { _ in false }, exists: { _ in true })
+            == "/var/lib/spillway")
+        #expect(DataDirectory.resolve(explicit: nil, environment: ["HOME": "/home/u"], forReading: true, isWritable: { _ in false }, exists: { _ in false })
+            == "/home/u/.local/state/spillway")
+    }
+
+    /// data_dir, password_file and tail globs, when relative, are relative to the config file's
+    /// directory (for a drop-in too), whatever the working directory.
+    @Test func relativePathsResolveAgainstTheConfigFilesDirectory() throws {
+        let dir = try makeTree([
+            "etc/agent.toml": "[agent]\ndata_dir = \"state/../data\"\n[outputs.redis]\npassword_file = \"secret/redis.pass\"\n",
+            "etc/secret/redis.pass": "pw1\n",
+            "etc/plugins.d/tail.toml": "[[inputs.tail]]\nfiles = [\"logs/*.log\", \"/abs/*.log\"]\nexclude = [\"*.gz\", \"logs/old-*\"]\n",
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try loader().load(configPath: "\(dir)/etc/agent.toml")
+        #expect(config.agent.dataDir == "\(dir)/etc/data")
+        #expect(config.redis.endpoint.password?.revealed == "pw1")
+        let tail = try #require(config.inputs.first?.input as? TailInput).options
+        #expect(tail.files.map(\.pattern) == ["\(dir)/etc/logs/*.log", "/abs/*.log"])
+        #expect(tail.exclude.map(\.pattern) == ["*.gz", "\(dir)/etc/logs/old-*"])
+    }
+
+    /// An empty password_file is a warning (the agent connects without AUTH), not an empty AUTH;
+    /// a config with no inputs is a warning.
+    @Test func emptyPasswordFileAndNoInputsWarn() throws {
+        let dir = try makeTree(["agent.toml": "[outputs.redis]\npassword_file = \"empty.pass\"\n", "empty.pass": "\n"])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try loader().load(configPath: "\(dir)/agent.toml")
+        #expect(config.redis.endpoint.password == nil)
+        let warnings = config.warnings.map(\.description)
+        #expect(warnings.contains { $0.contains("outputs.redis.password_file: \"\(dir)/empty.pass\" is empty: the agent connects without AUTH") }, "\(warnings)")
+        #expect(warnings.contains { $0.contains("inputs: no inputs are declared") }, "\(warnings)")
     }
 }
 
@@ -266,5 +308,44 @@ func malformedCases() -> [Expectation] {
         #expect(t.parser.tagKeys == ["tenant"] && t.parser.timestampKey == "ts" && t.parser.timestampFormat == .unixMs)
         #expect(t.maxLineBytes == 65536 && t.partialTimeout == 5_000_000_000 && t.rotateWait == 5_000_000_000 && t.maxOpenFiles == 256)
         #expect(tail.key?.text == "logs:{host}:{tag.tenant}" && tail.maxlen == 20000)
+    }
+}
+
+/// The Redis password prints as *** through every printing path of every value holding it: a
+/// library logging a service's description (ServiceGroup does, at debug) prints the config in it.
+@Suite struct SecretRedaction {
+    func everyPrinting(_ value: Any) -> String {
+        var dumped = ""
+        dump(value, to: &dumped)
+        var mirrored = ""
+        func walk(_ v: Any, depth: Int) {
+            guard depth < 12 else { return }
+            for child in Mirror(reflecting: v).children {
+                mirrored += "\(child.label ?? "") \(child.value)\n"
+                walk(child.value, depth: depth + 1)
+            }
+        }
+        walk(value, depth: 0)
+        return [String(describing: value), String(reflecting: value), "\(value)", dumped, mirrored].joined(separator: "\n")
+    }
+
+    @Test func passwordFromTheURLOrAFileNeverPrints() throws {
+        let dir = try makeTree([
+            "url.toml": "[outputs.redis]\nurl = \"redis://u:Sup3rS3cret%21@127.0.0.1:6379/0\"\n[[inputs.mem]]\n",
+            "file.toml": "[outputs.redis]\nusername = \"u\"\npassword_file = \"pass\"\n[[inputs.mem]]\n",
+            "pass": "Sup3rS3cret!\n",
+            "plain.toml": "[outputs.redis]\npassword = \"Sup3rS3cret!\"\n[[inputs.mem]]\n",
+        ])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for name in ["url.toml", "file.toml", "plain.toml"] {
+            let config = try loader().load(configPath: "\(dir)/\(name)")
+            #expect(config.redis.endpoint.password?.revealed == "Sup3rS3cret!", "\(name)")
+            let text = everyPrinting(config) + everyPrinting(config.redis) + everyPrinting(config.redis.endpoint)
+                + everyPrinting(config.redis.endpoint.password as Any)
+            #expect(!text.contains("Sup3rS3cret"), "\(name): \(text)")
+            #expect(text.contains("***"), "\(name)")
+        }
+        let secret = Secret("Sup3rS3cret!")
+        #expect("\(secret)" == "***" && secret.debugDescription == "***" && Mirror(reflecting: secret).children.isEmpty)
     }
 }

@@ -54,12 +54,10 @@ public struct TailInput: Input {
 
     public static let descriptor = InputDescriptor(name: "tail", summary: "lines appended to log files (raw, json, logfmt), through rotation",
                                                    scheduled: false) { r in
-        let patterns = r.globs("files")
+        // A relative pattern is relative to the config file's directory.
+        let patterns = r.pathGlobs("files")
         if patterns.isEmpty {
             r.error("files", "tail needs at least one file pattern", fix: "add files = [\"/var/log/app/*.log\"]")
-        }
-        for g in patterns where !g.pattern.hasPrefix("/") {
-            r.error("files", "\"\(g.pattern)\" is not an absolute path", fix: "write a path starting with /")
         }
         let name = r.string("name", default: "log")
         if name.isEmpty { r.error("name", "must not be empty", fix: "leave it out to use \"log\"") }
@@ -88,7 +86,7 @@ public struct TailInput: Input {
         }
         var options = TailOptions(files: patterns, parser: LineParser(name: name, format: format ?? .raw, tagKeys: tagKeys,
                                                                       timestampKey: timestampKey, timestampFormat: timestampFormat))
-        options.exclude = r.globs("exclude")
+        options.exclude = r.pathGlobs("exclude", onlyWithSlash: true)
         options.watchInterval = r.duration("watch_interval", default: options.watchInterval, minimum: 10_000_000)
         options.fromBeginning = r.bool("from_beginning", default: false)
         options.maxLineBytes = Int(r.size("max_line_bytes", default: Int64(options.maxLineBytes), minimum: 16))

@@ -1,0 +1,44 @@
+import SpillwayConfig
+import SpillwayCore
+
+/// What `check` (and `run`, in its log) says beyond the configuration's own validation: problems
+/// that depend on the machine now (files, the data_dir) or on inputs and the output together.
+public enum Preflight {
+    /// Warnings: a tail pattern that matches no file now; a tail input whose records carry no
+    /// numeric field under `format = "timeseries"` (every record would be rejected).
+    public static func warnings(_ config: Config) -> [Diagnostic] {
+        var out: [Diagnostic] = []
+        var index: [String: Int] = [:]
+        for instance in config.inputs {
+            let n = index[instance.plugin, default: 0]
+            index[instance.plugin] = n + 1
+            guard let tail = instance.input as? TailInput else { continue }
+            let o = tail.options
+            let keyPath = "inputs.tail[\(n)]"
+            for pattern in o.files where GlobWalker.expand([pattern], exclude: o.exclude).isEmpty {
+                out.append(Diagnostic(file: instance.file, line: instance.line, keyPath: "\(keyPath).files",
+                                      message: "\"\(pattern.pattern)\" matches no file now",
+                                      fix: "check the path; a file that appears later is followed from its start"))
+            }
+            if config.redis.format == .timeseries, o.parser.format == .raw {
+                out.append(Diagnostic(file: instance.file, line: instance.line, keyPath: "\(keyPath).format",
+                                      message: "format \"raw\" gives records with no numeric field (only message): under [outputs.redis] format = \"timeseries\" every one would be rejected",
+                                      fix: "parse numbers out with format = \"json\" or \"logfmt\", or write streams (format = \"stream\")"))
+            }
+        }
+        return out
+    }
+
+    /// Why `data_dir` cannot be used by this user (it cannot be created, or is not a writable
+    /// directory), as a located problem; nil when it can.
+    public static func dataDirProblem(_ config: Config, resolved: String) -> Diagnostic? {
+        guard let why = DataDirectory.problem(resolved) else { return nil }
+        let fix = config.agent.dataDir == nil
+            ? "create \(resolved) for this user, or set [agent] data_dir"
+            : "create it for the user the agent runs as (or make it and its files writable by that user), or set [agent] data_dir to a directory it may write"
+        if let at = config.agent.dataDirLocation {
+            return Diagnostic(file: at.file, line: at.line, keyPath: at.keyPath, message: why, fix: fix)
+        }
+        return Diagnostic(file: config.files.first ?? "", line: nil, keyPath: "agent.data_dir", message: "the default data_dir: \(why)", fix: fix)
+    }
+}

@@ -1,0 +1,304 @@
+import Foundation
+import SpillwayTestSupport
+import Testing
+
+/// Starts `agent` with extra `run` arguments (e.g. `--log-level trace`), its stderr appended to its log.
+func startAgent(_ agent: AgentProcess, _ extra: [String]) throws {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: spillwayBin)
+    p.arguments = ["run", "--config", agent.config.path] + extra
+    let handle = try FileHandle(forWritingTo: agent.log)
+    handle.seekToEndOfFile()
+    p.standardError = handle
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    agent.process = p
+}
+
+/// Runs a short Python program with sqlite3 on the agent's buffer (the agent may be running: WAL,
+/// with a busy timeout); returns its stdout.
+func sqlite(_ buffer: URL, _ program: String) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3", "-c", "import sqlite3, sys\ndb = sqlite3.connect(sys.argv[1], timeout=10)\n" + program, buffer.path]
+    let out = Pipe()
+    p.standardOutput = out
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    #expect(p.terminationStatus == 0, "python3 sqlite3 failed")
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// Every byte of every file under `dir`, as text (lossy), to look for a secret in.
+func allBytes(under dir: URL) -> String {
+    var out = ""
+    let e = FileManager.default.enumerator(atPath: dir.path)
+    while let name = e?.nextObject() as? String {
+        if let d = FileManager.default.contents(atPath: dir.appendingPathComponent(name).path) {
+            out += String(decoding: d, as: UTF8.self)
+        }
+    }
+    return out
+}
+
+/// Issue 15, items 6 to 9: secrets never printed, `status --check` states, `check` on configs that
+/// cannot run, and status telling the current truth.
+@Suite(.serialized) struct StatusAndCheck {
+    // MARK: 6. secrets
+
+    /// The agent at trace level, with the password in the url and then in password_file, plus
+    /// `check` and `status` (text and JSON): the password appears in none of their output, nor
+    /// anywhere in the data_dir (the buffer's agent_state table included). The agent writes, so it
+    /// did authenticate with it.
+    @Test func thePasswordIsNeverPrinted() throws {
+        let password = "Pw-\(UUID().uuidString.prefix(8))-s3cret"
+        let server = try RedisServer(args: ["--requirepass", password])
+        defer { server.stop(); server.removeFiles() }
+        for variant in ["url", "password_file"] {
+            let agent = try AgentProcess(redisPort: server.port)
+            let url = variant == "url" ? "redis://:\(password)@127.0.0.1:\(server.port)/0" : "redis://127.0.0.1:\(server.port)/0"
+            var toml = try String(contentsOf: agent.config, encoding: .utf8)
+            toml = toml.replacingOccurrences(of: "url = \"redis://127.0.0.1:\(server.port)/0\"", with: "url = \"\(url)\"")
+            if variant == "password_file" {
+                try "\(password)\n".write(to: agent.dir.appendingPathComponent("redis.pass"), atomically: true, encoding: .utf8)
+                toml = toml.replacingOccurrences(of: "[outputs.redis]\n", with: "[outputs.redis]\npassword_file = \"redis.pass\"\n")
+            }
+            try toml.write(to: agent.config, atomically: true, encoding: .utf8)
+            try startAgent(agent, ["--log-level", "trace"])
+            let doc = try agent.waitFor(15) { number($0, "counters.written") >= 4 }
+            #expect(number(doc, "counters.written") >= 4, "\(variant): the agent did not write: \(agent.logText.suffix(2000))")
+            let check = try spillway(["check", "--config", agent.config.path])
+            let json = try spillway(["status", "--config", agent.config.path, "--json"])
+            let text = try spillway(["status", "--config", agent.config.path])
+            let nagios = try spillway(["status", "--config", agent.config.path, "--check"])
+            #expect(check.status == 0 && check.stdout.contains("url=redis://") && json.status == 0 && text.status == 0, "\(check)")
+            #expect(agent.stop() == 0)
+            let log = agent.logText
+            // Trace logs the services' descriptions (the config in them): redacted there.
+            #expect(log.contains("password: Optional(***)"), "\(variant): \(log.prefix(3000))")
+            let state = try sqlite(agent.dataDir.appendingPathComponent("buffer.sqlite"),
+                                   "for k, v in db.execute('SELECT key, value FROM agent_state'): print(k, v)")
+            #expect(state.contains("counters.written"))
+            for (what, output) in [("run log", log), ("check", check.stdout + check.stderr), ("status --json", json.stdout + json.stderr),
+                                   ("status", text.stdout + text.stderr), ("status --check", nagios.stdout + nagios.stderr),
+                                   ("agent_state", state), ("data_dir", allBytes(under: agent.dataDir))] {
+                #expect(!output.contains(password), "\(variant): the password is in the \(what)")
+            }
+        }
+    }
+
+    // MARK: 7. status --check
+
+    /// OK while the agent runs and Redis takes everything; CRITICAL once it stops (its data_dir
+    /// lock is free: the state's age does not matter), and for a data_dir that does not exist;
+    /// UNKNOWN (3) with no config, and for a buffer that is not a database.
+    @Test func checkOKThenCriticalWhenTheAgentIsNotRunningAndUnknown() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let agent = try AgentProcess(redisPort: server.port)
+        try agent.start()
+        _ = try agent.waitFor(10) { number($0, "counters.written") > 0 }
+        let (ok, okLine) = try agent.check()
+        #expect(ok == 0 && okLine.hasPrefix("SPILLWAY OK - breaker closed, backlog ") && okLine.contains(" records | backlog="), "\(okLine)")
+        #expect(agent.stop() == 0)
+        // Stopped a moment ago: its state is fresh, but nothing holds the lock.
+        let (dead, deadLine) = try agent.check()
+        #expect(dead == 2 && deadLine.hasPrefix("SPILLWAY CRITICAL - agent not running (no spillway run holds \(agent.dataDir.path)/lock); breaker closed"), "\(deadLine)")
+        #expect(value(try agent.status(), "agent.running") as? Bool == false)
+
+        // No data_dir at all.
+        let missing = agent.dir.appendingPathComponent("never-created")
+        let other = agent.dir.appendingPathComponent("other.toml")
+        try "[agent]\ndata_dir = \"\(missing.path)\"\n[[inputs.mem]]\n".write(to: other, atomically: true, encoding: .utf8)
+        let none = try spillway(["status", "--config", other.path, "--check"])
+        #expect(none.status == 2 && none.stdout.hasPrefix("SPILLWAY CRITICAL - agent not running (data_dir \(missing.path) does not exist)"), "\(none)")
+
+        // No config: UNKNOWN, not CRITICAL.
+        let noConfig = try spillway(["status", "--config", agent.dir.appendingPathComponent("nope.toml").path, "--check"])
+        #expect(noConfig.status == 3 && noConfig.stdout.hasPrefix("SPILLWAY UNKNOWN - cannot read the configuration: ")
+            && noConfig.stdout.contains("config file not found"), "\(noConfig)")
+        #expect(noConfig.stdout.split(separator: "\n").count == 1)
+
+        // A state that cannot be read: UNKNOWN.
+        let broken = agent.dir.appendingPathComponent("broken")
+        try FileManager.default.createDirectory(at: broken, withIntermediateDirectories: true)
+        try Data(repeating: 0x41, count: 8192).write(to: broken.appendingPathComponent("buffer.sqlite"))
+        try "[agent]\ndata_dir = \"\(broken.path)\"\n[[inputs.mem]]\n".write(to: other, atomically: true, encoding: .utf8)
+        let unreadable = try spillway(["status", "--config", other.path, "--check"])
+        #expect(unreadable.status == 3 && unreadable.stdout.hasPrefix("SPILLWAY UNKNOWN - cannot read \(broken.path)/buffer.sqlite"), "\(unreadable)")
+    }
+
+    /// The breaker open (not yet for critical_open): WARNING, saying so, though the backlog is small.
+    @Test func checkWarnsWhileTheBreakerIsOpen() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port)
+        try agent.start()
+        _ = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" }
+        let (code, line) = try agent.check()
+        #expect(code == 1 && line.hasPrefix("SPILLWAY WARNING - breaker open for ") && line.contains("; breaker "), "\(line)")
+        #expect(agent.stop() == 0)
+    }
+
+    /// Redis refusing the agent's authentication is CRITICAL at once (not after critical_open), with
+    /// the reason. The writer marks such a failure with `last_error_kind = auth` in agent_state; the
+    /// writer of this branch does not save it yet, so the test writes it into the running agent's
+    /// state (the agent fails against a port where no Redis listens, and never touches that key).
+    @Test func checkIsCriticalAtOnceWhenAuthenticationIsRefused() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port)
+        try agent.start()
+        let failing = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" && value($0, "last_error.message") is String }
+        let message = value(failing, "last_error.message") as? String ?? ""
+        #expect(!message.isEmpty, "\(failing)")
+        // Before: the breaker open for a few seconds is a warning only.
+        let (before, beforeLine) = try agent.check()
+        #expect(before == 1, "\(beforeLine)")
+        _ = try sqlite(agent.dataDir.appendingPathComponent("buffer.sqlite"),
+                       "db.execute(\"INSERT OR REPLACE INTO agent_state (key, value) VALUES ('last_error_kind', 'auth')\")\ndb.commit()")
+        let (code, line) = try agent.check()
+        #expect(code == 2 && line.hasPrefix("SPILLWAY CRITICAL - Redis refuses authentication: ") && line.contains("; breaker open for "), "\(line)")
+        #expect(value(try agent.status(), "last_error.kind") as? String == "auth")
+        #expect(agent.stop() == 0)
+        // Not running any more: critical for that; the refusal is no longer claimed as current.
+        let (_, stopped) = try agent.check()
+        #expect(stopped.hasPrefix("SPILLWAY CRITICAL - agent not running") && !stopped.contains("refuses authentication"), "\(stopped)")
+    }
+
+    /// Records Redis rejects (WRONGTYPE: the stream's key holds a string) make it CRITICAL.
+    @Test func checkIsCriticalWhenRecordsAreRejected() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        _ = try server.cli(["SET", "metrics:h:mem", "not a stream"])
+        let agent = try AgentProcess(redisPort: server.port)
+        try agent.start()
+        let doc = try agent.waitFor(10) { number($0, "counters.rejected") > 0 }
+        let rejected = number(doc, "counters.rejected")
+        #expect(rejected > 0, "\(doc)")
+        let (code, line) = try agent.check()
+        #expect(code == 2 && line.hasPrefix("SPILLWAY CRITICAL - ") && line.contains(" records rejected by Redis in this run"), "\(line)")
+        #expect(agent.stop() == 0)
+    }
+
+    // MARK: 8. check
+
+    /// `check` fails (2) for a data_dir that cannot be created, and `run` says why in one line (exit
+    /// 1), not a Foundation error dump; the default data_dir is never ./data.
+    @Test func checkAndRunRefuseADataDirThatCannotBeCreated() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-datadir-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // A regular file where a parent directory should be: not creatable, for root too.
+        try "x".write(to: dir.appendingPathComponent("afile"), atomically: true, encoding: .utf8)
+        try "[agent]\ndata_dir = \"afile/data\"\n[[inputs.mem]]\n".write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
+        let config = dir.appendingPathComponent("agent.toml").path
+        let check = try spillway(["check", "--config", config])
+        #expect(check.status == 2, "\(check)")
+        #expect(check.stderr.contains("agent.toml:2: agent.data_dir: \(dir.path)/afile is not a directory, so \(dir.path)/afile/data cannot be created"), "\(check.stderr)")
+        let run = try spillway(["run", "--config", config], timeout: 20)
+        #expect(run.status == 1, "\(run)")
+        #expect(run.stderr.split(separator: "\n").count == 1 && run.stderr.hasPrefix("spillway: ") && run.stderr.contains("\(dir.path)/afile/data"), "\(run.stderr)")
+        #expect(!run.stderr.contains("Error Domain"), "\(run.stderr)")
+        if getuid() != 0 {
+            // A directory this user may not write.
+            let closed = dir.appendingPathComponent("closed")
+            try FileManager.default.createDirectory(at: closed, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o500])
+            try "[agent]\ndata_dir = \"closed/data\"\n[[inputs.mem]]\n".write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
+            let c = try spillway(["check", "--config", config])
+            #expect(c.status == 2 && c.stderr.contains("is not writable by this user"), "\(c)")
+            // A writable data_dir holding a buffer this user may not write (another user's).
+            let mine = dir.appendingPathComponent("mine")
+            try FileManager.default.createDirectory(at: mine, withIntermediateDirectories: true)
+            _ = FileManager.default.createFile(atPath: mine.appendingPathComponent("buffer.sqlite").path, contents: Data(), attributes: [.posixPermissions: 0o400])
+            try "[agent]\ndata_dir = \"mine\"\n[[inputs.mem]]\n".write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
+            let b = try spillway(["check", "--config", config])
+            #expect(b.status == 2 && b.stderr.contains("\(mine.path)/buffer.sqlite is not writable by this user"), "\(b)")
+        }
+        // The default data_dir (none set) is absolute, never ./data.
+        try "[[inputs.mem]]\n".write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
+        let d = try spillway(["check", "--config", config], env: ["XDG_STATE_HOME": "\(dir.path)/xdg"], cwd: dir)
+        let line = d.stdout.split(separator: "\n").first { $0.contains("data_dir=") } ?? ""
+        #expect(line.contains("data_dir=/") && !line.contains("data_dir=./data"), "\(d)")
+    }
+
+    /// Warnings for configs that run but do nothing or fail every record: no inputs, a tail glob
+    /// matching no file now, raw tail lines under format = "timeseries" (no numeric field), an empty
+    /// password_file. Still exit 0. Relative paths are the config file's directory's, whatever the
+    /// working directory.
+    @Test func checkWarnsForConfigsThatDoNothing() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-warn-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("etc/logs"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "".write(to: dir.appendingPathComponent("etc/empty.pass"), atomically: true, encoding: .utf8)
+        try "line\n".write(to: dir.appendingPathComponent("etc/logs/app.log"), atomically: true, encoding: .utf8)
+        let config = dir.appendingPathComponent("etc/agent.toml")
+        try """
+            [agent]
+            data_dir = "state"
+            [outputs.redis]
+            format = "timeseries"
+            password_file = "empty.pass"
+            [[inputs.tail]]
+            files = ["logs/*.log", "/nonexistent-\(UUID().uuidString)/*.log"]
+            """.write(to: config, atomically: true, encoding: .utf8)
+        // Run from elsewhere, with the config's path relative to that.
+        let r = try spillway(["check", "--config", "etc/agent.toml"], cwd: dir)
+        #expect(r.status == 0, "\(r)")
+        let warnings = r.stdout.split(separator: "\n").filter { $0.hasPrefix("warning: ") }
+        #expect(warnings.count == 3, "\(r.stdout)")
+        #expect(r.stdout.contains("warning: etc/agent.toml:5: outputs.redis.password_file: \"\(dir.path)/etc/empty.pass\" is empty: the agent connects without AUTH"), "\(r.stdout)")
+        #expect(r.stdout.contains("inputs.tail[0].files: \"/nonexistent-") && r.stdout.contains("matches no file now"), "\(r.stdout)")
+        #expect(!r.stdout.contains("\(dir.path)/etc/logs/*.log\" matches no file"), "\(r.stdout)")
+        #expect(r.stdout.contains("inputs.tail[0].format: format \"raw\" gives records with no numeric field"), "\(r.stdout)")
+        #expect(r.stdout.contains("data_dir=\(dir.path)/etc/state "), "\(r.stdout)")
+        #expect(r.stdout.contains("files=\(dir.path)/etc/logs/*.log,"), "\(r.stdout)")
+
+        try "[agent]\nhostname = \"h\"\n".write(to: config, atomically: true, encoding: .utf8)
+        let empty = try spillway(["check", "--config", config.path])
+        #expect(empty.status == 0 && empty.stdout.contains("warning: \(config.path): inputs: no inputs are declared"), "\(empty)")
+    }
+
+    // MARK: 9. status tells the current truth
+
+    /// The last error with its outage's first failure; after a restart, the earlier run's error is
+    /// marked as such; JSON without escaped slashes; and the counters' identity once the backlog is
+    /// empty: collected + backlog_at_start = written + replayed + duplicates + rejected + dropped.
+    @Test func lastErrorRunsAndTheCountersIdentity() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port)
+        try agent.start()
+        let outage = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" && number($0, "backlog.records") > 4 }
+        let first = value(outage, "last_error.first_failure_at") as? String ?? ""
+        let at = value(outage, "last_error.at") as? String ?? ""
+        #expect(!first.isEmpty && first <= at, "\(outage)")
+        #expect(value(outage, "last_error.from_earlier_run") as? Bool == false, "\(outage)")
+        let raw = try spillway(["status", "--config", agent.config.path, "--json"]).stdout
+        #expect(!raw.contains("\\/") && raw.contains("\"data_dir\" : \"\(agent.dataDir.path)\""), "\(raw)")
+        #expect(agent.stop() == 0)
+        let stopped = try agent.status()
+        let firstRun = (collected: number(stopped, "counters.collected"), backlog: number(stopped, "backlog.records"))
+        #expect(firstRun.backlog > 0 && number(stopped, "counters.backlog_at_start") == 0, "\(stopped)")
+        // The first run's counters: everything it collected is still in the buffer.
+        #expect(firstRun.collected == firstRun.backlog + number(stopped, "counters.dropped"), "\(stopped)")
+
+        let server = try RedisServer(port: port)
+        defer { server.stop(); server.removeFiles() }
+        try agent.start()
+        let drained = try agent.waitFor(15) { number($0, "backlog.records") == 0 && number($0, "counters.replayed") > 0 }
+        #expect(number(drained, "backlog.records") == 0, "\(drained)")
+        #expect(number(drained, "counters.backlog_at_start") == firstRun.backlog, "\(drained)")
+        // The error is the first run's: marked as such, in JSON and text.
+        #expect(value(drained, "last_error.from_earlier_run") as? Bool == true, "\(drained)")
+        let text = try spillway(["status", "--config", agent.config.path]).stdout
+        #expect(text.split(separator: "\n").contains { $0.hasPrefix("last error ") && $0.hasSuffix("[from an earlier run]") }, "\(text)")
+        #expect(agent.stop() == 0)
+        let c = try agent.status()
+        #expect(number(c, "backlog.records") == 0, "\(c)")
+        func n(_ k: String) -> Int64 { number(c, "counters.\(k)") }
+        #expect(n("collected") > 0 && n("replayed") >= firstRun.backlog, "\(c)")
+        #expect(n("collected") + n("backlog_at_start") == n("written") + n("replayed") + n("duplicates") + n("rejected") + n("dropped"), "\(c)")
+        // Redis holds each record once: what this run wrote and replayed, no more.
+        let inRedis = try streamTimestamps(server, "metrics:h:mem").count + streamTimestamps(server, "metrics:h:system").count
+        #expect(Int64(inRedis) == n("written") + n("replayed"), "\(inRedis) in Redis: \(c)")
+    }
+}
