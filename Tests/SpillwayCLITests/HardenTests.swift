@@ -167,6 +167,60 @@ func appendLines(_ path: String, from first: Int, count: Int, prefix: String = "
         }
         #expect(DiskRoomProbe.size(mnt.path + "/data/reserve") == 512 * 1024)
     }
+
+    /// A Redis that wants a password the config lacks, then an ACL that forbids XADD: nothing is
+    /// rejected for good. The breaker opens at once, one line names the fix, `status --check` is
+    /// CRITICAL at once, the lines wait in the buffer, and every one arrives once the password (and
+    /// then the ACL) is fixed, with the agent running all along.
+    @Test func aRedisThatWantsAPasswordLosesNothing() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let admin = ["--user", "default", "--pass", "s3cret"]
+        #expect(try server.cli(["CONFIG", "SET", "requirepass", "s3cret"]) == "OK")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-auth-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let app = dir.appendingPathComponent("app.log").path
+        appendLines(app, from: 0, count: 20)
+        let agent = try AgentProcess(redisPort: server.port, inputs: """
+            [[inputs.tail]]
+            files = ["\(app)"]
+            from_beginning = true
+            watch_interval = "100ms"
+            """)
+        try agent.start()
+        defer { if agent.process != nil { agent.sigkill() } }
+        let waiting = try agent.waitFor(10) { number($0, "backlog.records") == 20 && (value($0, "breaker.state") as? String) == "open" }
+        #expect(number(waiting, "backlog.records") == 20, "\(waiting)")
+        #expect(number(waiting, "counters.rejected") == 0, "\(waiting)")
+        #expect(value(waiting, "last_error.kind") as? String == "auth", "\(waiting)")
+        let (code, line) = try agent.check()
+        #expect(code == 2 && line.contains("authentication"), "\(line)")
+        let refused = agent.logText.split(separator: "\n").filter { $0.contains("Redis refused this agent's credentials or ACL") }
+        #expect(refused.count == 1, "\(agent.logText)")
+        #expect(refused.first?.contains("requires a password and none is configured") == true, "\(refused)")
+        #expect(!agent.logText.contains("rejected"), "\(agent.logText)")
+
+        // The password is dropped from Redis: everything arrives, nothing rejected.
+        #expect(try server.cli(["CONFIG", "SET", "requirepass", ""], auth: admin) == "OK")
+        let expected = (0..<20).map { "line-\(String(format: "%08d", $0)) " + String(repeating: "x", count: 96) }
+        expectSameLines(try waitForMessages(server, "metrics:h:log", prefix: "line-", count: 20, seconds: 20), expected)
+
+        // Now an ACL that forbids XADD (NOPERM): the new lines wait; granted again, they arrive.
+        #expect(try server.cli(["ACL", "SETUSER", "default", "-xadd"]) == "OK")
+        appendLines(app, from: 20, count: 10)
+        let denied = try agent.waitFor(10) { number($0, "backlog.records") == 10 }
+        #expect(number(denied, "backlog.records") == 10 && number(denied, "counters.rejected") == 0, "\(denied)")
+        #expect(try agent.check().0 == 2)
+        #expect(try server.cli(["ACL", "SETUSER", "default", "+xadd"]) == "OK")
+        let all = (0..<30).map { "line-\(String(format: "%08d", $0)) " + String(repeating: "x", count: 96) }
+        expectSameLines(try waitForMessages(server, "metrics:h:log", prefix: "line-", count: 30, seconds: 20), all)
+        let done = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "closed" && number($0, "backlog.records") == 0 }
+        #expect(number(done, "counters.rejected") == 0 && number(done, "counters.dropped") == 0, "\(done)")
+        #expect(agent.logText.split(separator: "\n").filter { $0.contains("Redis refused this agent's credentials or ACL") && $0.contains(": works again") }.count == 2,
+                "\(agent.logText)")
+        #expect(agent.stop() == 0)
+    }
 }
 
 enum DiskRoomProbe {
