@@ -187,6 +187,12 @@ struct StatusReport {
                 "total": droppedTotal,
                 "keys": (status?.dropped ?? []).map { ["key": $0.key, "records": $0.records] as [String: Any] },
             ] as [String: Any],
+            "rejected": [
+                "total": int("counters.rejected"),
+                "keys": (status?.rejected ?? []).map {
+                    ["key": $0.key, "records": $0.records, "reply": $0.reply, "at": Self.iso($0.updatedNs)] as [String: Any]
+                },
+            ] as [String: Any],
             "counters": counters,
             "backlog_lines": t?.lines ?? 0,
             "unreadable": ["batches": status?.unreadable.batches ?? 0, "records": status?.unreadable.records ?? 0] as [String: Any],
@@ -272,6 +278,10 @@ struct StatusReport {
             for k in status.dropped.prefix(20) { out += "  \(k.records)\t\(k.key)\n" }
         } else {
             out += "\n"
+        }
+        if !status.rejected.isEmpty {
+            out += "rejected   \(int("counters.rejected")) this run; refused for good by Redis, ever, per key (last reply):\n"
+            for k in status.rejected.prefix(20) { out += "  \(k.records)\t\(k.key)\t\(k.reply)\n" }
         }
         if status.unreadable.batches > 0 {
             out += "unreadable \(status.unreadable.batches) batches (\(status.unreadable.records) records) could not be decoded; set aside in table unreadable_batches of \(dataDir)/buffer.sqlite\n"

@@ -173,6 +173,13 @@ func allBytes(under dir: URL) -> String {
         #expect(rejected > 0, "\(doc)")
         let (code, line) = try agent.check()
         #expect(code == 2 && line.hasPrefix("SPILLWAY CRITICAL - ") && line.contains(" records rejected by Redis in this run"), "\(line)")
+        // status lists them by key, with Redis's reply.
+        let listed = try agent.waitFor(10) { ((value($0, "rejected.keys") as? [[String: Any]])?.first?["records"] as? NSNumber)?.int64Value ?? 0 > 0 }
+        let keys = value(listed, "rejected.keys") as? [[String: Any]] ?? []
+        #expect(keys.first?["key"] as? String == "metrics:h:mem", "\(listed)")
+        #expect((keys.first?["reply"] as? String)?.hasPrefix("WRONGTYPE") == true, "\(listed)")
+        let text = try spillway(["status", "--config", agent.config.path]).stdout
+        #expect(text.contains("refused for good by Redis, ever, per key") && text.contains("metrics:h:mem\tWRONGTYPE"), "\(text)")
         #expect(agent.stop() == 0)
     }
 
