@@ -169,6 +169,66 @@ public struct EncodedBatch: Sendable {
     }
 
     /// Appends command `i` of `other`, with another role.
+    /// Which argument of an XADD is its entry ID (after `MAXLEN ~ n` or `MINID ~ id` when present);
+    /// nil for other commands.
+    func streamIDArgument(_ i: Int) -> Int? {
+        let span = entries[i].span
+        guard span.argc >= 3, argument(i, 0).elementsEqual("XADD".utf8) else { return nil }
+        let third = argument(i, 2)
+        let trimmed = third.elementsEqual("MAXLEN".utf8) || third.elementsEqual("MINID".utf8)
+        let at = trimmed ? 5 : 2
+        return at < span.argc ? at : nil
+    }
+
+    /// `moved` (XADDs Redis refused, see `PendingBatch.moved`) as one batch, each XADD with a new ID
+    /// from `minter` (so, minted before the records encoded after it, it goes ahead of them). Returns
+    /// it and how many commands got a new ID. Its records are pinned as lines (never dropped).
+    public static func reminting(_ moved: [EncodedBatch], minter: inout StreamIDMinter) -> (batch: EncodedBatch, reminted: Int) {
+        var out = EncodedBatch()
+        var n = 0
+        var reminted = 0
+        for m in moved {
+            for i in 0..<m.commandCount {
+                defer { n += 1 }
+                guard let at = m.streamIDArgument(i), let old = StreamID(String(decoding: m.argument(i, at), as: UTF8.self)) else {
+                    out.append(command: i, of: m, role: .record(n))
+                    continue
+                }
+                let id = minter.mint(key: Array(m.argument(i, 1)), ms: old.ms)
+                var c = RedisCommand()
+                for a in 0..<m.span(i).argc {
+                    if a == at { c.append(id) } else { c.append(bytes: m.argument(i, a)) }
+                }
+                out.append(c, keyArgument: m.entries[i].keyArgument, role: .record(n))
+                reminted += 1
+            }
+        }
+        out.recordCount = n
+        out.lineCount = n
+        return (out, reminted)
+    }
+
+    /// `first`'s commands, then this batch's (records re-indexed after `first`'s).
+    public func after(_ first: EncodedBatch) -> EncodedBatch {
+        guard first.commandCount > 0 else { return self }
+        var out = first
+        out.rejectedAtEncoding = first.rejectedAtEncoding + rejectedAtEncoding
+        out.skippedFields = first.skippedFields + skippedFields
+        let n = first.recordCount
+        for i in 0..<commandCount {
+            let role: EncodedCommand.Role = switch entries[i].role {
+            case .record(let r): .record(r + n)
+            case .samples(let owners): .samples(owners: owners.map { $0 + n })
+            case .setup: .setup
+            }
+            out.append(command: i, of: self, role: role)
+        }
+        out.recordCount = n + recordCount
+        out.checkpoints = first.checkpoints + checkpoints
+        out.lineCount = first.lineCount + lineCount
+        return out
+    }
+
     mutating func append(command i: Int, of other: EncodedBatch, role: EncodedCommand.Role) {
         let start = beginCommand()
         withArguments { $0.append(arguments: other.arguments, other.entries[i].span) }

@@ -32,7 +32,9 @@ public struct QueuedRecord: Sendable {
 public struct BatchEncoder: Sendable {
     public let config: RedisOutputConfig
     public let routes: [Route]
-    public var minter: StreamIDMinter
+    /// The run's stream ID minter, shared by every copy of the encoder (the send stage mints new IDs
+    /// for records Redis refused).
+    public let ids: SharedStreamIDs
     /// Series created (or found existing) in this run; TS.CREATE is sent for the others. Shared by
     /// the copies of the encoder (the send stage marks, the encode stage reads).
     let createdSeries = SeriesRegistry()
@@ -49,7 +51,7 @@ public struct BatchEncoder: Sendable {
     public init(config: RedisOutputConfig, routes: [Route], minter: StreamIDMinter) {
         self.config = config
         self.routes = routes
-        self.minter = minter
+        self.ids = SharedStreamIDs(minter)
     }
 
     /// `lastIDInRedis`, for explicit stream IDs: the stream's last ID in Redis (`.some(nil)`: no
@@ -86,7 +88,8 @@ public struct BatchEncoder: Sendable {
         var asked: Set<KeyBytes> = []
         let minID: String? = config.maxAge.map { age in "\(max(0, now - age) / 1_000_000)" }
         // Through buffers: records, their fields and tags are read in place, not copied (no
-        // retain and release per record, field and tag).
+        // retain and release per record, field and tag). The minter's lock is taken once a batch.
+        ids.withMinter { minter in
         records.withUnsafeBufferPointer { records in routes.withUnsafeBufferPointer { routes in
             for index in records.indices {
                 let route = records[index].route
@@ -128,6 +131,7 @@ public struct BatchEncoder: Sendable {
                 tmpKey.removeAll(keepingCapacity: true)
             }
         } }
+        }
         if !records.isEmpty {
             streamBytesPerRecord = batch.arguments.bytes.count / records.count + 16
             streamArgumentsPerRecord = batch.arguments.argc / records.count + 2

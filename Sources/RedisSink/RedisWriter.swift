@@ -31,6 +31,16 @@ public struct PendingBatch: Sendable {
     public internal(set) var settledRecords = 0
     /// Whether the records rejected (and fields skipped) at encoding were counted yet.
     var encodingCounted = false
+    /// XADDs with explicit IDs that Redis answered with an error that is no fault of the record (OOM,
+    /// READONLY, LOADING, NOAUTH…): surely not written. Near maxmemory Redis refuses some commands
+    /// of a pipeline and accepts later ones of the same key (in the same pipeline, or in the batch
+    /// behind it on the wire) as its memory dips, so such a record's ID may now be below its
+    /// stream's top: sent again as it is, it would be answered "equal or smaller" and taken for a
+    /// duplicate, and lost. They are settled here as moved (`takeMoved`): the encode stage gives
+    /// them new IDs in its next batch, minted after every ID given before, so they land after the
+    /// records accepted meanwhile (their `timestamp` field unchanged). A record whose outcome is
+    /// unknown (a timeout, a broken connection) keeps its ID: it may be in Redis.
+    public internal(set) var moved: [Int] = []
 
     public init(_ batch: EncodedBatch) {
         self.batch = batch
@@ -39,6 +49,18 @@ public struct PendingBatch: Sendable {
     }
 
     public var isComplete: Bool { !done.contains(false) }
+
+    /// The moved commands as a batch of their own (records re-indexed, all pinned as lines: never
+    /// dropped), and forgets them; nil when none.
+    public mutating func takeMoved() -> EncodedBatch? {
+        guard !moved.isEmpty else { return nil }
+        var out = EncodedBatch()
+        for (n, i) in moved.enumerated() { out.append(command: i, of: batch, role: .record(n)) }
+        out.recordCount = moved.count
+        out.lineCount = moved.count
+        moved = []
+        return out
+    }
 
     /// The part not settled yet, as a batch of its own (records re-indexed), for the spill buffer.
     /// Records and fields counted at encoding are not in it (they were counted).
@@ -102,7 +124,7 @@ public final class RedisWriter {
         let batch = encoder.encode(records, now: now, lastIDInRedis: { [connection, logger] key in
             Self.lastID(of: key, connection: connection, logger: logger)
         })
-        try encoder.minter.save()
+        try encoder.ids.save()
         return batch
     }
 
@@ -197,6 +219,8 @@ public final class RedisWriter {
         let (replies, connectionError) = connection.receive(ticket, detail: .errorsOnly)
         if firstError == nil { firstError = connectionError.map { "\($0)" } }
         var vanished = 0
+        // XADDs Redis answered with an error that leaves them pending: not written, for sure.
+        var refused: [Int] = []
         for (n, reply) in replies.enumerated() {
             let i = indices[n]
             // The common cases, settled without copying the command: an XADD written, and a TS.MADD
@@ -242,7 +266,10 @@ public final class RedisWriter {
             case .record:
                 if case .error(let message) = reply {
                     let kind = ReplyErrorKind.classify(message)
-                    if keepsPending(kind, message, &firstError) { continue }
+                    if keepsPending(kind, message, &firstError) {
+                        refused.append(i)
+                        continue
+                    }
                     if kind == .duplicate {
                         counters.duplicates += 1
                     } else {
@@ -308,11 +335,21 @@ public final class RedisWriter {
                 }
             }
         }
+        if !refused.isEmpty {
+            // Surely not written (an error reply), and perhaps below their stream's top by now: moved
+            // out of this batch, to be given new IDs by the encode stage (see `PendingBatch.moved`).
+            for i in refused {
+                p.done[i] = true
+                p.settledRecords += 1
+            }
+            p.moved.append(contentsOf: refused)
+        }
         if vanished > 0 {
             logger.warning("series written before are gone from Redis (it lost its data, or they were deleted): they are created again, without labels until their next record, and their samples sent again",
                            metadata: ["samples": "\(vanished)", "series queued": "\(recreating.count)"])
         }
-        return (counters, p.isComplete ? nil : (firstError ?? "no reply"))
+        // A refusal is a failed attempt for the breaker, even when nothing is left pending.
+        return (counters, p.isComplete && refused.isEmpty ? nil : (firstError ?? "no reply"))
     }
 
     /// A TS.MADD sample found its series gone: queues the series to be created again, unless that

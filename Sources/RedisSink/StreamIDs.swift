@@ -15,6 +15,30 @@ public struct KeyBytes: Hashable, Sendable {
     }
 }
 
+/// One run's stream ID minter, shared by the encode stage (which mints each record's ID) and the
+/// send stage (which gives a record Redis refused a new ID above the key's top, see
+/// `RedisWriter.finish`), so that no ID is ever minted twice. Every use holds its lock.
+public final class SharedStreamIDs: @unchecked Sendable {
+    private let lock = ConditionLock()
+    private var minter: StreamIDMinter
+
+    public init(_ minter: StreamIDMinter) { self.minter = minter }
+
+    public func withMinter<T>(_ body: (inout StreamIDMinter) -> T) -> T {
+        lock.withLock { body(&minter) }
+    }
+
+    /// Saves the marks if they changed (see `StreamIDMinter.save`).
+    public func save() throws(StreamIDMinter.PersistenceError) {
+        lock.lock()
+        defer { lock.unlock() }
+        try minter.save()
+    }
+
+    /// The mark of `key`, if any.
+    public func last(_ key: [UInt8]) -> StreamID? { withMinter { $0.last(key) } }
+}
+
 /// A stream entry ID, `ms-seq`.
 public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var ms: UInt64

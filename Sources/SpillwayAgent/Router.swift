@@ -156,14 +156,23 @@ struct Router {
             }
         }
         for var f in unsettled {
+            // Records Redis refused go to the encode stage for new IDs (see `PendingBatch.moved`).
+            let moved = f.pending.takeMoved()
             guard let spool, let id = f.id else {
+                if let moved { service.requeueInMemory(moved) }
                 retryInMemory(&f.pending)
                 continue
             }
             let condition = "cannot update the spill buffer (the batch stays there and is sent again; explicit IDs make that harmless)"
             do {
                 let rest = f.pending.remainder()
-                try spool.replace(id: id, with: rest)
+                if let moved {
+                    // One transaction: the row becomes what is left, and the refused records wait
+                    // for their new IDs.
+                    try spool.requeue(id: id, remainder: rest, moved: moved, now: wallClockNanoseconds())
+                } else {
+                    try spool.replace(id: id, with: rest)
+                }
                 service.stats.update { $0.spilled += Int64(rest.recordCount) }
                 stateDirty = true
                 episodes.recovered(condition, logger: logger)
@@ -315,6 +324,7 @@ struct Router {
             _ = service.queue.sleep(backoff)
             backoff = min(backoff * 2, 5_000_000_000)
             _ = send(&pending, replay: false)
+            if let moved = pending.takeMoved() { service.requeueInMemory(moved) }
         }
         if !pending.isComplete {
             let left = Int64(pending.batch.recordCount - pending.settledRecords)

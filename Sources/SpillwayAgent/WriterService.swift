@@ -29,6 +29,8 @@ public final class WriterStats: Sendable {
         /// Set by the encode stage when the buffer dropped records (the send stage logs it once).
         public var bufferFullEpisode = false
         public var lastSuccessAt: Int64?
+        /// Records given a new stream ID after Redis refused them (see `RedisWriter.newIDs`).
+        public var newIDs: Int64 = 0
     }
 
     private let state = Mutex(Snapshot())
@@ -91,6 +93,12 @@ public final class WriterService: Service, Sendable {
     /// The spill buffer, when the caller opened it (it is shared with the tail inputs' offsets);
     /// else the writer opens its own in `dataDirectory`.
     let givenSpool: Spool?
+    /// Without a spill buffer: records Redis refused, waiting for the encode stage to give them new
+    /// IDs (with one, they wait in its `requeued` table).
+    private let movedInMemory = Mutex<[EncodedBatch]>([])
+
+    func requeueInMemory(_ moved: EncodedBatch) { movedInMemory.withLock { $0.append(moved) } }
+    var hasMovedInMemory: Bool { movedInMemory.withLock { !$0.isEmpty } }
 
     /// `dataDirectory` nil keeps the stream ID marks in memory only (benchmarks).
     public init(config: Config, queue: RecordQueue, routes: [Route], dataDirectory: String?, stats: WriterStats,
@@ -168,7 +176,9 @@ public final class WriterService: Service, Sendable {
             let records = queue.take(deadline: nextFlush)
             let now = monotonicNanoseconds()
             if now >= nextFlush { nextFlush = now + flushInterval }
-            if records.isEmpty {
+            // Records Redis refused go out again (with new IDs) with the next batch, or alone.
+            let moved = hasMovedInMemory || (spool?.hasRequeued ?? false)
+            if records.isEmpty, !moved || queue.isClosed {
                 if queue.isClosed && queue.count == 0 { break }
                 continue
             }
@@ -209,10 +219,25 @@ public final class WriterService: Service, Sendable {
     /// One attempt at encoding `records` and storing them in the buffer, then handing them on.
     func encodeAndStore(_ records: [QueuedRecord], _ writer: RedisWriter, _ spool: Spool?, _ handoff: Handoff<HandedBatch>,
                         linesGivenUp: Bool, episodes: inout Episodes) -> StoreResult {
-        let batch: EncodedBatch
+        var batch: EncodedBatch
         let marksCondition = "cannot save stream ID marks; metrics records are dropped (counted) and tailed lines wait"
+        // Records Redis refused (see `PendingBatch.moved`) get new IDs first: minted before these
+        // records', after every ID given before. From the buffer's `requeued` table (consumed by
+        // this batch's append, in its transaction), or from memory without a buffer.
+        var consuming: [Int64] = []
+        var moved: [EncodedBatch] = []
+        if let spool, spool.hasRequeued, let rows = try? spool.requeued() {
+            consuming = rows.map(\.id)
+            moved = rows.map(\.batch)
+        }
+        let fromMemory: [EncodedBatch] = spool == nil ? movedInMemory.withLock { m in defer { m.removeAll() }; return m } : []
+        moved += fromMemory
+        var handedOn = false
+        defer { if !handedOn, !fromMemory.isEmpty { movedInMemory.withLock { $0.insert(contentsOf: fromMemory, at: 0) } } }
+        let (reminted, newIDs) = moved.isEmpty ? (EncodedBatch(), 0)
+            : writer.encoder.ids.withMinter { EncodedBatch.reminting(moved, minter: &$0) }
         do {
-            batch = try writer.encode(records, now: wallClockNanoseconds())
+            batch = try writer.encode(records, now: wallClockNanoseconds()).after(reminted)
             episodes.recovered(marksCondition, logger: logger)
         } catch {
             episodes.failed(marksCondition, error: "\(error)", logger: logger, level: .critical)
@@ -226,12 +251,14 @@ public final class WriterService: Service, Sendable {
             stats.update { $0.dropped += Int64(batch.recordCount - batch.lineCount) }
             return .done
         }
+        if newIDs > 0 { stats.update { $0.newIDs += Int64(newIDs) } }
         guard let spool else {
             handoff.put(HandedBatch(id: nil, batch: batch))
+            handedOn = true
             return .done
         }
         do {
-            let outcome = try spool.append(batch, now: wallClockNanoseconds())
+            let outcome = try spool.append(batch, now: wallClockNanoseconds(), consuming: consuming)
             if outcome.droppedRecords > 0 { stats.update { $0.dropped += outcome.droppedRecords } }
             // (Lines waiting for room are not dropped: that is logged apart, by encodeLoop.)
             if outcome.droppedRecords > 0 || (outcome.diskFull && !outcome.noRoom) {
@@ -272,6 +299,12 @@ public final class WriterService: Service, Sendable {
             case .finished:
                 router.drainInFlight()
                 router.flushAcknowledgements()
+                // Without a buffer, refused records the encode stage did not take again are lost.
+                let left = movedInMemory.withLock { m in defer { m.removeAll() }; return m.reduce(0) { $0 + $1.recordCount } }
+                if left > 0 {
+                    stats.update { $0.dropped += Int64(left) }
+                    logger.error("stopping with records Redis refused and no spill buffer to keep them; they are dropped", metadata: ["records": "\(left)"])
+                }
                 router.saveState(force: true)
                 writer.connection.close()
                 report(level: .info)
@@ -296,6 +329,7 @@ public final class WriterService: Service, Sendable {
             "rejected": "\(s.counters.rejected)", "skipped_fields": "\(s.counters.skippedFields)",
             "spilled": "\(s.spilled)", "replayed": "\(s.replayed)",
             "dropped": "\(queue.dropped + s.dropped)", "queued": "\(queue.count)", "batches": "\(s.batches)",
+            "new_ids": "\(s.newIDs)",
         ])
     }
 }

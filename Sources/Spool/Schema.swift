@@ -64,6 +64,15 @@ enum Schema {
             reply TEXT NOT NULL,
             updated_ns INTEGER NOT NULL
         ) WITHOUT ROWID;
+        -- Version 4: XADDs Redis refused (surely not written), moved out of their batch in the
+        -- transaction that updates it, until the encode stage gives them new IDs in a batch of its
+        -- own (that batch's append deletes them, in one transaction).
+        CREATE TABLE IF NOT EXISTS requeued (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            created_ns INTEGER NOT NULL,
+            records INTEGER NOT NULL,
+            payload BLOB NOT NULL
+        );
         INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
         """
 
@@ -96,6 +105,10 @@ enum Schema {
         ON CONFLICT(key) DO UPDATE SET records = records + excluded.records, reply = excluded.reply, updated_ns = excluded.updated_ns
         """
     static let rejectedKeys = "SELECT key, records, reply, updated_ns FROM rejected ORDER BY records DESC, key LIMIT ?1"
+    static let insertRequeued = "INSERT INTO requeued (created_ns, records, payload) VALUES (?1, ?2, ?3)"
+    static let requeuedRows = "SELECT id, payload FROM requeued ORDER BY id LIMIT ?1"
+    static let deleteRequeued = "DELETE FROM requeued WHERE id = ?1"
+    static let requeuedCount = "SELECT COUNT(*) FROM requeued"
     static let droppedKeys = "SELECT key, records FROM dropped ORDER BY records DESC, key LIMIT ?1"
     static let putState = "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
     static let allState = "SELECT key, value FROM agent_state"

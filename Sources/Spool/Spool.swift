@@ -163,6 +163,7 @@ public final class Spool: @unchecked Sendable {
         _totals = try Self.readTotals(db)
         let ids = try Self.readIDs(db)
         rows.withLock { $0.ids = ids }
+        requeuedRows = Self.countRequeued(db)
         checkpointer = Checkpointer(path: path, interval: Self.checkpointInterval)
         disk.ensureReserve(free: freeAfterCheckpoint())
     }
@@ -251,6 +252,7 @@ public final class Spool: @unchecked Sendable {
             try? db.exec("ROLLBACK")
             _totals = (try? Self.readTotals(db)) ?? _totals
             if let ids = try? Self.readIDs(db) { rows.withLock { $0.ids = ids } }
+            requeuedRows = Self.countRequeued(db)
             // Rolled back: the delivered batches are still there, and still marked.
             acknowledgementsDeleted = 0
             throw error
@@ -327,11 +329,13 @@ public final class Spool: @unchecked Sendable {
 
     /// Stores a batch in one transaction, making room per policy first. Never throws for a full disk:
     /// that is reported in the outcome (and the batch's records counted as dropped when not stored).
-    public func append(_ batch: EncodedBatch, now: Int64) throws(SQLiteError) -> AppendOutcome {
-        try locked { () throws(SQLiteError) -> AppendOutcome in try appendLocked(batch, now: now) }
+    /// `consuming`: rows of `requeued` whose records the batch carries (with new IDs), deleted in
+    /// the same transaction when it is stored.
+    public func append(_ batch: EncodedBatch, now: Int64, consuming: [Int64] = []) throws(SQLiteError) -> AppendOutcome {
+        try locked { () throws(SQLiteError) -> AppendOutcome in try appendLocked(batch, now: now, consuming: consuming) }
     }
 
-    private func appendLocked(_ batch: EncodedBatch, now: Int64) throws(SQLiteError) -> AppendOutcome {
+    private func appendLocked(_ batch: EncodedBatch, now: Int64, consuming: [Int64]) throws(SQLiteError) -> AppendOutcome {
         let payload = scratch[0..<batch.serialize(into: &scratch)]
         let bytes = Int64(payload.count)
         let counts = Self.keyCounts(batch)
@@ -342,6 +346,15 @@ public final class Spool: @unchecked Sendable {
         func store() throws(SQLiteError) {
             try insert(payload, records: Int64(batch.recordCount), lines: Int64(batch.lineCount), bytes: bytes, counts: counts, now: now)
             try saveOffsetsLocked(batch.checkpoints, now: now)
+            if !consuming.isEmpty {
+                let d = try db.prepare(Schema.deleteRequeued)
+                for id in consuming {
+                    d.reset()
+                    d.bind(1, id)
+                    try d.run()
+                }
+                requeuedRows -= consuming.count
+            }
         }
         // The reserve comes back once there is room for it again.
         if !disk.reserveHeld { disk.ensureReserve(free: freeAfterCheckpoint()) }
@@ -579,12 +592,64 @@ public final class Spool: @unchecked Sendable {
         }
     }
 
+    // MARK: refused records moved out of their batch
+
+    /// Rows of `requeued`: records waiting for new stream IDs (see `requeue`).
+    private var requeuedRows = 0
+    /// Whether records wait in `requeued` for the encode stage.
+    public var hasRequeued: Bool { (try? locked { requeuedRows > 0 }) ?? false }
+
+    /// In one transaction: batch `id` becomes `remainder` (deleted when nothing is left of it), and
+    /// `moved` (XADDs Redis refused, surely not written) waits in `requeued` for the encode stage
+    /// to give them new IDs. A `kill -9` either side of it loses and doubles nothing.
+    public func requeue(id: Int64, remainder: EncodedBatch, moved: EncodedBatch, now: Int64) throws(SQLiteError) {
+        try locked { () throws(SQLiteError) in
+            if remainder.commandCount == 0 {
+                try transaction { () throws(SQLiteError) in
+                    try applyAcknowledgementsLocked()
+                    try removeRow(id)
+                    try insertRequeued(moved, now: now)
+                }
+            } else {
+                try replaceLocked(id: id, with: remainder) { () throws(SQLiteError) in try self.insertRequeued(moved, now: now) }
+            }
+        }
+    }
+
+    static func countRequeued(_ db: SQLiteDatabase) -> Int {
+        guard let s = try? db.prepare(Schema.requeuedCount), (try? s.step()) == true else { return 0 }
+        return Int(s.int64(0))
+    }
+
+    private func insertRequeued(_ moved: EncodedBatch, now: Int64) throws(SQLiteError) {
+        let s = try db.prepare(Schema.insertRequeued)
+        s.bind(1, now)
+        s.bind(2, Int64(moved.recordCount))
+        s.bind(3, blob: moved.serialized())
+        try s.run()
+        requeuedRows += 1
+    }
+
+    /// The records waiting for new IDs, oldest first (at most `limit` rows), with their row ids.
+    public func requeued(limit: Int = 64) throws(SQLiteError) -> [(id: Int64, batch: EncodedBatch)] {
+        try locked { () throws(SQLiteError) -> [(id: Int64, batch: EncodedBatch)] in
+            guard requeuedRows > 0 else { return [] }
+            let s = try db.prepare(Schema.requeuedRows)
+            s.bind(1, Int64(limit))
+            var out: [(Int64, EncodedBatch)] = []
+            while try s.step() {
+                if let b = try? EncodedBatch(serialized: s.blob(1)) { out.append((s.int64(0), b)) }
+            }
+            return out
+        }
+    }
+
     /// Replaces a batch with what is left of it (after a partial write), in one transaction.
     public func replace(id: Int64, with batch: EncodedBatch) throws(SQLiteError) {
         try locked { () throws(SQLiteError) in try replaceLocked(id: id, with: batch) }
     }
 
-    private func replaceLocked(id: Int64, with batch: EncodedBatch) throws(SQLiteError) {
+    private func replaceLocked(id: Int64, with batch: EncodedBatch, also: (() throws(SQLiteError) -> Void)? = nil) throws(SQLiteError) {
         let s = try db.prepare("SELECT records, bytes, spilled_ns FROM batches WHERE id = ?1")
         s.bind(1, id)
         guard try s.step() else { return }
@@ -610,6 +675,7 @@ public final class Spool: @unchecked Sendable {
             }
             _totals.records += Int64(batch.recordCount) - oldRecords
             _totals.bytes += Int64(payload.count) - oldBytes
+            try also?()
         }
     }
 
@@ -821,7 +887,16 @@ public struct SpoolStatus: Sendable {
         // The agent creates the file before the schema: in that instant there is nothing to read yet.
         let schema = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_state'")
         guard try schema.step() else { return nil }
-        let totals = try Spool.readTotals(db)
+        var totals = try Spool.readTotals(db)
+        // Records Redis refused, waiting for new IDs, are part of the backlog.
+        let hasRequeued = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requeued'")
+        if try hasRequeued.step() {
+            let r = try db.prepare("SELECT COUNT(*), COALESCE(SUM(records), 0) FROM requeued")
+            if try r.step() {
+                totals.records += r.int64(1)
+                totals.lines += r.int64(1)
+            }
+        }
         func pairs(_ sql: String, _ limit: Int) throws(SQLiteError) -> [(String, Int64)] {
             let s = try db.prepare(sql)
             s.bind(1, Int64(limit))

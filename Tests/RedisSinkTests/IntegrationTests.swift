@@ -118,6 +118,43 @@ import Testing
         #expect(try xrange(server, "metrics:web-1:cpu").last?.0 == "999-0")
     }
 
+    /// Redis refuses a batch (OOM) and takes the batch behind it once its memory is back: the
+    /// refused records' IDs are then below the stream's top. They are moved out of their batch and
+    /// given new IDs ahead of the next batch's records, so they are written, not taken for
+    /// duplicates (before: 3 "duplicates", 3 records lost).
+    @Test func recordsRefusedBeforeLaterOnesAreAcceptedGetNewIDs() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig(server.url))
+        let first = try writer.encode((0..<3).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
+        let second = try writer.encode((3..<6).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
+        _ = try server.cli(["XADD", "metrics:web-1:cpu", "1-0", "seed", "1"])
+        #expect(try server.cli(["CONFIG", "SET", "maxmemory-policy", "noeviction"]) == "OK")
+        #expect(try server.cli(["CONFIG", "SET", "maxmemory", "1"]) == "OK")
+        var a = PendingBatch(first)
+        let (refusedCounters, error) = writer.attempt(&a)
+        #expect(error?.hasPrefix("OOM") == true, "\(error ?? "nil")")
+        #expect(refusedCounters.written == 0 && refusedCounters.duplicates == 0)
+        // Surely not written: moved out of the batch, which is then settled.
+        #expect(a.isComplete && a.moved.count == 3)
+        #expect(try server.cli(["CONFIG", "SET", "maxmemory", "0"]) == "OK")
+        #expect(send(writer, second).counters.written == 3)
+        let taken = a.takeMoved()
+        #expect(taken?.recordCount == 3 && a.moved.isEmpty)
+        let moved = taken ?? EncodedBatch()
+        let (reminted, count) = writer.encoder.ids.withMinter { EncodedBatch.reminting([moved], minter: &$0) }
+        #expect(count == 3)
+        let next = try writer.encode([QueuedRecord(record: cpuRecord(ms: 1006), route: 0)], now: wallClockNanoseconds()).after(reminted)
+        #expect(next.recordCount == 4)
+        let sent = send(writer, next)
+        #expect(sent.error == nil && sent.counters.written == 4 && sent.counters.duplicates == 0, "\(sent.counters)")
+        let entries = try xrange(server, "metrics:web-1:cpu").dropFirst()
+        // Every record once; the refused ones after those Redis took meanwhile, their time kept.
+        #expect(entries.map { $0.1["timestamp"] ?? "" } == ["1003", "1004", "1005", "1000", "1001", "1002", "1006"])
+        let ids = entries.compactMap { StreamID($0.0) }
+        #expect(ids.count == 7 && zip(ids, ids.dropFirst()).allSatisfy { $0 < $1 })
+    }
+
     @Test func refusedConnectionKeepsTheBatchUntilRedisIsBack() throws {
         let port = try RedisServer.freePort()
         let writer = try makeWriter(try outputConfig("redis://127.0.0.1:\(port)/0"))
