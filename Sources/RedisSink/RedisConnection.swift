@@ -155,9 +155,19 @@ public final class RedisConnection {
     /// the order they were sent. Redis works on them meanwhile. Every command is on the socket when
     /// this returns.
     public func send(_ arguments: RedisCommand, count: Int, span: (Int) -> CommandSpan) -> Ticket {
+        // A pipeline never overtakes an earlier one that did not go out: while a send that failed
+        // is not received yet, later sends fail too, without connecting. (Else a connection made
+        // again for the later one, Redis back meanwhile, would write its records first, and the
+        // earlier records' explicit IDs would then be below their streams' tops.)
+        if failedSends > 0 {
+            failedSends += 1
+            return Ticket(count: count, generation: generation, start: monotonicNanoseconds(),
+                          error: .connection("\(options.endpoint.display): not sent: an earlier pipeline on this connection could not be sent"))
+        }
         do {
             try connect()
         } catch {
+            failedSends += 1
             return Ticket(count: count, generation: generation, start: monotonicNanoseconds(), error: error)
         }
         let start = monotonicNanoseconds()
@@ -196,10 +206,16 @@ public final class RedisConnection {
                 return nil
             }
         }
-        if let failed { return Ticket(count: count, generation: sentOn, start: start, error: failure(c, failed)) }
+        if let failed {
+            failedSends += 1
+            return Ticket(count: count, generation: sentOn, start: start, error: failure(c, failed))
+        }
         var done: Int32 = 0
         repeat {
-            if redisBufferWrite(c, &done) != REDIS_OK { return Ticket(count: count, generation: sentOn, start: start, error: failure(c, "writing")) }
+            if redisBufferWrite(c, &done) != REDIS_OK {
+                failedSends += 1
+                return Ticket(count: count, generation: sentOn, start: start, error: failure(c, "writing"))
+            }
         } while done == 0
         unread += count
         return Ticket(count: count, generation: sentOn, start: start, error: nil)
@@ -221,7 +237,10 @@ public final class RedisConnection {
     /// may or may not have been applied). When the connection was lost since the send (by an error
     /// in another pipeline), nothing is read: every command's outcome is unknown.
     public func receive(_ ticket: Ticket, detail: ReplyDetail) -> (replies: [RedisReply], error: RedisError?) {
-        if let error = ticket.error { return ([], error) }
+        if let error = ticket.error {
+            failedSends = max(0, failedSends - 1)
+            return ([], error)
+        }
         guard let c = context, generation == ticket.generation else {
             return ([], .connection("\(options.endpoint.display): the connection was lost before the replies to \(ticket.count) commands were read"))
         }
@@ -248,6 +267,8 @@ public final class RedisConnection {
 
     /// Commands sent whose replies are not read yet (on this context).
     private var unread = 0
+    /// Sends that failed (tickets with an error) not received yet: later sends fail too.
+    private var failedSends = 0
     /// The socket's receive low-water mark (SO_RCVLOWAT), and the `unread` it was set for.
     private var lowWater: Int32 = 1
     private var lowWaterFor = 0

@@ -84,15 +84,16 @@ import Testing
         cfg.key = try KeyTemplate("other:{host}")
         let denied = try makeWriter(cfg)
         let batch = try denied.encode([cpuRecord(ms: 6)].map { QueuedRecord(record: $0, route: 0) }, now: wallClockNanoseconds())
-        let refused = send(denied, batch, tries: 2)
-        #expect(refused.counters.rejected == 0 && refused.counters.written == 0)
-        #expect(refused.error?.hasPrefix("NOPERM") == true, "\(refused.error ?? "nil")")
-        #expect(!refused.pending.isComplete)
+        var refused = PendingBatch(batch)
+        let (refusedCounters, refusal) = denied.attempt(&refused)
+        #expect(refusedCounters.rejected == 0 && refusedCounters.written == 0)
+        #expect(refusal?.hasPrefix("NOPERM") == true, "\(refusal ?? "nil")")
+        #expect(refused.moved.count == 1)
         let admin = ["--user", "default", "--pass", "adminpw"]
         #expect(try server.cli(["ACL", "SETUSER", "spill", "~other:*"], auth: admin) == "OK")
-        var pending = refused.pending
-        let (counters, error) = denied.attempt(&pending)
-        #expect(error == nil && counters.written == 1 && pending.isComplete)
+        let again = denied.encoder.ids.withMinter { EncodedBatch.reminting([refused.takeMoved() ?? EncodedBatch()], minter: &$0) }.batch
+        let sent = send(denied, again)
+        #expect(sent.error == nil && sent.counters.written == 1)
         #expect(try server.cli(["XLEN", "other:web-1"], auth: admin) == "1")
     }
 
@@ -153,6 +154,27 @@ import Testing
         #expect(entries.map { $0.1["timestamp"] ?? "" } == ["1003", "1004", "1005", "1000", "1001", "1002", "1006"])
         let ids = entries.compactMap { StreamID($0.0) }
         #expect(ids.count == 7 && zip(ids, ids.dropFirst()).allSatisfy { $0 < $1 })
+    }
+
+    /// A pipeline never overtakes an earlier one that could not be sent: Redis comes back between
+    /// two sends, and the second fails too until the first's failure is read (else its records
+    /// would be written first, and the first's explicit IDs end up below the stream's top).
+    @Test func aPipelineNeverOvertakesOneThatWasNotSent() throws {
+        let port = try RedisServer.freePort()
+        let connection = RedisConnection(options: RedisConnectionOptions(endpoint: try RedisEndpoint.parse("redis://127.0.0.1:\(port)/0")))
+        let first = connection.send([RedisCommand(["XADD", "s", "5-0", "f", "1"])])
+        #expect(first.error != nil)
+        let server = try RedisServer(port: port)
+        defer { server.stop(); server.removeFiles() }
+        let second = connection.send([RedisCommand(["XADD", "s", "6-0", "f", "2"])])
+        #expect(second.error != nil, "the second pipeline went out ahead of the first")
+        #expect(connection.receive(first, detail: .full).error != nil)
+        #expect(connection.receive(second, detail: .full).error != nil)
+        #expect(try server.cli(["EXISTS", "s"]) == "0")
+        // Both failures read: the first goes out again, then the second, in order.
+        #expect(connection.pipeline([RedisCommand(["XADD", "s", "5-0", "f", "1"])]).error == nil)
+        #expect(connection.pipeline([RedisCommand(["XADD", "s", "6-0", "f", "2"])]).error == nil)
+        #expect(try xrange(server, "s").map(\.0) == ["5-0", "6-0"])
     }
 
     @Test func refusedConnectionKeepsTheBatchUntilRedisIsBack() throws {
@@ -246,9 +268,13 @@ import Testing
         let (c1, e1) = writer.attempt(&p)
         #expect(c1.written == 0 && c1.rejected == 0)
         #expect(e1?.hasPrefix("OOM") == true)
+        // Surely not written: moved out, to go again with new IDs (see PendingBatch.moved).
+        #expect(p.moved.count == 5)
         try server.cli(["CONFIG", "SET", "maxmemory", "0"])
-        let (c2, e2) = writer.attempt(&p)
-        #expect(e2 == nil && c2.written == 5)
+        let moved = p.takeMoved() ?? EncodedBatch()
+        let again = writer.encoder.ids.withMinter { EncodedBatch.reminting([moved], minter: &$0) }.batch
+        let sent = send(writer, again)
+        #expect(sent.error == nil && sent.counters.written == 5)
     }
 
     @Test func newRunNeverMintsBelowWhatRedisHas() throws {

@@ -34,6 +34,22 @@ func appendLines(_ path: String, from first: Int, count: Int, prefix: String = "
     close(fd)
 }
 
+/// An agent (`AgentProcess`) following `app` from its beginning, plus `inputs`; every stream entry
+/// kept (`maxlen = 0`), so lines can be counted.
+func tailingAgent(redisPort: Int, app: String, inputs: String = "") throws -> AgentProcess {
+    let agent = try AgentProcess(redisPort: redisPort, inputs: """
+        \(inputs)
+        [[inputs.tail]]
+        files = ["\(app)"]
+        from_beginning = true
+        watch_interval = "100ms"
+        """)
+    let config = try String(contentsOf: agent.config, encoding: .utf8)
+        .replacingOccurrences(of: "[outputs.redis]", with: "[outputs.redis]\nmaxlen = 0")
+    try config.write(to: agent.config, atomically: true, encoding: .utf8)
+    return agent
+}
+
 /// The promise where real hosts break it: a really full disk, a second agent on one data_dir, …
 @Suite(.serialized) struct Harden {
     /// A second `run` on the same data_dir exits 1 at once, naming the data_dir and the pid holding
@@ -99,19 +115,10 @@ func appendLines(_ path: String, from first: Int, count: Int, prefix: String = "
         }
         let app = dir.appendingPathComponent("app.log").path
         _ = FileManager.default.createFile(atPath: app, contents: nil)
-        let agent = try AgentProcess(redisPort: port, extra: "maxlen = 0", inputs: """
-            [[inputs.mem]]
-            interval = "20ms"
-            [[inputs.tail]]
-            files = ["\(app)"]
-            from_beginning = true
-            watch_interval = "100ms"
-            """)
-        // The buffer on the small file system; maxlen 0 keeps every entry for the count.
-        var config = try String(contentsOf: agent.config, encoding: .utf8)
-        config = config.replacingOccurrences(of: "data_dir = \"\(agent.dataDir.path)\"", with: "data_dir = \"\(mnt.path)/data\"")
-        config = config.replacingOccurrences(of: "timeout = \"500ms\"\nmaxlen = 0", with: "timeout = \"500ms\"")
-        config = config.replacingOccurrences(of: "[outputs.redis]", with: "[outputs.redis]\nmaxlen = 0")
+        let agent = try tailingAgent(redisPort: port, app: app, inputs: "[[inputs.mem]]\ninterval = \"20ms\"")
+        // The buffer on the small file system.
+        let config = try String(contentsOf: agent.config, encoding: .utf8)
+            .replacingOccurrences(of: "data_dir = \"\(agent.dataDir.path)\"", with: "data_dir = \"\(mnt.path)/data\"")
         try config.write(to: agent.config, atomically: true, encoding: .utf8)
         try agent.start()
         defer { if agent.process != nil { agent.sigkill() } }
@@ -182,12 +189,7 @@ func appendLines(_ path: String, from first: Int, count: Int, prefix: String = "
         defer { try? FileManager.default.removeItem(at: dir) }
         let app = dir.appendingPathComponent("app.log").path
         appendLines(app, from: 0, count: 20)
-        let agent = try AgentProcess(redisPort: server.port, inputs: """
-            [[inputs.tail]]
-            files = ["\(app)"]
-            from_beginning = true
-            watch_interval = "100ms"
-            """)
+        let agent = try tailingAgent(redisPort: server.port, app: app)
         try agent.start()
         defer { if agent.process != nil { agent.sigkill() } }
         let waiting = try agent.waitFor(10) { number($0, "backlog.records") == 20 && (value($0, "breaker.state") as? String) == "open" }
@@ -234,15 +236,7 @@ func appendLines(_ path: String, from first: Int, count: Int, prefix: String = "
         defer { try? FileManager.default.removeItem(at: dir) }
         let app = dir.appendingPathComponent("app.log").path
         _ = FileManager.default.createFile(atPath: app, contents: nil)
-        let agent = try AgentProcess(redisPort: server.port, extra: "", inputs: """
-            [[inputs.tail]]
-            files = ["\(app)"]
-            from_beginning = true
-            watch_interval = "100ms"
-            """)
-        var config = try String(contentsOf: agent.config, encoding: .utf8)
-        config = config.replacingOccurrences(of: "[outputs.redis]", with: "[outputs.redis]\nmaxlen = 0")
-        try config.write(to: agent.config, atomically: true, encoding: .utf8)
+        let agent = try tailingAgent(redisPort: server.port, app: app)
         try agent.start()
         defer { if agent.process != nil { agent.sigkill() } }
         func usedMemory() -> Int {
