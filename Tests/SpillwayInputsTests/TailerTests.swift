@@ -283,4 +283,85 @@ final class TailHarness {
         #expect(r.name == "drift" && r.tag("tenant") == "acme" && r.timestamp == 1_700_000_000_000_000_000 && r.fields == [Field("drift", .double(0.2))])
         #expect(h.delivered[1].record.field("parse_error") == .bool(true))
     }
+
+    /// logrotate's copytruncate with `files` matching the copies, the agent stopped across it: the
+    /// copy (a new inode) holds the committed content and is read only past its offset, before the
+    /// file's new lines; also when the restart comes between the copy and the truncation.
+    @Test func copytruncateWhileStoppedReadsTheCopyOnlyPastTheCommittedOffset() throws {
+        for (name, truncateBeforeRestart) in [("stopped across copy and truncate", true), ("restarted between copy and truncate", false)] {
+            let h = try TailHarness()
+            let o = h.options(["app.log*"])
+            try h.write("app.log", h.lines("a", 0..<40))
+            let t = h.tailer(o)
+            h.poll(t)
+            let committed = h.delivered[29].checkpoint  // only the first 30 lines were durable
+            t.close()
+            try h.append("app.log", h.lines("a", 40..<45))
+            try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+            if truncateBeforeRestart {
+                _ = truncate(h.path("app.log"), 0)
+                try h.append("app.log", h.lines("b", 0..<3))
+            }
+            h.delivered = []
+            let t2 = h.tailer(o, offsets: [committed])
+            h.poll(t2, times: 2)
+            if !truncateBeforeRestart {
+                _ = truncate(h.path("app.log"), 0)
+                try h.append("app.log", h.lines("b", 0..<3))
+                h.poll(t2, times: 3)
+            }
+            #expect(h.messages == h.expected("a", 30..<45) + h.expected("b", 0..<3), "\(name)")
+            #expect(h.delivered.allSatisfy { $0.record.tag("path") == h.path("app.log") }, "\(name)")
+            // A third start (the file's own checkpoint now records its new content): nothing again.
+            let offsets = h.saved + h.delivered.map(\.checkpoint)
+            var last: [FileIdentity: FileCheckpoint] = [:]
+            for c in offsets { last[c.identity] = c }
+            t2.close()
+            h.delivered = []
+            let t3 = h.tailer(o, offsets: Array(last.values))
+            h.poll(t3, times: 2)
+            #expect(h.messages.isEmpty, "\(name)")
+        }
+    }
+
+    /// Files shorter than the fingerprint: a copy of a short followed file is still a copy, and a
+    /// new file that only shares a short file's first line (a header) is read.
+    @Test func shortFilesCopiesAndSharedHeaders() throws {
+        let h = try TailHarness()
+        try h.write("app.log", "HEADER\n" + h.lines("a", 0..<3))
+        try h.write("other.log", "HEADER\n")
+        let t = h.tailer(h.options(["*.log*"]))
+        h.poll(t)
+        try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        h.poll(t, times: 2)
+        _ = truncate(h.path("app.log"), 0)
+        try h.append("app.log", h.lines("b", 0..<2))
+        try h.write("new.log", "HEADER\n" + h.lines("n", 0..<2))
+        h.poll(t, times: 3)
+        let app = h.delivered.filter { $0.record.tag("path") == h.path("app.log") }.map { if case .string(let s)? = $0.record.field("message") { s } else { "?" } }
+        #expect(app == ["HEADER"] + h.expected("a", 0..<3) + h.expected("b", 0..<2))
+        let new = h.delivered.filter { $0.record.tag("path") == h.path("new.log") }.map { if case .string(let s)? = $0.record.field("message") { s } else { "?" } }
+        #expect(new == ["HEADER"] + h.expected("n", 0..<2))
+        #expect(!h.delivered.contains { $0.record.tag("path") == h.path("app.log.1") })
+    }
+
+    /// Rename rotation while the old file holds more than one poll's read budget: its lines all come
+    /// before the new file's (with `files` matching the rotated names or not).
+    @Test func renameWithALargeBacklogKeepsOrder() throws {
+        for pattern in ["app.log", "app.log*"] {
+            let h = try TailHarness()
+            try h.write("app.log", h.lines("a", 0..<2))
+            let t = h.tailer(h.options([pattern]))
+            h.poll(t)
+            let pad = String(repeating: "x", count: 80)
+            try h.append("app.log", (2..<60_000).map { "a\($0) \(pad)\n" }.joined())
+            try FileManager.default.moveItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+            try h.write("app.log", h.lines("b", 0..<3))
+            h.poll(t, times: 4)
+            try h.append("app.log", h.lines("b", 3..<5))
+            h.poll(t, times: 2)
+            let got = h.messages.map { $0.split(separator: " ").first.map(String.init) ?? "" }
+            #expect(got == h.expected("a", 0..<60_000) + h.expected("b", 0..<5), "\(pattern): \(got.count) lines, first b at \(got.firstIndex(of: "b0") ?? -1)")
+        }
+    }
 }
