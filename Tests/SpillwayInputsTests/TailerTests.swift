@@ -364,4 +364,31 @@ final class TailHarness {
             #expect(got == h.expected("a", 0..<60_000) + h.expected("b", 0..<5), "\(pattern): \(got.count) lines, first b at \(got.firstIndex(of: "b0") ?? -1)")
         }
     }
+
+    /// A checkpoint committed by an earlier version (fingerprint of the first 256 bytes) still resumes
+    /// its file, and still tells its content in a copy.
+    @Test func checkpointsWithA256ByteFingerprintStillMatch() throws {
+        let h = try TailHarness()
+        let pad = String(repeating: "p", count: 40)
+        try h.write("app.log", (0..<30).map { "a\($0) \(pad)\n" }.joined())
+        let t = h.tailer(h.options(["app.log*"]))
+        h.poll(t)
+        t.close()
+        var legacy = h.delivered[19].checkpoint
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: h.path("app.log"))))
+        legacy.fingerprint = FileCheckpoint.fingerprint(of: bytes.prefix(256))
+        legacy.fingerprintLength = 256
+        h.delivered = []
+        let t2 = h.tailer(h.options(["app.log*"]), offsets: [legacy])
+        h.poll(t2)
+        #expect(h.messages.map { String($0.prefix(3)) } == (20..<30).map { "a\($0)" })
+        t2.close()
+        // Copied and truncated while stopped: the copy is read past the legacy offset only.
+        try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        _ = truncate(h.path("app.log"), 0)
+        h.delivered = []
+        let t3 = h.tailer(h.options(["app.log*"]), offsets: [legacy])
+        h.poll(t3, times: 2)
+        #expect(h.messages.map { String($0.prefix(3)) } == (20..<30).map { "a\($0)" })
+    }
 }

@@ -163,7 +163,8 @@ public final class Tailer {
             let here = statPath(path).map(identityOf)
             let older = group.filter { $0.identity != here }.sorted { ($0.mtime, $0.seq) < ($1.mtime, $1.seq) }
             for f in older where !stopped { read(f, now: now) }
-            if let current = group.first(where: { $0.identity == here }), !stopped, !olderContentWaits(current) {
+            let waits = older.contains { files[$0.identity] === $0 && $0.fd >= 0 && $0.offset < $0.size }
+            if let current = group.first(where: { $0.identity == here }), !stopped, !waits {
                 read(current, now: now)
             }
         }
