@@ -27,30 +27,35 @@ func renameRotation(_ app: String) -> (LogWriter) -> Void {
     }
 }
 
-/// An agent following `logs/app.log*` (the pattern matches logrotate's copies) against a real
-/// redis-server.
-func rotationAgent(_ server: RedisServer) throws -> (AgentProcess, String) {
+/// An agent following `logs/app.log*` (the pattern matches logrotate's copies; `exact`: only
+/// `logs/app.log`) against a real redis-server.
+func rotationAgent(_ server: RedisServer, exact: Bool = false) throws -> (AgentProcess, String) {
     // (maxlen = 0: the stream is not trimmed, every line stays to be counted.)
     let agent = try AgentProcess(redisPort: server.port, inputs: "")
     let logs = agent.dir.appendingPathComponent("logs")
     try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
     let app = logs.appendingPathComponent("app.log").path
     _ = FileManager.default.createFile(atPath: app, contents: nil)
-    try (String(contentsOf: agent.config, encoding: .utf8) + "\n" + tailInput([app + "*"], "maxlen = 0")).write(to: agent.config, atomically: true, encoding: .utf8)
+    try (String(contentsOf: agent.config, encoding: .utf8) + "\n" + tailInput([exact ? app : app + "*"], "maxlen = 0")).write(to: agent.config, atomically: true, encoding: .utf8)
     return (agent, app)
 }
 
 @Suite(.serialized) struct TailRotation {
-    enum Agent: String, CaseIterable { case running, sigterm, sigkill }
+    enum Agent: String, CaseIterable {
+        case running, sigterm, sigkill
+        /// The same, `files` matching app.log only (the copy is found next to it).
+        case sigtermExactPath, sigkillExactPath
+    }
 
     /// copytruncate four times while a writer appends 300 lines/s, `files` matching the copies, with
     /// the agent running, SIGTERMed across each rotation, or SIGKILLed (across the rotation, or just
     /// after it while the copy is being read); then twice in a row with the agent running, the second
-    /// time of a file shorter than its fingerprint: every line in Redis once, in order.
-    @Test(arguments: Agent.allCases) func copytruncateWithAGlobMatchingTheCopies(_ mode: Agent) throws {
+    /// time of a file shorter than its fingerprint: every line in Redis once, in order. The stopped
+    /// and killed cases also with `files` matching app.log only.
+    @Test(arguments: Agent.allCases) func copytruncateRunningStoppedAndKilled(_ mode: Agent) throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }
-        let (agent, app) = try rotationAgent(server)
+        let (agent, app) = try rotationAgent(server, exact: mode == .sigtermExactPath || mode == .sigkillExactPath)
         defer { try? FileManager.default.removeItem(at: agent.dir) }
         try agent.start()
         defer { if agent.process != nil { agent.sigkill() } }
@@ -63,14 +68,14 @@ func rotationAgent(_ server: RedisServer) throws -> (AgentProcess, String) {
             case .running:
                 w.between(copytruncateRotation(app))
                 usleep(700_000)
-            case .sigterm:
+            case .sigterm, .sigtermExactPath:
                 #expect(agent.stop() == 0)
                 usleep(200_000)
                 w.between(copytruncateRotation(app))
                 usleep(300_000)
                 try agent.start()
                 usleep(900_000)
-            case .sigkill:
+            case .sigkill, .sigkillExactPath:
                 if round % 2 == 0 {
                     agent.sigkill()
                     usleep(200_000)

@@ -261,15 +261,23 @@ public final class Tailer {
                     track(f)
                     continue
                 }
-                // Same inode, other content: its checkpoint still records what was read of the old.
+                // Same inode, other content (truncated or rewritten while the agent was stopped):
+                // its checkpoint still records what was read of the old content, and the rest of
+                // that content is read from the copy next to it, when there is one.
                 known[c.identity] = nil
-                if k.identifiesContent { displaced.append(k) }
+                if k.identifiesContent {
+                    displaced.append(k)
+                    if let copy = findCopy(near: c.path, of: c.identity, fingerprint: k.fingerprint, length: k.fingerprintLength, atLeast: 0) {
+                        adoptCopy(copy, of: k, now: now)
+                        seen.insert(copy.identity)
+                    }
+                }
             }
             heads[c.identity] = head ?? []
             unclassified.append(c)
         }
         let records = known.values.filter(\.identifiesContent) + displaced
-        for c in unclassified {
+        for c in unclassified where files[c.identity] == nil {
             let head = heads[c.identity]!
             var hashes: [Int: UInt64] = [:]
             func matches(_ length: Int, _ fingerprint: UInt64) -> Bool {
@@ -318,6 +326,27 @@ public final class Tailer {
             env.forgetOffsets(forget)
             for i in forget { known[i] = nil }
         }
+    }
+
+    /// Follows `copy`, which holds the content checkpoint `k` was read from (its file was truncated or
+    /// rewritten while the agent was stopped), from `k`'s offset.
+    func adoptCopy(_ copy: (path: String, identity: FileIdentity), of k: FileCheckpoint, now: Int64) {
+        guard let st = statPath(copy.path) else { return }
+        let size = Int64(st.st_size)
+        let offset = min(max(k.offset, known[copy.identity]?.offset ?? 0), size)
+        let c = TrackedFile(identity: copy.identity, path: k.path, offset: offset, now: now)
+        c.currentPath = copy.path
+        c.size = size
+        c.mtime = mtimeOf(st)
+        c.isCopy = true
+        c.rotatedAway = !options.covers(copy.path)
+        c.lastChange = now - options.rotateWait  // a copy does not grow
+        (c.fingerprint, c.fingerprintLength, c.fingerprintHasLine) = withFile(copy.path) { fingerprint(fd: $0, size: size) } ?? (k.fingerprint, k.fingerprintLength, false)
+        copies.remove(copy.identity)
+        known[copy.identity] = nil
+        track(c)
+        env.log("\(k.path) was truncated or rewritten while the agent was stopped; reading the rest of its old content from \(copy.path), from \(offset)")
+        env.saveOffsets([c.checkpoint(offset)])
     }
 
     /// Whether a new file (of `size` bytes, whose first bytes are compared by `matches`) is a copy of
@@ -509,19 +538,26 @@ public final class Tailer {
 
     /// A file next to `f` whose name starts with `f`'s, with `f`'s first bytes: what copytruncate left.
     func findCopy(of f: TrackedFile) -> (path: String, identity: FileIdentity)? {
-        guard f.fingerprintLength > 0 else { return nil }
-        let (dir, base) = split(f.currentPath)
+        findCopy(near: f.currentPath, of: f.identity, fingerprint: f.fingerprint, length: f.fingerprintLength, atLeast: f.lineStart)
+    }
+
+    /// A file next to `path` whose name starts with its name, not followed, at least `atLeast` bytes
+    /// long, whose first `length` bytes have `fingerprint` (the most recently modified of them).
+    func findCopy(near path: String, of identity: FileIdentity, fingerprint fp: UInt64, length: Int,
+                  atLeast: Int64) -> (path: String, identity: FileIdentity)? {
+        guard length > 0 else { return nil }
+        let (dir, base) = split(path)
         var best: (String, FileIdentity, Int)?
         for name in GlobWalker.entries(dir) {
             guard name != base, name.hasPrefix(base), !Self.compressed.contains(where: { name.hasSuffix($0) }) else { continue }
-            let path = dir + "/" + name
-            guard let st = statPath(path), (st.st_mode & S_IFMT) == S_IFREG else { continue }
-            let identity = identityOf(st)
-            guard identity != f.identity, !released.contains(identity), files[identity] == nil,
-                  Int64(st.st_size) >= f.lineStart,
-                  fingerprint(path: path, length: f.fingerprintLength) == f.fingerprint else { continue }
+            let candidate = dir + "/" + name
+            guard let st = statPath(candidate), (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            let other = identityOf(st)
+            guard other != identity, !released.contains(other), files[other] == nil,
+                  Int64(st.st_size) >= atLeast,
+                  fingerprint(path: candidate, length: length) == fp else { continue }
             let mtime = st.st_mtim.tv_sec
-            if best == nil || mtime > best!.2 { best = (path, identity, mtime) }
+            if best == nil || mtime > best!.2 { best = (candidate, other, mtime) }
         }
         return best.map { ($0.0, $0.1) }
     }
