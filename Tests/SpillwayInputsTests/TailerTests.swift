@@ -392,4 +392,34 @@ final class TailHarness {
         h.poll(t3, times: 2)
         #expect(h.messages.map { String($0.prefix(3)) } == (20..<30).map { "a\($0)" })
     }
+
+    /// While the agent was stopped, a short file (one header line, read) went away and a new one was
+    /// created with the same header, and a short file was copied and truncated: the new file is read
+    /// whole (a shared first line is not content already read), the copy past its offset.
+    @Test func shortCheckpointsAcrossAStop() throws {
+        let h = try TailHarness()
+        try h.write("a.log", "HEADER\n")
+        try h.write("app.log", "HEADER\n" + h.lines("x", 0..<2))
+        let o = h.options(["*.log*"])
+        let t = h.tailer(o)
+        h.poll(t)
+        let committed = [h.lastCheckpoint("a.log")!, h.lastCheckpoint("app.log")!]
+        t.close()
+        // (Moved out of the pattern's sight rather than deleted, so that the new file cannot reuse its inode.)
+        try FileManager.default.moveItem(atPath: h.path("a.log"), toPath: h.path("old-a"))
+        try h.write("a.log", "HEADER\n" + h.lines("n", 0..<2))
+        try h.append("app.log", h.lines("x", 2..<4))
+        try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        _ = truncate(h.path("app.log"), 0)
+        try h.append("app.log", h.lines("y", 0..<2))
+        h.delivered = []
+        let t2 = h.tailer(o, offsets: committed)
+        h.poll(t2, times: 3)
+        func lines(_ name: String) -> [String] {
+            h.delivered.filter { $0.record.tag("path") == h.path(name) }.map { if case .string(let s)? = $0.record.field("message") { s } else { "?" } }
+        }
+        #expect(lines("a.log") == ["HEADER"] + h.expected("n", 0..<2))
+        #expect(lines("app.log") == h.expected("x", 2..<4) + h.expected("y", 0..<2))
+        #expect(h.delivered.count == 7)
+    }
 }

@@ -295,7 +295,10 @@ public final class Tailer {
             var offset: Int64 = 0
             var path = c.path
             var readBefore = false
-            if let k = records.filter({ matches($0.fingerprintLength, $0.fingerprint) }).max(by: { $0.offset < $1.offset }) {
+            // A record of a short file (its first bytes all of it, under 256) is taken only for a file
+            // named as its rotations are (a shared header is too little to go by).
+            if let k = records.filter({ matches($0.fingerprintLength, $0.fingerprint) && ($0.fingerprintLength >= 256 || isRotationName(c.path, of: $0.path)) })
+                .max(by: { $0.offset < $1.offset }) {
                 offset = min(k.offset, c.size)
                 path = k.path
                 readBefore = true
@@ -326,6 +329,13 @@ public final class Tailer {
             env.forgetOffsets(forget)
             for i in forget { known[i] = nil }
         }
+    }
+
+    /// Whether `path` is named as a rotation of `original` is: next to it, its name longer and
+    /// starting with the original's (`app.log.1`, `app.log-20260101`).
+    func isRotationName(_ path: String, of original: String) -> Bool {
+        let (dir, name) = split(path), (odir, oname) = split(original)
+        return dir == odir && name != oname && name.hasPrefix(oname)
     }
 
     /// Follows `copy`, which holds the content checkpoint `k` was read from (its file was truncated or
