@@ -45,15 +45,20 @@ func rotationAgent(_ server: RedisServer, exact: Bool = false) throws -> (AgentP
         case running, sigterm, sigkill
         /// The same, `files` matching app.log only (the copy is found next to it).
         case sigtermExactPath, sigkillExactPath
+        /// The agent runs; Redis is SIGKILLed before each rotation and started again after it.
+        case redisKilled
     }
 
     /// copytruncate four times while a writer appends 300 lines/s, `files` matching the copies, with
     /// the agent running, SIGTERMed across each rotation, or SIGKILLed (across the rotation, or just
-    /// after it while the copy is being read); then twice in a row with the agent running, the second
-    /// time of a file shorter than its fingerprint: every line in Redis once, in order. The stopped
-    /// and killed cases also with `files` matching app.log only.
+    /// after it while the copy is being read), or with Redis killed across each rotation; then twice in
+    /// a row with the agent running, the second time of a file shorter than its fingerprint: every line
+    /// in Redis once, in order. The stopped and killed cases also with `files` matching app.log only.
     @Test(arguments: Agent.allCases) func copytruncateRunningStoppedAndKilled(_ mode: Agent) throws {
-        let server = try RedisServer()
+        let port = try RedisServer.freePort()
+        let redisDir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-rotation-redis-\(UUID().uuidString)")
+        let aof = ["--appendonly", "yes", "--appendfsync", "always"]
+        var server = try RedisServer(port: port, dir: redisDir, args: aof)
         defer { server.stop(); server.removeFiles() }
         let (agent, app) = try rotationAgent(server, exact: mode == .sigtermExactPath || mode == .sigkillExactPath)
         defer { try? FileManager.default.removeItem(at: agent.dir) }
@@ -67,6 +72,13 @@ func rotationAgent(_ server: RedisServer, exact: Bool = false) throws -> (AgentP
             switch mode {
             case .running:
                 w.between(copytruncateRotation(app))
+                usleep(700_000)
+            case .redisKilled:
+                server.crash()
+                usleep(300_000)
+                w.between(copytruncateRotation(app))
+                usleep(500_000)
+                server = try RedisServer(port: port, dir: redisDir, args: aof)
                 usleep(700_000)
             case .sigterm, .sigtermExactPath:
                 #expect(agent.stop() == 0)
@@ -102,6 +114,12 @@ func rotationAgent(_ server: RedisServer, exact: Bool = false) throws -> (AgentP
         let got = try waitForMessages(server, "metrics:h:log", prefix: "c-", count: written.count, seconds: 60)
         expectSameLines(got, written)
         print("copytruncate (\(mode.rawValue)): \(written.count) lines written, \(got.count) entries, \(Set(got).count) distinct")
+        if got.count != Set(got).count {
+            var seenLines = Set<String>(), dups: [Int] = []
+            for (i, l) in got.enumerated() where !seenLines.insert(l).inserted { dups.append(i) }
+            print("doubled lines in Redis at entries \(dups.first!)...\(dups.last!): \(got[dups.first!].prefix(8))...\(got[dups.last!].prefix(8))")
+            print("the agent's notices:\n" + agent.logText.split(separator: "\n").filter { $0.contains("notice") }.prefix(60).joined(separator: "\n"))
+        }
         #expect(written.count > 600)
         // Every rotation left its copy, and the copies' lines were not read again under their names.
         #expect(FileManager.default.fileExists(atPath: app + ".3"))

@@ -422,4 +422,32 @@ final class TailHarness {
         #expect(lines("app.log") == h.expected("x", 2..<4) + h.expected("y", 0..<2))
         #expect(h.delivered.count == 7)
     }
+
+    /// The copy seen while it is being written (empty, then its first 500 bytes): not taken for a new
+    /// file, so the rest of the old content is read once, from the copy, after the truncation. A new
+    /// file whose bytes only begin a followed file's (its first line) is read once it stops growing.
+    @Test func copySeenWhileBeingWritten() throws {
+        let h = try TailHarness()
+        let pad = String(repeating: "p", count: 40)
+        let text = (0..<60).map { "a\($0) \(pad)\n" }.joined()
+        try h.write("app.log", text)
+        let t = h.tailer(h.options(["*.log*"]))
+        h.poll(t)
+        try h.write("app.log.1", "")
+        h.poll(t)
+        try h.write("app.log.1", String(text.prefix(500)))
+        h.poll(t)
+        try h.write("app.log.1", text + "a60 \(pad)\n")
+        try h.append("app.log", "a60 \(pad)\n")
+        _ = truncate(h.path("app.log"), 0)
+        try h.append("app.log", h.lines("b", 0..<2))
+        h.poll(t, times: 3)
+        #expect(h.messages.map { String($0.prefix(3)) } == (0..<61).map { String("a\($0) ".prefix(3)) } + ["b0", "b1"])
+
+        try h.write("new.log", "b0\n")  // all of it begins app.log's bytes
+        h.poll(t)
+        #expect(h.messages.count == 63)
+        h.poll(t, times: 4)
+        #expect(h.messages.count == 64 && h.messages.last == "b0" && h.delivered.last?.record.tag("path") == h.path("new.log"))
+    }
 }

@@ -118,6 +118,9 @@ public final class Tailer {
     /// Committed checkpoints of files whose content changed while the agent was stopped (truncated,
     /// rewritten): records of content already read, for a copy of it found later.
     var displaced: [FileCheckpoint] = []
+    /// New files whose bytes so far all begin a followed file's (a copy being written?): their size
+    /// and since when it has not changed. Classified once they are longer, differ, or stop growing.
+    var deferred: [FileIdentity: (size: Int64, since: Int64)] = [:]
     var nextSeq = 0
     /// Lines emitted so far.
     public private(set) var emitted = 0
@@ -287,6 +290,17 @@ public final class Tailer {
                 hashes[length] = h
                 return h == fingerprint
             }
+            // Its bytes so far all begin a followed file's: perhaps a copy being written (logrotate
+            // copies in chunks). Looked at again at the next evaluation, while it grows.
+            if !firstStart, head.count < FileCheckpoint.fingerprintBytes, mayBeCopyInProgress(head) {
+                let last = deferred[c.identity]
+                let since = last?.size == c.size ? last!.since : now
+                if now - since < max(options.rotateWait, 2 * options.watchInterval) {
+                    deferred[c.identity] = (c.size, since)
+                    continue
+                }
+            }
+            deferred[c.identity] = nil
             if files.values.contains(where: { isCopy(of: $0, size: c.size, matches: matches) }) {
                 copies.insert(c.identity)  // a copy of a followed file: its lines are read there
                 continue
@@ -318,6 +332,8 @@ public final class Tailer {
             if readBefore { env.saveOffsets([f.checkpoint(offset)]) }
         }
         copies = copies.filter { seen.contains($0) }
+        deferred = deferred.filter { seen.contains($0.key) && files[$0.key] == nil }
+        if !deferred.isEmpty { lastGlob = nil }  // looked at again at the next poll
         released = released.filter { seen.contains($0) }
         if firstStart {
             firstStart = false
@@ -357,6 +373,18 @@ public final class Tailer {
         track(c)
         env.log("\(k.path) was truncated or rewritten while the agent was stopped; reading the rest of its old content from \(copy.path), from \(offset)")
         env.saveOffsets([c.checkpoint(offset)])
+    }
+
+    /// Whether `head`, the first bytes of a new file shorter than a fingerprint, all begin a followed
+    /// file's fingerprinted bytes (as a copy of it does while it is being written).
+    func mayBeCopyInProgress(_ head: [UInt8]) -> Bool {
+        let h = FileCheckpoint.fingerprint(of: head)
+        return files.values.contains { f in
+            guard !f.rotatedAway, f.fingerprintHasLine, head.count < f.fingerprintLength else { return false }
+            if head.isEmpty { return true }
+            let prefix = f.fd >= 0 ? fingerprint(fd: f.fd, length: head.count) : fingerprint(path: f.currentPath, length: head.count)
+            return prefix == h
+        }
     }
 
     /// Whether a new file (of `size` bytes, whose first bytes are compared by `matches`) is a copy of
