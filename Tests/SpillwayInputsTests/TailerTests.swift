@@ -425,7 +425,8 @@ final class TailHarness {
 
     /// The copy seen while it is being written (empty, then its first 500 bytes): not taken for a new
     /// file, so the rest of the old content is read once, from the copy, after the truncation. A new
-    /// file whose bytes only begin a followed file's (its first line) is read once it stops growing.
+    /// file named as a rotation whose bytes only begin a followed file's (its first line) is read once
+    /// it stops growing; a file named otherwise at once.
     @Test func copySeenWhileBeingWritten() throws {
         let h = try TailHarness()
         let pad = String(repeating: "p", count: 40)
@@ -444,11 +445,12 @@ final class TailHarness {
         h.poll(t, times: 3)
         #expect(h.messages.map { String($0.prefix(3)) } == (0..<61).map { String("a\($0) ".prefix(3)) } + ["b0", "b1"])
 
-        try h.write("new.log", "b0\n")  // all of it begins app.log's bytes
+        try h.write("app.log.bak", "b0\n")  // all of it begins app.log's bytes
+        try h.write("new.log", "n0\n")
         h.poll(t)
-        #expect(h.messages.count == 63)
+        #expect(h.messages.count == 64 && h.delivered.last?.record.tag("path") == h.path("new.log"))
         h.poll(t, times: 4)
-        #expect(h.messages.count == 64 && h.messages.last == "b0" && h.delivered.last?.record.tag("path") == h.path("new.log"))
+        #expect(h.messages.count == 65 && h.messages.last == "b0" && h.delivered.last?.record.tag("path") == h.path("app.log.bak"))
     }
 
     /// Two copytruncates (rotate 3 renames) while the agent was stopped in the middle of the first

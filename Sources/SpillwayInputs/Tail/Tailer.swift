@@ -292,7 +292,7 @@ public final class Tailer {
             }
             // Its bytes so far all begin a followed file's: perhaps a copy being written (logrotate
             // copies in chunks). Looked at again at the next evaluation, while it grows.
-            if !firstStart, head.count < FileCheckpoint.fingerprintBytes, mayBeCopyInProgress(head) {
+            if !firstStart, head.count < FileCheckpoint.fingerprintBytes, mayBeCopyInProgress(head, at: c.path) {
                 let last = deferred[c.identity]
                 let since = last?.size == c.size ? last!.since : now
                 if now - since < max(options.rotateWait, 2 * options.watchInterval) {
@@ -375,12 +375,14 @@ public final class Tailer {
         env.saveOffsets([c.checkpoint(offset)])
     }
 
-    /// Whether `head`, the first bytes of a new file shorter than a fingerprint, all begin a followed
-    /// file's fingerprinted bytes (as a copy of it does while it is being written).
-    func mayBeCopyInProgress(_ head: [UInt8]) -> Bool {
+    /// Whether `head`, the first bytes of a new file at `path` shorter than a fingerprint, all begin the
+    /// fingerprinted bytes of a followed file that `path` is named as a rotation of (as a copy of it
+    /// does while it is being written).
+    func mayBeCopyInProgress(_ head: [UInt8], at path: String) -> Bool {
         let h = FileCheckpoint.fingerprint(of: head)
         return files.values.contains { f in
-            guard !f.rotatedAway, f.fingerprintHasLine, head.count < f.fingerprintLength else { return false }
+            guard !f.rotatedAway, f.fingerprintHasLine, head.count < f.fingerprintLength,
+                  isRotationName(path, of: f.currentPath) || isRotationName(path, of: f.path) else { return false }
             if head.isEmpty { return true }
             let prefix = f.fd >= 0 ? fingerprint(fd: f.fd, length: head.count) : fingerprint(path: f.currentPath, length: head.count)
             return prefix == h
