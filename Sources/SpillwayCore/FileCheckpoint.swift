@@ -27,8 +27,17 @@ public struct FileCheckpoint: Sendable, Equatable {
     /// The path the file was found at.
     public var path: String
 
-    /// Bytes at the start of a file that identify it with its device and inode.
-    public static let fingerprintBytes = 256
+    /// Bytes at the start of a file that identify it with its device and inode: its first KiB (all
+    /// of a shorter file). Checkpoints keep the length they were taken at (256 before), and are
+    /// compared at that length.
+    public static let fingerprintBytes = 1024
+
+    /// Whether this checkpoint's fingerprint is evidence enough that a file with the same first bytes
+    /// holds the content it was read from: it covers every byte read (at least one line), or the
+    /// first 256 bytes or more.
+    public var identifiesContent: Bool {
+        fingerprintLength > 0 && offset > 0 && (Int64(fingerprintLength) >= offset || fingerprintLength >= 256)
+    }
 
     public init(identity: FileIdentity, fingerprint: UInt64, fingerprintLength: Int, offset: Int64, size: Int64, path: String) {
         self.identity = identity

@@ -283,4 +283,202 @@ final class TailHarness {
         #expect(r.name == "drift" && r.tag("tenant") == "acme" && r.timestamp == 1_700_000_000_000_000_000 && r.fields == [Field("drift", .double(0.2))])
         #expect(h.delivered[1].record.field("parse_error") == .bool(true))
     }
+
+    /// logrotate's copytruncate, the agent stopped across it: the copy (a new inode) holds the
+    /// committed content and is read only past its offset, before the file's new lines (`files`
+    /// matching the copies: found as a new file; or not: found next to the file); also when the
+    /// restart comes between the copy and the truncation.
+    @Test(arguments: ["app.log*", "app.log"]) func copytruncateWhileStoppedReadsTheCopyOnlyPastTheCommittedOffset(_ pattern: String) throws {
+        for (name, truncateBeforeRestart) in [("stopped across copy and truncate", true), ("restarted between copy and truncate", false)] {
+            let h = try TailHarness()
+            let o = h.options([pattern])
+            try h.write("app.log", h.lines("a", 0..<40))
+            let t = h.tailer(o)
+            h.poll(t)
+            let committed = h.delivered[29].checkpoint  // only the first 30 lines were durable
+            t.close()
+            try h.append("app.log", h.lines("a", 40..<45))
+            try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+            if truncateBeforeRestart {
+                _ = truncate(h.path("app.log"), 0)
+                try h.append("app.log", h.lines("b", 0..<3))
+            }
+            h.delivered = []
+            let t2 = h.tailer(o, offsets: [committed])
+            h.poll(t2, times: 2)
+            if !truncateBeforeRestart {
+                _ = truncate(h.path("app.log"), 0)
+                try h.append("app.log", h.lines("b", 0..<3))
+                h.poll(t2, times: 3)
+            }
+            #expect(h.messages == h.expected("a", 30..<45) + h.expected("b", 0..<3), "\(pattern) \(name)")
+            #expect(h.delivered.allSatisfy { $0.record.tag("path") == h.path("app.log") }, "\(pattern) \(name)")
+            // A third start (the file's own checkpoint now records its new content): nothing again.
+            let offsets = h.saved + h.delivered.map(\.checkpoint)
+            var last: [FileIdentity: FileCheckpoint] = [:]
+            for c in offsets { last[c.identity] = c }
+            t2.close()
+            h.delivered = []
+            let t3 = h.tailer(o, offsets: Array(last.values))
+            h.poll(t3, times: 2)
+            #expect(h.messages.isEmpty, "\(pattern) \(name)")
+        }
+    }
+
+    /// Files shorter than the fingerprint: a copy of a short followed file is still a copy, and a
+    /// new file that only shares a short file's first line (a header) is read.
+    @Test func shortFilesCopiesAndSharedHeaders() throws {
+        let h = try TailHarness()
+        try h.write("app.log", "HEADER\n" + h.lines("a", 0..<3))
+        try h.write("other.log", "HEADER\n")
+        let t = h.tailer(h.options(["*.log*"]))
+        h.poll(t)
+        try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        h.poll(t, times: 2)
+        _ = truncate(h.path("app.log"), 0)
+        try h.append("app.log", h.lines("b", 0..<2))
+        try h.write("new.log", "HEADER\n" + h.lines("n", 0..<2))
+        h.poll(t, times: 3)
+        let app = h.delivered.filter { $0.record.tag("path") == h.path("app.log") }.map { if case .string(let s)? = $0.record.field("message") { s } else { "?" } }
+        #expect(app == ["HEADER"] + h.expected("a", 0..<3) + h.expected("b", 0..<2))
+        let new = h.delivered.filter { $0.record.tag("path") == h.path("new.log") }.map { if case .string(let s)? = $0.record.field("message") { s } else { "?" } }
+        #expect(new == ["HEADER"] + h.expected("n", 0..<2))
+        #expect(!h.delivered.contains { $0.record.tag("path") == h.path("app.log.1") })
+    }
+
+    /// Rename rotation while the old file holds more than one poll's read budget: its lines all come
+    /// before the new file's (with `files` matching the rotated names or not).
+    @Test func renameWithALargeBacklogKeepsOrder() throws {
+        for pattern in ["app.log", "app.log*"] {
+            let h = try TailHarness()
+            try h.write("app.log", h.lines("a", 0..<2))
+            let t = h.tailer(h.options([pattern]))
+            h.poll(t)
+            let pad = String(repeating: "x", count: 80)
+            try h.append("app.log", (2..<60_000).map { "a\($0) \(pad)\n" }.joined())
+            try FileManager.default.moveItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+            try h.write("app.log", h.lines("b", 0..<3))
+            h.poll(t, times: 4)
+            try h.append("app.log", h.lines("b", 3..<5))
+            h.poll(t, times: 2)
+            let got = h.messages.map { $0.split(separator: " ").first.map(String.init) ?? "" }
+            #expect(got == h.expected("a", 0..<60_000) + h.expected("b", 0..<5), "\(pattern): \(got.count) lines, first b at \(got.firstIndex(of: "b0") ?? -1)")
+        }
+    }
+
+    /// A checkpoint committed by an earlier version (fingerprint of the first 256 bytes) still resumes
+    /// its file, and still tells its content in a copy.
+    @Test func checkpointsWithA256ByteFingerprintStillMatch() throws {
+        let h = try TailHarness()
+        let pad = String(repeating: "p", count: 40)
+        try h.write("app.log", (0..<30).map { "a\($0) \(pad)\n" }.joined())
+        let t = h.tailer(h.options(["app.log*"]))
+        h.poll(t)
+        t.close()
+        var legacy = h.delivered[19].checkpoint
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: h.path("app.log"))))
+        legacy.fingerprint = FileCheckpoint.fingerprint(of: bytes.prefix(256))
+        legacy.fingerprintLength = 256
+        h.delivered = []
+        let t2 = h.tailer(h.options(["app.log*"]), offsets: [legacy])
+        h.poll(t2)
+        #expect(h.messages.map { String($0.prefix(3)) } == (20..<30).map { "a\($0)" })
+        t2.close()
+        // Copied and truncated while stopped: the copy is read past the legacy offset only.
+        try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        _ = truncate(h.path("app.log"), 0)
+        h.delivered = []
+        let t3 = h.tailer(h.options(["app.log*"]), offsets: [legacy])
+        h.poll(t3, times: 2)
+        #expect(h.messages.map { String($0.prefix(3)) } == (20..<30).map { "a\($0)" })
+    }
+
+    /// While the agent was stopped, a short file (one header line, read) went away and a new one was
+    /// created with the same header, and a short file was copied and truncated: the new file is read
+    /// whole (a shared first line is not content already read), the copy past its offset.
+    @Test func shortCheckpointsAcrossAStop() throws {
+        let h = try TailHarness()
+        try h.write("a.log", "HEADER\n")
+        try h.write("app.log", "HEADER\n" + h.lines("x", 0..<2))
+        let o = h.options(["*.log*"])
+        let t = h.tailer(o)
+        h.poll(t)
+        let committed = [h.lastCheckpoint("a.log")!, h.lastCheckpoint("app.log")!]
+        t.close()
+        // (Moved out of the pattern's sight rather than deleted, so that the new file cannot reuse its inode.)
+        try FileManager.default.moveItem(atPath: h.path("a.log"), toPath: h.path("old-a"))
+        try h.write("a.log", "HEADER\n" + h.lines("n", 0..<2))
+        try h.append("app.log", h.lines("x", 2..<4))
+        try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        _ = truncate(h.path("app.log"), 0)
+        try h.append("app.log", h.lines("y", 0..<2))
+        h.delivered = []
+        let t2 = h.tailer(o, offsets: committed)
+        h.poll(t2, times: 3)
+        func lines(_ name: String) -> [String] {
+            h.delivered.filter { $0.record.tag("path") == h.path(name) }.map { if case .string(let s)? = $0.record.field("message") { s } else { "?" } }
+        }
+        #expect(lines("a.log") == ["HEADER"] + h.expected("n", 0..<2))
+        #expect(lines("app.log") == h.expected("x", 2..<4) + h.expected("y", 0..<2))
+        #expect(h.delivered.count == 7)
+    }
+
+    /// The copy seen while it is being written (empty, then its first 500 bytes): not taken for a new
+    /// file, so the rest of the old content is read once, from the copy, after the truncation. A new
+    /// file named as a rotation whose bytes only begin a followed file's (its first line) is read once
+    /// it stops growing; a file named otherwise at once.
+    @Test func copySeenWhileBeingWritten() throws {
+        let h = try TailHarness()
+        let pad = String(repeating: "p", count: 40)
+        let text = (0..<60).map { "a\($0) \(pad)\n" }.joined()
+        try h.write("app.log", text)
+        let t = h.tailer(h.options(["*.log*"]))
+        h.poll(t)
+        try h.write("app.log.1", "")
+        h.poll(t)
+        try h.write("app.log.1", String(text.prefix(500)))
+        h.poll(t)
+        try h.write("app.log.1", text + "a60 \(pad)\n")
+        try h.append("app.log", "a60 \(pad)\n")
+        _ = truncate(h.path("app.log"), 0)
+        try h.append("app.log", h.lines("b", 0..<2))
+        h.poll(t, times: 3)
+        #expect(h.messages.map { String($0.prefix(3)) } == (0..<61).map { String("a\($0) ".prefix(3)) } + ["b0", "b1"])
+
+        try h.write("app.log.bak", "b0\n")  // all of it begins app.log's bytes
+        try h.write("new.log", "n0\n")
+        h.poll(t)
+        #expect(h.messages.count == 64 && h.delivered.last?.record.tag("path") == h.path("new.log"))
+        h.poll(t, times: 4)
+        #expect(h.messages.count == 65 && h.messages.last == "b0" && h.delivered.last?.record.tag("path") == h.path("app.log.bak"))
+    }
+
+    /// Two copytruncates (rotate 3 renames) while the agent was stopped in the middle of the first
+    /// copy: the first copy is read from its committed offset, the middle generation (no checkpoint)
+    /// from its start since `files` matches it, the newest lines once; nothing doubled.
+    @Test func twoCopytruncatesWhileStopped() throws {
+        let h = try TailHarness()
+        let o = h.options(["app.log*"])
+        try h.write("app.log", h.lines("a", 0..<20))
+        let t = h.tailer(o)
+        h.poll(t)
+        try h.append("app.log", h.lines("a", 20..<30))
+        try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        _ = truncate(h.path("app.log"), 0)
+        try h.append("app.log", h.lines("b", 0..<10))
+        h.poll(t)  // the rest of the old content from app.log.1 (a20..a29); b is read after
+        let committed = Array(Dictionary(h.delivered.filter { !$0.record.tag("path")!.isEmpty }.prefix(25).map { ($0.checkpoint.identity, $0.checkpoint) }, uniquingKeysWith: { $1 }).values)
+        t.close()
+        rename(h.path("app.log.1"), h.path("app.log.2"))
+        try FileManager.default.copyItem(atPath: h.path("app.log"), toPath: h.path("app.log.1"))
+        _ = truncate(h.path("app.log"), 0)
+        try h.append("app.log", h.lines("c", 0..<5))
+        let before = h.messages.prefix(25)
+        h.delivered = []
+        let t2 = h.tailer(o, offsets: committed + h.saved)
+        h.poll(t2, times: 3)
+        let all = Array(before) + h.messages
+        #expect(all.count == Set(all).count, "\(all)")
+        #expect(Set(all) == Set(h.expected("a", 0..<30) + h.expected("b", 0..<10) + h.expected("c", 0..<5)), "\(all)")
+    }
 }

@@ -52,6 +52,16 @@ final class TrackedFile {
     var fd: Int32 = -1
     var fingerprint: UInt64 = 0
     var fingerprintLength = 0
+    /// The fingerprinted bytes hold a whole line (or are a full `fingerprintBytes`): a file with the
+    /// same first bytes is taken for a copy of this one.
+    var fingerprintHasLine = false
+    /// Holds content of another file (copytruncate's copy): it does not grow, its last line is
+    /// complete as it is.
+    var isCopy = false
+    /// Modification time (ns) when last seen, and the order it was taken up in: files no longer at
+    /// their `path` are read oldest first.
+    var mtime: Int64 = 0
+    var seq = 0
     /// The next byte to read.
     var offset: Int64
     /// Where the line being assembled (`pending`) starts.
@@ -105,6 +115,13 @@ public final class Tailer {
     var stopped = false
     /// Files that could not be opened (logged once each).
     var unopenable: Set<FileIdentity> = []
+    /// Committed checkpoints of files whose content changed while the agent was stopped (truncated,
+    /// rewritten): records of content already read, for a copy of it found later.
+    var displaced: [FileCheckpoint] = []
+    /// New files whose bytes so far all begin a followed file's (a copy being written?): their size
+    /// and since when it has not changed. Classified once they are longer, differ, or stop growing.
+    var deferred: [FileIdentity: (size: Int64, since: Int64)] = [:]
+    var nextSeq = 0
     /// Lines emitted so far.
     public private(set) var emitted = 0
 
@@ -135,14 +152,39 @@ public final class Tailer {
             discover(now: now)
         }
         checkPaths(now: now)
-        // Files rotated away first: their lines are older than their successors'.
-        let order = files.values.sorted { ($0.rotatedAway ? 0 : 1, $0.path, $0.identity.inode) < ($1.rotatedAway ? 0 : 1, $1.path, $1.identity.inode) }
-        for f in order {
+        // Per `path`: the files no longer at it (rotated away, copies) first, oldest first; the file
+        // at it only once they are all read to their end, so lines keep their order across rotations.
+        var byPath: [String: [TrackedFile]] = [:]
+        for f in files.values { byPath[f.path, default: []].append(f) }
+        for path in byPath.keys.sorted() {
             guard !stopped else { break }
-            read(f, now: now)
+            let group = byPath[path]!
+            if group.count == 1 {
+                read(group[0], now: now)
+                continue
+            }
+            let here = statPath(path).map(identityOf)
+            let older = group.filter { $0.identity != here }.sorted { ($0.mtime, $0.seq) < ($1.mtime, $1.seq) }
+            for f in older where !stopped { read(f, now: now) }
+            let waits = older.contains { files[$0.identity] === $0 && $0.fd >= 0 && $0.offset < $0.size }
+            if let current = group.first(where: { $0.identity == here }), !stopped, !waits {
+                read(current, now: now)
+            }
         }
         flush()
         return !stopped
+    }
+
+    /// Whether another file of `f`'s `path` (rotated away, or a copy) still has lines to read: they
+    /// come before `f`'s. (A file that cannot be opened does not hold the others back.)
+    func olderContentWaits(_ f: TrackedFile) -> Bool {
+        files.values.contains { $0 !== f && $0.path == f.path && $0.fd >= 0 && $0.offset < $0.size }
+    }
+
+    func track(_ f: TrackedFile) {
+        f.seq = nextSeq
+        nextSeq += 1
+        files[f.identity] = f
     }
 
     /// Closes every file (at stop).
@@ -164,7 +206,8 @@ public final class Tailer {
                 f.fingerprint = c.fingerprint
                 f.fingerprintLength = c.fingerprintLength
                 f.rotatedAway = true
-                files[identity] = f
+                if let st = statPath(found) { f.mtime = mtimeOf(st) }
+                track(f)
                 known[identity] = nil
                 env.log("resuming \(c.path) from \(found), where it was rotated to while the agent was stopped")
             } else {
@@ -177,45 +220,120 @@ public final class Tailer {
     }
     var pendingForget: [FileIdentity] = []
 
+    /// Evaluates `files`. First every path is matched to a followed file or to its committed
+    /// offset (same device and inode, same first bytes); only then are the other new files
+    /// classified, so the outcome does not depend on the order of the paths: a copy of a followed
+    /// file is not read (its lines are read there); a file whose first bytes are those of content
+    /// already read (a committed checkpoint's fingerprint, at its length) is that content and is read
+    /// from that checkpoint's offset; any other file is new.
     func discover(now: Int64) {
         let paths = GlobWalker.expand(options.files, exclude: options.exclude)
         var registered: [FileCheckpoint] = []
         var seen = Set<FileIdentity>()
+        var candidates: [(path: String, identity: FileIdentity, size: Int64, mtime: Int64)] = []
         for path in paths {
             guard let st = statPath(path) else { continue }
             let identity = identityOf(st)
-            seen.insert(identity)
             if let f = files[identity] {
+                seen.insert(identity)
                 f.currentPath = path
                 continue
             }
-            if released.contains(identity) || copies.contains(identity) { continue }
-            let size = Int64(st.st_size)
-            // One open: the file's fingerprint, and whether it is the file its committed offset
-            // belongs to (same first bytes).
-            let (fp, fpLen, resumes) = withFile(path) { fd in
-                let (fp, fpLen) = fingerprint(fd: fd, size: size)
-                return (fp, fpLen, known[identity].map { fingerprint(fd: fd, length: $0.fingerprintLength) == $0.fingerprint } ?? false)
-            } ?? (UInt64(0), 0, false)
-            var offset: Int64 = 0
-            if resumes, let c = known[identity] {
-                offset = c.offset  // resumed (a file now shorter is handled as truncated when read)
-            } else if fpLen == FileCheckpoint.fingerprintBytes,
-                      files.values.contains(where: { !$0.rotatedAway && $0.fingerprintLength == fpLen && $0.fingerprint == fp }) {
-                copies.insert(identity)  // a copy of a followed file: its lines are read there
-                continue
-            } else if firstStart && !options.fromBeginning {
-                offset = size
+            guard seen.insert(identity).inserted, !released.contains(identity), !copies.contains(identity) else { continue }
+            candidates.append((path, identity, Int64(st.st_size), mtimeOf(st)))
+        }
+        // New files: their first bytes, read once.
+        var heads: [FileIdentity: [UInt8]] = [:]
+        var unclassified: [(path: String, identity: FileIdentity, size: Int64, mtime: Int64)] = []
+        for c in candidates {
+            let head = withFile(c.path) { readHead(fd: $0, size: c.size) }
+            if let k = known[c.identity] {
+                // Its committed offset: same first bytes (or, unreadable now, trusted by its inode
+                // until it can be read; a changed file is then handled as truncated).
+                if head.map({ Self.fingerprint(head: $0, length: k.fingerprintLength) == k.fingerprint }) ?? true {
+                    let f = TrackedFile(identity: c.identity, path: k.path, offset: k.offset, now: now)
+                    f.currentPath = c.path
+                    f.size = c.size
+                    f.mtime = c.mtime
+                    if let head {
+                        (f.fingerprint, f.fingerprintLength, f.fingerprintHasLine) = Self.fingerprint(head: head)
+                    } else {
+                        (f.fingerprint, f.fingerprintLength) = (k.fingerprint, k.fingerprintLength)
+                    }
+                    known[c.identity] = nil
+                    track(f)
+                    continue
+                }
+                // Same inode, other content (truncated or rewritten while the agent was stopped):
+                // its checkpoint still records what was read of the old content, and the rest of
+                // that content is read from the copy next to it, when there is one.
+                known[c.identity] = nil
+                if k.identifiesContent {
+                    displaced.append(k)
+                    if let copy = findCopy(near: c.path, of: c.identity, fingerprint: k.fingerprint, length: k.fingerprintLength, atLeast: 0) {
+                        adoptCopy(copy, of: k, now: now)
+                        seen.insert(copy.identity)
+                    }
+                }
             }
-            known[identity] = nil
-            let f = TrackedFile(identity: identity, path: path, offset: offset, now: now)
-            f.fingerprint = fp
-            f.fingerprintLength = fpLen
-            f.size = size
-            files[identity] = f
+            heads[c.identity] = head ?? []
+            unclassified.append(c)
+        }
+        let records = known.values.filter(\.identifiesContent) + displaced
+        for c in unclassified where files[c.identity] == nil {
+            let head = heads[c.identity]!
+            var hashes: [Int: UInt64] = [:]
+            func matches(_ length: Int, _ fingerprint: UInt64) -> Bool {
+                guard length > 0, length <= head.count else { return false }
+                if let h = hashes[length] { return h == fingerprint }
+                let h = Self.fingerprint(head: head, length: length)!
+                hashes[length] = h
+                return h == fingerprint
+            }
+            // Its bytes so far all begin a followed file's: perhaps a copy being written (logrotate
+            // copies in chunks). Looked at again at the next evaluation, while it grows.
+            if !firstStart, head.count < FileCheckpoint.fingerprintBytes, mayBeCopyInProgress(head, at: c.path) {
+                let last = deferred[c.identity]
+                let since = last?.size == c.size ? last!.since : now
+                if now - since < max(options.rotateWait, 2 * options.watchInterval) {
+                    deferred[c.identity] = (c.size, since)
+                    continue
+                }
+            }
+            deferred[c.identity] = nil
+            if files.values.contains(where: { isCopy(of: $0, size: c.size, matches: matches) }) {
+                copies.insert(c.identity)  // a copy of a followed file: its lines are read there
+                continue
+            }
+            let (fp, fpLen, hasLine) = Self.fingerprint(head: head)
+            var offset: Int64 = 0
+            var path = c.path
+            var readBefore = false
+            // A record of a short file (its first bytes all of it, under 256) is taken only for a file
+            // named as its rotations are (a shared header is too little to go by).
+            if let k = records.filter({ matches($0.fingerprintLength, $0.fingerprint) && ($0.fingerprintLength >= 256 || isRotationName(c.path, of: $0.path)) })
+                .max(by: { $0.offset < $1.offset }) {
+                offset = min(k.offset, c.size)
+                path = k.path
+                readBefore = true
+                env.log("\(c.path) holds content of \(k.path) already read to \(k.offset) bytes (same first \(k.fingerprintLength) bytes); it is read from \(offset)")
+            } else if firstStart && !options.fromBeginning {
+                offset = c.size
+            }
+            let f = TrackedFile(identity: c.identity, path: path, offset: offset, now: now)
+            f.currentPath = c.path
+            (f.fingerprint, f.fingerprintLength, f.fingerprintHasLine) = (fp, fpLen, hasLine)
+            f.size = c.size
+            f.mtime = c.mtime
+            f.isCopy = readBefore
+            track(f)
             if firstStart { registered.append(f.checkpoint(offset)) }
+            // Remembered at once: the checkpoint it matched may be overwritten by its file's new lines.
+            if readBefore { env.saveOffsets([f.checkpoint(offset)]) }
         }
         copies = copies.filter { seen.contains($0) }
+        deferred = deferred.filter { seen.contains($0.key) && files[$0.key] == nil }
+        if !deferred.isEmpty { lastGlob = nil }  // looked at again at the next poll
         released = released.filter { seen.contains($0) }
         if firstStart {
             firstStart = false
@@ -227,6 +345,61 @@ public final class Tailer {
             env.forgetOffsets(forget)
             for i in forget { known[i] = nil }
         }
+    }
+
+    /// Whether `path` is named as a rotation of `original` is: next to it, its name longer and
+    /// starting with the original's (`app.log.1`, `app.log-20260101`).
+    func isRotationName(_ path: String, of original: String) -> Bool {
+        let (dir, name) = split(path), (odir, oname) = split(original)
+        return dir == odir && name != oname && name.hasPrefix(oname)
+    }
+
+    /// Follows `copy`, which holds the content checkpoint `k` was read from (its file was truncated or
+    /// rewritten while the agent was stopped), from `k`'s offset.
+    func adoptCopy(_ copy: (path: String, identity: FileIdentity), of k: FileCheckpoint, now: Int64) {
+        guard let st = statPath(copy.path) else { return }
+        let size = Int64(st.st_size)
+        let offset = min(max(k.offset, known[copy.identity]?.offset ?? 0), size)
+        let c = TrackedFile(identity: copy.identity, path: k.path, offset: offset, now: now)
+        c.currentPath = copy.path
+        c.size = size
+        c.mtime = mtimeOf(st)
+        c.isCopy = true
+        c.rotatedAway = !options.covers(copy.path)
+        c.lastChange = now - options.rotateWait  // a copy does not grow
+        (c.fingerprint, c.fingerprintLength, c.fingerprintHasLine) = withFile(copy.path) { fingerprint(fd: $0, size: size) } ?? (k.fingerprint, k.fingerprintLength, false)
+        copies.remove(copy.identity)
+        known[copy.identity] = nil
+        track(c)
+        env.log("\(k.path) was truncated or rewritten while the agent was stopped; reading the rest of its old content from \(copy.path), from \(offset)")
+        env.saveOffsets([c.checkpoint(offset)])
+    }
+
+    /// Whether `head`, the first bytes of a new file at `path` shorter than a fingerprint, all begin the
+    /// fingerprinted bytes of a followed file that `path` is named as a rotation of (as a copy of it
+    /// does while it is being written).
+    func mayBeCopyInProgress(_ head: [UInt8], at path: String) -> Bool {
+        let h = FileCheckpoint.fingerprint(of: head)
+        return files.values.contains { f in
+            guard !f.rotatedAway, f.fingerprintHasLine, head.count < f.fingerprintLength,
+                  isRotationName(path, of: f.currentPath) || isRotationName(path, of: f.path) else { return false }
+            if head.isEmpty { return true }
+            let prefix = f.fd >= 0 ? fingerprint(fd: f.fd, length: head.count) : fingerprint(path: f.currentPath, length: head.count)
+            return prefix == h
+        }
+    }
+
+    /// Whether a new file (of `size` bytes, whose first bytes are compared by `matches`) is a copy of
+    /// followed file `f`: it starts with `f`'s fingerprinted bytes, which hold a whole line. When
+    /// those are all of `f` (shorter than `fingerprintBytes`), a new file longer than `f` is now is
+    /// another file that starts the same way (a shared header), unless `f` has been truncated or
+    /// rewritten since (copytruncate's copy seen after the truncation).
+    func isCopy(of f: TrackedFile, size: Int64, matches: (Int, UInt64) -> Bool) -> Bool {
+        guard !f.rotatedAway, f.fingerprintHasLine, matches(f.fingerprintLength, f.fingerprint) else { return false }
+        if f.fingerprintLength >= FileCheckpoint.fingerprintBytes { return true }
+        guard let st = statPath(f.currentPath), identityOf(st) == f.identity else { return false }
+        if size <= Int64(st.st_size) { return true }
+        return fingerprint(path: f.currentPath, length: f.fingerprintLength) != f.fingerprint
     }
 
     /// Marks files whose path now leads elsewhere (or nowhere) as rotated away.
@@ -297,10 +470,17 @@ public final class Tailer {
         var st = stat()
         guard fstat(f.fd, &st) == 0 else { return }
         let size = Int64(st.st_size)
+        f.mtime = mtimeOf(st)
         if size < f.offset || (size > 0 && !fingerprintHolds(f)) {
             truncated(f, size: size, now: now)
+            // The rest of the old content (from the copy) comes first.
+            if olderContentWaits(f) { return }
         }
         f.size = size
+        // The fingerprint grows with the file up to its full length, before lines are emitted with it.
+        if f.fingerprintLength < FileCheckpoint.fingerprintBytes, size > Int64(f.fingerprintLength) {
+            (f.fingerprint, f.fingerprintLength, f.fingerprintHasLine) = fingerprint(fd: f.fd, size: size)
+        }
         var budget = Self.readBudget
         var grew = false
         while f.offset < f.size, budget > 0, !stopped {
@@ -311,13 +491,15 @@ public final class Tailer {
             grew = true
             consume(f, count: n, now: now)
         }
-        if grew {
-            f.lastChange = now
-            if f.fingerprintLength < FileCheckpoint.fingerprintBytes {
-                (f.fingerprint, f.fingerprintLength) = fingerprint(fd: f.fd, size: f.size)
-            }
-        }
+        if grew { f.lastChange = now }
         if f.offset >= f.size {
+            // A copy does not grow: its last line is complete as it is (once its path leads elsewhere).
+            if f.isCopy, !f.pending.isEmpty, statPath(f.path).map(identityOf) != f.identity {
+                emit(f, f.pending[...], truncated: f.pendingTruncated, end: f.offset, now: now)
+                f.pending = []
+                f.pendingTruncated = false
+                f.lineStart = f.offset
+            }
             maybeFlushPartial(f, now: now)
             if f.rotatedAway, now - f.lastChange >= options.rotateWait { release(f) }
         }
@@ -361,9 +543,12 @@ public final class Tailer {
             c.fingerprintLength = f.fingerprintLength
             c.rotatedAway = !options.covers(copy.path)
             c.lastChange = now - options.rotateWait  // a copy does not grow
+            c.isCopy = true
+            c.fingerprintHasLine = f.fingerprintHasLine
+            if let st = statPath(copy.path) { c.mtime = mtimeOf(st) }
             copies.remove(copy.identity)
             known[copy.identity] = nil
-            files[copy.identity] = c
+            track(c)
             let before = emitted
             read(c, now: now)
             // A copy does not grow: its last line is complete as it is, and before the new lines.
@@ -386,26 +571,33 @@ public final class Tailer {
         f.offset = 0
         f.lineStart = 0
         f.size = size
-        (f.fingerprint, f.fingerprintLength) = fingerprint(fd: f.fd, size: size)
+        (f.fingerprint, f.fingerprintLength, f.fingerprintHasLine) = fingerprint(fd: f.fd, size: size)
     }
 
     static let compressed = [".gz", ".bz2", ".xz", ".zst", ".zip", ".lz4", ".Z"]
 
     /// A file next to `f` whose name starts with `f`'s, with `f`'s first bytes: what copytruncate left.
     func findCopy(of f: TrackedFile) -> (path: String, identity: FileIdentity)? {
-        guard f.fingerprintLength > 0 else { return nil }
-        let (dir, base) = split(f.currentPath)
+        findCopy(near: f.currentPath, of: f.identity, fingerprint: f.fingerprint, length: f.fingerprintLength, atLeast: f.lineStart)
+    }
+
+    /// A file next to `path` whose name starts with its name, not followed, at least `atLeast` bytes
+    /// long, whose first `length` bytes have `fingerprint` (the most recently modified of them).
+    func findCopy(near path: String, of identity: FileIdentity, fingerprint fp: UInt64, length: Int,
+                  atLeast: Int64) -> (path: String, identity: FileIdentity)? {
+        guard length > 0 else { return nil }
+        let (dir, base) = split(path)
         var best: (String, FileIdentity, Int)?
         for name in GlobWalker.entries(dir) {
             guard name != base, name.hasPrefix(base), !Self.compressed.contains(where: { name.hasSuffix($0) }) else { continue }
-            let path = dir + "/" + name
-            guard let st = statPath(path), (st.st_mode & S_IFMT) == S_IFREG else { continue }
-            let identity = identityOf(st)
-            guard identity != f.identity, !released.contains(identity), files[identity] == nil,
-                  Int64(st.st_size) >= f.lineStart,
-                  fingerprint(path: path, length: f.fingerprintLength) == f.fingerprint else { continue }
+            let candidate = dir + "/" + name
+            guard let st = statPath(candidate), (st.st_mode & S_IFMT) == S_IFREG else { continue }
+            let other = identityOf(st)
+            guard other != identity, !released.contains(other), files[other] == nil,
+                  Int64(st.st_size) >= atLeast,
+                  fingerprint(path: candidate, length: length) == fp else { continue }
             let mtime = st.st_mtim.tv_sec
-            if best == nil || mtime > best!.2 { best = (path, identity, mtime) }
+            if best == nil || mtime > best!.2 { best = (candidate, other, mtime) }
         }
         return best.map { ($0.0, $0.1) }
     }
@@ -522,10 +714,35 @@ public final class Tailer {
         return body(fd)
     }
 
-    func fingerprint(fd: Int32, size: Int64) -> (UInt64, Int) {
-        let n = Int(min(size, Int64(FileCheckpoint.fingerprintBytes)))
-        guard let fp = fingerprint(fd: fd, length: n) else { return (0, 0) }
-        return (fp, n)
+    func mtimeOf(_ st: stat) -> Int64 {
+        Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec)
+    }
+
+    /// The file's first bytes (at most `fingerprintBytes`, and at most `size`).
+    func readHead(fd: Int32, size: Int64) -> [UInt8] {
+        let n = Int(min(max(size, 0), Int64(FileCheckpoint.fingerprintBytes)))
+        guard n > 0 else { return [] }
+        var b = [UInt8](repeating: 0, count: n)
+        let got = b.withUnsafeMutableBytes { pread(fd, $0.baseAddress, n, 0) }
+        return Array(b.prefix(max(got, 0)))
+    }
+
+    /// The fingerprint of a file's first bytes `head`, its length, and whether it holds a whole line
+    /// (or is full length).
+    static func fingerprint(head: [UInt8]) -> (UInt64, Int, Bool) {
+        guard !head.isEmpty else { return (0, 0, false) }
+        return (FileCheckpoint.fingerprint(of: head), head.count, head.count >= FileCheckpoint.fingerprintBytes || head.contains(10))
+    }
+
+    /// The fingerprint of `head`'s first `length` bytes; nil when it is shorter.
+    static func fingerprint(head: [UInt8], length: Int) -> UInt64? {
+        guard length > 0 else { return 0 }
+        guard length <= head.count else { return nil }
+        return FileCheckpoint.fingerprint(of: head[..<length])
+    }
+
+    func fingerprint(fd: Int32, size: Int64) -> (UInt64, Int, Bool) {
+        Self.fingerprint(head: readHead(fd: fd, size: size))
     }
 
     func fingerprint(path: String, length: Int) -> UInt64? {
