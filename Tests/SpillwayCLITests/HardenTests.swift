@@ -22,8 +22,17 @@ func unmount(_ dir: URL) {
     p.waitUntilExit()
 }
 
-/// Whether this process may mount a tmpfs (it is root: CI runs as root).
-let canMount = getuid() == 0 && FileManager.default.fileExists(atPath: "/bin/mount")
+/// Whether this process may mount a tmpfs (root with the right to mount: CI runs as root), found
+/// by mounting a small one and unmounting it. Where it cannot, the full-disk test is skipped and
+/// says why (never passed silently).
+let canMount: Bool = {
+    guard getuid() == 0, FileManager.default.fileExists(atPath: "/bin/mount") else { return false }
+    let probe = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-mount-probe-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: probe) }
+    guard mountTmpfs(probe, size: "64k") else { return false }
+    unmount(probe)
+    return true
+}()
 
 /// Appends `count` numbered lines of about 110 bytes to `path`.
 func appendLines(_ path: String, from first: Int, count: Int, prefix: String = "line") {
@@ -97,7 +106,7 @@ func tailingAgent(redisPort: Int, app: String, inputs: String = "") throws -> Ag
     /// 3.5 s, while Redis comes back and the backlog is replayed. Nothing wedges: every line arrives once, in order; the
     /// mem records Redis lacks are exactly those the `dropped` counter counts; each condition is
     /// logged once per episode.
-    @Test(.enabled(if: canMount, "needs root to mount a tmpfs (CI runs as root)"))
+    @Test(.enabled(if: canMount, "skipped: this process cannot mount a tmpfs (needs root and the right to mount; CI runs as root)"))
     func reallyFullDiskNeverWedges() throws {
         let port = try RedisServer.freePort()
         let redisDir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-fullredis-\(UUID().uuidString)")
