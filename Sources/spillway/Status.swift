@@ -42,6 +42,19 @@ struct Status: AsyncParsableCommand {
             throw ExitCode(2)
         }
         let dir = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment, forReading: true)
+        // A data_dir (or buffer) this user may not read tells nothing: neither "no agent" nor "no
+        // backlog" (the agent creates data_dir 0700 and its files 0600).
+        for (path, mode) in [(dir, R_OK | X_OK), (dir + "/buffer.sqlite", R_OK), (dir + "/lock", R_OK)] {
+            var st = stat()
+            guard stat(path, &st) == 0, access(path, mode) != 0 else { continue }
+            let why = "cannot read \(path): \(String(cString: strerror(errno))) (run status as the agent's user, or as root)"
+            if check {
+                print("SPILLWAY UNKNOWN - \(why)")
+                throw ExitCode(3)
+            }
+            FileHandle.standardError.write(Data("spillway: \(why)\n".utf8))
+            throw ExitCode(1)
+        }
         // Whether an agent runs comes from its lock on the data_dir, never from the state's age.
         let holder = DataDirectoryLock.holder(of: dir)
         let status: SpoolStatus?

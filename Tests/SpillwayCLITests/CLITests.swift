@@ -24,9 +24,11 @@ struct Result {
 
 /// Runs spillway with a time limit; a process still running after `timeout` seconds is killed and the
 /// test fails.
-func spillway(_ args: [String], env: [String: String] = [:], cwd: URL = repo, timeout: TimeInterval = 60) throws -> Result {
+/// (`executable` runs another program instead, e.g. setpriv to run spillway as another user.)
+func spillway(_ args: [String], env: [String: String] = [:], cwd: URL = repo, timeout: TimeInterval = 60,
+              executable: String = spillwayBin) throws -> Result {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: spillwayBin)
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = args
     p.currentDirectoryURL = cwd
     p.environment = ProcessInfo.processInfo.environment.merging(env) { $1 }

@@ -161,6 +161,28 @@ func allBytes(under dir: URL) -> String {
         #expect(stopped.hasPrefix("SPILLWAY CRITICAL - agent not running") && !stopped.contains("refuses authentication"), "\(stopped)")
     }
 
+    /// A user who may not read the data_dir (0700, the agent's) gets UNKNOWN and exit 1, not "no
+    /// agent" and "no backlog" (found by a new user running status as a monitoring user).
+    @Test(.enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/bin/setpriv"), "needs root to run status as nobody"))
+    func statusAsAUserWhoCannotReadTheDataDirIsUnknown() throws {
+        let port = try RedisServer.freePort()
+        let agent = try AgentProcess(redisPort: port)
+        // nobody must reach the config and the binary; the data_dir stays the agent's (0700).
+        chmod(agent.dir.path, 0o755)
+        chmod(agent.config.path, 0o644)
+        try agent.start()
+        _ = try agent.waitFor(10) { number($0, "backlog.records") > 0 }
+        func asNobody(_ args: [String]) throws -> Result {
+            try spillway(["--reuid=nobody", "--regid=nogroup", "--clear-groups", spillwayBin] + args, executable: "/usr/bin/setpriv")
+        }
+        let check = try asNobody(["status", "--config", agent.config.path, "--check"])
+        #expect(check.status == 3, "\(check)")
+        #expect(check.stdout.hasPrefix("SPILLWAY UNKNOWN - cannot read \(agent.dataDir.path): Permission denied"), "\(check.stdout)")
+        let text = try asNobody(["status", "--config", agent.config.path])
+        #expect(text.status == 1 && text.stderr.contains("Permission denied") && text.stdout.isEmpty, "\(text)")
+        #expect(agent.stop() == 0)
+    }
+
     /// Records Redis rejects (WRONGTYPE: the stream's key holds a string) make it CRITICAL.
     @Test func checkIsCriticalWhenRecordsAreRejected() throws {
         let server = try RedisServer()
