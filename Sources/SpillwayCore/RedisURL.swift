@@ -107,12 +107,22 @@ public struct RedisEndpoint: Sendable, Equatable {
         return endpoint
     }
 
-    /// The url with its password replaced by `***`.
+    /// The url with its password replaced by `***`, whatever its scheme (a url refused for its
+    /// scheme, `rediss://` or `REDIS://`, is printed in the error too): everything between the
+    /// user's name and the last `@`; a userinfo without a `:` may be a password alone, and is
+    /// hidden whole.
     public static func redacted(_ url: String) -> String {
-        guard let at = url.lastIndex(of: "@"), url.hasPrefix("redis://") else { return url }
-        let userinfoStart = url.index(url.startIndex, offsetBy: "redis://".count)
-        guard userinfoStart <= at, let colon = url[userinfoStart..<at].firstIndex(of: ":") else { return url }
-        return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
+        guard let at = url.lastIndex(of: "@") else { return url }
+        var start = url.startIndex
+        let chars = Array(url.indices)
+        if let i = chars.indices.first(where: { $0 + 2 < chars.count && url[chars[$0]] == ":" && url[chars[$0 + 1]] == "/" && url[chars[$0 + 2]] == "/" }),
+           i + 3 < chars.count, chars[i + 3] <= at {
+            start = chars[i + 3]
+        }
+        if let colon = url[start..<at].firstIndex(of: ":") {
+            return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
+        }
+        return String(url[..<start]) + "***" + String(url[at...])
     }
 
     static func percentDecoded(_ s: Substring) -> String {

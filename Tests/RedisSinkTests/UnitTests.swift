@@ -37,6 +37,20 @@ import Testing
     @Test func redaction() {
         #expect(RedisEndpoint.redacted("redis://u:secret@h:1/0") == "redis://u:***@h:1/0")
         #expect(RedisEndpoint.redacted("redis://h:1/0") == "redis://h:1/0")
+        // Whatever the scheme: a url refused for its scheme is printed in the error.
+        #expect(RedisEndpoint.redacted("rediss://:TopSecret99@h:6379") == "rediss://:***@h:6379")
+        #expect(RedisEndpoint.redacted("REDIS://:TopSecret99@h") == "REDIS://:***@h")
+        #expect(RedisEndpoint.redacted("redis:/:TopSecret99@h") == "redis:***@h")
+        #expect(RedisEndpoint.redacted("redis://TopSecret99@h") == "redis://***@h")
+        #expect(RedisEndpoint.redacted("TopSecret99@h") == "***@h")
+        for url in ["rediss://:TopSecret99@127.0.0.1:6379/0", "REDIS://:TopSecret99@127.0.0.1", "http://u:TopSecret99@h", "redis://TopSecret99@h:x"] {
+            do {
+                _ = try RedisEndpoint.parse(url)
+                Issue.record("\(url) parsed")
+            } catch {
+                #expect(!"\(error)".contains("TopSecret99"), "\(error)")
+            }
+        }
     }
 }
 
