@@ -237,6 +237,13 @@ public final class Tailer {
             if let f = files[identity] {
                 seen.insert(identity)
                 f.currentPath = path
+                // Found under a rotation's name while its own path leads elsewhere: it was renamed
+                // away (`files` matches the rotations), and the file at its path is its successor.
+                if !f.rotatedAway, path != f.path, isRotationName(path, of: f.path),
+                   statPath(f.path).map(identityOf) != f.identity {
+                    f.rotatedAway = true
+                    f.lastChange = now
+                }
                 continue
             }
             guard seen.insert(identity).inserted, !released.contains(identity), !copies.contains(identity) else { continue }
@@ -301,7 +308,7 @@ public final class Tailer {
                 }
             }
             deferred[c.identity] = nil
-            if files.values.contains(where: { isCopy(of: $0, size: c.size, matches: matches) }) {
+            if files.values.contains(where: { isCopy(c.path, of: $0, size: c.size, matches: matches) }) {
                 copies.insert(c.identity)  // a copy of a followed file: its lines are read there
                 continue
             }
@@ -394,8 +401,10 @@ public final class Tailer {
     /// those are all of `f` (shorter than `fingerprintBytes`), a new file longer than `f` is now is
     /// another file that starts the same way (a shared header), unless `f` has been truncated or
     /// rewritten since (copytruncate's copy seen after the truncation).
-    func isCopy(of f: TrackedFile, size: Int64, matches: (Int, UInt64) -> Bool) -> Bool {
-        guard !f.rotatedAway, f.fingerprintHasLine, matches(f.fingerprintLength, f.fingerprint) else { return false }
+    func isCopy(_ path: String, of f: TrackedFile, size: Int64, matches: (Int, UInt64) -> Bool) -> Bool {
+        // The file at a followed file's own path is never its copy (copytruncate's copy has a name
+        // of its own): it is that file's successor, e.g. after a rename rotation with a header.
+        guard path != f.path, !f.rotatedAway, f.fingerprintHasLine, matches(f.fingerprintLength, f.fingerprint) else { return false }
         if f.fingerprintLength >= FileCheckpoint.fingerprintBytes { return true }
         guard let st = statPath(f.currentPath), identityOf(st) == f.identity else { return false }
         if size <= Int64(st.st_size) { return true }
