@@ -41,6 +41,12 @@ public struct PendingBatch: Sendable {
     /// records accepted meanwhile (their `timestamp` field unchanged). A record whose outcome is
     /// unknown (a timeout, a broken connection) keeps its ID: it may be in Redis.
     public internal(set) var moved: [Int] = []
+    /// XADDs with explicit IDs answered "equal or smaller than the target stream top item": a
+    /// duplicate (sent before, written then), or a record Redis refused earlier and never wrote
+    /// (its refusal not read: a `kill -9`, a timeout) whose ID is now below the top. Left pending
+    /// until `RedisWriter.verifySuspects` tells them apart.
+    public internal(set) var suspects: [Int] = []
+    public var hasSuspects: Bool { !suspects.isEmpty }
 
     public init(_ batch: EncodedBatch) {
         self.batch = batch
@@ -156,11 +162,82 @@ public final class RedisWriter {
     /// settled, and the error that left commands pending, if any.
     /// `whileRedisWorks` runs once every command is written, before the replies are read: work that
     /// overlaps with Redis's.
-    public func attempt(_ p: inout PendingBatch, whileRedisWorks: (() -> Void)? = nil) -> (counters: WriteCounters, error: String?) {
+    /// Nothing else may be outstanding on the connection: the duplicates it meets are verified here.
+    public func attempt(_ p: inout PendingBatch) -> (counters: WriteCounters, error: String?) {
         let sent = begin(p)
-        if sent.ticket?.error == nil { whileRedisWorks?() }
-        return finish(&p, sent)
+        var (counters, error) = finish(&p, sent)
+        if p.hasSuspects {
+            counters += verifySuspects(&p)
+            // Not verified now (Redis did not answer): pending, sent again.
+            if !p.isComplete, error == nil { error = "cannot verify duplicate replies now" }
+        }
+        return (counters, error)
     }
+
+    /// Tells the XADDs answered "equal or smaller" (`PendingBatch.suspects`) apart: an entry with
+    /// that ID in its stream is a duplicate (counted); an entry that is not there, while the stream
+    /// holds an older one (so it was not trimmed away), was never written: its refusal was never
+    /// read (a `kill -9`, a timeout or a broken connection after Redis refused it and took later
+    /// records of the key), and it is moved (`PendingBatch.moved`) to get a new ID. Sends
+    /// `XRANGE key id id` for each and `XRANGE key - + COUNT 1` for each key: call it only when
+    /// nothing else is outstanding on the connection. When Redis does not answer, they stay
+    /// suspects (pending: sent again later, and verified then).
+    public func verifySuspects(_ p: inout PendingBatch) -> WriteCounters {
+        var counters = WriteCounters()
+        guard p.hasSuspects else { return counters }
+        var commands: [RedisCommand] = []
+        var ids: [StreamID?] = []
+        var keyIndex: [KeyBytes: Int] = [:]
+        var keyOf: [Int] = []
+        for i in p.suspects {
+            let at = p.batch.streamIDArgument(i) ?? 2
+            let idText = p.batch.argument(i, at)
+            var c = RedisCommand(["XRANGE"])
+            c.append(bytes: p.batch.argument(i, 1))
+            c.append(bytes: idText)
+            c.append(bytes: idText)
+            commands.append(c)
+            ids.append(StreamID(String(decoding: idText, as: UTF8.self)))
+            let key = KeyBytes(Array(p.batch.argument(i, 1)))
+            if keyIndex[key] == nil { keyIndex[key] = keyIndex.count }
+            keyOf.append(keyIndex[key]!)
+        }
+        var firstCommands = [RedisCommand](repeating: RedisCommand(), count: keyIndex.count)
+        for (key, n) in keyIndex {
+            var c = RedisCommand(["XRANGE"])
+            c.append(bytes: key.bytes)
+            c.append("-")
+            c.append("+")
+            c.append("COUNT")
+            c.append("1")
+            firstCommands[n] = c
+        }
+        let (replies, error) = connection.pipeline(commands + firstCommands)
+        guard error == nil, replies.count == commands.count + firstCommands.count else {
+            logger.debug("cannot verify duplicate replies now; the records are sent again later", metadata: ["error": "\(error.map { "\($0)" } ?? "short reply")"])
+            p.suspects = []
+            return counters
+        }
+        for (n, i) in p.suspects.enumerated() {
+            let here = replies[n].array.map { !$0.isEmpty }
+            let first = replies[commands.count + keyOf[n]].array?.first?.array?.first?.string.flatMap { StreamID($0) }
+            p.done[i] = true
+            p.settledRecords += 1
+            if here == false, let id = ids[n], let first, first < id {
+                // Not in its stream, though an older entry is: never written.
+                p.moved.append(i)
+                neverWritten += 1
+            } else {
+                // There, trimmed away, or not verifiable (an error reply): a duplicate.
+                counters.duplicates += 1
+            }
+        }
+        p.suspects = []
+        return counters
+    }
+
+    /// Records answered "equal or smaller" that were found not written (see `verifySuspects`).
+    public private(set) var neverWritten: Int64 = 0
 
     /// An attempt under way: which commands of the batch went out, and their replies' ticket
     /// (nil when every command was settled already).
@@ -271,6 +348,11 @@ public final class RedisWriter {
                         continue
                     }
                     if kind == .duplicate {
+                        // Verified before it counts (see `PendingBatch.suspects`).
+                        if p.batch.streamIDArgument(i) != nil {
+                            p.suspects.append(i)
+                            continue
+                        }
                         counters.duplicates += 1
                     } else {
                         counters.rejected += 1
@@ -348,8 +430,10 @@ public final class RedisWriter {
             logger.warning("series written before are gone from Redis (it lost its data, or they were deleted): they are created again, without labels until their next record, and their samples sent again",
                            metadata: ["samples": "\(vanished)", "series queued": "\(recreating.count)"])
         }
-        // A refusal is a failed attempt for the breaker, even when nothing is left pending.
-        return (counters, p.isComplete && refused.isEmpty ? nil : (firstError ?? "no reply"))
+        // A refusal is a failed attempt for the breaker, even when nothing is left pending. Suspects
+        // (duplicate replies to verify) are no failure: the caller verifies them.
+        let unsettled = p.done.indices.contains { !p.done[$0] && !p.suspects.contains($0) }
+        return (counters, !unsettled && refused.isEmpty ? nil : (firstError ?? "no reply"))
     }
 
     /// A TS.MADD sample found its series gone: queues the series to be created again, unless that

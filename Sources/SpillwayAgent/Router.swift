@@ -139,16 +139,17 @@ struct Router {
         guard !inFlight.isEmpty else { return true }
         var first = inFlight.removeFirst()
         let error = settle(&first, feedBreaker: true)
-        guard error != nil else {
+        guard error != nil || first.pending.hasSuspects else {
             if let id = first.id { spool?.acknowledgeLater(id: id) }
             if first.replay { noteBacklogReplayed() }
             return true
         }
         // Later batches went out on the same connection; the breaker counts them with this one.
+        // (Duplicate replies are verified once nothing is outstanding on the connection.)
         var unsettled = [first]
         while !inFlight.isEmpty {
             var next = inFlight.removeFirst()
-            if settle(&next, feedBreaker: false) == nil {
+            if settle(&next, feedBreaker: false) == nil, !next.pending.hasSuspects {
                 if let id = next.id { spool?.acknowledgeLater(id: id) }
                 if next.replay { noteBacklogReplayed() }
             } else {
@@ -156,6 +157,15 @@ struct Router {
             }
         }
         for var f in unsettled {
+            if f.pending.hasSuspects {
+                let counters = writer.verifySuspects(&f.pending)
+                service.stats.update { $0.counters += counters }
+            }
+            if f.pending.isComplete, f.pending.moved.isEmpty {
+                if let id = f.id { spool?.acknowledgeLater(id: id) }
+                if f.replay { noteBacklogReplayed() }
+                continue
+            }
             // Records Redis refused go to the encode stage for new IDs (see `PendingBatch.moved`).
             let moved = f.pending.takeMoved()
             guard let spool, let id = f.id else {
@@ -177,10 +187,12 @@ struct Router {
                 stateDirty = true
                 episodes.recovered(condition, logger: logger)
             } catch {
+                // The row keeps the records with their old IDs: sent again, a refused one is
+                // answered "equal or smaller", found not written, and moved then.
                 episodes.failed(condition, error: "\(error)", logger: logger)
             }
         }
-        return false
+        return error == nil
     }
 
     /// Settles every batch in flight.

@@ -230,8 +230,10 @@ public final class WriterService: Service, Sendable {
             consuming = rows.map(\.id)
             moved = rows.map(\.batch)
         }
-        let fromMemory: [EncodedBatch] = spool == nil ? movedInMemory.withLock { m in defer { m.removeAll() }; return m } : []
+        // (In memory also beside a buffer: from a batch the buffer could not store.)
+        let fromMemory: [EncodedBatch] = movedInMemory.withLock { m in defer { m.removeAll() }; return m }
         moved += fromMemory
+        if records.isEmpty, moved.isEmpty { return .done }
         var handedOn = false
         defer { if !handedOn, !fromMemory.isEmpty { movedInMemory.withLock { $0.insert(contentsOf: fromMemory, at: 0) } } }
         let (reminted, newIDs) = moved.isEmpty ? (EncodedBatch(), 0)
@@ -251,7 +253,7 @@ public final class WriterService: Service, Sendable {
             stats.update { $0.dropped += Int64(batch.recordCount - batch.lineCount) }
             return .done
         }
-        if newIDs > 0 { stats.update { $0.newIDs += Int64(newIDs) } }
+        defer { if handedOn, newIDs > 0 { stats.update { $0.newIDs += Int64(newIDs) } } }
         guard let spool else {
             handoff.put(HandedBatch(id: nil, batch: batch))
             handedOn = true
@@ -265,7 +267,10 @@ public final class WriterService: Service, Sendable {
                 stats.update { $0.bufferFullEpisode = true }
             }
             if outcome.noRoom { return .retry(outcome.diskFull ? "disk full" : "buffer full (max_bytes)") }
-            if let id = outcome.id { handoff.put(HandedBatch(id: id, batch: batch)) }
+            if let id = outcome.id {
+                handoff.put(HandedBatch(id: id, batch: batch))
+                handedOn = true
+            }
             episodes.recovered("cannot write to the spill buffer", logger: logger)
         } catch {
             episodes.failed("cannot write to the spill buffer", error: "\(error)", logger: logger,
@@ -273,6 +278,7 @@ public final class WriterService: Service, Sendable {
             if batch.lineCount > 0 { return .retry("cannot write to the spill buffer: \(error)") }
             // The buffer failed (not full): send this batch from memory rather than lose it.
             handoff.put(HandedBatch(id: nil, batch: batch))
+            handedOn = true
         }
         return .done
     }

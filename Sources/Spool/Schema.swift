@@ -108,6 +108,10 @@ enum Schema {
     static let insertRequeued = "INSERT INTO requeued (created_ns, records, payload) VALUES (?1, ?2, ?3)"
     static let requeuedRows = "SELECT id, payload FROM requeued ORDER BY id LIMIT ?1"
     static let deleteRequeued = "DELETE FROM requeued WHERE id = ?1"
+    static let setAsideRequeued = """
+        INSERT INTO unreadable_batches (spilled_ns, records, bytes, payload, lines, reason, set_aside_ns)
+        SELECT created_ns, records, length(payload), payload, records, ?2, ?3 FROM requeued WHERE id = ?1
+        """
     static let requeuedCount = "SELECT COUNT(*) FROM requeued"
     static let droppedKeys = "SELECT key, records FROM dropped ORDER BY records DESC, key LIMIT ?1"
     static let putState = "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"

@@ -604,6 +604,13 @@ public final class Spool: @unchecked Sendable {
     /// to give them new IDs. A `kill -9` either side of it loses and doubles nothing.
     public func requeue(id: Int64, remainder: EncodedBatch, moved: EncodedBatch, now: Int64) throws(SQLiteError) {
         try locked { () throws(SQLiteError) in
+            // A row dropped meanwhile (max_bytes, max_age: its records counted as dropped) takes its
+            // refused records with it, as `replaceLocked` does.
+            batchSize.reset()
+            batchSize.bind(1, id)
+            let exists = try batchSize.step()
+            batchSize.reset()
+            guard exists else { return }
             if remainder.commandCount == 0 {
                 try transaction { () throws(SQLiteError) in
                     try applyAcknowledgementsLocked()
@@ -637,8 +644,32 @@ public final class Spool: @unchecked Sendable {
             let s = try db.prepare(Schema.requeuedRows)
             s.bind(1, Int64(limit))
             var out: [(Int64, EncodedBatch)] = []
+            var bad: [(Int64, String)] = []
             while try s.step() {
-                if let b = try? EncodedBatch(serialized: s.blob(1)) { out.append((s.int64(0), b)) }
+                do {
+                    out.append((s.int64(0), try EncodedBatch(serialized: s.blob(1))))
+                } catch {
+                    bad.append((s.int64(0), "\(error)"))
+                }
+            }
+            s.reset()
+            if !bad.isEmpty {
+                // Kept, with the reason, beside the batches that could not be decoded.
+                try transaction { () throws(SQLiteError) in
+                    let move = try db.prepare(Schema.setAsideRequeued)
+                    let delete = try db.prepare(Schema.deleteRequeued)
+                    for (id, reason) in bad {
+                        move.reset()
+                        move.bind(1, id)
+                        move.bind(2, "requeued row \(id): \(reason)")
+                        move.bind(3, wallClockNanoseconds())
+                        try move.run()
+                        delete.reset()
+                        delete.bind(1, id)
+                        try delete.run()
+                    }
+                    requeuedRows -= bad.count
+                }
             }
             return out
         }

@@ -237,13 +237,6 @@ public final class Tailer {
             if let f = files[identity] {
                 seen.insert(identity)
                 f.currentPath = path
-                // Found under a rotation's name while its own path leads elsewhere: it was renamed
-                // away (`files` matches the rotations), and the file at its path is its successor.
-                if !f.rotatedAway, path != f.path, isRotationName(path, of: f.path),
-                   statPath(f.path).map(identityOf) != f.identity {
-                    f.rotatedAway = true
-                    f.lastChange = now
-                }
                 continue
             }
             guard seen.insert(identity).inserted, !released.contains(identity), !copies.contains(identity) else { continue }
