@@ -177,6 +177,48 @@ import Testing
         #expect(try xrange(server, "s").map(\.0) == ["5-0", "6-0"])
     }
 
+    /// Redis refuses a batch (OOM) whose replies are never read (the connection lost, or the agent
+    /// killed), then takes the batch behind it: sent again, the refused records are answered "equal
+    /// or smaller". Looked up, they are not in the stream: moved to get new IDs, not counted as
+    /// duplicates (found in review: 3 records lost). A true duplicate still counts as one.
+    @Test func aRefusalNeverReadIsFoundByItsDuplicateReply() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let writer = try makeWriter(try outputConfig(server.url))
+        let first = try writer.encode((0..<3).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
+        let second = try writer.encode((3..<6).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
+        _ = try server.cli(["XADD", "metrics:web-1:cpu", "1-0", "seed", "1"])
+        _ = try server.cli(["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        _ = try server.cli(["CONFIG", "SET", "maxmemory", "1"])
+        var a = PendingBatch(first)
+        let sentA = writer.begin(a)
+        // Redis refuses A; its replies are never read.
+        func rejectedCalls() -> Int {
+            let info = (try? server.cli(["INFO", "commandstats"])) ?? ""
+            let line = info.split(whereSeparator: \.isNewline).first { $0.hasPrefix("cmdstat_xadd:") } ?? ""
+            let field = line.split(separator: ",").first { $0.hasPrefix("rejected_calls=") } ?? ""
+            return Int(field.dropFirst("rejected_calls=".count)) ?? 0
+        }
+        for _ in 0..<100 where rejectedCalls() < 3 { usleep(20_000) }
+        #expect(rejectedCalls() >= 3)
+        _ = try server.cli(["CONFIG", "SET", "maxmemory", "0"])
+        writer.connection.close()
+        _ = writer.finish(&a, sentA)
+        #expect(a.moved.isEmpty && !a.isComplete)
+        #expect(send(writer, second).counters.written == 3)
+        var rest = PendingBatch(a.remainder())
+        let (counters, _) = writer.attempt(&rest)
+        #expect(counters.duplicates == 0 && counters.written == 0, "\(counters)")
+        #expect(rest.moved.count == 3 && rest.isComplete)
+        let again = writer.encoder.ids.withMinter { EncodedBatch.reminting([rest.takeMoved() ?? EncodedBatch()], minter: &$0) }.batch
+        #expect(send(writer, again).counters.written == 3)
+        #expect(try server.cli(["XLEN", "metrics:web-1:cpu"]) == "7")
+        // The second batch sent again: its records are there, true duplicates.
+        let resent = send(writer, second)
+        #expect(resent.counters.duplicates == 3 && resent.pending.moved.isEmpty && resent.pending.isComplete)
+        #expect(try server.cli(["XLEN", "metrics:web-1:cpu"]) == "7")
+    }
+
     @Test func refusedConnectionKeepsTheBatchUntilRedisIsBack() throws {
         let port = try RedisServer.freePort()
         let writer = try makeWriter(try outputConfig("redis://127.0.0.1:\(port)/0"))
