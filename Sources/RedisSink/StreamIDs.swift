@@ -15,9 +15,9 @@ public struct KeyBytes: Hashable, Sendable {
     }
 }
 
-/// One run's stream ID minter, shared by the encode stage (which mints each record's ID) and the
-/// send stage (which gives a record Redis refused a new ID above the key's top, see
-/// `RedisWriter.finish`), so that no ID is ever minted twice. Every use holds its lock.
+/// One run's stream ID minter, shared by every copy of the encoder (the encode stage mints each
+/// record's ID, and the new IDs of records Redis refused, see `PendingBatch.moved`). Every use
+/// holds its lock.
 public final class SharedStreamIDs: @unchecked Sendable {
     private let lock = ConditionLock()
     private var minter: StreamIDMinter
@@ -35,8 +35,6 @@ public final class SharedStreamIDs: @unchecked Sendable {
         try minter.save()
     }
 
-    /// The mark of `key`, if any.
-    public func last(_ key: [UInt8]) -> StreamID? { withMinter { $0.last(key) } }
 }
 
 /// A stream entry ID, `ms-seq`.

@@ -34,5 +34,4 @@ struct Episodes {
         ])
     }
 
-    func isOpen(_ condition: String) -> Bool { open[condition] != nil }
 }

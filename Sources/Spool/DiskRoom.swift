@@ -22,8 +22,6 @@ final class DiskRoom {
     let reserveSize: Int64
     /// Whether the reserve is allocated now.
     private(set) var reserveHeld = false
-    /// Times the reserve was released (each time the file system was found full).
-    private(set) var releases = 0
 
     init(directory: String, headroom: Int64, reserveSize: Int64) {
         self.directory = directory
@@ -70,7 +68,6 @@ final class DiskRoom {
             close(fd)
         }
         reserveHeld = false
-        releases += 1
         return true
     }
 

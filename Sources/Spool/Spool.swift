@@ -111,9 +111,8 @@ public final class Spool: @unchecked Sendable {
     private let pageSize: Int64
     private let pageCount, freelistCount: Statement
     /// Whether `data_dir/reserve` is allocated (false once a full file system made the buffer
-    /// release it, until there is room again), and how often it was released.
+    /// release it, until there is room again).
     public var reserveHeld: Bool { (try? locked { disk.reserveHeld }) ?? false }
-    public var reserveReleases: Int { (try? locked { disk.releases }) ?? 0 }
 
     /// Whether no batch waits (acknowledged ones not deleted yet do not count). Never waits for an
     /// append in progress.
