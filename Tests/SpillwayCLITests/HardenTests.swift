@@ -115,7 +115,8 @@ func tailingAgent(redisPort: Int, app: String, inputs: String = "") throws -> Ag
         var server = try RedisServer(port: port, dir: redisDir, args: aof)
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-fulldisk-\(UUID().uuidString)")
         let mnt = dir.appendingPathComponent("mnt")
-        #expect(mountTmpfs(mnt, size: "4m"), "cannot mount a tmpfs at \(mnt.path)")
+        // (Never write the filler below on the real disk.)
+        try #require(mountTmpfs(mnt, size: "4m"), "cannot mount a tmpfs at \(mnt.path)")
         defer {
             unmount(mnt)
             try? FileManager.default.removeItem(at: dir)
@@ -148,9 +149,11 @@ func tailingAgent(redisPort: Int, app: String, inputs: String = "") throws -> Ag
                 let fd = open(filler, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
                 let chunk = [UInt8](repeating: 0, count: 65536)
                 var n = 0
-                while n < 1000, chunk.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 { n += 1 }
+                // Bounded: 4 MiB hold 64 chunks at most, and less than one chunk is left after.
+                while n < 128, chunk.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) > 0 { n += 1 }
                 var one: UInt8 = 0
-                while write(fd, &one, 1) == 1 {}
+                var bytes = 0
+                while bytes < 65536, write(fd, &one, 1) == 1 { bytes += 1 }
                 close(fd)
             }
             if tick == 125 { unlink(filler) }
