@@ -397,7 +397,9 @@ public final class Spool: @unchecked Sendable {
         // left to drop.
         var freed: Int64 = 0
         while true {
-            if roomFor(bytes) {
+            // (max_bytes still holds here: a pinned batch past it goes in only into an empty buffer.)
+            let underCap = _totals.bytes + bytes <= options.maxBytes || (pinned && _totals.batches == 0)
+            if underCap, roomFor(bytes) {
                 do {
                     try transaction(useReserve: false) { () throws(SQLiteError) in try store() }
                     return AppendOutcome(stored: true, id: lastAppendedID, droppedRecords: freed, diskFull: freed > 0)
@@ -597,6 +599,13 @@ public final class Spool: @unchecked Sendable {
     private var requeuedRows = 0
     /// Whether records wait in `requeued` for the encode stage.
     public var hasRequeued: Bool { (try? locked { requeuedRows > 0 }) ?? false }
+    /// The records waiting in `requeued` (part of the backlog, beside `totals`).
+    public var requeuedRecords: Int64 {
+        (try? locked { () throws(SQLiteError) -> Int64 in
+            let s = try db.prepare("SELECT COALESCE(SUM(records), 0) FROM requeued")
+            return try s.step() ? s.int64(0) : 0
+        }) ?? 0
+    }
 
     /// In one transaction: batch `id` becomes `remainder` (deleted when nothing is left of it), and
     /// `moved` (XADDs Redis refused, surely not written) waits in `requeued` for the encode stage

@@ -258,7 +258,7 @@ struct Run: AsyncParsableCommand {
         do {
             try spool?.saveState([
                 "run.id": AgentRun.id, "run.started_ns": String(AgentRun.startedNs),
-                "counters.backlog_at_start": String(spool?.totals.records ?? 0),
+                "counters.backlog_at_start": String((spool?.totals.records ?? 0) + (spool?.requeuedRecords ?? 0)),
             ])
         } catch {
             logger.warning("cannot save the agent state", metadata: ["error": "\(error)"])
