@@ -338,8 +338,10 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         defer { server.stop(); server.removeFiles() }
         let agent = try AgentProcess(redisPort: server.port, inputs: "[[inputs.mem]]\ninterval = \"1m\"\n[[inputs.system]]\ninterval = \"1m\"")
         try agent.start()
-        let running = try agent.waitFor(10) { value($0, "agent.running") as? Bool == true }
-        #expect(value(running, "agent.running") as? Bool == true)
+        // Running (its lock held) and started (its state saved by the writer, so its signal handling
+        // is in place: the lock is taken before).
+        let running = try agent.waitFor(10) { value($0, "agent.running") as? Bool == true && value($0, "agent.updated_at") is String }
+        #expect(value(running, "agent.running") as? Bool == true && value(running, "agent.updated_at") is String, "\(running)")
         let start = Date()
         #expect(agent.stop() == 0)
         #expect(Date().timeIntervalSince(start) < 5, "the agent took \(Date().timeIntervalSince(start)) s to stop")
