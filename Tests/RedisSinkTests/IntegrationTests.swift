@@ -119,6 +119,18 @@ import Testing
         #expect(try xrange(server, "metrics:web-1:cpu").last?.0 == "999-0")
     }
 
+    /// A writer, two batches of 3 records of one stream (IDs minted in that order), a seed entry
+    /// below them, and Redis refusing every write (maxmemory 1, noeviction) until it is lifted.
+    func twoBatchesAndNoMemory(_ server: RedisServer) throws -> (RedisWriter, EncodedBatch, EncodedBatch) {
+        let writer = try makeWriter(try outputConfig(server.url))
+        let first = try writer.encode((0..<3).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
+        let second = try writer.encode((3..<6).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
+        _ = try server.cli(["XADD", "metrics:web-1:cpu", "1-0", "seed", "1"])
+        #expect(try server.cli(["CONFIG", "SET", "maxmemory-policy", "noeviction"]) == "OK")
+        #expect(try server.cli(["CONFIG", "SET", "maxmemory", "1"]) == "OK")
+        return (writer, first, second)
+    }
+
     /// Redis refuses a batch (OOM) and takes the batch behind it once its memory is back: the
     /// refused records' IDs are then below the stream's top. They are moved out of their batch and
     /// given new IDs ahead of the next batch's records, so they are written, not taken for
@@ -126,12 +138,7 @@ import Testing
     @Test func recordsRefusedBeforeLaterOnesAreAcceptedGetNewIDs() throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }
-        let writer = try makeWriter(try outputConfig(server.url))
-        let first = try writer.encode((0..<3).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
-        let second = try writer.encode((3..<6).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
-        _ = try server.cli(["XADD", "metrics:web-1:cpu", "1-0", "seed", "1"])
-        #expect(try server.cli(["CONFIG", "SET", "maxmemory-policy", "noeviction"]) == "OK")
-        #expect(try server.cli(["CONFIG", "SET", "maxmemory", "1"]) == "OK")
+        let (writer, first, second) = try twoBatchesAndNoMemory(server)
         var a = PendingBatch(first)
         let (refusedCounters, error) = writer.attempt(&a)
         #expect(error?.hasPrefix("OOM") == true, "\(error ?? "nil")")
@@ -184,12 +191,7 @@ import Testing
     @Test func aRefusalNeverReadIsFoundByItsDuplicateReply() throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }
-        let writer = try makeWriter(try outputConfig(server.url))
-        let first = try writer.encode((0..<3).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
-        let second = try writer.encode((3..<6).map { QueuedRecord(record: cpuRecord(ms: 1000 + Int64($0)), route: 0) }, now: wallClockNanoseconds())
-        _ = try server.cli(["XADD", "metrics:web-1:cpu", "1-0", "seed", "1"])
-        _ = try server.cli(["CONFIG", "SET", "maxmemory-policy", "noeviction"])
-        _ = try server.cli(["CONFIG", "SET", "maxmemory", "1"])
+        let (writer, first, second) = try twoBatchesAndNoMemory(server)
         var a = PendingBatch(first)
         let sentA = writer.begin(a)
         // Redis refuses A; its replies are never read.
