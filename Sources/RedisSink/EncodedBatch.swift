@@ -168,7 +168,6 @@ public struct EncodedBatch: Sendable {
         endCommand(start, keyArgument: keyArgument, role: role)
     }
 
-    /// Appends command `i` of `other`, with another role.
     /// Which argument of an XADD is its entry ID (after `MAXLEN ~ n` or `MINID ~ id` when present);
     /// nil for other commands.
     func streamIDArgument(_ i: Int) -> Int? {
@@ -229,6 +228,7 @@ public struct EncodedBatch: Sendable {
         return out
     }
 
+    /// Appends command `i` of `other`, with another role.
     mutating func append(command i: Int, of other: EncodedBatch, role: EncodedCommand.Role) {
         let start = beginCommand()
         withArguments { $0.append(arguments: other.arguments, other.entries[i].span) }

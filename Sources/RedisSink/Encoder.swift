@@ -32,8 +32,7 @@ public struct QueuedRecord: Sendable {
 public struct BatchEncoder: Sendable {
     public let config: RedisOutputConfig
     public let routes: [Route]
-    /// The run's stream ID minter, shared by every copy of the encoder (the send stage mints new IDs
-    /// for records Redis refused).
+    /// The run's stream ID minter, shared by every copy of the encoder (see `SharedStreamIDs`).
     public let ids: SharedStreamIDs
     /// Series created (or found existing) in this run; TS.CREATE is sent for the others. Shared by
     /// the copies of the encoder (the send stage marks, the encode stage reads).

@@ -60,10 +60,8 @@ public struct PendingBatch: Sendable {
     /// dropped), and forgets them; nil when none.
     public mutating func takeMoved() -> EncodedBatch? {
         guard !moved.isEmpty else { return nil }
-        var out = EncodedBatch()
-        for (n, i) in moved.enumerated() { out.append(command: i, of: batch, role: .record(n)) }
-        out.recordCount = moved.count
-        out.lineCount = moved.count
+        var out = commands(moved)
+        out.lineCount = out.recordCount
         moved = []
         return out
     }
@@ -71,6 +69,11 @@ public struct PendingBatch: Sendable {
     /// The part not settled yet, as a batch of its own (records re-indexed), for the spill buffer.
     /// Records and fields counted at encoding are not in it (they were counted).
     public func remainder() -> EncodedBatch {
+        commands((0..<batch.commandCount).filter { !done[$0] })
+    }
+
+    /// These commands of the batch, in order, as a batch of their own (records re-indexed).
+    func commands(_ indices: [Int]) -> EncodedBatch {
         var index: [Int: Int] = [:]
         func remap(_ i: Int) -> Int {
             if let j = index[i] { return j }
@@ -78,7 +81,7 @@ public struct PendingBatch: Sendable {
             return index.count - 1
         }
         var out = EncodedBatch()
-        for i in 0..<batch.commandCount where !done[i] {
+        for i in indices {
             let role: EncodedCommand.Role = switch batch.role(i) {
             case .record(let r): .record(remap(r))
             case .samples(let owners): .samples(owners: owners.map(remap))
@@ -159,10 +162,8 @@ public final class RedisWriter {
     }
 
     /// One attempt: sends every unsettled command of the batch in one pipeline. Returns what it
-    /// settled, and the error that left commands pending, if any.
-    /// `whileRedisWorks` runs once every command is written, before the replies are read: work that
-    /// overlaps with Redis's.
-    /// Nothing else may be outstanding on the connection: the duplicates it meets are verified here.
+    /// settled, and the error that left commands pending, if any. Nothing else may be outstanding on
+    /// the connection: the duplicate replies it meets are verified here (`verifySuspects`).
     public func attempt(_ p: inout PendingBatch) -> (counters: WriteCounters, error: String?) {
         let sent = begin(p)
         var (counters, error) = finish(&p, sent)
@@ -226,7 +227,6 @@ public final class RedisWriter {
             if here == false, let id = ids[n], let first, first < id {
                 // Not in its stream, though an older entry is: never written.
                 p.moved.append(i)
-                neverWritten += 1
             } else {
                 // There, trimmed away, or not verifiable (an error reply): a duplicate.
                 counters.duplicates += 1
@@ -235,9 +235,6 @@ public final class RedisWriter {
         p.suspects = []
         return counters
     }
-
-    /// Records answered "equal or smaller" that were found not written (see `verifySuspects`).
-    public private(set) var neverWritten: Int64 = 0
 
     /// An attempt under way: which commands of the batch went out, and their replies' ticket
     /// (nil when every command was settled already).

@@ -29,7 +29,7 @@ public final class WriterStats: Sendable {
         /// Set by the encode stage when the buffer dropped records (the send stage logs it once).
         public var bufferFullEpisode = false
         public var lastSuccessAt: Int64?
-        /// Records given a new stream ID after Redis refused them (see `RedisWriter.newIDs`).
+        /// Records given a new stream ID after Redis refused them (see `PendingBatch.moved`).
         public var newIDs: Int64 = 0
     }
 

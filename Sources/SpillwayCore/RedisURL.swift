@@ -114,11 +114,7 @@ public struct RedisEndpoint: Sendable, Equatable {
     public static func redacted(_ url: String) -> String {
         guard let at = url.lastIndex(of: "@") else { return url }
         var start = url.startIndex
-        let chars = Array(url.indices)
-        if let i = chars.indices.first(where: { $0 + 2 < chars.count && url[chars[$0]] == ":" && url[chars[$0 + 1]] == "/" && url[chars[$0 + 2]] == "/" }),
-           i + 3 < chars.count, chars[i + 3] <= at {
-            start = chars[i + 3]
-        }
+        if let scheme = url.firstRange(of: "://"), scheme.upperBound <= at { start = scheme.upperBound }
         if let colon = url[start..<at].firstIndex(of: ":") {
             return String(url[..<url.index(after: colon)]) + "***" + String(url[at...])
         }
