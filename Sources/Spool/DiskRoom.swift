@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// Keeps the spill buffer's file system from filling to the last byte, where SQLite in WAL mode can
 /// no longer delete, checkpoint or even read (every write, and a checkpoint that grows the database
@@ -13,15 +14,16 @@ import Glibc
 ///   a state save or a checkpoint fails for want of space, the reserve is released (truncated to 0)
 ///   and the operation tried again: delivered batches can always be deleted, and so the backlog
 ///   drains. It is allocated again once there is room for it and the headroom.
-final class DiskRoom {
+final class DiskRoom: Sendable {
     let directory: String
     let reservePath: String
     /// Bytes kept free by appends.
     let headroom: Int64
     /// Size of the reserve file.
     let reserveSize: Int64
-    /// Whether the reserve is allocated now.
-    private(set) var reserveHeld = false
+    /// Whether the reserve is allocated now. Changed under the spool's lock, read without it.
+    private let held = Atomic<Bool>(false)
+    var reserveHeld: Bool { held.load(ordering: .relaxed) }
 
     init(directory: String, headroom: Int64, reserveSize: Int64) {
         self.directory = directory
@@ -42,8 +44,7 @@ final class DiskRoom {
     @discardableResult
     func ensureReserve(free: Int64?) -> Bool {
         if reserveHeld { return true }
-        var st = stat()
-        let have = stat(reservePath, &st) == 0 ? Int64(st.st_size) : 0
+        let have = Self.fileSize(reservePath)
         if have < reserveSize {
             guard let free, free - (reserveSize - have) >= headroom else { return false }
         }
@@ -55,7 +56,7 @@ final class DiskRoom {
             _ = ftruncate(fd, 0)
             return false
         }
-        reserveHeld = true
+        held.store(true, ordering: .relaxed)
         return true
     }
 
@@ -67,7 +68,7 @@ final class DiskRoom {
             _ = ftruncate(fd, 0)
             close(fd)
         }
-        reserveHeld = false
+        held.store(false, ordering: .relaxed)
         return true
     }
 

@@ -112,7 +112,9 @@ enum Schema {
         INSERT INTO unreadable_batches (spilled_ns, records, bytes, payload, lines, reason, set_aside_ns)
         SELECT created_ns, records, length(payload), payload, records, ?2, ?3 FROM requeued WHERE id = ?1
         """
-    static let requeuedCount = "SELECT COUNT(*) FROM requeued"
+    static let requeuedTotals = "SELECT COUNT(*), COALESCE(SUM(records), 0) FROM requeued"
+    /// Whether table ?1 exists (a file written by an earlier version may lack it).
+    static let tableExists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1"
     static let droppedKeys = "SELECT key, records FROM dropped ORDER BY records DESC, key LIMIT ?1"
     static let putState = "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
     static let allState = "SELECT key, value FROM agent_state"

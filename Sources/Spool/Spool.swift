@@ -111,8 +111,8 @@ public final class Spool: @unchecked Sendable {
     private let pageSize: Int64
     private let pageCount, freelistCount: Statement
     /// Whether `data_dir/reserve` is allocated (false once a full file system made the buffer
-    /// release it, until there is room again).
-    public var reserveHeld: Bool { (try? locked { disk.reserveHeld }) ?? false }
+    /// release it, until there is room again). Read without the lock (the send stage looks often).
+    public var reserveHeld: Bool { disk.reserveHeld }
 
     /// Whether no batch waits (acknowledged ones not deleted yet do not count). Never waits for an
     /// append in progress.
@@ -162,7 +162,7 @@ public final class Spool: @unchecked Sendable {
         _totals = try Self.readTotals(db)
         let ids = try Self.readIDs(db)
         rows.withLock { $0.ids = ids }
-        requeuedRows = Self.countRequeued(db)
+        requeuedRows.store(Int((try? Self.requeuedTotals(db).rows) ?? 0), ordering: .relaxed)
         checkpointer = Checkpointer(path: path, interval: Self.checkpointInterval)
         disk.ensureReserve(free: freeAfterCheckpoint())
     }
@@ -251,7 +251,7 @@ public final class Spool: @unchecked Sendable {
             try? db.exec("ROLLBACK")
             _totals = (try? Self.readTotals(db)) ?? _totals
             if let ids = try? Self.readIDs(db) { rows.withLock { $0.ids = ids } }
-            requeuedRows = Self.countRequeued(db)
+            if let t = try? Self.requeuedTotals(db) { requeuedRows.store(Int(t.rows), ordering: .relaxed) }
             // Rolled back: the delivered batches are still there, and still marked.
             acknowledgementsDeleted = 0
             throw error
@@ -352,7 +352,7 @@ public final class Spool: @unchecked Sendable {
                     d.bind(1, id)
                     try d.run()
                 }
-                requeuedRows -= consuming.count
+                requeuedRows.subtract(consuming.count, ordering: .relaxed)
             }
         }
         // The reserve comes back once there is room for it again.
@@ -595,16 +595,15 @@ public final class Spool: @unchecked Sendable {
 
     // MARK: refused records moved out of their batch
 
-    /// Rows of `requeued`: records waiting for new stream IDs (see `requeue`).
-    private var requeuedRows = 0
+    /// Rows of `requeued`: records waiting for new stream IDs (see `requeue`). Changed under the
+    /// lock; read without it, so the encode stage looks at every turn without waiting for the send
+    /// stage's transactions.
+    private let requeuedRows = Atomic<Int>(0)
     /// Whether records wait in `requeued` for the encode stage.
-    public var hasRequeued: Bool { (try? locked { requeuedRows > 0 }) ?? false }
+    public var hasRequeued: Bool { requeuedRows.load(ordering: .relaxed) > 0 }
     /// The records waiting in `requeued` (part of the backlog, beside `totals`).
     public var requeuedRecords: Int64 {
-        (try? locked { () throws(SQLiteError) -> Int64 in
-            let s = try db.prepare("SELECT COALESCE(SUM(records), 0) FROM requeued")
-            return try s.step() ? s.int64(0) : 0
-        }) ?? 0
+        (try? locked { () throws(SQLiteError) -> Int64 in try Self.requeuedTotals(db).records }) ?? 0
     }
 
     /// In one transaction: batch `id` becomes `remainder` (deleted when nothing is left of it), and
@@ -631,9 +630,9 @@ public final class Spool: @unchecked Sendable {
         }
     }
 
-    static func countRequeued(_ db: SQLiteDatabase) -> Int {
-        guard let s = try? db.prepare(Schema.requeuedCount), (try? s.step()) == true else { return 0 }
-        return Int(s.int64(0))
+    static func requeuedTotals(_ db: SQLiteDatabase) throws(SQLiteError) -> (rows: Int64, records: Int64) {
+        let s = try db.prepare(Schema.requeuedTotals)
+        return try s.step() ? (s.int64(0), s.int64(1)) : (0, 0)
     }
 
     private func insertRequeued(_ moved: EncodedBatch, now: Int64) throws(SQLiteError) {
@@ -642,13 +641,13 @@ public final class Spool: @unchecked Sendable {
         s.bind(2, Int64(moved.recordCount))
         s.bind(3, blob: moved.serialized())
         try s.run()
-        requeuedRows += 1
+        requeuedRows.add(1, ordering: .relaxed)
     }
 
     /// The records waiting for new IDs, oldest first (at most `limit` rows), with their row ids.
     public func requeued(limit: Int = 64) throws(SQLiteError) -> [(id: Int64, batch: EncodedBatch)] {
         try locked { () throws(SQLiteError) -> [(id: Int64, batch: EncodedBatch)] in
-            guard requeuedRows > 0 else { return [] }
+            guard hasRequeued else { return [] }
             let s = try db.prepare(Schema.requeuedRows)
             s.bind(1, Int64(limit))
             var out: [(Int64, EncodedBatch)] = []
@@ -676,7 +675,7 @@ public final class Spool: @unchecked Sendable {
                         delete.bind(1, id)
                         try delete.run()
                     }
-                    requeuedRows -= bad.count
+                    requeuedRows.subtract(bad.count, ordering: .relaxed)
                 }
             }
             return out
@@ -924,17 +923,18 @@ public struct SpoolStatus: Sendable {
         try db.exec("BEGIN")
         defer { try? db.exec("COMMIT") }
         // The agent creates the file before the schema: in that instant there is nothing to read yet.
-        let schema = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'agent_state'")
-        guard try schema.step() else { return nil }
+        func hasTable(_ name: String) throws(SQLiteError) -> Bool {
+            let s = try db.prepare(Schema.tableExists)
+            s.bind(1, name)
+            return try s.step()
+        }
+        guard try hasTable("agent_state") else { return nil }
         var totals = try Spool.readTotals(db)
         // Records Redis refused, waiting for new IDs, are part of the backlog.
-        let hasRequeued = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'requeued'")
-        if try hasRequeued.step() {
-            let r = try db.prepare("SELECT COUNT(*), COALESCE(SUM(records), 0) FROM requeued")
-            if try r.step() {
-                totals.records += r.int64(1)
-                totals.lines += r.int64(1)
-            }
+        if try hasTable("requeued") {
+            let requeued = try Spool.requeuedTotals(db).records
+            totals.records += requeued
+            totals.lines += requeued
         }
         func pairs(_ sql: String, _ limit: Int) throws(SQLiteError) -> [(String, Int64)] {
             let s = try db.prepare(sql)
@@ -948,17 +948,14 @@ public struct SpoolStatus: Sendable {
         let s = try db.prepare(Schema.allState)
         var state: [String: String] = [:]
         while try s.step() { state[s.string(0)] = s.string(1) }
-        let hasOffsets = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'tail_offsets'")
-        let offsets = try hasOffsets.step() ? try Spool.readOffsets(db) : []
+        let offsets = try hasTable("tail_offsets") ? try Spool.readOffsets(db) : []
         var unreadable: (Int64, Int64) = (0, 0)
-        let hasUnreadable = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'unreadable_batches'")
-        if try hasUnreadable.step() {
+        if try hasTable("unreadable_batches") {
             let u = try db.prepare(Schema.unreadableTotals)
             if try u.step() { unreadable = (u.int64(0), u.int64(1)) }
         }
         var rejected: [RejectedKey] = []
-        let hasRejected = try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rejected'")
-        if try hasRejected.step() {
+        if try hasTable("rejected") {
             let r = try db.prepare(Schema.rejectedKeys)
             r.bind(1, 1000)
             while try r.step() {
