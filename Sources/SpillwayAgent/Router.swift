@@ -140,8 +140,7 @@ struct Router {
         var first = inFlight.removeFirst()
         let error = settle(&first, feedBreaker: true)
         guard error != nil || first.pending.hasSuspects else {
-            if let id = first.id { spool?.acknowledgeLater(id: id) }
-            if first.replay { noteBacklogReplayed() }
+            delivered(first)
             return true
         }
         // Later batches went out on the same connection; the breaker counts them with this one.
@@ -150,8 +149,7 @@ struct Router {
         while !inFlight.isEmpty {
             var next = inFlight.removeFirst()
             if settle(&next, feedBreaker: false) == nil, !next.pending.hasSuspects {
-                if let id = next.id { spool?.acknowledgeLater(id: id) }
-                if next.replay { noteBacklogReplayed() }
+                delivered(next)
             } else {
                 unsettled.append(next)
             }
@@ -162,8 +160,7 @@ struct Router {
                 service.stats.update { $0.counters += counters }
             }
             if f.pending.isComplete, f.pending.moved.isEmpty {
-                if let id = f.id { spool?.acknowledgeLater(id: id) }
-                if f.replay { noteBacklogReplayed() }
+                delivered(f)
                 continue
             }
             // Records Redis refused go to the encode stage for new IDs (see `PendingBatch.moved`).
@@ -193,6 +190,13 @@ struct Router {
             }
         }
         return error == nil
+    }
+
+    /// A batch Redis acknowledged all of: its row is deleted (soon), and a replayed one may have
+    /// been the backlog's last.
+    mutating func delivered(_ f: InFlight) {
+        if let id = f.id { spool?.acknowledgeLater(id: id) }
+        if f.replay { noteBacklogReplayed() }
     }
 
     /// Settles every batch in flight.

@@ -356,21 +356,30 @@ public final class Tailer {
 
     /// Follows `copy`, which holds the content checkpoint `k` was read from (its file was truncated or
     /// rewritten while the agent was stopped), from `k`'s offset.
+    /// Follows `copy`, what copytruncate left of `path`'s old content, from `offset` (its lines
+    /// tagged with `path`; a copy does not grow).
+    func trackCopy(_ copy: (path: String, identity: FileIdentity), of path: String, from offset: Int64, stat st: stat?, now: Int64,
+                   fingerprint: (UInt64, Int, Bool)) -> TrackedFile {
+        let c = TrackedFile(identity: copy.identity, path: path, offset: offset, now: now)
+        c.currentPath = copy.path
+        (c.fingerprint, c.fingerprintLength, c.fingerprintHasLine) = fingerprint
+        if let st { c.mtime = mtimeOf(st) }
+        c.isCopy = true
+        c.rotatedAway = !options.covers(copy.path)
+        c.lastChange = now - options.rotateWait
+        copies.remove(copy.identity)
+        known[copy.identity] = nil
+        track(c)
+        return c
+    }
+
     func adoptCopy(_ copy: (path: String, identity: FileIdentity), of k: FileCheckpoint, now: Int64) {
         guard let st = statPath(copy.path) else { return }
         let size = Int64(st.st_size)
         let offset = min(max(k.offset, known[copy.identity]?.offset ?? 0), size)
-        let c = TrackedFile(identity: copy.identity, path: k.path, offset: offset, now: now)
-        c.currentPath = copy.path
+        let c = trackCopy(copy, of: k.path, from: offset, stat: st, now: now,
+                          fingerprint: withFile(copy.path) { fingerprint(fd: $0, size: size) } ?? (k.fingerprint, k.fingerprintLength, false))
         c.size = size
-        c.mtime = mtimeOf(st)
-        c.isCopy = true
-        c.rotatedAway = !options.covers(copy.path)
-        c.lastChange = now - options.rotateWait  // a copy does not grow
-        (c.fingerprint, c.fingerprintLength, c.fingerprintHasLine) = withFile(copy.path) { fingerprint(fd: $0, size: size) } ?? (k.fingerprint, k.fingerprintLength, false)
-        copies.remove(copy.identity)
-        known[copy.identity] = nil
-        track(c)
         env.log("\(k.path) was truncated or rewritten while the agent was stopped; reading the rest of its old content from \(copy.path), from \(offset)")
         env.saveOffsets([c.checkpoint(offset)])
     }
@@ -539,18 +548,8 @@ public final class Tailer {
         let from = f.lineStart
         if let copy = findCopy(of: f) {
             env.log("\(f.path) was truncated; reading the rest of its old content from \(copy.path)")
-            let c = TrackedFile(identity: copy.identity, path: f.path, offset: max(from, known[copy.identity]?.offset ?? 0), now: now)
-            c.currentPath = copy.path
-            c.fingerprint = f.fingerprint
-            c.fingerprintLength = f.fingerprintLength
-            c.rotatedAway = !options.covers(copy.path)
-            c.lastChange = now - options.rotateWait  // a copy does not grow
-            c.isCopy = true
-            c.fingerprintHasLine = f.fingerprintHasLine
-            if let st = statPath(copy.path) { c.mtime = mtimeOf(st) }
-            copies.remove(copy.identity)
-            known[copy.identity] = nil
-            track(c)
+            let c = trackCopy(copy, of: f.path, from: max(from, known[copy.identity]?.offset ?? 0), stat: statPath(copy.path), now: now,
+                              fingerprint: (f.fingerprint, f.fingerprintLength, f.fingerprintHasLine))
             let before = emitted
             read(c, now: now)
             // A copy does not grow: its last line is complete as it is, and before the new lines.
