@@ -27,6 +27,16 @@ struct Status: AsyncParsableCommand {
     @Flag(help: "Monitoring-plugin output and exit code.")
     var check = false
 
+    /// Nothing can be told of the agent: UNKNOWN (3) with --check, else exit 1, saying why.
+    func cannotRead(_ what: String) -> ExitCode {
+        if check {
+            print("SPILLWAY UNKNOWN - cannot read \(what)")
+            return ExitCode(3)
+        }
+        FileHandle.standardError.write(Data("spillway: cannot read \(what)\n".utf8))
+        return ExitCode(1)
+    }
+
     func run() async throws {
         let config: Config
         do {
@@ -47,13 +57,7 @@ struct Status: AsyncParsableCommand {
         for (path, mode) in [(dir, R_OK | X_OK), (dir + "/buffer.sqlite", R_OK), (dir + "/lock", R_OK)] {
             var st = stat()
             guard stat(path, &st) == 0, access(path, mode) != 0 else { continue }
-            let why = "cannot read \(path): \(String(cString: strerror(errno))) (run status as the agent's user, or as root)"
-            if check {
-                print("SPILLWAY UNKNOWN - \(why)")
-                throw ExitCode(3)
-            }
-            FileHandle.standardError.write(Data("spillway: \(why)\n".utf8))
-            throw ExitCode(1)
+            throw cannotRead("\(path): \(String(cString: strerror(errno))) (run status as the agent's user, or as root)")
         }
         // Whether an agent runs comes from its lock on the data_dir, never from the state's age.
         let holder = DataDirectoryLock.holder(of: dir)
@@ -61,12 +65,7 @@ struct Status: AsyncParsableCommand {
         do {
             status = try SpoolStatus.read(directory: dir)
         } catch {
-            if check {
-                print("SPILLWAY UNKNOWN - cannot read \(dir)/buffer.sqlite: \(error)")
-                throw ExitCode(3)
-            }
-            FileHandle.standardError.write(Data("spillway: cannot read \(dir)/buffer.sqlite: \(error)\n".utf8))
-            throw ExitCode(1)
+            throw cannotRead("\(dir)/buffer.sqlite: \(error)")
         }
         let report = StatusReport(dataDir: dir, status: status, now: wallClockNanoseconds(), config: config.survive,
                                   agentRunning: holder.held, holderPID: holder.pid)
