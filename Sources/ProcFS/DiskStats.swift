@@ -18,23 +18,30 @@ public struct DiskStat: Sendable, Equatable {
 
 public enum DiskStats {
     /// Parses /proc/diskstats. Lines with discard/flush columns (kernels 4.18+, 5.5+) parse the same.
-    public static func parse(_ bytes: [UInt8], path: String = "diskstats") throws(ProcFSError) -> [DiskStat] {
+    /// A line that cannot be read is left out and added to `skipped`; the other devices are kept.
+    public static func parse(_ bytes: [UInt8], path: String = "diskstats",
+                             skipped: inout [ProcFSError]) -> [DiskStat] {
         var s = ByteScanner(bytes)
         var out: [DiskStat] = []
-        while !s.atEnd {
+        var v = [UInt64](repeating: 0, count: 11)
+        lines: while !s.atEnd {
             defer { s.nextLine() }
             if s.atEndOfLine { continue }
             let line = s.line
             guard let major = s.uint64(), let minor = s.uint64(), let name = s.token() else {
-                throw ProcFSError(path: path, line: line, reason: "expected \"major minor name\"")
+                skipped.append(ProcFSError(path: path, line: line, kind: "no device", reason: "expected \"major minor name\""))
+                continue
             }
-            var v = [UInt64](repeating: 0, count: 11)
             for i in 0..<11 {
                 guard let t = s.token() else {
-                    throw ProcFSError(path: path, line: line, reason: "\(string(name)): \(i) counters, need 11")
+                    skipped.append(ProcFSError(path: path, line: line, kind: "too few columns",
+                                               reason: "\(string(name)): \(i) counters, need 11"))
+                    continue lines
                 }
                 guard let n = parseUInt64(t) else {
-                    throw ProcFSError(path: path, line: line, reason: "\(string(name)): \"\(string(t))\" is not a counter")
+                    skipped.append(ProcFSError(path: path, line: line, kind: "not a counter",
+                                               reason: "\(string(name)): \"\(string(t))\" is not a counter"))
+                    continue lines
                 }
                 v[i] = n
             }

@@ -4,12 +4,13 @@ public struct LoadAvg: Sendable, Equatable {
     public var load5: Double
     public var load15: Double
 
+    /// Parses the file's one line; anything else than three load averages first is an error.
     public static func parse(_ bytes: [UInt8], path: String = "loadavg") throws(ProcFSError) -> LoadAvg {
         var s = ByteScanner(bytes)
         var v: [Double] = []
         for _ in 0..<3 {
             guard let t = s.token(), let d = parseDecimal(t) else {
-                throw ProcFSError(path: path, line: 1, reason: "expected three load averages")
+                throw ProcFSError(path: path, line: 1, kind: "malformed", reason: "expected three load averages")
             }
             v.append(d)
         }
@@ -22,7 +23,7 @@ public enum Uptime {
     public static func parse(_ bytes: [UInt8], path: String = "uptime") throws(ProcFSError) -> Double {
         var s = ByteScanner(bytes)
         guard let t = s.token(), let d = parseDecimal(t) else {
-            throw ProcFSError(path: path, line: 1, reason: "expected the seconds since boot")
+            throw ProcFSError(path: path, line: 1, kind: "malformed", reason: "expected the seconds since boot")
         }
         return d
     }

@@ -11,12 +11,17 @@ public struct MemInfo: Sendable, Equatable {
     public var dirty: UInt64?
     public var swapTotal: UInt64?
     public var swapFree: UInt64?
+    /// Known keys whose line was there but could not be read (nil above, and not because the kernel
+    /// lacks them): nothing is derived from them.
+    public var unreadable: Set<String> = []
 
     public init() {}
 
     /// Parses /proc/meminfo: lines `Key:   value [kB]`. Unknown keys are skipped without allocating.
-    /// A known key with a non-numeric value, or a file without MemTotal, is an error.
-    public static func parse(_ bytes: [UInt8], path: String = "meminfo") throws(ProcFSError) -> MemInfo {
+    /// A known key with a non-numeric value or an unknown unit is left out (nil) and added to
+    /// `skipped`; a file without a usable MemTotal is an error.
+    public static func parse(_ bytes: [UInt8], path: String = "meminfo",
+                             skipped: inout [ProcFSError]) throws(ProcFSError) -> MemInfo {
         var s = ByteScanner(bytes)
         var m = MemInfo()
         while !s.atEnd {
@@ -38,21 +43,30 @@ public struct MemInfo: Sendable, Equatable {
             default: continue
             }
             guard let value = s.uint64() else {
-                throw ProcFSError(path: path, line: s.line, reason: "\(string(key)) has no numeric value")
+                skipped.append(ProcFSError(path: path, line: s.line, kind: "no value", reason: "\(string(key)) has no numeric value"))
+                m.unreadable.insert(string(key))
+                continue
             }
             var multiplier: UInt64 = 1
             if let unit = s.token() {
                 guard equals(unit, "kB") else {
-                    throw ProcFSError(path: path, line: s.line, reason: "\(string(key)): unknown unit \"\(string(unit))\"")
+                    skipped.append(ProcFSError(path: path, line: s.line, kind: "unknown unit",
+                                               reason: "\(string(key)): unknown unit \"\(string(unit))\""))
+                    m.unreadable.insert(string(key))
+                    continue
                 }
                 multiplier = 1024
             }
             let (bytesValue, overflow) = value.multipliedReportingOverflow(by: multiplier)
-            guard !overflow else { throw ProcFSError(path: path, line: s.line, reason: "\(string(key)) overflows") }
+            guard !overflow else {
+                skipped.append(ProcFSError(path: path, line: s.line, kind: "overflow", reason: "\(string(key)) overflows"))
+                m.unreadable.insert(string(key))
+                continue
+            }
             m[keyPath: slot] = bytesValue
         }
         guard m.memTotal != nil else {
-            throw ProcFSError(path: path, reason: "no MemTotal line (is this /proc/meminfo?)")
+            throw ProcFSError(path: path, kind: "no MemTotal", reason: "no usable MemTotal line (is this /proc/meminfo?)")
         }
         return m
     }

@@ -1,4 +1,33 @@
-/// One line of /proc/self/mountinfo.
+/// A device number as mountinfo writes it (`8:1`) and stat(2) reports it in `st_dev`.
+public struct DeviceNumber: Sendable, Equatable, Hashable, CustomStringConvertible {
+    public var major: UInt32
+    public var minor: UInt32
+
+    public init(major: UInt32, minor: UInt32) {
+        self.major = major
+        self.minor = minor
+    }
+
+    /// glibc's `dev_t` layout (gnu_dev_major/minor): 12 bits of major and 20 of minor split across
+    /// the 64 bits.
+    public init(dev: UInt64) {
+        major = UInt32(truncatingIfNeeded: ((dev >> 8) & 0xFFF) | ((dev >> 32) & ~UInt64(0xFFF)))
+        minor = UInt32(truncatingIfNeeded: (dev & 0xFF) | ((dev >> 12) & ~UInt64(0xFF)))
+    }
+
+    public var description: String { "\(major):\(minor)" }
+
+    /// `major:minor` from bytes; nil when it is not that.
+    static func parse(_ t: ArraySlice<UInt8>) -> DeviceNumber? {
+        guard let colon = t.firstIndex(of: UInt8(ascii: ":")),
+              let major = parseUInt64(t[t.startIndex..<colon]), let minor = parseUInt64(t[(colon + 1)...]),
+              major <= UInt32.max, minor <= UInt32.max
+        else { return nil }
+        return DeviceNumber(major: UInt32(major), minor: UInt32(minor))
+    }
+}
+
+/// One line of /proc/PID/mountinfo.
 public struct Mount: Sendable, Equatable {
     /// Where it is mounted, with `\040` (space), `\011` (tab), `\012` (newline) and `\134` (backslash)
     /// decoded.
@@ -10,8 +39,11 @@ public struct Mount: Sendable, Equatable {
     public var options: String
     /// `ro` when the per-mount options say read-only, else `rw`.
     public var mode: String
+    /// The file system's device number (st_dev of its files), when the line gave a valid one.
+    public var device: DeviceNumber?
 
-    public init(mountPoint: String, source: String, fsType: String, options: String) {
+    public init(mountPoint: String, source: String, fsType: String, options: String, device: DeviceNumber? = nil) {
+        self.device = device
         self.mountPoint = mountPoint
         self.source = source
         self.fsType = fsType
@@ -33,17 +65,19 @@ public struct Mount: Sendable, Equatable {
 
 public enum MountInfo {
     /// Parses mountinfo: `id parent major:minor root mountpoint options [optional…] - fstype source super`.
-    public static func parse(_ bytes: [UInt8], path: String = "self/mountinfo") throws(ProcFSError) -> [Mount] {
+    /// A line that cannot be read is left out and added to `skipped`.
+    public static func parse(_ bytes: [UInt8], path: String = "self/mountinfo", skipped: inout [ProcFSError]) -> [Mount] {
         var s = ByteScanner(bytes)
         var mounts: [Mount] = []
         while !s.atEnd {
             defer { s.nextLine() }
             if s.atEndOfLine { continue }
             let line = s.line
-            guard s.token() != nil, s.token() != nil, s.token() != nil, s.token() != nil,
+            guard s.token() != nil, s.token() != nil, let device = s.token(), s.token() != nil,
                   let mountPoint = s.token(), let options = s.token()
             else {
-                throw ProcFSError(path: path, line: line, reason: "fewer than 6 fields before the separator")
+                skipped.append(ProcFSError(path: path, line: line, kind: "too few fields", reason: "fewer than 6 fields before the separator"))
+                continue
             }
             var sawSeparator = false
             while let t = s.token() {
@@ -53,13 +87,15 @@ public enum MountInfo {
                 }
             }
             guard sawSeparator, let fsType = s.token(), let source = s.token() else {
-                throw ProcFSError(path: path, line: line, reason: "no \" - fstype source\" part")
+                skipped.append(ProcFSError(path: path, line: line, kind: "no separator", reason: "no \" - fstype source\" part"))
+                continue
             }
             mounts.append(Mount(
                 mountPoint: unescapeOctal(mountPoint),
                 source: unescapeOctal(source),
                 fsType: string(fsType),
-                options: string(options)
+                options: string(options),
+                device: DeviceNumber.parse(device)
             ))
         }
         return mounts

@@ -13,34 +13,41 @@ public struct NetDevStat: Sendable, Equatable {
 
 public enum NetDev {
     /// Parses /proc/net/dev: two header lines, then `name: 8 receive counters 8 transmit counters`.
-    /// Interface names cannot hold `:` or white space (the kernel refuses them), so the name is
-    /// everything before the first `:`; old kernels write no space after it (`eth0:123…`).
-    public static func parse(_ bytes: [UInt8], path: String = "net/dev") throws(ProcFSError) -> [NetDevStat] {
+    /// The counters never hold a `:`, so the name is everything before the last one: old kernels
+    /// write alias lines (`ibr10:30:  0 0 …`, name `ibr10:30`) and no space after the colon
+    /// (`eth0:123…`). A line that cannot be read is left out and added to `skipped`.
+    public static func parse(_ bytes: [UInt8], path: String = "net/dev", skipped: inout [ProcFSError]) -> [NetDevStat] {
         var s = ByteScanner(bytes)
         var out: [NetDevStat] = []
-        while !s.atEnd {
+        var v = [UInt64](repeating: 0, count: 16)
+        lines: while !s.atEnd {
             defer { s.nextLine() }
             let line = s.line
             s.skipBlanks()
             let rest = s.restOfLine()
             guard !rest.isEmpty else { continue }
-            guard let colon = rest.firstIndex(of: UInt8(ascii: ":")) else {
-                if line <= 2 { continue }  // the two header lines
-                throw ProcFSError(path: path, line: line, reason: "no \"name:\" at the start of the line")
+            if line <= 2, rest.contains(UInt8(ascii: "|")) { continue }  // the two header lines
+            guard let colon = rest.lastIndex(of: UInt8(ascii: ":")) else {
+                if line <= 2 { continue }
+                skipped.append(ProcFSError(path: path, line: line, kind: "no name", reason: "no \"name:\" at the start of the line"))
+                continue
             }
-            if line <= 2, rest.contains(UInt8(ascii: "|")) { continue }
             let name = rest[rest.startIndex..<colon]
             guard !name.isEmpty else {
-                throw ProcFSError(path: path, line: line, reason: "empty interface name")
+                skipped.append(ProcFSError(path: path, line: line, kind: "no name", reason: "empty interface name"))
+                continue
             }
             var counters = ByteScanner(Array(rest[(colon + 1)...]))
-            var v = [UInt64](repeating: 0, count: 16)
             for i in 0..<16 {
                 guard let t = counters.token() else {
-                    throw ProcFSError(path: path, line: line, reason: "\(string(name)): \(i) counters, need 16")
+                    skipped.append(ProcFSError(path: path, line: line, kind: "too few columns",
+                                               reason: "\(string(name)): \(i) counters, need 16"))
+                    continue lines
                 }
                 guard let n = parseUInt64(t) else {
-                    throw ProcFSError(path: path, line: line, reason: "\(string(name)): \"\(string(t))\" is not a counter")
+                    skipped.append(ProcFSError(path: path, line: line, kind: "not a counter",
+                                               reason: "\(string(name)): \"\(string(t))\" is not a counter"))
+                    continue lines
                 }
                 v[i] = n
             }

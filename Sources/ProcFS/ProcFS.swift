@@ -4,15 +4,21 @@ import Glibc
 import Darwin
 #endif
 
-/// Why a procfs/sysfs file could not be used: unreadable, too large, or malformed (with the line).
+/// Why a procfs/sysfs file, or one line of it, could not be used: unreadable, too large, or
+/// malformed (with the line). Parsers throw it for the whole file (no `cpu` line at all, no
+/// MemTotal) and hand back one per line they dropped (the rest of the file is still used).
 public struct ProcFSError: Error, CustomStringConvertible, Sendable, Equatable {
     public var path: String
     public var line: Int?
+    /// What went wrong, in a few fixed words ("not a counter", "too few columns", "unreadable"):
+    /// the same kind of problem in the same file is reported once, then only counted.
+    public var kind: String
     public var reason: String
 
-    public init(path: String, line: Int? = nil, reason: String) {
+    public init(path: String, line: Int? = nil, kind: String, reason: String) {
         self.path = path
         self.line = line
+        self.kind = kind
         self.reason = reason
     }
 
@@ -40,7 +46,7 @@ public struct ProcFS: Sendable {
     public func read(_ relative: String) throws(ProcFSError) -> [UInt8] {
         let full = path(relative)
         let fd = full.withCString { open($0, O_RDONLY | O_CLOEXEC) }
-        guard fd >= 0 else { throw ProcFSError(path: full, reason: errnoText()) }
+        guard fd >= 0 else { throw ProcFSError(path: full, kind: "unreadable", reason: errnoText()) }
         defer { close(fd) }
         // One byte more than allowed tells "exactly at the limit" from "over it".
         let limit = maxFileBytes + 1
@@ -49,7 +55,7 @@ public struct ProcFS: Sendable {
         while true {
             if used == out.count {
                 guard out.count < limit else {
-                    throw ProcFSError(path: full, reason: "larger than \(maxFileBytes) bytes")
+                    throw ProcFSError(path: full, kind: "too large", reason: "larger than \(maxFileBytes) bytes")
                 }
                 out.append(contentsOf: repeatElement(0, count: min(out.count, limit - out.count)))
             }
@@ -58,12 +64,12 @@ public struct ProcFS: Sendable {
             }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw ProcFSError(path: full, reason: errnoText())
+                throw ProcFSError(path: full, kind: "unreadable", reason: errnoText())
             }
             if n == 0 { break }
             used += n
         }
-        if used > maxFileBytes { throw ProcFSError(path: full, reason: "larger than \(maxFileBytes) bytes") }
+        if used > maxFileBytes { throw ProcFSError(path: full, kind: "too large", reason: "larger than \(maxFileBytes) bytes") }
         out.removeSubrange(used...)
         return out
     }

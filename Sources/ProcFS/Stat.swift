@@ -23,6 +23,8 @@ public struct Stat: Sendable, Equatable {
     public var cpus: [CPUTimes] = []
     public var procsRunning: UInt64?
     public var procsBlocked: UInt64?
+    /// `btime`: when the machine booted, seconds since the epoch.
+    public var bootTime: UInt64?
 
     public init() {}
 
@@ -32,23 +34,28 @@ public struct Stat: Sendable, Equatable {
     public var cores: [CPUTimes] { cpus.filter { $0.name != "cpu" } }
 
     /// Parses /proc/stat. A `cpu` line needs at least user, nice, system and idle; other lines are
-    /// ignored unless they are `procs_running`/`procs_blocked`, which must then be numbers.
-    public static func parse(_ bytes: [UInt8], path: String = "stat") throws(ProcFSError) -> Stat {
+    /// ignored unless they are `procs_running`, `procs_blocked` or `btime`, which must then be
+    /// numbers. A line that cannot be read is left out and added to `skipped`; a file with no
+    /// readable `cpu` line at all is an error.
+    public static func parse(_ bytes: [UInt8], path: String = "stat", skipped: inout [ProcFSError]) throws(ProcFSError) -> Stat {
         var s = ByteScanner(bytes)
         var stat = Stat()
-        while !s.atEnd {
+        lines: while !s.atEnd {
             defer { s.nextLine() }
             guard let key = s.token() else { continue }
             if startsWith(key, "cpu") {
                 let suffix = key.dropFirst(3)
                 guard suffix.isEmpty || parseUInt64(suffix) != nil else {
-                    throw ProcFSError(path: path, line: s.line, reason: "unexpected cpu line name \"\(string(key))\"")
+                    skipped.append(ProcFSError(path: path, line: s.line, kind: "bad cpu name", reason: "unexpected cpu line name \"\(string(key))\""))
+                    continue
                 }
                 var times = CPUTimes(name: string(key))
                 var count = 0
                 while let t = s.token() {
                     guard let v = parseUInt64(t) else {
-                        throw ProcFSError(path: path, line: s.line, reason: "\(string(key)): \"\(string(t))\" is not a counter")
+                        skipped.append(ProcFSError(path: path, line: s.line, kind: "not a counter",
+                                                   reason: "\(string(key)): \"\(string(t))\" is not a counter"))
+                        continue lines
                     }
                     switch count {
                     case 0: times.user = v
@@ -66,18 +73,27 @@ public struct Stat: Sendable, Equatable {
                     count += 1
                 }
                 guard count >= 4 else {
-                    throw ProcFSError(path: path, line: s.line, reason: "\(string(key)): \(count) columns, need at least 4")
+                    skipped.append(ProcFSError(path: path, line: s.line, kind: "too few columns",
+                                               reason: "\(string(key)): \(count) columns, need at least 4"))
+                    continue
                 }
                 stat.cpus.append(times)
-            } else if equals(key, "procs_running") || equals(key, "procs_blocked") {
+            } else if equals(key, "procs_running") || equals(key, "procs_blocked") || equals(key, "btime") {
                 guard let v = s.uint64() else {
-                    throw ProcFSError(path: path, line: s.line, reason: "\(string(key)) has no numeric value")
+                    skipped.append(ProcFSError(path: path, line: s.line, kind: "no value", reason: "\(string(key)) has no numeric value"))
+                    continue
                 }
-                if equals(key, "procs_running") { stat.procsRunning = v } else { stat.procsBlocked = v }
+                if equals(key, "procs_running") {
+                    stat.procsRunning = v
+                } else if equals(key, "procs_blocked") {
+                    stat.procsBlocked = v
+                } else {
+                    stat.bootTime = v
+                }
             }
         }
         guard !stat.cpus.isEmpty else {
-            throw ProcFSError(path: path, reason: "no cpu lines (is this /proc/stat?)")
+            throw ProcFSError(path: path, kind: "no cpu lines", reason: "no readable cpu line (is this /proc/stat?)")
         }
         return stat
     }

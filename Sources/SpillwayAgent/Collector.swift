@@ -16,7 +16,8 @@ public final class CollectorStats: Sendable {
 
     public init() {}
 
-    /// Failed collections so far.
+    /// Failed collections, plus the parts of collections left out (a line, a file, a mount point),
+    /// so far.
     public var errors: Int64 { counts.withLock { $0.errors } }
 
     func add(errors: Int) {
@@ -66,6 +67,8 @@ public struct CollectorService: Service {
         var instance = instance
         let interval = instance.interval
         var records: [Record] = []
+        var report = InputReport()
+        var said = Set<String>()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let now = wallClockNanoseconds()
             let next = (now / interval + 1) * interval
@@ -79,14 +82,32 @@ public struct CollectorService: Service {
             }
             if Task.isShuttingDownGracefully { return }
             records.removeAll(keepingCapacity: true)
+            report.removeAll()
             // Records carry the scheduled tick (a multiple of the interval), not the moment the read
             // happened: series line up across inputs and hosts.
-            let error = instance.collect(agent: agent, now: next, into: &records)
+            let error = instance.collect(agent: agent, now: next, into: &records, report: &report)
             if let error {
                 logger.error("input failed", metadata: ["input": "\(instance.plugin)", "at": "\(instance.location)", "error": "\(error)"])
             }
-            if error != nil { stats.add(errors: 1) }
+            Self.log(report, of: instance, said: &said, logger: logger)
+            let errors = (error == nil ? 0 : 1) + report.skipped.count
+            if errors > 0 { stats.add(errors: errors) }
             if !records.isEmpty { await sink(records) }
+        }
+    }
+
+    /// Logs what a collection left out and what it had to say, once per file and kind for the
+    /// instance's life (`said` remembers): the same malformed line every 10 s is one warning, then
+    /// only `counters.input_errors` grows.
+    static func log(_ report: InputReport, of instance: InputInstance, said: inout Set<String>, logger: Logger) {
+        for e in report.skipped where said.insert("s\u{0}" + e.onceKey).inserted {
+            logger.warning("input left part of a collection out; the rest was collected", metadata: [
+                "input": "\(instance.plugin)", "at": "\(instance.location)", "skipped": "\(e)",
+                "note": "further ones of this kind in this file are counted in counters.input_errors, not logged",
+            ])
+        }
+        for e in report.notices where said.insert("n\u{0}" + e.onceKey).inserted {
+            logger.notice("input", metadata: ["input": "\(instance.plugin)", "at": "\(instance.location)", "notice": "\(e)"])
         }
     }
 }

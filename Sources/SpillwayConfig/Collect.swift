@@ -3,14 +3,15 @@ import SpillwayCore
 extension InputInstance {
     /// Runs the input once and appends its records, each with `name_override` applied and the common
     /// tags added: the record's own tags win over the instance's `tags`, which win over
-    /// `[agent.tags]`, which win over `host`. Returns the input's error, if it failed; records it had
-    /// appended before failing are kept.
-    public mutating func collect(agent: AgentConfig, now: Int64, into records: inout [Record]) -> (any Error)? {
+    /// `[agent.tags]`, which win over `host`. What the input left out or wants said goes to `report`.
+    /// Returns the input's error, if it failed; records it had appended before failing are kept.
+    public mutating func collect(agent: AgentConfig, now: Int64, into records: inout [Record],
+                                 report: inout InputReport) -> (any Error)? {
         let start = records.count
-        let context = InputContext(procRoot: agent.procRoot, sysRoot: agent.sysRoot, now: now)
+        let context = InputContext(procRoot: agent.procRoot, sysRoot: agent.sysRoot, hostRoot: agent.hostRoot, now: now)
         var failure: (any Error)?
         do {
-            try input.gather(into: &records, context: context)
+            try input.gather(into: &records, report: &report, context: context)
         } catch {
             failure = error
         }

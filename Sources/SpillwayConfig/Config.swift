@@ -17,16 +17,26 @@ public struct AgentConfig: Sendable, Equatable {
     public var dataDir: String?
     /// Where `data_dir` was set (file, line and key path; empty message), for `check`'s problems.
     public var dataDirLocation: Diagnostic?
-    /// Root of procfs. Default `/proc`.
+    /// Root of procfs. Default `/proc`, or host_root + `/proc` when host_root is set.
     public var procRoot: String = "/proc"
-    /// Root of sysfs. Default `/sys`.
+    /// Root of sysfs. Default `/sys`, or host_root + `/sys` when host_root is set.
     public var sysRoot: String = "/sys"
+    /// The host's `/` as mounted in a container (`host_root`, e.g. `/host`), without a trailing
+    /// slash; empty (the default, or `/`) when the agent runs on the host itself.
+    public var hostRoot: String = ""
     /// Tags added to every record (`[agent.tags]`), sorted by key.
     public var tags: [Tag] = []
     /// Records waiting for Redis, at most. Default 100000.
     public var bufferLimit: Int = 100_000
 
     public init(hostname: String) { self.hostname = hostname }
+
+    /// A root without its trailing slashes; `/` (the real root) becomes empty.
+    public static func normalizedRoot(_ path: String) -> String {
+        var p = Substring(path)
+        while p.hasSuffix("/") { p = p.dropLast() }
+        return String(p)
+    }
 }
 
 /// One `[[inputs.NAME]]` table, ready to run.

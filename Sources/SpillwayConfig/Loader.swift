@@ -63,6 +63,7 @@ public struct ConfigLoader: Sendable {
         var agent = AgentConfig(hostname: defaultHostname)
         var inputs: [InputInstance] = []
         var agentFile: SourceFile?
+        var explicitRoots: Set<String> = []
         var redis = RedisOutputConfig()
         var redisFile: SourceFile?
         var survive = SurviveConfig()
@@ -98,7 +99,7 @@ public struct ConfigLoader: Sendable {
             }
             if let value = root["agent"] {
                 if let table = value.table {
-                    readAgent(table, file: file, sink: sink, base: base, into: &agent)
+                    readAgent(table, file: file, sink: sink, base: base, into: &agent, explicitRoots: &explicitRoots)
                     agentFile = file
                 } else {
                     sink.report(file, "agent", "expected a table, found \(OptionReader.typeName(value))", fix: "write [agent] and its keys below it")
@@ -148,6 +149,11 @@ public struct ConfigLoader: Sendable {
         }
         // An input without its own interval takes [agent] interval as it stands after every file.
         for i in inputs.indices where inputs[i].interval == 0 { inputs[i].interval = agent.interval }
+        // proc_root and sys_root not given: the host's, below host_root.
+        if !agent.hostRoot.isEmpty {
+            if !explicitRoots.contains("proc_root") { agent.procRoot = agent.hostRoot + "/proc" }
+            if !explicitRoots.contains("sys_root") { agent.sysRoot = agent.hostRoot + "/sys" }
+        }
         if let agentFile, agent.jitter >= agent.interval {
             sink.report(agentFile, "agent.jitter", "jitter \(Units.formatDuration(agent.jitter)) is not below interval \(Units.formatDuration(agent.interval))",
                         fix: "use a jitter smaller than the interval")
@@ -181,7 +187,8 @@ public struct ConfigLoader: Sendable {
         return config
     }
 
-    private func readAgent(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, base: String, into agent: inout AgentConfig) {
+    private func readAgent(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, base: String, into agent: inout AgentConfig,
+                           explicitRoots: inout Set<String>) {
         var r = OptionReader(table: table, path: "agent", file: file, sink: sink, baseDirectory: base)
         let host = r.string("hostname", default: "")
         if r.has("hostname") { agent.hostname = host.isEmpty ? defaultHostname : host }
@@ -195,13 +202,19 @@ public struct ConfigLoader: Sendable {
             agent.dataDir = dir.isEmpty ? nil : ConfigPaths.resolve(dir, against: base)
             agent.dataDirLocation = dir.isEmpty ? nil : Diagnostic(file: file.path, line: file.line(of: "agent.data_dir"), keyPath: "agent.data_dir", message: "")
         }
-        for key in ["proc_root", "sys_root"] {
-            guard let root = r.optionalString(key) else { continue }
+        // Empty means the default (so agent.toml can write "${SPILLWAY_PROC_ROOT:-}").
+        for key in ["host_root", "proc_root", "sys_root"] {
+            guard let root = r.optionalString(key), !root.isEmpty else { continue }
             guard root.hasPrefix("/") else {
                 r.error(key, "\"\(root)\" is not an absolute path", fix: "write a path starting with /")
                 continue
             }
-            if key == "proc_root" { agent.procRoot = root } else { agent.sysRoot = root }
+            explicitRoots.insert(key)
+            switch key {
+            case "host_root": agent.hostRoot = AgentConfig.normalizedRoot(root)
+            case "proc_root": agent.procRoot = root
+            default: agent.sysRoot = root
+            }
         }
         for tag in r.stringTable("tags") {
             if let i = agent.tags.firstIndex(where: { $0.key == tag.key }) { agent.tags[i] = tag } else { agent.tags.append(tag) }

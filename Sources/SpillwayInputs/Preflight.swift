@@ -8,6 +8,14 @@ public enum Preflight {
     /// numeric field under `format = "timeseries"` (every record would be rejected).
     public static func warnings(_ config: Config) -> [Diagnostic] {
         var out: [Diagnostic] = []
+        // A container that reads the host's /proc but not its /: disk would name the host's mounts
+        // and measure the container's own paths.
+        if config.agent.hostRoot.isEmpty, config.agent.procRoot != "/proc",
+           let disk = config.inputs.first(where: { $0.input is DiskInput }) {
+            out.append(Diagnostic(file: disk.file, line: disk.line, keyPath: "agent.proc_root",
+                                  message: "proc_root is \"\(config.agent.procRoot)\" but host_root is not set: disk reads that mount table and measures this machine's own paths under its names",
+                                  fix: "in a container, mount the host's / (e.g. at /host) and set [agent] host_root = \"/host\" instead of proc_root"))
+        }
         var index: [String: Int] = [:]
         for instance in config.inputs {
             let n = index[instance.plugin, default: 0]

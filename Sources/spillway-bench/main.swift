@@ -53,18 +53,21 @@ func collectBenchmark(iterations: Int) throws {
     // The fake mount points do not exist: statvfs the tree root instead (a real system call each).
     for i in config.inputs.indices {
         if var disk = config.inputs[i].input as? DiskInput {
-            disk.statfs = { _ in FileSystemStats.query(root) }
+            disk.statfs = { _ throws(ProcFSError) in try FileSystemStats.query(root) }
             config.inputs[i].input = disk
         }
     }
     var records: [Record] = []
+    var report = InputReport()
     records.reserveCapacity(512)
     var tick: Int64 = 1_000_000_000
     func collectAll() {
         records.removeAll(keepingCapacity: true)
         tick += 10_000_000_000
         for i in config.inputs.indices {
-            if let e = config.inputs[i].collect(agent: config.agent, now: tick, into: &records) { fatalError("\(e)") }
+            report.removeAll()
+            if let e = config.inputs[i].collect(agent: config.agent, now: tick, into: &records, report: &report) { fatalError("\(e)") }
+            if !report.skipped.isEmpty { fatalError("\(report.skipped)") }
         }
     }
     collectAll()  // the cpu baseline
@@ -84,7 +87,7 @@ func collectBenchmark(iterations: Int) throws {
     var sink = 0
     func readAll() {
         for f in files { sink &+= (try? proc.read(f).count) ?? 0 }
-        for _ in 0..<100 { sink &+= Int(FileSystemStats.query(root)?.blocks ?? 0) }
+        for _ in 0..<100 { sink &+= Int((try? FileSystemStats.query(root))?.blocks ?? 0) }
     }
 
     // Interleave ours and the reference so both see the same machine state.
@@ -109,7 +112,7 @@ func collectBenchmark(iterations: Int) throws {
             if config.inputs[i].plugin == "cpu" { writeStat(iterations + k) }
             records.removeAll(keepingCapacity: true)
             tick += 10_000_000_000
-            spent += cpuNanos { _ = config.inputs[i].collect(agent: config.agent, now: tick, into: &records) }
+            spent += cpuNanos { _ = config.inputs[i].collect(agent: config.agent, now: tick, into: &records, report: &report) }
         }
         let label = config.inputs[i].plugin.padding(toLength: 8, withPad: " ", startingAt: 0)
         print("    " + label + String(format: "%8.1f us CPU, %d records", Double(spent) / Double(n) / 1000, records.count))

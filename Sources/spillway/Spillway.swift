@@ -88,7 +88,8 @@ struct Once: AsyncParsableCommand {
             No Redis is involved: this shows what the agent would send. Inputs that report changes \
             (cpu) are sampled twice, --sample-interval apart. Records are printed in a stable order: \
             by name, then by tags. An input that fails is reported on stderr and the others still \
-            print; the exit code is then 1.
+            print; the exit code is then 1. Parts an input left out (a malformed line, an \
+            unreachable mount point) and its notes are reported on stderr too, with exit code 0.
             """
     )
 
@@ -123,19 +124,24 @@ struct Once: AsyncParsableCommand {
             }
         }
         var scratch: [Record] = []
+        var report = InputReport()
         if config.inputs.contains(where: { $0.input.needsBaseline }) {
             for i in config.inputs.indices where config.inputs[i].input.needsBaseline {
-                _ = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &scratch)
+                _ = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &scratch, report: &report)
             }
             try await Task.sleep(for: .nanoseconds(gap))
         }
         var records: [Record] = []
         var failed = false
         for i in config.inputs.indices {
-            if let error = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &records) {
-                FileHandle.standardError.write(Data("spillway: input \(config.inputs[i].plugin) (\(config.inputs[i].location)): \(error)\n".utf8))
+            let instance = "input \(config.inputs[i].plugin) (\(config.inputs[i].location))"
+            report.removeAll()
+            if let error = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &records, report: &report) {
+                FileHandle.standardError.write(Data("spillway: \(instance): \(error)\n".utf8))
                 failed = true
             }
+            for e in report.skipped { FileHandle.standardError.write(Data("spillway: \(instance): left out: \(e)\n".utf8)) }
+            for e in report.notices { FileHandle.standardError.write(Data("spillway: \(instance): note: \(e)\n".utf8)) }
         }
         LineProtocol.stableSort(&records)
         FileHandle.standardOutput.write(Data(LineProtocol.encode(records).utf8))
@@ -162,7 +168,7 @@ struct Check: AsyncParsableCommand {
         var out = "configuration OK: \(config.files.count) file\(config.files.count == 1 ? "" : "s"), \(config.inputs.count) input\(config.inputs.count == 1 ? "" : "s")\n"
         for f in config.files { out += "  file \(f)\n" }
         out += "agent: hostname=\(a.hostname) interval=\(Units.formatDuration(a.interval)) flush_interval=\(Units.formatDuration(a.flushInterval)) batch_size=\(a.batchSize) jitter=\(Units.formatDuration(a.jitter))\n"
-        out += "       data_dir=\(dataDir) proc_root=\(a.procRoot) sys_root=\(a.sysRoot)"
+        out += "       data_dir=\(dataDir)\(a.hostRoot.isEmpty ? "" : " host_root=\(a.hostRoot)") proc_root=\(a.procRoot) sys_root=\(a.sysRoot)"
         out += a.tags.isEmpty ? "\n" : " tags=\(a.tags.map { "\($0.key)=\($0.value)" }.joined(separator: ","))\n"
         out += "       buffer_limit=\(a.bufferLimit)\n"
         let r = config.redis

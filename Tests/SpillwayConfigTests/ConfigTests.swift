@@ -129,7 +129,8 @@ func malformedCases() -> [Expectation] {
         var config = try loader().load(configPath: "\(dir)/agent.toml")
         config.agent.procRoot = here.deletingLastPathComponent().appendingPathComponent("SpillwayInputsTests/Fixtures/mem/basic/step0/proc").path
         var records: [Record] = []
-        let error = config.inputs[0].collect(agent: config.agent, now: 42, into: &records)
+        var report = InputReport()
+        let error = config.inputs[0].collect(agent: config.agent, now: 42, into: &records, report: &report)
         #expect(error == nil)
         #expect(records.count == 1)
         #expect(records[0].name == "memory")
@@ -237,6 +238,10 @@ func malformedCases() -> [Expectation] {
         #expect(tail.options.files.map(\.pattern) == ["/var/log/app/*.log"] && tail.options.parser.format == .raw)
         #expect(config.agent.interval == 10_000_000_000)
         #expect(config.agent.procRoot == "/proc")
+        #expect(config.agent.sysRoot == "/sys" && config.agent.hostRoot == "")
+        let inContainer = try loader(["SPILLWAY_HOST_ROOT": "/host/"]).load(configPath: repoRoot.appendingPathComponent("agent.toml").path)
+        #expect(inContainer.agent.hostRoot == "/host")
+        #expect(inContainer.agent.procRoot == "/host/proc" && inContainer.agent.sysRoot == "/host/sys")
     }
 
     /// Uncomments `# key = value` lines (and the continuation lines of a multi-line array).
@@ -347,5 +352,36 @@ func malformedCases() -> [Expectation] {
         }
         let secret = Secret("Sup3rS3cret!")
         #expect("\(secret)" == "***" && secret.debugDescription == "***" && Mirror(reflecting: secret).children.isEmpty)
+    }
+}
+
+/// host_root: proc_root and sys_root default to its /proc and /sys; given ones win, in any file.
+@Suite struct HostRoot {
+    func agent(_ text: String, dropIn: String? = nil) throws -> AgentConfig {
+        var files = ["agent.toml": text]
+        if let dropIn { files["plugins.d/a.toml"] = dropIn }
+        let dir = try makeTree(files)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        return try loader().load(configPath: "\(dir)/agent.toml").agent
+    }
+
+    @Test func defaultsFollowHostRoot() throws {
+        let a = try agent("[agent]\nhost_root = \"/host\"\n[[inputs.disk]]\n")
+        #expect(a.hostRoot == "/host" && a.procRoot == "/host/proc" && a.sysRoot == "/host/sys")
+        let b = try agent("[agent]\nhost_root = \"/host\"\nproc_root = \"/hostproc\"\n[[inputs.disk]]\n")
+        #expect(b.procRoot == "/hostproc" && b.sysRoot == "/host/sys")
+        // Set in a drop-in file, after agent.toml's proc_root: proc_root still wins.
+        let c = try agent("[agent]\nsys_root = \"/s\"\n[[inputs.disk]]\n", dropIn: "[agent]\nhost_root = \"/h\"\n")
+        #expect(c.hostRoot == "/h" && c.procRoot == "/h/proc" && c.sysRoot == "/s")
+        // "/" is the host itself; "" is the default.
+        let d = try agent("[agent]\nhost_root = \"/\"\nproc_root = \"\"\n[[inputs.disk]]\n")
+        #expect(d.hostRoot == "" && d.procRoot == "/proc" && d.sysRoot == "/sys")
+    }
+
+    @Test func relativeHostRootIsAnError() throws {
+        let dir = try makeTree(["agent.toml": "[agent]\nhost_root = \"host\"\n[[inputs.disk]]\n"])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let d = diagnostics { try loader().load(configPath: "\(dir)/agent.toml") }
+        #expect(d.map(\.description).contains { $0.contains("agent.host_root: \"host\" is not an absolute path") }, "\(d)")
     }
 }

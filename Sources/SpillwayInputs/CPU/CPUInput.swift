@@ -25,9 +25,9 @@ public struct CPUInput: Input {
 
     public var needsBaseline: Bool { true }
 
-    public mutating func gather(into records: inout [Record], context: InputContext) throws {
+    public mutating func gather(into records: inout [Record], report: inout InputReport, context: InputContext) throws {
         let proc = ProcFS(root: context.procRoot)
-        let stat = try Stat.parse(proc.read("stat"), path: proc.path("stat"))
+        let stat = try proc.parse("stat", report: &report, Stat.parse)
         var seen: [String: CPUTimes] = [:]
         seen.reserveCapacity(stat.cpus.count)
         for cur in stat.cpus {

@@ -5,7 +5,8 @@ import ProcFS
 import SpillwayConfig
 import SpillwayCore
 
-/// What statvfs(3) says of a file system, in the units Spillway needs.
+/// What statvfs(3) says of a file system, in the units Spillway needs, and the device stat(2) says
+/// the path is on.
 public struct FileSystemStats: Sendable, Equatable {
     public var fragmentSize: UInt64
     public var blocks: UInt64
@@ -13,29 +14,44 @@ public struct FileSystemStats: Sendable, Equatable {
     public var blocksAvailable: UInt64
     public var files: UInt64
     public var filesFree: UInt64
+    /// `st_dev` of the path; nil when unknown (fixture tables that leave it out).
+    public var device: DeviceNumber?
 
-    public init(fragmentSize: UInt64, blocks: UInt64, blocksFree: UInt64, blocksAvailable: UInt64, files: UInt64, filesFree: UInt64) {
+    public init(fragmentSize: UInt64, blocks: UInt64, blocksFree: UInt64, blocksAvailable: UInt64, files: UInt64, filesFree: UInt64,
+                device: DeviceNumber? = nil) {
         self.fragmentSize = fragmentSize
         self.blocks = blocks
         self.blocksFree = blocksFree
         self.blocksAvailable = blocksAvailable
         self.files = files
         self.filesFree = filesFree
+        self.device = device
     }
 
-    /// statvfs(3) on `path`; nil when it fails (gone, no permission).
-    public static func query(_ path: String) -> FileSystemStats? {
+    /// stat(2) and statvfs(3) on `path`; the error (with errno's text) when either fails.
+    public static func query(_ path: String) throws(ProcFSError) -> FileSystemStats {
+        var st = stat()
         var s = statvfs()
         // withCString: the implicit String-to-pointer conversion copies into a new array each call.
-        guard path.withCString({ statvfs($0, &s) }) == 0 else { return nil }
+        guard path.withCString({ stat($0, &st) == 0 && statvfs($0, &s) == 0 }) else {
+            throw ProcFSError(path: path, kind: "unreachable", reason: String(cString: strerror(errno)))
+        }
         return FileSystemStats(
             fragmentSize: UInt64(s.f_frsize), blocks: UInt64(s.f_blocks), blocksFree: UInt64(s.f_bfree),
-            blocksAvailable: UInt64(s.f_bavail), files: UInt64(s.f_files), filesFree: UInt64(s.f_ffree)
+            blocksAvailable: UInt64(s.f_bavail), files: UInt64(s.f_files), filesFree: UInt64(s.f_ffree),
+            device: DeviceNumber(dev: UInt64(st.st_dev))
         )
     }
 }
 
-/// `disk`: space and inodes per mounted file system, from proc_root/self/mountinfo and statvfs.
+/// `disk`: space and inodes per mounted file system, from the mount table and statvfs.
+///
+/// On the host itself the mount table is proc_root/self/mountinfo. In a container with
+/// `[agent] host_root` set, it is the host's (proc_root/1/mountinfo, the host's init, falling back to
+/// self/mountinfo) and each mount point is measured at host_root + mount point. A mount point that
+/// cannot be reached there, or where another file system than the table's answers (the host's mount
+/// is not propagated into the container, so the path is a plain directory of the file system above
+/// it), is skipped and reported: it is never measured elsewhere.
 public struct DiskInput: Input {
     /// File system types left out by default: virtual and in-memory ones.
     public static let defaultIgnoreFS = [
@@ -45,14 +61,18 @@ public struct DiskInput: Input {
         "rpc_pipefs", "securityfs", "selinuxfs", "tracefs", "nfsd",
     ]
 
+    /// File systems whose subvolumes report their own st_dev, not the one the mount table gives:
+    /// for them, reaching the path is the check.
+    static let perSubvolumeDevices: Set<String> = ["btrfs", "bcachefs"]
+
     /// Only mount points matching one of these globs (all when empty).
     public var mountPoints: [Glob]
     public var ignoreFS: Set<String>
-    /// The statvfs to use (injectable for fixture tests and benchmarks).
-    public var statfs: @Sendable (String) -> FileSystemStats?
+    /// stat + statvfs (injectable for fixture tests and benchmarks).
+    public var statfs: @Sendable (String) throws(ProcFSError) -> FileSystemStats
 
     public init(mountPoints: [Glob] = [], ignoreFS: [String] = DiskInput.defaultIgnoreFS,
-                statfs: @escaping @Sendable (String) -> FileSystemStats? = FileSystemStats.query) {
+                statfs: @escaping @Sendable (String) throws(ProcFSError) -> FileSystemStats = FileSystemStats.query) {
         self.mountPoints = mountPoints
         self.ignoreFS = Set(ignoreFS)
         self.statfs = statfs
@@ -62,16 +82,41 @@ public struct DiskInput: Input {
         DiskInput(mountPoints: r.globs("mount_points"), ignoreFS: r.stringArray("ignore_fs", default: defaultIgnoreFS))
     }
 
-    public mutating func gather(into records: inout [Record], context: InputContext) throws {
+    public mutating func gather(into records: inout [Record], report: inout InputReport, context: InputContext) throws {
         let proc = ProcFS(root: context.procRoot)
-        let mounts = try MountInfo.parse(proc.read("self/mountinfo"), path: proc.path("self/mountinfo"))
+        let hostRoot = context.hostRoot
+        var mounts: [Mount]
+        if hostRoot.isEmpty {
+            mounts = try proc.parse("self/mountinfo", report: &report, MountInfo.parse)
+        } else {
+            do {
+                mounts = try proc.parse("1/mountinfo", report: &report, MountInfo.parse)
+            } catch {
+                mounts = try proc.parse("self/mountinfo", report: &report, MountInfo.parse)
+                report.notices.append(.init(path: error.path, kind: "fallback",
+                                            message: "\(error.reason): the host's mount table cannot be read, so this process's own (self/mountinfo) is used"))
+            }
+        }
         // A later mount on the same point hides the earlier one.
         var lastIndex: [String: Int] = [:]
         for (i, m) in mounts.enumerated() { lastIndex[m.mountPoint] = i }
         for (i, m) in mounts.enumerated() where lastIndex[m.mountPoint] == i {
             guard !ignoreFS.contains(m.fsType) else { continue }
             guard mountPoints.isEmpty || mountPoints.contains(where: { $0.matches(m.mountPoint) }) else { continue }
-            guard let s = statfs(m.mountPoint) else { continue }
+            let path = hostRoot.isEmpty ? m.mountPoint : hostRoot + (m.mountPoint == "/" ? "" : m.mountPoint)
+            let s: FileSystemStats
+            do {
+                s = try statfs(path)
+            } catch {
+                report.skipped.append(.init(path: path, kind: error.kind, message: "mount point \(m.mountPoint) cannot be measured: \(error.reason)"))
+                continue
+            }
+            if !hostRoot.isEmpty, let want = m.device, let got = s.device, want != got, !Self.perSubvolumeDevices.contains(m.fsType) {
+                report.skipped.append(.init(
+                    path: path, kind: "not mounted here",
+                    message: "mount point \(m.mountPoint) is device \(want) (\(m.fsType)) in the mount table, but \(path) is on device \(got): the host's mount does not reach this container (mount the host's / with rbind, or HostToContainer propagation), so it is left out rather than measured elsewhere"))
+                continue
+            }
             records.append(Record(
                 name: "disk",
                 tags: [  // in key order: Record keeps them as given
@@ -85,7 +130,6 @@ public struct DiskInput: Input {
             ))
         }
     }
-
     /// As df: `used` counts blocks not free to anyone, `free` the blocks an unprivileged user may
     /// use, and `used_percent` is used / (used + free).
     static func fields(_ s: FileSystemStats) -> [Field] {

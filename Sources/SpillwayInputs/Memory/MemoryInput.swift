@@ -10,40 +10,40 @@ public struct MemoryInput: Input {
         MemoryInput()
     }
 
-    public mutating func gather(into records: inout [Record], context: InputContext) throws {
+    public mutating func gather(into records: inout [Record], report: inout InputReport, context: InputContext) throws {
         let proc = ProcFS(root: context.procRoot)
-        let m = try MemInfo.parse(proc.read("meminfo"), path: proc.path("meminfo"))
+        let m = try proc.parse("meminfo", report: &report, MemInfo.parse)
         records.append(Record(name: "mem", fields: Self.fields(m), timestamp: context.now))
     }
 
     /// `cached` includes reclaimable slab (as `free` and Telegraf count it); `used` is what is left of
     /// `total` after free, buffers and cache. Kernels before 3.14 have no MemAvailable: there
-    /// `available` is free + buffers + cached.
+    /// `available` is free + buffers + cached; before 2.6.19 there is no SReclaimable (0). A field
+    /// whose source line was there but unreadable (`m.unreadable`) is left out, with every field
+    /// derived from it, rather than reported as 0.
     static func fields(_ m: MemInfo) -> [Field] {
         let total = m.memTotal ?? 0
-        let free = m.memFree ?? 0
-        let buffers = m.buffers ?? 0
-        let cached = (m.cached ?? 0) &+ (m.sReclaimable ?? 0)
-        let available = m.memAvailable ?? (free &+ buffers &+ cached)
-        let notUsed = free &+ buffers &+ cached
-        let used = total > notUsed ? total - notUsed : 0
-        let swapTotal = m.swapTotal ?? 0
-        let swapFree = m.swapFree ?? 0
+        let reclaimable: UInt64? = m.unreadable.contains("SReclaimable") ? nil : (m.sReclaimable ?? 0)
+        let cached = m.cached.flatMap { c in reclaimable.map { c &+ $0 } }
+        let notUsed = m.memFree.flatMap { f in m.buffers.flatMap { b in cached.map { f &+ b &+ $0 } } }
+        let available = m.memAvailable ?? (m.unreadable.contains("MemAvailable") ? nil : notUsed)
+        let used = notUsed.map { total > $0 ? total - $0 : 0 }
         func pct(_ v: UInt64) -> FieldValue { .double(total == 0 ? 0 : Double(v) * 100 / Double(total)) }
-        return [
-            Field("total", .uint(total)),
-            Field("available", .uint(available)),
-            Field("available_percent", pct(available)),
-            Field("used", .uint(used)),
-            Field("used_percent", pct(used)),
-            Field("free", .uint(free)),
-            Field("buffered", .uint(buffers)),
-            Field("cached", .uint(cached)),
-            Field("slab", .uint(m.slab ?? 0)),
-            Field("dirty", .uint(m.dirty ?? 0)),
-            Field("swap_total", .uint(swapTotal)),
-            Field("swap_free", .uint(swapFree)),
-            Field("swap_used", .uint(swapTotal > swapFree ? swapTotal - swapFree : 0)),
-        ]
+        var fields = [Field("total", .uint(total))]
+        fields.reserveCapacity(13)
+        func add(_ name: String, _ v: UInt64?) { if let v { fields.append(Field(name, .uint(v))) } }
+        add("available", available)
+        if let available { fields.append(Field("available_percent", pct(available))) }
+        add("used", used)
+        if let used { fields.append(Field("used_percent", pct(used))) }
+        add("free", m.memFree)
+        add("buffered", m.buffers)
+        add("cached", cached)
+        add("slab", m.slab)
+        add("dirty", m.dirty)
+        add("swap_total", m.swapTotal)
+        add("swap_free", m.swapFree)
+        add("swap_used", m.swapTotal.flatMap { t in m.swapFree.map { t > $0 ? t - $0 : 0 } })
+        return fields
     }
 }

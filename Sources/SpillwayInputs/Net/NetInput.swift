@@ -15,9 +15,9 @@ public struct NetInput: Input {
         NetInput(interfaces: r.globs("interfaces"))
     }
 
-    public mutating func gather(into records: inout [Record], context: InputContext) throws {
+    public mutating func gather(into records: inout [Record], report: inout InputReport, context: InputContext) throws {
         let proc = ProcFS(root: context.procRoot)
-        let stats = try NetDev.parse(proc.read("net/dev"), path: proc.path("net/dev"))
+        let stats = try proc.parse("net/dev", report: &report, NetDev.parse)
         for n in stats {
             if interfaces.isEmpty {
                 if n.name == "lo" { continue }

@@ -2,29 +2,48 @@ import ProcFS
 import SpillwayConfig
 import SpillwayCore
 
-/// `system`: load averages, CPU count, uptime and process counts.
+/// `system`: load averages, CPU count, uptime, boot time and process counts.
 public struct SystemInput: Input {
     public init() {}
 
-    public static let descriptor = InputDescriptor(name: "system", summary: "load, CPUs, uptime, processes (/proc/loadavg, uptime, stat)") { _ in
+    public static let descriptor = InputDescriptor(name: "system", summary: "load, CPUs, uptime, boot time, processes (/proc/loadavg, uptime, stat)") { _ in
         SystemInput()
     }
 
-    public mutating func gather(into records: inout [Record], context: InputContext) throws {
+    /// Each file feeds its own fields: one that is missing or unreadable (no /proc/uptime in some
+    /// sandboxes) drops only those, and is reported as skipped. Only when none can be read does the
+    /// collection fail.
+    public mutating func gather(into records: inout [Record], report: inout InputReport, context: InputContext) throws {
         let proc = ProcFS(root: context.procRoot)
-        let load = try LoadAvg.parse(proc.read("loadavg"), path: proc.path("loadavg"))
-        let uptime = try Uptime.parse(proc.read("uptime"), path: proc.path("uptime"))
-        let stat = try Stat.parse(proc.read("stat"), path: proc.path("stat"))
-        var fields = [
-            Field("load1", .double(load.load1)),
-            Field("load5", .double(load.load5)),
-            Field("load15", .double(load.load15)),
-            Field("n_cpus", .int(Int64(stat.cores.count))),
-            Field("uptime", .uint(UInt64(uptime))),
-        ]
-        // Kernels before 2.6.23 have no procs_running/procs_blocked: those fields are left out.
-        if let r = stat.procsRunning { fields.append(Field("procs_running", .uint(r))) }
-        if let b = stat.procsBlocked { fields.append(Field("procs_blocked", .uint(b))) }
+        var fields: [Field] = []
+        var failures: [ProcFSError] = []
+        do {
+            let load = try LoadAvg.parse(proc.read("loadavg"), path: proc.path("loadavg"))
+            fields += [Field("load1", .double(load.load1)), Field("load5", .double(load.load5)), Field("load15", .double(load.load15))]
+        } catch {
+            failures.append(error)
+        }
+        var stat: Stat?
+        do {
+            stat = try proc.parse("stat", report: &report, Stat.parse)
+        } catch {
+            failures.append(error)
+        }
+        if let stat { fields.append(Field("n_cpus", .int(Int64(stat.cores.count)))) }
+        do {
+            let uptime = try Uptime.parse(proc.read("uptime"), path: proc.path("uptime"))
+            fields.append(Field("uptime", .uint(UInt64(uptime))))
+        } catch {
+            failures.append(error)
+        }
+        if let stat {
+            if let boot = stat.bootTime { fields.append(Field("boot_time", .uint(boot))) }
+            // Kernels before 2.6.23 have no procs_running/procs_blocked: those fields are left out.
+            if let r = stat.procsRunning { fields.append(Field("procs_running", .uint(r))) }
+            if let b = stat.procsBlocked { fields.append(Field("procs_blocked", .uint(b))) }
+        }
+        guard !fields.isEmpty else { throw failures.first ?? InputError("no field could be read") }
+        for e in failures { report.skip(e) }
         records.append(Record(name: "system", fields: fields, timestamp: context.now))
     }
 }

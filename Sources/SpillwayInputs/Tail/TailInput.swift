@@ -48,7 +48,7 @@ public struct TailInput: Input {
 
     public init(options: TailOptions) { self.options = options }
 
-    public mutating func gather(into records: inout [Record], context: InputContext) throws {
+    public mutating func gather(into records: inout [Record], report: inout InputReport, context: InputContext) throws {
         throw InputError("tail follows files continuously; it is run by `spillway run`, not collected once")
     }
 
