@@ -385,3 +385,51 @@ func malformedCases() -> [Expectation] {
         #expect(d.map(\.description).contains { $0.contains("agent.host_root: \"host\" is not an absolute path") }, "\(d)")
     }
 }
+
+/// deploy/: the DaemonSet's ConfigMap holds a valid config reading the node through /host, and the
+/// pod mounts what that config reads; the Dockerfile sets the same roots.
+@Suite struct Deploy {
+    static let manifest = repoRoot.appendingPathComponent("deploy/kubernetes/spillway.yaml")
+
+    /// The block scalar under `agent.toml: |`, unindented.
+    static func embeddedConfig(_ yaml: String) throws -> String {
+        let lines = yaml.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        let start = try #require(lines.firstIndex { $0.trimmingCharacters(in: .whitespaces) == "agent.toml: |" })
+        let indent = lines[start].prefix { $0 == " " }.count + 2
+        var out: [String] = []
+        for line in lines[(start + 1)...] {
+            if !line.trimmingCharacters(in: .whitespaces).isEmpty, line.prefix(while: { $0 == " " }).count < indent { break }
+            out.append(String(line.dropFirst(min(indent, line.count))))
+        }
+        return out.joined(separator: "\n")
+    }
+
+    @Test func configMapLoadsAndReadsTheNodeThroughHost() throws {
+        let yaml = try String(contentsOf: Self.manifest, encoding: .utf8)
+        let dir = try makeTree(["agent.toml": try Self.embeddedConfig(yaml)])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try loader(["NODE_NAME": "node-7", "SPILLWAY_REDIS_URL": "redis://10.0.0.5:6379/0"])
+            .load(configPath: "\(dir)/agent.toml")
+        #expect(config.agent.hostname == "node-7")
+        #expect(config.agent.hostRoot == "/host" && config.agent.procRoot == "/host/proc" && config.agent.sysRoot == "/host/sys")
+        #expect(config.agent.dataDir == "/var/lib/spillway")
+        #expect(config.inputs.map(\.plugin).sorted() == ["cpu", "disk", "diskio", "mem", "net", "system"])
+        // The pod mounts the node's /, /proc and /sys there, the data_dir from the node, the config.
+        for mount in ["mountPath: /host\n", "mountPath: /host/proc\n", "mountPath: /host/sys\n", "mountPath: /var/lib/spillway\n", "mountPath: /etc/spillway\n"] {
+            #expect(yaml.contains(mount), "no \(mount)")
+        }
+        #expect(yaml.contains("hostNetwork: true") && yaml.contains("mountPropagation: HostToContainer"))
+        #expect(yaml.contains("path: /var/lib/spillway\n            type: DirectoryOrCreate"))
+        #expect(yaml.contains("fieldPath: spec.nodeName"))
+    }
+
+    @Test func dockerfileCopiesWhatExists() throws {
+        let text = try String(contentsOf: repoRoot.appendingPathComponent("deploy/Dockerfile"), encoding: .utf8)
+        #expect(text.contains("SPILLWAY_HOST_ROOT=/host") && text.contains("SPILLWAY_DATA_DIR=/var/lib/spillway"))
+        for line in text.split(separator: "\n") where line.hasPrefix("COPY ") {
+            let source = String(line.split(separator: " ")[1])
+            if source == "deploy/spillway" { continue }  // the binary, built first (see the file's head)
+            #expect(FileManager.default.fileExists(atPath: repoRoot.appendingPathComponent(source).path), "COPY \(source)")
+        }
+    }
+}
