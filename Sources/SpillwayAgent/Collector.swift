@@ -27,7 +27,8 @@ public final class CollectorStats: Sendable {
 
 /// Runs every input on its own schedule until graceful shutdown: each instance collects at multiples
 /// of its interval (aligned to the wall clock, as Telegraf's round_interval), delayed by a random
-/// 0…jitter, stamps its records with that tick, and hands them to `sink`. A failing input is logged and counted; it never stops
+/// 0…jitter, stamps its records with that tick, and hands them to `sink`. A failing input is counted at
+/// each collection and logged once until it works again (then one line with the count); it never stops
 /// the others. A collection that overruns its interval skips the ticks it missed. `sink` gets the
 /// index of the instance in `config.inputs` and its records.
 public struct CollectorService: Service {
@@ -69,6 +70,7 @@ public struct CollectorService: Service {
         var records: [Record] = []
         var report = InputReport()
         var said = Set<String>()
+        var episodes = Episodes()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let now = wallClockNanoseconds()
             let next = (now / interval + 1) * interval
@@ -86,8 +88,13 @@ public struct CollectorService: Service {
             // Records carry the scheduled tick (a multiple of the interval), not the moment the read
             // happened: series line up across inputs and hosts.
             let error = instance.collect(agent: agent, now: next, into: &records, report: &report)
+            let who: Logger.Metadata = ["input": "\(instance.plugin)", "at": "\(instance.location)"]
             if let error {
-                logger.error("input failed", metadata: ["input": "\(instance.plugin)", "at": "\(instance.location)", "error": "\(error)"])
+                episodes.failed("input failed", error: "\(error)", logger: logger, metadata: who)
+            } else if !episodes.open.isEmpty {
+                var l = logger
+                for (k, v) in who { l[metadataKey: k] = v }
+                episodes.recovered("input failed", logger: l)
             }
             Self.log(report, of: instance, said: &said, logger: logger)
             let errors = (error == nil ? 0 : 1) + report.skipped.count
