@@ -67,6 +67,8 @@ let package = Package(
                 "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),

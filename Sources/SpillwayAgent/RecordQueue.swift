@@ -34,11 +34,17 @@ public final class RecordQueue: @unchecked Sendable {
     /// wait in their files rather than in memory.
     public let lineLimit: Int
 
-    public init(limit: Int, batchSize: Int, lineBytesLimit: Int = 64 << 20) {
+    /// `carrying`: the queue this one replaces at a reload; its counts (pushed, dropped) go on here,
+    /// so the run's counters stay whole. (It was drained before: nothing waits in it.)
+    public init(limit: Int, batchSize: Int, lineBytesLimit: Int = 64 << 20, carrying previous: RecordQueue? = nil) {
         self.limit = limit
         self.batchSize = batchSize
         self.lineBytesLimit = lineBytesLimit
         self.lineLimit = max(1, min(limit, 4 * batchSize))
+        if let previous {
+            _pushed = previous.pushed
+            _dropped = previous.dropped
+        }
     }
 
     private func locked<T>(_ body: () -> T) -> T {

@@ -50,7 +50,8 @@ struct Router {
         self.service = service
         self.writer = writer
         self.spool = spool
-        breaker = CircuitBreaker(settings: service.config.survive.breaker, now: monotonicNanoseconds())
+        let settings = service.config.survive.breaker
+        breaker = service.breakerCarry?.take(settings: settings) ?? CircuitBreaker(settings: settings, now: monotonicNanoseconds())
         replayableUpTo = ((try? spool?.newestID()) ?? nil) ?? 0
     }
 

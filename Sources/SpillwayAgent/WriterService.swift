@@ -93,6 +93,8 @@ public final class WriterService: Service, Sendable {
     /// The spill buffer, when the caller opened it (it is shared with the tail inputs' offsets);
     /// else the writer opens its own in `dataDirectory`.
     let givenSpool: Spool?
+    /// The breaker, from one writer to the next across a reload (see `BreakerCarry`).
+    let breakerCarry: BreakerCarry?
     /// Without a spill buffer: records Redis refused, waiting for the encode stage to give them new
     /// IDs (with one, they wait in its `requeued` table).
     private let movedInMemory = Mutex<[EncodedBatch]>([])
@@ -102,8 +104,9 @@ public final class WriterService: Service, Sendable {
 
     /// `dataDirectory` nil keeps the stream ID marks in memory only (benchmarks).
     public init(config: Config, queue: RecordQueue, routes: [Route], dataDirectory: String?, stats: WriterStats,
-                collectorStats: CollectorStats? = nil, spool: Spool? = nil, logger: Logger) {
+                collectorStats: CollectorStats? = nil, spool: Spool? = nil, breakerCarry: BreakerCarry? = nil, logger: Logger) {
         self.collectorStats = collectorStats
+        self.breakerCarry = breakerCarry
         self.givenSpool = spool
         self.config = config
         self.queue = queue
@@ -312,6 +315,7 @@ public final class WriterService: Service, Sendable {
                     logger.error("stopping with records Redis refused and no spill buffer to keep them; they are dropped", metadata: ["records": "\(left)"])
                 }
                 router.saveState(force: true)
+                breakerCarry?.keep(router.breaker)
                 writer.connection.close()
                 report(level: .info)
                 return
@@ -337,6 +341,25 @@ public final class WriterService: Service, Sendable {
             "dropped": "\(queue.dropped + s.dropped)", "queued": "\(queue.count)", "batches": "\(s.batches)",
             "new_ids": "\(s.newIDs)",
         ])
+    }
+}
+
+/// The breaker handed from one writer to the next when the agent reloads its configuration: an
+/// outage in progress stays open (with its backoff and its start), and a closed breaker keeps its
+/// count of failures. Taken only when the `[breaker]` settings are the same.
+public final class BreakerCarry: Sendable {
+    private let kept = Mutex<CircuitBreaker?>(nil)
+
+    public init() {}
+
+    func keep(_ breaker: CircuitBreaker) { kept.withLock { $0 = breaker } }
+
+    /// The kept breaker when its settings are `settings` (once), else nil.
+    func take(settings: CircuitBreaker.Settings) -> CircuitBreaker? {
+        kept.withLock { k in
+            defer { k = nil }
+            return k?.settings == settings ? k : nil
+        }
     }
 }
 

@@ -123,6 +123,7 @@ struct Once: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
+        for w in Preflight.warnings(config) { FileHandle.standardError.write(Data("spillway: warning: \(w)\n".utf8)) }
         var scratch: [Record] = []
         var report = InputReport()
         if config.inputs.contains(where: { $0.input.needsBaseline }) {
@@ -206,7 +207,7 @@ struct Check: AsyncParsableCommand {
 
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Collect on schedule until SIGINT or SIGTERM, then stop cleanly.",
+        abstract: "Collect on schedule until SIGINT or SIGTERM, then stop cleanly; SIGHUP reloads the configuration.",
         discussion: "Each input collects every `interval` (aligned to the clock, plus up to `jitter`); records are batched and written to Redis as [outputs.redis] says. --log-level debug also logs each record."
     )
 
@@ -254,40 +255,7 @@ struct Run: AsyncParsableCommand {
             "inputs": "\(config.inputs.count)", "host": "\(config.agent.hostname)",
             "redis": "\(config.redis.urlDisplay)", "format": "\(config.redis.format.rawValue)", "data_dir": "\(dataDirectory)",
         ])
-        let (routes, instanceRoute) = makeRoutes(config)
-        let queue = RecordQueue(limit: config.agent.bufferLimit, batchSize: config.agent.batchSize)
-        let collectorStats = CollectorStats()
-        // One spill buffer: the writer's backlog and the tail inputs' offsets, committed together.
-        let spool = openSpillBuffer(config: config, directory: dataDirectory, logger: logger)
-        // A new run: `status` tells its errors from an earlier run's, and its counters satisfy
-        // collected + backlog_at_start = written + replayed + duplicates + rejected + dropped + backlog.
-        do {
-            try spool?.saveState([
-                "run.id": AgentRun.id, "run.started_ns": String(AgentRun.startedNs),
-                "counters.backlog_at_start": String((spool?.totals.records ?? 0) + (spool?.requeuedRecords ?? 0)),
-            ])
-        } catch {
-            logger.warning("cannot save the agent state", metadata: ["error": "\(error)"])
-        }
-        let writer = WriterService(config: config, queue: queue, routes: routes, dataDirectory: dataDirectory,
-                                   stats: WriterStats(), collectorStats: collectorStats, spool: spool, logger: logger)
-        let tail = TailService(config: config, queue: queue, instanceRoute: instanceRoute, spool: spool, logger: logger)
-        let collector = CollectorService(config: config, logger: logger, stats: collectorStats) { index, records in
-            if logger.logLevel <= .debug {
-                for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
-            }
-            let route = instanceRoute[index]
-            let dropped = queue.push(records.map { QueuedRecord(record: $0, route: route) })
-            if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["dropped": "\(dropped)", "buffer_limit": "\(queue.limit)"]) }
-        }
-        // Shutdown runs in reverse: the collector and the tailers stop first, then the writer drains
-        // the queue.
-        let group = ServiceGroup(configuration: .init(
-            services: [.init(service: writer), .init(service: tail), .init(service: collector)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
-        try await group.run()
+        try await RunLoop(options: options, dataDirectory: dataDirectory, logger: logger).run(config)
         logger.info("stopped")
     }
 }

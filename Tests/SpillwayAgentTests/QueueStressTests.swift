@@ -75,3 +75,14 @@ import Testing
     #expect(queue.pushLines(records("l", 4..<6, line: true)) { false })
     #expect(queue.take(deadline: monotonicNanoseconds()).map(\.record.name) == ["l4", "l5"])
 }
+
+/// A reload's new queue goes on counting where the old one stopped.
+@Test func aQueueCarriesTheCountsOfTheOneItReplaces() {
+    let old = RecordQueue(limit: 2, batchSize: 10)
+    let r = QueuedRecord(record: Record(name: "m", fields: [Field("v", .int(1))], timestamp: 1), route: 0)
+    #expect(old.push([r, r, r]) == 1)
+    _ = old.take(deadline: 0)
+    let new = RecordQueue(limit: 100, batchSize: 10, carrying: old)
+    new.push([r])
+    #expect(new.pushed == 4 && new.dropped == 1 && new.count == 1 && new.limit == 100)
+}

@@ -16,8 +16,9 @@ public struct MemoryInput: Input {
         records.append(Record(name: "mem", fields: Self.fields(m), timestamp: context.now))
     }
 
-    /// `cached` includes reclaimable slab (as `free` and Telegraf count it); `used` is what is left of
-    /// `total` after free, buffers and cache. Kernels before 3.14 have no MemAvailable: there
+    /// `cached` includes reclaimable slab (as procps 3.3's `free` counts it); `used` is what is left of
+    /// `total` after free, buffers and cache (procps 3.3's `free`; newer `free` and gopsutil, since
+    /// 2025, report total - available, which is `total - available` here). Kernels before 3.14 have no MemAvailable: there
     /// `available` is free + buffers + cached; before 2.6.19 there is no SReclaimable (0). A field
     /// whose source line was there but unreadable (`m.unreadable`) is left out, with every field
     /// derived from it, rather than reported as 0.

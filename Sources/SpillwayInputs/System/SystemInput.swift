@@ -42,7 +42,7 @@ public struct SystemInput: Input {
             if let r = stat.procsRunning { fields.append(Field("procs_running", .uint(r))) }
             if let b = stat.procsBlocked { fields.append(Field("procs_blocked", .uint(b))) }
         }
-        guard !fields.isEmpty else { throw failures.first ?? InputError("no field could be read") }
+        guard !fields.isEmpty else { throw InputError(failures.map(\.description).joined(separator: "; ")) }
         for e in failures { report.skip(e) }
         records.append(Record(name: "system", fields: fields, timestamp: context.now))
     }

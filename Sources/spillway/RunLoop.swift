@@ -1,0 +1,160 @@
+import Foundation
+import Logging
+import RedisSink
+import ServiceLifecycle
+import SpillwayAgent
+import SpillwayConfig
+import SpillwayCore
+import SpillwayInputs
+import Spool
+import UnixSignals
+
+/// What `run` holds while the configuration may be reloaded: the pipeline running now (a
+/// `ServiceGroup`), a new configuration waiting to replace it, and whether the agent is stopping.
+actor RunControl {
+    private var group: ServiceGroup?
+    private var pending: Config?
+    private var stopping = false
+
+    /// `group` runs now; a stop or reload asked for before it existed applies to it at once.
+    func begin(_ group: ServiceGroup) async {
+        self.group = group
+        if stopping || pending != nil { await group.triggerGracefulShutdown() }
+    }
+
+    func end() { group = nil }
+
+    /// SIGTERM or SIGINT: the pipeline stops, and no other starts.
+    func stop() async {
+        stopping = true
+        await group?.triggerGracefulShutdown()
+    }
+
+    /// SIGHUP with a valid configuration: the pipeline stops cleanly, and one with `config` starts.
+    func reload(_ config: Config) async {
+        pending = config
+        await group?.triggerGracefulShutdown()
+    }
+
+    /// The configuration to run next, when the pipeline stopped for a reload (not for a stop).
+    func next() -> Config? {
+        defer { pending = nil }
+        return stopping ? nil : pending
+    }
+}
+
+/// `spillway run` after its checks: runs the pipeline (writer, tail inputs, collector) with
+/// `config` until SIGTERM or SIGINT. On SIGHUP it reads the configuration again: when it is valid,
+/// the pipeline stops as at a clean stop (the collector and tailers first, then the writer drains the
+/// queue into Redis or the spill buffer) and a new one starts with the new configuration, in the
+/// same process and run: the data_dir lock, the spill buffer, the tail offsets (committed with
+/// their lines), the breaker and the counters carry over, and added, removed and changed inputs all
+/// take effect. When it is not valid, every problem is logged and the running configuration stays.
+struct RunLoop {
+    let options: ConfigOptions
+    let dataDirectory: String
+    let logger: Logger
+
+    func run(_ initial: Config) async throws {
+        let control = RunControl()
+        // One signal source for the process's life: no gap between two pipelines where a signal
+        // would take its default action (SIGHUP's is to terminate).
+        let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint, .sighup)
+        let watcher = Task {
+            for await signal in signals {
+                if signal == .sighup {
+                    if let config = reloaded(current: dataDirectory) { await control.reload(config) }
+                } else {
+                    logger.info("stopping", metadata: ["signal": "\(signal)"])
+                    await control.stop()
+                }
+            }
+        }
+        defer { watcher.cancel() }
+
+        var config = initial
+        let writerStats = WriterStats()
+        let collectorStats = CollectorStats()
+        var breakerCarry = BreakerCarry()
+        var queue: RecordQueue?
+        // One spill buffer: the writer's backlog and the tail inputs' offsets, committed together.
+        var spool = openSpillBuffer(config: config, directory: dataDirectory, logger: logger)
+        // A new run: `status` tells its errors from an earlier run's, and its counters satisfy
+        // collected + backlog_at_start = written + replayed + duplicates + rejected + dropped + backlog.
+        do {
+            try spool?.saveState([
+                "run.id": AgentRun.id, "run.started_ns": String(AgentRun.startedNs),
+                "counters.backlog_at_start": String((spool?.totals.records ?? 0) + (spool?.requeuedRecords ?? 0)),
+            ])
+        } catch {
+            logger.warning("cannot save the agent state", metadata: ["error": "\(error)"])
+        }
+        var reopenBuffer = false
+        while true {
+            if reopenBuffer {
+                // The last pipeline's services, which held the buffer, are gone: close it first.
+                spool = nil
+                spool = openSpillBuffer(config: config, directory: dataDirectory, logger: logger)
+                reopenBuffer = false
+            }
+            let (routes, instanceRoute) = makeRoutes(config)
+            let q = RecordQueue(limit: config.agent.bufferLimit, batchSize: config.agent.batchSize, carrying: queue)
+            queue = q
+            let writer = WriterService(config: config, queue: q, routes: routes, dataDirectory: dataDirectory,
+                                       stats: writerStats, collectorStats: collectorStats, spool: spool,
+                                       breakerCarry: breakerCarry, logger: logger)
+            let tail = TailService(config: config, queue: q, instanceRoute: instanceRoute, spool: spool, logger: logger)
+            let collector = CollectorService(config: config, logger: logger, stats: collectorStats) { [logger] index, records in
+                if logger.logLevel <= .debug {
+                    for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
+                }
+                let route = instanceRoute[index]
+                let dropped = q.push(records.map { QueuedRecord(record: $0, route: route) })
+                if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["dropped": "\(dropped)", "buffer_limit": "\(q.limit)"]) }
+            }
+            // Shutdown runs in reverse: the collector and the tailers stop first, then the writer
+            // drains the queue.
+            let group = ServiceGroup(configuration: .init(
+                services: [.init(service: writer), .init(service: tail), .init(service: collector)],
+                gracefulShutdownSignals: [],
+                logger: logger
+            ))
+            await control.begin(group)
+            try await group.run()
+            await control.end()
+            guard let next = await control.next() else { break }
+            // [buffer] settings live in the open buffer: a change reopens it.
+            let (a, b) = (next.survive, config.survive)
+            reopenBuffer = a.maxBytes != b.maxBytes || a.maxAge != b.maxAge || a.whenFull != b.whenFull || a.synchronous != b.synchronous
+            // Another Redis: its own breaker, from closed.
+            if next.redis.endpoint != config.redis.endpoint { breakerCarry = BreakerCarry() }
+            logger.notice("configuration reloaded", metadata: [
+                "inputs": "\(next.inputs.count)", "was": "\(config.inputs.count)", "files": "\(next.files.joined(separator: ","))",
+            ])
+            config = next
+        }
+    }
+
+    /// The configuration read again for SIGHUP, or nil (every problem logged) when it cannot be
+    /// used: the running one then stays.
+    func reloaded(current dataDirectory: String) -> Config? {
+        logger.info("SIGHUP: reading the configuration again", metadata: ["config": "\(options.configPath)"])
+        let config: Config
+        do {
+            config = try options.loadOrThrow()
+        } catch {
+            for d in error.diagnostics { logger.error("reload refused: \(d)") }
+            logger.error("reload refused: the running configuration stays", metadata: ["problems": "\(error.diagnostics.count)"])
+            return nil
+        }
+        let newDirectory = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment)
+        guard newDirectory == dataDirectory else {
+            logger.error("reload refused: the running configuration stays", metadata: [
+                "reason": "data_dir changed from \(dataDirectory) to \(newDirectory); the buffer, the lock and the tail offsets live there: restart the agent to move it",
+            ])
+            return nil
+        }
+        for w in config.warnings + Preflight.warnings(config) { logger.warning("\(w)") }
+        return config
+    }
+}
