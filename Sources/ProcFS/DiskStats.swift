@@ -17,10 +17,22 @@ public struct DiskStat: Sendable, Equatable {
 }
 
 public enum DiskStats {
+    /// The device names of every line, readable or not (the third column), for telling partitions
+    /// by their names: a disk whose own line was left out still names its partitions.
+    public static func names(_ bytes: [UInt8]) -> [String] {
+        var s = ByteScanner(bytes)
+        var out: [String] = []
+        while !s.atEnd {
+            defer { s.nextLine() }
+            if s.token() != nil, s.token() != nil, let name = s.token() { out.append(string(name)) }
+        }
+        return out
+    }
+
     /// Parses /proc/diskstats. Lines with discard/flush columns (kernels 4.18+, 5.5+) parse the same.
     /// A line that cannot be read is left out and added to `skipped`; the other devices are kept.
     public static func parse(_ bytes: [UInt8], path: String = "diskstats",
-                             skipped: inout [ProcFSError]) -> [DiskStat] {
+                             skipped: inout SkippedLines) -> [DiskStat] {
         var s = ByteScanner(bytes)
         var out: [DiskStat] = []
         var v = [UInt64](repeating: 0, count: 11)
@@ -28,6 +40,10 @@ public enum DiskStats {
             defer { s.nextLine() }
             if s.atEndOfLine { continue }
             let line = s.line
+            if s.onCutLine {
+                skipped.cut(path, line: line)
+                break
+            }
             guard let major = s.uint64(), let minor = s.uint64(), let name = s.token() else {
                 skipped.append(ProcFSError(path: path, line: line, kind: "no device", reason: "expected \"major minor name\""))
                 continue

@@ -21,7 +21,7 @@ public struct MemInfo: Sendable, Equatable {
     /// A known key with a non-numeric value or an unknown unit is left out (nil) and added to
     /// `skipped`; a file without a usable MemTotal is an error.
     public static func parse(_ bytes: [UInt8], path: String = "meminfo",
-                             skipped: inout [ProcFSError]) throws(ProcFSError) -> MemInfo {
+                             skipped: inout SkippedLines) throws(ProcFSError) -> MemInfo {
         var s = ByteScanner(bytes)
         var m = MemInfo()
         while !s.atEnd {
@@ -41,6 +41,11 @@ public struct MemInfo: Sendable, Equatable {
             case 12 where equals(key, "MemAvailable"): slot = \.memAvailable
             case 12 where equals(key, "SReclaimable"): slot = \.sReclaimable
             default: continue
+            }
+            if s.onCutLine {
+                skipped.cut(path, line: s.line)
+                m.unreadable.insert(string(key))
+                break
             }
             guard let value = s.uint64() else {
                 skipped.append(ProcFSError(path: path, line: s.line, kind: "no value", reason: "\(string(key)) has no numeric value"))

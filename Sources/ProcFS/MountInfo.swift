@@ -66,17 +66,25 @@ public struct Mount: Sendable, Equatable {
 public enum MountInfo {
     /// Parses mountinfo: `id parent major:minor root mountpoint options [optional…] - fstype source super`.
     /// A line that cannot be read is left out and added to `skipped`.
-    public static func parse(_ bytes: [UInt8], path: String = "self/mountinfo", skipped: inout [ProcFSError]) -> [Mount] {
+    public static func parse(_ bytes: [UInt8], path: String = "self/mountinfo", skipped: inout SkippedLines) -> [Mount] {
         var s = ByteScanner(bytes)
         var mounts: [Mount] = []
         while !s.atEnd {
             defer { s.nextLine() }
             if s.atEndOfLine { continue }
             let line = s.line
-            guard s.token() != nil, s.token() != nil, let device = s.token(), s.token() != nil,
+            if s.onCutLine {
+                skipped.cut(path, line: line)
+                break
+            }
+            guard s.token() != nil, s.token() != nil, let deviceToken = s.token(), s.token() != nil,
                   let mountPoint = s.token(), let options = s.token()
             else {
                 skipped.append(ProcFSError(path: path, line: line, kind: "too few fields", reason: "fewer than 6 fields before the separator"))
+                continue
+            }
+            guard let device = DeviceNumber.parse(deviceToken) else {
+                skipped.append(ProcFSError(path: path, line: line, kind: "bad device", reason: "\"\(string(deviceToken))\" is not major:minor"))
                 continue
             }
             var sawSeparator = false
@@ -95,7 +103,7 @@ public enum MountInfo {
                 source: unescapeOctal(source),
                 fsType: string(fsType),
                 options: string(options),
-                device: DeviceNumber.parse(device)
+                device: device
             ))
         }
         return mounts

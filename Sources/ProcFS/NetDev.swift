@@ -16,7 +16,7 @@ public enum NetDev {
     /// The counters never hold a `:`, so the name is everything before the last one: old kernels
     /// write alias lines (`ibr10:30:  0 0 …`, name `ibr10:30`) and no space after the colon
     /// (`eth0:123…`). A line that cannot be read is left out and added to `skipped`.
-    public static func parse(_ bytes: [UInt8], path: String = "net/dev", skipped: inout [ProcFSError]) -> [NetDevStat] {
+    public static func parse(_ bytes: [UInt8], path: String = "net/dev", skipped: inout SkippedLines) -> [NetDevStat] {
         var s = ByteScanner(bytes)
         var out: [NetDevStat] = []
         var v = [UInt64](repeating: 0, count: 16)
@@ -27,14 +27,19 @@ public enum NetDev {
             let rest = s.restOfLine()
             guard !rest.isEmpty else { continue }
             if line <= 2, rest.contains(UInt8(ascii: "|")) { continue }  // the two header lines
+            if s.onCutLine {
+                skipped.cut(path, line: line)
+                break
+            }
             guard let colon = rest.lastIndex(of: UInt8(ascii: ":")) else {
                 if line <= 2 { continue }
                 skipped.append(ProcFSError(path: path, line: line, kind: "no name", reason: "no \"name:\" at the start of the line"))
                 continue
             }
             let name = rest[rest.startIndex..<colon]
-            guard !name.isEmpty else {
-                skipped.append(ProcFSError(path: path, line: line, kind: "no name", reason: "empty interface name"))
+            guard !name.isEmpty, !name.contains(0x20), !name.contains(0x09) else {
+                skipped.append(ProcFSError(path: path, line: line, kind: "no name",
+                                           reason: name.isEmpty ? "empty interface name" : "\"\(string(name))\" is not an interface name"))
                 continue
             }
             var counters = ByteScanner(Array(rest[(colon + 1)...]))

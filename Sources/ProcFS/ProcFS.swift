@@ -28,6 +28,26 @@ public struct ProcFSError: Error, CustomStringConvertible, Sendable, Equatable {
     }
 }
 
+/// The lines a parser left out: the first `kept` of them, and how many there were (a file of
+/// millions of bad lines costs a count, not memory).
+public struct SkippedLines: Sendable, Equatable {
+    public static let kept = 32
+    public private(set) var first: [ProcFSError] = []
+    public private(set) var count = 0
+
+    public init() {}
+
+    public mutating func append(_ e: ProcFSError) {
+        count += 1
+        if first.count < Self.kept { first.append(e) }
+    }
+
+    /// The standard "cut off" entry for a last line without its newline.
+    mutating func cut(_ path: String, line: Int) {
+        append(ProcFSError(path: path, line: line, kind: "cut off", reason: "the last line has no newline (the read was cut short)"))
+    }
+}
+
 /// Reads files below a root (`/proc`, `/sys`, or a fixture tree). Reads are bounded: a file larger
 /// than `maxFileBytes` is an error, never an unbounded allocation.
 public struct ProcFS: Sendable {

@@ -5,9 +5,25 @@ struct ByteScanner {
     /// 1-based number of the line the cursor is on.
     private(set) var line: Int = 1
 
+    /// Where the last line starts when the bytes do not end with a newline (a read cut short: procfs
+    /// files always end with one); nil when they do.
+    private let cutLineStart: Int?
+
     init(_ bytes: [UInt8]) {
         self.bytes = bytes
         self.pos = 0
+        if let last = bytes.last, last != 0x0A {
+            cutLineStart = (bytes.lastIndex(of: 0x0A) ?? -1) + 1
+        } else {
+            cutLineStart = nil
+        }
+    }
+
+    /// Whether the cursor is on a last line with no newline after it: its last value may be cut
+    /// short (`MemAvailable: 9000` of `9000123 kB`), so the line is not used.
+    var onCutLine: Bool {
+        guard let start = cutLineStart else { return false }
+        return pos >= start
     }
 
     var atEnd: Bool { pos >= bytes.count }

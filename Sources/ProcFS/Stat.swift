@@ -25,6 +25,8 @@ public struct Stat: Sendable, Equatable {
     public var procsBlocked: UInt64?
     /// `btime`: when the machine booted, seconds since the epoch.
     public var bootTime: UInt64?
+    /// `cpu…` lines left out (unreadable): the cores counted here are then not all of them.
+    public var droppedCPULines = 0
 
     public init() {}
 
@@ -37,16 +39,23 @@ public struct Stat: Sendable, Equatable {
     /// ignored unless they are `procs_running`, `procs_blocked` or `btime`, which must then be
     /// numbers. A line that cannot be read is left out and added to `skipped`; a file with no
     /// readable `cpu` line at all is an error.
-    public static func parse(_ bytes: [UInt8], path: String = "stat", skipped: inout [ProcFSError]) throws(ProcFSError) -> Stat {
+    public static func parse(_ bytes: [UInt8], path: String = "stat", skipped: inout SkippedLines) throws(ProcFSError) -> Stat {
         var s = ByteScanner(bytes)
         var stat = Stat()
         lines: while !s.atEnd {
             defer { s.nextLine() }
             guard let key = s.token() else { continue }
+            let used = startsWith(key, "cpu") || equals(key, "procs_running") || equals(key, "procs_blocked") || equals(key, "btime")
+            if used, s.onCutLine {
+                skipped.cut(path, line: s.line)
+                if startsWith(key, "cpu") { stat.droppedCPULines += 1 }
+                break
+            }
             if startsWith(key, "cpu") {
                 let suffix = key.dropFirst(3)
                 guard suffix.isEmpty || parseUInt64(suffix) != nil else {
                     skipped.append(ProcFSError(path: path, line: s.line, kind: "bad cpu name", reason: "unexpected cpu line name \"\(string(key))\""))
+                    stat.droppedCPULines += 1
                     continue
                 }
                 var times = CPUTimes(name: string(key))
@@ -55,6 +64,7 @@ public struct Stat: Sendable, Equatable {
                     guard let v = parseUInt64(t) else {
                         skipped.append(ProcFSError(path: path, line: s.line, kind: "not a counter",
                                                    reason: "\(string(key)): \"\(string(t))\" is not a counter"))
+                        stat.droppedCPULines += 1
                         continue lines
                     }
                     switch count {
@@ -75,6 +85,7 @@ public struct Stat: Sendable, Equatable {
                 guard count >= 4 else {
                     skipped.append(ProcFSError(path: path, line: s.line, kind: "too few columns",
                                                reason: "\(string(key)): \(count) columns, need at least 4"))
+                    stat.droppedCPULines += 1
                     continue
                 }
                 stat.cpus.append(times)

@@ -97,7 +97,8 @@ public struct CollectorService: Service {
                 episodes.recovered("input failed", logger: l)
             }
             Self.log(report, of: instance, said: &said, logger: logger)
-            let errors = (error == nil ? 0 : 1) + report.skipped.count
+            // A collection that failed counts once, whatever it left out on the way.
+            let errors = error == nil ? report.skippedCount : 1
             if errors > 0 { stats.add(errors: errors) }
             if !records.isEmpty { await sink(records) }
         }
@@ -107,13 +108,14 @@ public struct CollectorService: Service {
     /// instance's life (`said` remembers): the same malformed line every 10 s is one warning, then
     /// only `counters.input_errors` grows.
     static func log(_ report: InputReport, of instance: InputInstance, said: inout Set<String>, logger: Logger) {
-        for e in report.skipped where said.insert("s\u{0}" + e.onceKey).inserted {
+        // Bounded: past 1024 files and kinds (mount points that come and go), only counted.
+        for e in report.skipped where said.count < 1024 && said.insert("s\u{0}" + e.onceKey).inserted {
             logger.warning("input left part of a collection out; the rest was collected", metadata: [
                 "input": "\(instance.plugin)", "at": "\(instance.location)", "skipped": "\(e)",
                 "note": "further ones of this kind in this file are counted in counters.input_errors, not logged",
             ])
         }
-        for e in report.notices where said.insert("n\u{0}" + e.onceKey).inserted {
+        for e in report.notices where said.count < 1024 && said.insert("n\u{0}" + e.onceKey).inserted {
             logger.notice("input", metadata: ["input": "\(instance.plugin)", "at": "\(instance.location)", "notice": "\(e)"])
         }
     }

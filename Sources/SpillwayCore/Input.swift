@@ -51,15 +51,30 @@ public struct InputReport: Sendable, Equatable {
         public var onceKey: String { "\(path)\u{0}\(kind)" }
     }
 
-    public var skipped: [Entry] = []
-    public var notices: [Entry] = []
+    /// The first parts left out (at most `kept`), and how many there were in all.
+    public private(set) var skipped: [Entry] = []
+    public private(set) var skippedCount = 0
+    /// Notices, at most `kept`.
+    public private(set) var notices: [Entry] = []
+    public static let kept = 64
 
     public init() {}
 
-    public var isEmpty: Bool { skipped.isEmpty && notices.isEmpty }
+    public mutating func skip(_ e: Entry, count: Int = 1) {
+        skippedCount += count
+        if skipped.count < Self.kept { skipped.append(e) }
+    }
+
+    /// More parts left out, beyond those already given as entries.
+    public mutating func skipMore(_ n: Int) { skippedCount += n }
+
+    public mutating func note(_ e: Entry) {
+        if notices.count < Self.kept { notices.append(e) }
+    }
 
     public mutating func removeAll() {
         skipped.removeAll(keepingCapacity: true)
+        skippedCount = 0
         notices.removeAll(keepingCapacity: true)
     }
 }

@@ -16,6 +16,15 @@ public enum Preflight {
                                   message: "proc_root is \"\(config.agent.procRoot)\" but host_root is not set: disk reads that mount table and measures this machine's own paths under its names",
                                   fix: "in a container, mount the host's / (e.g. at /host) and set [agent] host_root = \"/host\" instead of proc_root"))
         }
+        // host_root with a proc_root elsewhere (an older agent.toml's "/proc"): the mount table and
+        // the interfaces would be this container's.
+        let agent = config.agent
+        if !agent.hostRoot.isEmpty, !agent.procRoot.hasPrefix(agent.hostRoot + "/"),
+           let first = config.inputs.first(where: { $0.input is DiskInput || $0.input is NetInput }) {
+            out.append(Diagnostic(file: first.file, line: first.line, keyPath: "agent.proc_root",
+                                  message: "host_root is \"\(agent.hostRoot)\" but proc_root is \"\(agent.procRoot)\", not below it: disk and net read this container's mount table and interfaces, not the host's",
+                                  fix: "remove proc_root (it then defaults to host_root/proc), or set it below host_root"))
+        }
         var index: [String: Int] = [:]
         for instance in config.inputs {
             let n = index[instance.plugin, default: 0]

@@ -142,6 +142,9 @@ struct Once: AsyncParsableCommand {
                 failed = true
             }
             for e in report.skipped { FileHandle.standardError.write(Data("spillway: \(instance): left out: \(e)\n".utf8)) }
+            if report.skippedCount > report.skipped.count {
+                FileHandle.standardError.write(Data("spillway: \(instance): left out: \(report.skippedCount - report.skipped.count) more\n".utf8))
+            }
             for e in report.notices { FileHandle.standardError.write(Data("spillway: \(instance): note: \(e)\n".utf8)) }
         }
         LineProtocol.stableSort(&records)

@@ -8,18 +8,18 @@ let captured = ProcFS(root: URL(fileURLWithPath: #filePath).deletingLastPathComp
 func bytes(_ s: String) -> [UInt8] { Array(s.utf8) }
 
 /// Runs a parser that leaves bad lines out; here any line left out is thrown, so a test sees it.
-func strict<T>(_ parse: (inout [ProcFSError]) throws -> T) throws -> T {
-    var skipped: [ProcFSError] = []
+func strict<T>(_ parse: (inout SkippedLines) throws -> T) throws -> T {
+    var skipped = SkippedLines()
     let value = try parse(&skipped)
-    if let first = skipped.first { throw first }
+    if let first = skipped.first.first { throw first }
     return value
 }
 
 /// What a parser left out, and what it kept.
-func lenient<T>(_ parse: (inout [ProcFSError]) throws -> T) rethrows -> (T, [ProcFSError]) {
-    var skipped: [ProcFSError] = []
+func lenient<T>(_ parse: (inout SkippedLines) throws -> T) rethrows -> (T, [ProcFSError]) {
+    var skipped = SkippedLines()
     let value = try parse(&skipped)
-    return (value, skipped)
+    return (value, skipped.first)
 }
 
 @Suite struct CapturedFiles {
@@ -231,7 +231,7 @@ func lenient<T>(_ parse: (inout [ProcFSError]) throws -> T) rethrows -> (T, [Pro
         #expect(skipped.map(\.line) == [2, 4, 5, 7])
         #expect(skipped.map(\.kind) == ["not a counter", "bad cpu name", "too few columns", "no value"])
         // No readable cpu line at all is the file's error (the lines are still handed back).
-        var left: [ProcFSError] = []
+        var left = SkippedLines()
         #expect(throws: ProcFSError.self) { try Stat.parse(bytes("cpu 1 x 3 4\n"), skipped: &left) }
         #expect(left.count == 1)
     }
@@ -240,7 +240,7 @@ func lenient<T>(_ parse: (inout [ProcFSError]) throws -> T) rethrows -> (T, [Pro
         let (m, skipped) = try lenient { try MemInfo.parse(bytes("MemTotal: 10 kB\nMemFree: ? kB\nBuffers: 1 MB\nCached: 3 kB\n"), skipped: &$0) }
         #expect(m.memTotal == 10240 && m.memFree == nil && m.buffers == nil && m.cached == 3072)
         #expect(skipped.map(\.kind) == ["no value", "unknown unit"])
-        var left: [ProcFSError] = []
+        var left = SkippedLines()
         #expect(throws: ProcFSError.self) { try MemInfo.parse(bytes("MemTotal: x\nMemFree: 1\n"), skipped: &left) }
     }
 
@@ -254,16 +254,49 @@ func lenient<T>(_ parse: (inout [ProcFSError]) throws -> T) rethrows -> (T, [Pro
         #expect(m.map(\.mountPoint) == ["/", "/data"])
         #expect(m.map(\.device) == [DeviceNumber(major: 8, minor: 1), DeviceNumber(major: 259, minor: 3)])
         #expect(ms.map(\.line) == [2, 3])
+        // A device that is not major:minor: the line is left out (never measured unchecked).
+        let (bad, badSkipped) = lenient { MountInfo.parse(bytes("22 1 8-1 / / rw - ext4 /dev/sda1 rw\n"), skipped: &$0) }
+        #expect(bad.isEmpty && badSkipped.map(\.kind) == ["bad device"])
     }
 
-    /// The device numbers of mountinfo are those stat(2) reports: checked on this machine's root.
+    /// The device numbers of mountinfo are those stat(2) reports: checked on this machine's /proc
+    /// (procfs everywhere; a btrfs root would report a subvolume's own device).
     @Test func mountinfoDeviceIsStatsDevice() throws {
         let mounts = try strict { try MountInfo.parse(ProcFS(root: "/proc").read("self/mountinfo"), skipped: &$0) }
-        let root = try #require(mounts.last { $0.mountPoint == "/" })
+        let proc = try #require(mounts.last { $0.mountPoint == "/proc" })
         var st = stat()
-        #expect(stat("/", &st) == 0)
-        #expect(root.device == DeviceNumber(dev: UInt64(st.st_dev)))
+        #expect(stat("/proc", &st) == 0)
+        #expect(proc.device == DeviceNumber(dev: UInt64(st.st_dev)))
         #expect(DeviceNumber(dev: 0x0000_0000_0000_0801) == DeviceNumber(major: 8, minor: 1))
         #expect(DeviceNumber(dev: 0x0011_0302) == DeviceNumber(major: 0x103, minor: 0x102))
+    }
+}
+
+/// A read cut short leaves a last line without its newline: its last value may be cut too, so the
+/// line is left out, in every parser.
+@Suite struct CutLastLine {
+    @Test func aLastLineWithoutNewlineIsLeftOut() throws {
+        let (m, ms) = try lenient { try MemInfo.parse(bytes("MemTotal: 16000000 kB\nMemFree: 4000000 kB\nMemAvailable:    9000"), skipped: &$0) }
+        #expect(m.memAvailable == nil && m.memFree == 4_096_000_000 && m.unreadable == ["MemAvailable"])
+        #expect(ms.map(\.kind) == ["cut off"] && ms.first?.line == 3)
+        let (s, ss) = try lenient { try Stat.parse(bytes("cpu 1 2 3 4\ncpu0 1 2 3 4\ncpu1 1 2 3 4"), skipped: &$0) }
+        #expect(s.cpus.map(\.name) == ["cpu", "cpu0"] && s.droppedCPULines == 1 && ss.map(\.kind) == ["cut off"])
+        let (d, ds) = lenient { DiskStats.parse(bytes("8 0 sda 1 2 3 4 5 6 7 8 9 10 11\n8 1 sda1 1 2 3 4 5 6 7 8 9 10 1"), skipped: &$0) }
+        #expect(d.map(\.name) == ["sda"] && ds.map(\.kind) == ["cut off"])
+        let (n, ns) = lenient { NetDev.parse(bytes("h|\nh|\neth0: 1 2 0 0 0 0 0 0 3 4 0 0 0 0 0 0\neth1: 1 2 0 0 0 0 0 0 3 4 0 0 0 0 0 1"), skipped: &$0) }
+        #expect(n.map(\.name) == ["eth0"] && ns.map(\.kind) == ["cut off"])
+        let (mi, mis) = lenient { MountInfo.parse(bytes("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n23 22 8:2 / /boot rw - ext4 /dev/sda2 r"), skipped: &$0) }
+        #expect(mi.map(\.mountPoint) == ["/"] && mis.map(\.kind) == ["cut off"])
+        // A line the parser does not use may be cut: nothing is left out.
+        let (s2, ss2) = try lenient { try Stat.parse(bytes("cpu 1 2 3 4\nctxt 12"), skipped: &$0) }
+        #expect(s2.cpus.count == 1 && ss2.isEmpty)
+    }
+
+    @Test func manyBadLinesCostACountNotMemory() {
+        let junk = Array(String(repeating: "x\n", count: 100_000).utf8)
+        var skipped = SkippedLines()
+        let n = NetDev.parse(junk, skipped: &skipped)
+        #expect(n.isEmpty && skipped.count == 99_998 && skipped.first.count == SkippedLines.kept)
+        #expect(DiskStats.names(bytes("8 0 sda x\n8 1 sda1 1 2\n")) == ["sda", "sda1"])
     }
 }

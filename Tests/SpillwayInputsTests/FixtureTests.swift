@@ -10,7 +10,8 @@ import Testing
 /// t = 1s, 2s, …, `statvfs.txt` (disk) answers statvfs, and `expected.txt` holds what the last step
 /// gave: its line protocol, then a `skipped: <path:line: text>` line per part left out, a
 /// `note: <text>` line per notice, and `error: <text>` when the collection failed. When input.toml
-/// sets `[agent] host_root` (any value), each step folder is the host root.
+/// sets `[agent] host_root`, statvfs.txt still names host mount points (host_root is taken off the
+/// paths asked for).
 /// `SPILLWAY_UPDATE_FIXTURES=1 swift test` rewrites expected.txt (then review the diff by hand).
 let fixturesRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures").path
 
@@ -64,14 +65,13 @@ func runFixture(_ name: String) throws -> FixtureRun {
     for (i, step) in steps.enumerated() {
         var agent = config.agent
         let stepRoot = "\(dir)/\(step)"
-        if !agent.hostRoot.isEmpty { agent.hostRoot = stepRoot }
         agent.procRoot = "\(stepRoot)/proc"
         agent.sysRoot = "\(stepRoot)/sys"
         if var disk = instance.input as? DiskInput {
             // The table is keyed by mount point: a host root in front of it is taken off.
             let table = loadStatvfs("\(dir)/statvfs.txt")
             let prefix = agent.hostRoot
-            disk.statfs = { path throws(ProcFSError) in
+            disk.statfs = { path, _ throws(ProcFSError) in
                 let key = prefix.isEmpty ? path : (path == prefix ? "/" : String(path.dropFirst(prefix.count)))
                 guard let s = table[key] else { throw ProcFSError(path: path, kind: "unreachable", reason: "No such file or directory") }
                 return s

@@ -14,7 +14,8 @@ public struct FileSystemStats: Sendable, Equatable {
     public var blocksAvailable: UInt64
     public var files: UInt64
     public var filesFree: UInt64
-    /// `st_dev` of the path; nil when unknown (fixture tables that leave it out).
+    /// `st_dev` of the path; nil when not asked for (on the host itself) or unknown (fixture
+    /// tables that leave it out).
     public var device: DeviceNumber?
 
     public init(fragmentSize: UInt64, blocks: UInt64, blocksFree: UInt64, blocksAvailable: UInt64, files: UInt64, filesFree: UInt64,
@@ -28,18 +29,18 @@ public struct FileSystemStats: Sendable, Equatable {
         self.device = device
     }
 
-    /// stat(2) and statvfs(3) on `path`; the error (with errno's text) when either fails.
-    public static func query(_ path: String) throws(ProcFSError) -> FileSystemStats {
-        var st = stat()
+    /// statvfs(3) on `path`, and with `identify` also stat(2) (the device: which file system
+    /// answers); the error (with errno's text) when one fails.
+    public static func query(_ path: String, identify: Bool) throws(ProcFSError) -> FileSystemStats {
         var s = statvfs()
+        var st = stat()
         // withCString: the implicit String-to-pointer conversion copies into a new array each call.
-        guard path.withCString({ stat($0, &st) == 0 && statvfs($0, &s) == 0 }) else {
-            throw ProcFSError(path: path, kind: "unreachable", reason: String(cString: strerror(errno)))
-        }
+        let ok = path.withCString { p in statvfs(p, &s) == 0 && (!identify || stat(p, &st) == 0) }
+        guard ok else { throw ProcFSError(path: path, kind: "unreachable", reason: String(cString: strerror(errno))) }
         return FileSystemStats(
             fragmentSize: UInt64(s.f_frsize), blocks: UInt64(s.f_blocks), blocksFree: UInt64(s.f_bfree),
             blocksAvailable: UInt64(s.f_bavail), files: UInt64(s.f_files), filesFree: UInt64(s.f_ffree),
-            device: DeviceNumber(dev: UInt64(st.st_dev))
+            device: identify ? DeviceNumber(dev: UInt64(st.st_dev)) : nil
         )
     }
 }
@@ -62,17 +63,18 @@ public struct DiskInput: Input {
     ]
 
     /// File systems whose subvolumes report their own st_dev, not the one the mount table gives:
-    /// for them, reaching the path is the check.
+    /// for them the check is that the path is not on the device of the mount above it (where a
+    /// plain directory of an unpropagated mount point would be).
     static let perSubvolumeDevices: Set<String> = ["btrfs", "bcachefs"]
 
     /// Only mount points matching one of these globs (all when empty).
     public var mountPoints: [Glob]
     public var ignoreFS: Set<String>
-    /// stat + statvfs (injectable for fixture tests and benchmarks).
-    public var statfs: @Sendable (String) throws(ProcFSError) -> FileSystemStats
+    /// `FileSystemStats.query` (injectable for fixture tests and benchmarks).
+    public var statfs: @Sendable (String, Bool) throws(ProcFSError) -> FileSystemStats
 
     public init(mountPoints: [Glob] = [], ignoreFS: [String] = DiskInput.defaultIgnoreFS,
-                statfs: @escaping @Sendable (String) throws(ProcFSError) -> FileSystemStats = FileSystemStats.query) {
+                statfs: @escaping @Sendable (String, Bool) throws(ProcFSError) -> FileSystemStats = FileSystemStats.query) {
         self.mountPoints = mountPoints
         self.ignoreFS = Set(ignoreFS)
         self.statfs = statfs
@@ -92,9 +94,21 @@ public struct DiskInput: Input {
             do {
                 mounts = try proc.parse("1/mountinfo", report: &report, MountInfo.parse)
             } catch {
-                mounts = try proc.parse("self/mountinfo", report: &report, MountInfo.parse)
-                report.notices.append(.init(path: error.path, kind: "fallback",
-                                            message: "\(error.reason): the host's mount table cannot be read, so this process's own (self/mountinfo) is used"))
+                // This process's own table: the host's mounts are those at or below host_root,
+                // named here with host_root in front.
+                mounts = try proc.parse("self/mountinfo", report: &report, MountInfo.parse).compactMap { m in
+                    var m = m
+                    if m.mountPoint == hostRoot {
+                        m.mountPoint = "/"
+                    } else if m.mountPoint.hasPrefix(hostRoot + "/") {
+                        m.mountPoint = String(m.mountPoint.dropFirst(hostRoot.count))
+                    } else {
+                        return nil
+                    }
+                    return m
+                }
+                report.note(ProcFSError(path: error.path, kind: "fallback",
+                                        reason: "\(error.reason): the host's mount table cannot be read, so the mounts below host_root in this process's own (self/mountinfo) are measured"))
             }
         }
         // A later mount on the same point hides the earlier one.
@@ -106,15 +120,20 @@ public struct DiskInput: Input {
             let path = hostRoot.isEmpty ? m.mountPoint : hostRoot + (m.mountPoint == "/" ? "" : m.mountPoint)
             let s: FileSystemStats
             do {
-                s = try statfs(path)
+                s = try statfs(path, !hostRoot.isEmpty)
             } catch {
-                report.skipped.append(.init(path: path, kind: error.kind, message: "mount point \(m.mountPoint) cannot be measured: \(error.reason)"))
+                let e = ProcFSError(path: path, kind: error.kind, reason: "mount point \(m.mountPoint) cannot be measured: \(error.reason)")
+                // On the host, a mount this user may not measure (another user's FUSE mount) or one
+                // gone since the table was read is said once, not counted; under host_root it is a
+                // host mount this container cannot reach.
+                if hostRoot.isEmpty { report.note(e) } else { report.skip(e) }
                 continue
             }
-            if !hostRoot.isEmpty, let want = m.device, let got = s.device, want != got, !Self.perSubvolumeDevices.contains(m.fsType) {
-                report.skipped.append(.init(
+            if !hostRoot.isEmpty, let want = m.device, let got = s.device, want != got,
+               !Self.perSubvolumeDevices.contains(m.fsType) || got == Self.deviceAbove(m.mountPoint, in: mounts, visible: lastIndex) {
+                report.skip(ProcFSError(
                     path: path, kind: "not mounted here",
-                    message: "mount point \(m.mountPoint) is device \(want) (\(m.fsType)) in the mount table, but \(path) is on device \(got): the host's mount does not reach this container (mount the host's / with rbind, or HostToContainer propagation), so it is left out rather than measured elsewhere"))
+                    reason: "mount point \(m.mountPoint) is device \(want) (\(m.fsType)) in the mount table, but \(path) is on device \(got): the host's mount does not reach this container (mount the host's / with rbind, or HostToContainer propagation), so it is left out rather than measured elsewhere"))
                 continue
             }
             records.append(Record(
@@ -130,6 +149,17 @@ public struct DiskInput: Input {
             ))
         }
     }
+    /// The device of the visible mount that holds `mountPoint`'s parent directory (the longest
+    /// other mount point above it).
+    static func deviceAbove(_ mountPoint: String, in mounts: [Mount], visible: [String: Int]) -> DeviceNumber? {
+        var best: Mount?
+        for (point, i) in visible where point != mountPoint {
+            let above = point == "/" ? mountPoint.hasPrefix("/") : mountPoint.hasPrefix(point + "/")
+            if above, point.count > (best?.mountPoint.count ?? -1) { best = mounts[i] }
+        }
+        return best?.device
+    }
+
     /// As df: `used` counts blocks not free to anyone, `free` the blocks an unprivileged user may
     /// use, and `used_percent` is used / (used + free).
     static func fields(_ s: FileSystemStats) -> [Field] {

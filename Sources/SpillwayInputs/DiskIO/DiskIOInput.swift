@@ -24,12 +24,17 @@ public struct DiskIOInput: Input {
     public mutating func gather(into records: inout [Record], report: inout InputReport, context: InputContext) throws {
         let proc = ProcFS(root: context.procRoot)
         let sys = ProcFS(root: context.sysRoot)
-        let stats = try proc.parse("diskstats", report: &report, DiskStats.parse)
+        let bytes = try proc.read("diskstats")
+        var skipped = SkippedLines()
+        let stats = DiskStats.parse(bytes, path: proc.path("diskstats"), skipped: &skipped)
+        report.skip(skipped)
         var byNaming: Set<String>?
         if !partitions, !sys.exists("class/block") {
-            byNaming = Self.partitionsByNaming(stats.map(\.name))
-            report.notices.append(.init(path: sys.path("class/block"), kind: "fallback",
-                                        message: "missing: partitions are told by the kernel's naming (sda1, nvme0n1p1, mmcblk0p1)"))
+            // Every line's name, the unreadable ones' too: a disk whose line was left out still
+            // names its partitions.
+            byNaming = Self.partitionsByNaming(skipped.count == 0 ? stats.map(\.name) : DiskStats.names(bytes))
+            report.note(ProcFSError(path: sys.path("class/block"), kind: "fallback",
+                                    reason: "missing: partitions are told by the kernel's naming (sda1, nvme0n1p1, mmcblk0p1)"))
         }
         for d in stats {
             guard devices.isEmpty || devices.contains(where: { $0.matches(d.name) }) else { continue }

@@ -2,7 +2,8 @@ import ProcFS
 import SpillwayConfig
 import SpillwayCore
 
-/// `net`: traffic counters per interface, from /proc/net/dev.
+/// `net`: traffic counters per interface, from /proc/net/dev (with host_root: the host's,
+/// proc_root/1/net/dev).
 public struct NetInput: Input {
     /// Only interfaces matching one of these globs. When empty: every interface but `lo`.
     public var interfaces: [Glob]
@@ -17,7 +18,20 @@ public struct NetInput: Input {
 
     public mutating func gather(into records: inout [Record], report: inout InputReport, context: InputContext) throws {
         let proc = ProcFS(root: context.procRoot)
-        let stats = try proc.parse("net/dev", report: &report, NetDev.parse)
+        var stats: [NetDevStat]
+        if context.hostRoot.isEmpty {
+            stats = try proc.parse("net/dev", report: &report, NetDev.parse)
+        } else {
+            // In a container: the host's interfaces are those of the host's init (proc_root/net is
+            // this process's own network namespace, the host's only with host networking).
+            do {
+                stats = try proc.parse("1/net/dev", report: &report, NetDev.parse)
+            } catch {
+                stats = try proc.parse("net/dev", report: &report, NetDev.parse)
+                report.note(ProcFSError(path: error.path, kind: "fallback",
+                                        reason: "\(error.reason): the host's interfaces cannot be read, so this process's own (net/dev) are reported"))
+            }
+        }
         for n in stats {
             if interfaces.isEmpty {
                 if n.name == "lo" { continue }

@@ -29,10 +29,14 @@ public struct SystemInput: Input {
         } catch {
             failures.append(error)
         }
-        if let stat { fields.append(Field("n_cpus", .int(Int64(stat.cores.count)))) }
-        do {
+        // A cpu line left out would make the count short: then it is left out too.
+        if let stat, stat.droppedCPULines == 0 { fields.append(Field("n_cpus", .int(Int64(stat.cores.count)))) }
+        do throws(ProcFSError) {
             let uptime = try Uptime.parse(proc.read("uptime"), path: proc.path("uptime"))
-            fields.append(Field("uptime", .uint(UInt64(uptime))))
+            guard let seconds = UInt64(exactly: uptime.rounded(.down)) else {
+                throw ProcFSError(path: proc.path("uptime"), line: 1, kind: "out of range", reason: "\(uptime) seconds is out of range")
+            }
+            fields.append(Field("uptime", .uint(seconds)))
         } catch {
             failures.append(error)
         }
