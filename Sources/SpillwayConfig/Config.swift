@@ -26,10 +26,14 @@ public struct AgentConfig: Sendable, Equatable {
     public var hostRoot: String = ""
     /// Tags added to every record (`[agent.tags]`), sorted by key.
     public var tags: [Tag] = []
+    /// How `run` writes its log lines: `text`, `logfmt` or `json`. Default `text`.
+    public var logFormat: String = "text"
     /// Records waiting for Redis, at most. Default 100000.
     public var bufferLimit: Int = 100_000
 
     public init(hostname: String) { self.hostname = hostname }
+
+    public static let logFormats = ["text", "logfmt", "json"]
 
     /// A root without its trailing slashes; `/` (the real root) becomes empty.
     public static func normalizedRoot(_ path: String) -> String {

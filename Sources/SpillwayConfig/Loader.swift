@@ -197,6 +197,10 @@ public struct ConfigLoader: Sendable {
         agent.batchSize = r.int("batch_size", default: agent.batchSize, range: 1...1_000_000)
         agent.bufferLimit = r.int("buffer_limit", default: agent.bufferLimit, range: 1...100_000_000)
         agent.jitter = r.duration("jitter", default: agent.jitter)
+        let logFormat = r.string("log_format", default: agent.logFormat)
+        if AgentConfig.logFormats.contains(logFormat) { agent.logFormat = logFormat } else {
+            r.error("log_format", "unknown log format \"\(logFormat)\"", fix: "use \"text\", \"logfmt\" or \"json\"")
+        }
         if let dir = r.optionalString("data_dir") {
             // empty: the default; relative: against the config file's directory.
             agent.dataDir = dir.isEmpty ? nil : ConfigPaths.resolve(dir, against: base)

@@ -128,6 +128,7 @@ struct RunLoop {
             reopenBuffer = a.maxBytes != b.maxBytes || a.maxAge != b.maxAge || a.whenFull != b.whenFull || a.synchronous != b.synchronous
             // Another Redis: its own breaker, from closed.
             if next.redis.endpoint != config.redis.endpoint { breakerCarry = BreakerCarry() }
+            LogFormat.shared.current = LogFormat.Kind(rawValue: next.agent.logFormat) ?? .text
             logger.notice("configuration reloaded", metadata: [
                 "inputs": "\(next.inputs.count)", "was": "\(config.inputs.count)", "files": "\(next.files.joined(separator: ","))",
             ])

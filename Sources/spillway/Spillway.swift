@@ -225,11 +225,8 @@ struct Run: AsyncParsableCommand {
         }
         let config = try options.load()
         pinMallocMmapThreshold()
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        LogFormat.shared.current = LogFormat.Kind(rawValue: config.agent.logFormat) ?? .text
+        LoggingSystem.bootstrap { _ in LineLogHandler(level: level) }
         let logger = Logger(label: "spillway")
         _ = AgentRun.id  // this run starts now
         for w in config.warnings + Preflight.warnings(config) { logger.warning("\(w)") }
