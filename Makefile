@@ -9,7 +9,7 @@ LOG_LEVEL ?= info
 APT_PACKAGES := libhiredis-dev libsqlite3-dev redis-server redis-tools python3 python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build release run once check test bench clean
+.PHONY: all deps build release run once check test bench clean samples
 
 all: build
 
@@ -55,6 +55,11 @@ test: deps
 	if [ -z "$$total" ]; then echo "no Swift Testing summary found"; exit 1; fi; \
 	echo "$$((total - failing_tests)) passed, $$failing_tests failed"; \
 	exit $$status
+
+# After editing agent.toml or plugins.d/*.toml: embed them again for `spillway config` and
+# `spillway plugins NAME` (a test fails while they differ).
+samples:
+	scripts/embed-samples
 
 bench: release
 	$$($(SWIFT) build -c release --show-bin-path)/spillway-bench

@@ -1,4 +1,5 @@
 import SpillwayCore
+import TOMLKit
 
 /// `[agent]`: settings that apply to the whole agent.
 public struct AgentConfig: Sendable, Equatable {
@@ -105,5 +106,15 @@ public struct InputDescriptor: Sendable {
         self.summary = summary
         self.scheduled = scheduled
         self.make = make
+    }
+
+    /// Every option a `[[inputs.NAME]]` table of this input takes, in the order they are read, with
+    /// its default as TOML ("none" when it has none): found by reading an empty table, so the list
+    /// cannot drift from the code.
+    public var options: [(key: String, default: String)] {
+        let file = SourceFile(path: "<\(name)>", text: "")
+        var r = OptionReader(table: TOMLTable(), path: "inputs.\(name)[0]", file: file, sink: DiagnosticSink(), baseDirectory: "/")
+        _ = ConfigLoader.readInstance(self, &r)
+        return r.asked
     }
 }

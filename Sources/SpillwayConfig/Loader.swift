@@ -227,6 +227,26 @@ public struct ConfigLoader: Sendable {
         r.finish()
     }
 
+    /// One `[[inputs.NAME]]` table: the options every input takes (`interval`, `name_override`,
+    /// `tags`, `key`, `maxlen`), then the input's own.
+    static func readInstance(_ descriptor: InputDescriptor, _ r: inout OptionReader) -> InputInstance {
+        let name = descriptor.name
+        if !descriptor.scheduled, r.has("interval") {
+            r.error("interval", "\(name) runs continuously and takes no interval",
+                    fix: name == "tail" ? "remove it (watch_interval sets how often files are looked for)" : "remove it")
+        }
+        let interval = descriptor.scheduled ? r.duration("interval", default: 0, minimum: 1_000_000) : 0
+        let nameOverride = r.optionalString("name_override")
+        if let n = nameOverride, n.isEmpty { r.error("name_override", "must not be empty", fix: "leave it out to keep \"\(name)\"") }
+        let tags = r.stringTable("tags")
+        // {field} is checked against the output format once every file is read.
+        let key = RedisOutputConfig.keyTemplate(&r, "key", format: .timeseries)
+        let maxlen = r.has("maxlen") ? r.int("maxlen", default: 0, range: 0...Int(Int32.max)) : nil
+        let input = descriptor.make(&r)
+        return InputInstance(plugin: name, file: "", line: nil, interval: interval,
+                             nameOverride: nameOverride, tags: tags, key: key, maxlen: maxlen, input: input)
+    }
+
     private func readInputs(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, base: String,
                             into inputs: inout [InputInstance]) {
         let names = registry.map(\.name)
@@ -250,23 +270,11 @@ public struct ConfigLoader: Sendable {
                     continue
                 }
                 var r = OptionReader(table: t, path: path, file: file, sink: sink, baseDirectory: base)
-                if !descriptor.scheduled, r.has("interval") {
-                    r.error("interval", "\(name) runs continuously and takes no interval",
-                            fix: name == "tail" ? "remove it (watch_interval sets how often files are looked for)" : "remove it")
-                }
-                let interval = descriptor.scheduled ? r.duration("interval", default: 0, minimum: 1_000_000) : 0
-                let nameOverride = r.optionalString("name_override")
-                if let n = nameOverride, n.isEmpty { r.error("name_override", "must not be empty", fix: "leave it out to keep \"\(name)\"") }
-                let tags = r.stringTable("tags")
-                // {field} is checked against the output format once every file is read.
-                let key = RedisOutputConfig.keyTemplate(&r, "key", format: .timeseries)
-                let maxlen = r.has("maxlen") ? r.int("maxlen", default: 0, range: 0...Int(Int32.max)) : nil
-                let input = descriptor.make(&r)
+                var instance = Self.readInstance(descriptor, &r)
                 r.finish()
-                inputs.append(InputInstance(
-                    plugin: name, file: file.path, line: file.line(of: path), interval: interval,
-                    nameOverride: nameOverride, tags: tags, key: key, maxlen: maxlen, input: input
-                ))
+                instance.file = file.path
+                instance.line = file.line(of: path)
+                inputs.append(instance)
             }
         }
     }

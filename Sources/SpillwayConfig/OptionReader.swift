@@ -12,6 +12,16 @@ public struct OptionReader {
     let file: SourceFile
     let sink: DiagnosticSink
     private var known: [String] = []
+    /// Every key asked for, in order, with its default as TOML (`true`, `"10s"`, `[]`; "none" for
+    /// an option without one): what `spillway plugins NAME` lists.
+    public private(set) var asked: [(key: String, default: String)] = []
+
+    private mutating func record(_ key: String, _ def: @autoclosure () -> String) {
+        if !asked.contains(where: { $0.key == key }) { asked.append((key, def())) }
+    }
+
+    static func toml(_ s: String) -> String { "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\"" }
+    static func toml(_ a: [String]) -> String { "[" + a.map { toml($0) }.joined(separator: ", ") + "]" }
 
     /// The directory relative paths are resolved against: the config file's (`--config`), absolute.
     public let baseDirectory: String
@@ -50,6 +60,7 @@ public struct OptionReader {
 
     /// Whether the table sets `key` (and marks it known).
     public mutating func has(_ key: String) -> Bool {
+        record(key, "none")
         known.append(key)
         return table.contains(key: key)
     }
@@ -76,10 +87,12 @@ public struct OptionReader {
     }
 
     public mutating func string(_ key: String, default def: String) -> String {
-        optionalString(key) ?? def
+        record(key, Self.toml(def))
+        return optionalString(key) ?? def
     }
 
     public mutating func optionalString(_ key: String) -> String? {
+        record(key, "none")
         guard let v = value(key) else { return nil }
         guard let s = v.string else {
             wrongType(key, v, expected: "a string", example: "\"…\"")
@@ -89,6 +102,7 @@ public struct OptionReader {
     }
 
     public mutating func bool(_ key: String, default def: Bool) -> Bool {
+        record(key, "\(def)")
         guard let v = value(key) else { return def }
         guard v.type == .bool, let b = v.bool else {
             wrongType(key, v, expected: "a boolean", example: "true")
@@ -98,6 +112,7 @@ public struct OptionReader {
     }
 
     public mutating func int(_ key: String, default def: Int, range: ClosedRange<Int>) -> Int {
+        record(key, "\(def)")
         guard let v = value(key) else { return def }
         guard v.type == .int, let i = v.int else {
             wrongType(key, v, expected: "an integer", example: "\(def)")
@@ -112,10 +127,12 @@ public struct OptionReader {
 
     /// A duration string (`500ms`, `10s`, `5m`, `1h`), in nanoseconds.
     public mutating func duration(_ key: String, default def: Int64, minimum: Int64 = 0) -> Int64 {
-        optionalDuration(key, minimum: minimum) ?? def
+        record(key, def == 0 && minimum > 0 ? "none" : Self.toml(Units.formatDuration(def)))
+        return optionalDuration(key, minimum: minimum) ?? def
     }
 
     public mutating func optionalDuration(_ key: String, minimum: Int64 = 0) -> Int64? {
+        record(key, "none")
         guard let v = value(key) else { return nil }
         guard let s = v.string else {
             wrongType(key, v, expected: "a duration string", example: "\"10s\"")
@@ -134,6 +151,7 @@ public struct OptionReader {
 
     /// A size (`64KiB`, `1GiB`, `10MB`, or an integer number of bytes), in bytes.
     public mutating func size(_ key: String, default def: Int64, minimum: Int64 = 0) -> Int64 {
+        record(key, Self.toml(Units.formatSize(def)))
         guard let v = value(key) else { return def }
         var bytes: Int64?
         if v.type == .int, let i = v.int { bytes = Int64(i) }
@@ -155,10 +173,12 @@ public struct OptionReader {
     }
 
     public mutating func stringArray(_ key: String, default def: [String]) -> [String] {
-        optionalStringArray(key) ?? def
+        record(key, Self.toml(def))
+        return optionalStringArray(key) ?? def
     }
 
     public mutating func optionalStringArray(_ key: String) -> [String]? {
+        record(key, "none")
         guard let v = value(key) else { return nil }
         guard let array = v.array else {
             wrongType(key, v, expected: "an array of strings", example: "[\"a\", \"b\"]")
@@ -178,6 +198,7 @@ public struct OptionReader {
 
     /// An array of glob patterns, each checked.
     public mutating func globs(_ key: String, default def: [String] = []) -> [Glob] {
+        record(key, Self.toml(def))
         guard let patterns = optionalStringArray(key) ?? (def.isEmpty ? nil : def) else { return [] }
         var out: [Glob] = []
         for pattern in patterns {
@@ -192,6 +213,7 @@ public struct OptionReader {
 
     /// A table of string values (`tags = { dc = "eu-1" }` or `[….tags]`), as tags sorted by key.
     public mutating func stringTable(_ key: String) -> [Tag] {
+        record(key, "{}")
         guard let v = value(key) else { return [] }
         guard let t = v.table else {
             wrongType(key, v, expected: "a table of strings", example: "{ dc = \"eu-1\" }")

@@ -61,6 +61,14 @@ public enum Units {
         return Int64(value.rounded(.down))
     }
 
+    /// A size as the configuration writes it: `1GiB`, `64KiB`, or bytes (`1000B`).
+    public static func formatSize(_ bytes: Int64) -> String {
+        for (unit, scale) in [("TiB", Int64(1) << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] where bytes >= scale && bytes % scale == 0 {
+            return "\(bytes / scale)\(unit)"
+        }
+        return "\(bytes)B"
+    }
+
     /// Human form of a duration in nanoseconds, for messages and `check` output (`10s`, `1m30s`, `500ms`).
     public static func formatDuration(_ ns: Int64) -> String {
         if ns == 0 { return "0s" }

@@ -16,7 +16,7 @@ struct Spillway: AsyncParsableCommand {
         commandName: "spillway",
         abstract: "A host telemetry agent: collects host metrics and log lines and writes them to Redis.",
         version: version,
-        subcommands: [Run.self, Once.self, Check.self, Status.self],
+        subcommands: [Run.self, Once.self, Check.self, Status.self, Plugins.self, ConfigSample.self],
         defaultSubcommand: nil
     )
 }

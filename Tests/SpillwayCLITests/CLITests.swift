@@ -356,3 +356,33 @@ func procLines(_ path: String) -> [String] {
         #expect(r.stdout.contains("warning: \(dir.path)/agent.toml:2: outputs.redis.key: key \"shared:{name}\" has no {host} but ids = \"explicit\""), "\(r.stdout)")
     }
 }
+
+@Suite struct PluginsAndConfig {
+    @Test func pluginsListsEveryInputAndDescribesOne() throws {
+        let list = try spillway(["plugins"])
+        #expect(list.status == 0)
+        let shipped = try FileManager.default.contentsOfDirectory(atPath: repo.appendingPathComponent("plugins.d").path)
+            .filter { $0.hasSuffix(".toml") }.map { String($0.dropLast(5)) }
+        for name in shipped { #expect(list.stdout.contains("\n\(name) ") || list.stdout.hasPrefix("\(name) "), "\(name) not listed: \(list.stdout)") }
+        let cpu = try spillway(["plugins", "cpu"])
+        #expect(cpu.status == 0 && cpu.stdout.range(of: #"\n  percpu +true\n"#, options: .regularExpression) != nil && cpu.stdout.contains("Sample (plugins.d/cpu.toml):"), "\(cpu.stdout)")
+        let bad = try spillway(["plugins", "cpux"])
+        #expect(bad.status == 64 && bad.stderr.contains("no input \"cpux\"; did you mean \"cpu\"?"), "\(bad.stderr)")
+    }
+
+    /// `spillway config` is a complete configuration: saved alone, it checks and declares the
+    /// shipped inputs.
+    @Test func configIsACompleteValidSample() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-config-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("plugins.d"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try spillway(["config"])
+        #expect(r.status == 0)
+        try r.stdout.write(to: dir.appendingPathComponent("agent.toml"), atomically: true, encoding: .utf8)
+        let check = try spillway(["check", "--config", dir.appendingPathComponent("agent.toml").path], env: ["SPILLWAY_DATA_DIR": dir.appendingPathComponent("data").path])
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        let shippedCheck = try spillway(["check", "--config", "agent.toml"])
+        let inputs = { (s: String) in s.split(separator: "\n").first { $0.hasPrefix("configuration OK") }.map { String($0.split(separator: ",").last ?? "") } }
+        #expect(inputs(check.stdout) != nil && inputs(check.stdout) == inputs(shippedCheck.stdout), "\(check.stdout)")
+    }
+}

@@ -433,3 +433,42 @@ func malformedCases() -> [Expectation] {
         }
     }
 }
+
+/// `spillway config` and `spillway plugins NAME` print samples embedded in the binary
+/// (Sources/SpillwayInputs/Samples.swift, written by scripts/embed-samples): they are the shipped
+/// files, every input has one, and each documents every option its input takes.
+@Suite struct EmbeddedSamples {
+    @Test func embeddedSamplesAreTheShippedFiles() throws {
+        let agent = try String(contentsOf: repoRoot.appendingPathComponent("agent.toml"), encoding: .utf8)
+        #expect(Samples.agent == agent, "agent.toml changed: run `make samples`")
+        let dir = repoRoot.appendingPathComponent("plugins.d")
+        let files = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.hasSuffix(".toml") }.sorted()
+        #expect(Samples.plugins.map(\.file) == files, "plugins.d changed: run `make samples`")
+        for (file, text) in Samples.plugins {
+            let shipped = try String(contentsOf: dir.appendingPathComponent(file), encoding: .utf8)
+            #expect(text == shipped, "plugins.d/\(file) changed: run `make samples`")
+        }
+    }
+
+    @Test func everyInputHasASampleNamingEveryOption() {
+        for d in InputRegistry.all {
+            guard let sample = Samples.plugins.first(where: { $0.file == "\(d.name).toml" })?.text else {
+                Issue.record("no plugins.d/\(d.name).toml")
+                continue
+            }
+            let common: Set<String> = ["interval", "name_override", "tags", "key", "maxlen"]
+            for o in d.options where !common.contains(o.key) {
+                #expect(sample.contains("\(o.key) ="), "plugins.d/\(d.name).toml does not show option \(o.key)")
+            }
+        }
+    }
+
+    @Test func optionsListDefaults() {
+        let cpu = InputRegistry.all.first { $0.name == "cpu" }!.options
+        #expect(cpu.map(\.key) == ["interval", "name_override", "tags", "key", "maxlen", "percpu", "totalcpu"])
+        #expect(cpu.first { $0.key == "percpu" }?.default == "true")
+        let tail = InputRegistry.all.first { $0.name == "tail" }!.options
+        #expect(tail.first { $0.key == "max_line_bytes" }?.default == "\"64KiB\"")
+        #expect(tail.first { $0.key == "watch_interval" }?.default == "\"1s\"")
+    }
+}
