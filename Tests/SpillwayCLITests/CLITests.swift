@@ -271,7 +271,7 @@ func procLines(_ path: String) -> [String] {
         var log = ""
         while Date() < deadline {
             log = (try? String(contentsOf: errFile, encoding: .utf8)) ?? ""
-            if log.components(separatedBy: "line=mem,").count > 2 && log.components(separatedBy: "line=system,").count > 2 { break }
+            if log.components(separatedBy: "line=\"mem,").count > 2 && log.components(separatedBy: "line=\"system,").count > 2 { break }
             usleep(50_000)
         }
         kill(p.processIdentifier, SIGTERM)
@@ -284,7 +284,7 @@ func procLines(_ path: String) -> [String] {
         p.waitUntilExit()
         log = (try? String(contentsOf: errFile, encoding: .utf8)) ?? ""
         #expect(p.terminationStatus == 0, "\(log)")
-        #expect(log.components(separatedBy: "line=mem,").count > 2, "\(log)")
+        #expect(log.components(separatedBy: "line=\"mem,").count > 2, "\(log)")
         #expect(log.contains("stopped"))
         #expect(!log.contains("input failed"))
     }

@@ -4,7 +4,7 @@ import Testing
 
 /// Parses the final `writer` log line's counters.
 func writerCounters(_ log: String) -> [String: Int64] {
-    guard let line = log.split(separator: "\n").last(where: { $0.contains("] writer") || $0.hasSuffix("writer") }) else { return [:] }
+    guard let line = log.split(separator: "\n").last(where: { $0.contains(" info writer ") }) else { return [:] }
     var out: [String: Int64] = [:]
     for part in line.split(separator: " ") {
         let kv = part.split(separator: "=", maxSplits: 1)
