@@ -99,7 +99,9 @@ public struct ConfigLoader: Sendable {
             }
             if let value = root["agent"] {
                 if let table = value.table {
-                    readAgent(table, file: file, sink: sink, base: base, into: &agent, explicitRoots: &explicitRoots)
+                    var r = OptionReader(table: table, path: "agent", file: file, sink: sink, baseDirectory: base)
+                    readAgent(&r, file: file, into: &agent, explicitRoots: &explicitRoots)
+                    r.finish()
                     agentFile = file
                 } else {
                     sink.report(file, "agent", "expected a table, found \(OptionReader.typeName(value))", fix: "write [agent] and its keys below it")
@@ -187,9 +189,8 @@ public struct ConfigLoader: Sendable {
         return config
     }
 
-    private func readAgent(_ table: TOMLTable, file: SourceFile, sink: DiagnosticSink, base: String, into agent: inout AgentConfig,
-                           explicitRoots: inout Set<String>) {
-        var r = OptionReader(table: table, path: "agent", file: file, sink: sink, baseDirectory: base)
+    private func readAgent(_ r: inout OptionReader, file: SourceFile, into agent: inout AgentConfig, explicitRoots: inout Set<String>) {
+        let base = r.baseDirectory
         let host = r.string("hostname", default: "")
         if r.has("hostname") { agent.hostname = host.isEmpty ? defaultHostname : host }
         agent.interval = r.duration("interval", default: agent.interval, minimum: 1_000_000)
@@ -224,7 +225,32 @@ public struct ConfigLoader: Sendable {
             if let i = agent.tags.firstIndex(where: { $0.key == tag.key }) { agent.tags[i] = tag } else { agent.tags.append(tag) }
         }
         agent.tags.sort { $0.key < $1.key }
-        r.finish()
+    }
+
+    /// Every key each top-level table takes, with its default as TOML ("none" when it has none):
+    /// found by reading empty tables, so the list cannot drift from the code (the docs test checks
+    /// each appears in docs/configuration.md).
+    public func tableOptions() -> [(table: String, options: [(key: String, default: String)])] {
+        let file = SourceFile(path: "<options>", text: "")
+        func reader(_ path: String) -> OptionReader {
+            OptionReader(table: TOMLTable(), path: path, file: file, sink: DiagnosticSink(), baseDirectory: "/")
+        }
+        var out: [(String, [(key: String, default: String)])] = []
+        var agent = AgentConfig(hostname: defaultHostname)
+        var roots = Set<String>()
+        var r = reader("agent")
+        readAgent(&r, file: file, into: &agent, explicitRoots: &roots)
+        out.append(("agent", r.asked))
+        r = reader("outputs.redis")
+        _ = RedisOutputConfig.read(&r, baseDirectory: "/")
+        out.append(("outputs.redis", r.asked))
+        for (section, read) in [("breaker", SurviveConfig.readBreaker), ("buffer", SurviveConfig.readBuffer), ("status", SurviveConfig.readStatus)] as [(String, (inout OptionReader, inout SurviveConfig) -> Void)] {
+            var survive = SurviveConfig()
+            r = reader(section)
+            read(&r, &survive)
+            out.append((section, r.asked))
+        }
+        return out
     }
 
     /// One `[[inputs.NAME]]` table: the options every input takes (`interval`, `name_override`,

@@ -472,3 +472,26 @@ func malformedCases() -> [Expectation] {
         #expect(tail.first { $0.key == "watch_interval" }?.default == "\"1s\"")
     }
 }
+
+/// The documentation cannot drift from the code: every key the loader takes (found by reading empty
+/// tables, `tableOptions()` and each input's `options`) is documented, as `key` in a table row of
+/// the reference, and every built-in input has its section.
+@Suite struct DocumentedKeys {
+    static let reference = repoRoot.appendingPathComponent("README.md")
+
+    @Test func everyKeyIsDocumented() throws {
+        let text = try String(contentsOf: Self.reference, encoding: .utf8)
+        for (table, options) in loader().tableOptions() {
+            for o in options {
+                #expect(text.contains("| `\(o.key)` |") || text.contains("| `\(table).\(o.key)` |"),
+                        "[\(table)] \(o.key) is not documented in \(Self.reference.lastPathComponent)")
+            }
+        }
+        for d in InputRegistry.all {
+            #expect(text.contains("### `\(d.name)`"), "input \(d.name) has no section")
+            for o in d.options where !["interval", "name_override", "tags", "key", "maxlen"].contains(o.key) {
+                #expect(text.contains("| `\(o.key)` |"), "inputs.\(d.name) \(o.key) is not documented")
+            }
+        }
+    }
+}
