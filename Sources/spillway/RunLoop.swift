@@ -63,9 +63,15 @@ struct RunLoop {
         let watcher = Task {
             for await signal in signals {
                 if signal == .sighup {
-                    if let config = reloaded(current: dataDirectory) { await control.reload(config) }
+                    ServiceNotify.reloading()
+                    if let config = reloaded(current: dataDirectory) {
+                        await control.reload(config)
+                    } else {
+                        ServiceNotify.ready()
+                    }
                 } else {
                     logger.info("stopping", metadata: ["signal": "\(signal)"])
+                    ServiceNotify.stopping()
                     await control.stop()
                 }
             }
@@ -120,6 +126,8 @@ struct RunLoop {
                 logger: logger
             ))
             await control.begin(group)
+            // Listening for signals, the first pipeline (or a reloaded one) built: ready.
+            ServiceNotify.ready()
             try await group.run()
             await control.end()
             guard let next = await control.next() else { break }

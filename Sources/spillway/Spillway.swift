@@ -19,6 +19,23 @@ struct Spillway: AsyncParsableCommand {
         subcommands: [Run.self, Once.self, Check.self, Status.self, Plugins.self, ConfigSample.self],
         defaultSubcommand: nil
     )
+
+    /// As ArgumentParser's, after one thing first: SIGHUP is ignored from the process's first
+    /// instant, so a reload sent right after a start (systemctl reload, logrotate) never ends the
+    /// agent before `run` listens for it.
+    static func main() async {
+        signal(SIGHUP, SIG_IGN)
+        do {
+            var command = try parseAsRoot()
+            if var command = command as? any AsyncParsableCommand {
+                try await command.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Where the configuration comes from; shared by every command.
