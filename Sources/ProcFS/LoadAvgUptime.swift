@@ -6,6 +6,9 @@ public struct LoadAvg: Sendable, Equatable {
 
     /// Parses the file's one line; anything else than three load averages first is an error.
     public static func parse(_ bytes: [UInt8], path: String = "loadavg") throws(ProcFSError) -> LoadAvg {
+        guard bytes.last == 0x0A else {
+            throw ProcFSError(path: path, line: 1, kind: "cut off", reason: "the line has no newline (the read was cut short)")
+        }
         var s = ByteScanner(bytes)
         var v: [Double] = []
         for _ in 0..<3 {
@@ -21,6 +24,9 @@ public struct LoadAvg: Sendable, Equatable {
 /// /proc/uptime: `350735.47 234388.90` (seconds up, seconds idle summed over CPUs).
 public enum Uptime {
     public static func parse(_ bytes: [UInt8], path: String = "uptime") throws(ProcFSError) -> Double {
+        guard bytes.last == 0x0A else {
+            throw ProcFSError(path: path, line: 1, kind: "cut off", reason: "the line has no newline (the read was cut short)")
+        }
         var s = ByteScanner(bytes)
         guard let t = s.token(), let d = parseDecimal(t) else {
             throw ProcFSError(path: path, line: 1, kind: "malformed", reason: "expected the seconds since boot")

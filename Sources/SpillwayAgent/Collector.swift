@@ -13,6 +13,14 @@ public final class CollectorStats: Sendable {
     }
 
     private let counts = Mutex(Counts())
+    /// What the inputs' reports already said, once per instance, path and kind: kept across reloads,
+    /// so a reload does not log every left-out part again. Bounded (1,024).
+    private let said = Mutex(Set<String>())
+
+    /// Whether `key` is new (and now remembered); false once 1,024 are remembered.
+    func firstTime(_ key: String) -> Bool {
+        said.withLock { s in s.count < 1024 && s.insert(key).inserted }
+    }
 
     public init() {}
 
@@ -69,7 +77,6 @@ public struct CollectorService: Service {
         let interval = instance.interval
         var records: [Record] = []
         var report = InputReport()
-        var said = Set<String>()
         var episodes = Episodes()
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             let now = wallClockNanoseconds()
@@ -96,7 +103,7 @@ public struct CollectorService: Service {
                 for (k, v) in who { l[metadataKey: k] = v }
                 episodes.recovered("input failed", logger: l)
             }
-            Self.log(report, of: instance, said: &said, logger: logger)
+            Self.log(report, of: instance, stats: stats, logger: logger)
             // A collection that failed counts once, whatever it left out on the way.
             let errors = error == nil ? report.skippedCount : 1
             if errors > 0 { stats.add(errors: errors) }
@@ -107,15 +114,15 @@ public struct CollectorService: Service {
     /// Logs what a collection left out and what it had to say, once per file and kind for the
     /// instance's life (`said` remembers): the same malformed line every 10 s is one warning, then
     /// only `counters.input_errors` grows.
-    static func log(_ report: InputReport, of instance: InputInstance, said: inout Set<String>, logger: Logger) {
-        // Bounded: past 1024 files and kinds (mount points that come and go), only counted.
-        for e in report.skipped where said.count < 1024 && said.insert("s\u{0}" + e.onceKey).inserted {
+    static func log(_ report: InputReport, of instance: InputInstance, stats: CollectorStats, logger: Logger) {
+        let who = "\(instance.plugin)\u{0}\(instance.location)\u{0}"
+        for e in report.skipped where stats.firstTime("s\u{0}" + who + e.onceKey) {
             logger.warning("input left part of a collection out; the rest was collected", metadata: [
                 "input": "\(instance.plugin)", "at": "\(instance.location)", "skipped": "\(e)",
-                "note": "further ones of this kind in this file are counted in counters.input_errors, not logged",
+                "note": "more of this kind (\(e.kind)) at this path are counted in counters.input_errors, not logged",
             ])
         }
-        for e in report.notices where said.count < 1024 && said.insert("n\u{0}" + e.onceKey).inserted {
+        for e in report.notices where stats.firstTime("n\u{0}" + who + e.onceKey) {
             logger.notice("input", metadata: ["input": "\(instance.plugin)", "at": "\(instance.location)", "notice": "\(e)"])
         }
     }

@@ -181,7 +181,9 @@ struct Router {
                 } else {
                     try spool.replace(id: id, with: rest)
                 }
-                service.stats.update { $0.spilled += Int64(rest.recordCount) }
+                // A batch sent from memory now waits in the buffer; a replayed one was counted when
+                // it first waited there (or is an earlier run's backlog).
+                if !f.replay { service.stats.update { $0.spilled += Int64(rest.recordCount) } }
                 stateDirty = true
                 episodes.recovered(condition, logger: logger)
             } catch {

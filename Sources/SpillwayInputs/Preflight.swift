@@ -1,3 +1,4 @@
+import Foundation
 import SpillwayConfig
 import SpillwayCore
 
@@ -10,9 +11,10 @@ public enum Preflight {
         var out: [Diagnostic] = []
         // A container that reads the host's /proc but not its /: disk would name the host's mounts
         // and measure the container's own paths.
+        let agentFile = config.files.first ?? ""
         if config.agent.hostRoot.isEmpty, config.agent.procRoot != "/proc",
-           let disk = config.inputs.first(where: { $0.input is DiskInput }) {
-            out.append(Diagnostic(file: disk.file, line: disk.line, keyPath: "agent.proc_root",
+           config.inputs.contains(where: { $0.input is DiskInput }) {
+            out.append(Diagnostic(file: agentFile, line: nil, keyPath: "agent.proc_root",
                                   message: "proc_root is \"\(config.agent.procRoot)\" but host_root is not set: disk reads that mount table and measures this machine's own paths under its names",
                                   fix: "in a container, mount the host's / (e.g. at /host) and set [agent] host_root = \"/host\" instead of proc_root"))
         }
@@ -20,10 +22,23 @@ public enum Preflight {
         // the interfaces would be this container's.
         let agent = config.agent
         if !agent.hostRoot.isEmpty, !agent.procRoot.hasPrefix(agent.hostRoot + "/"),
-           let first = config.inputs.first(where: { $0.input is DiskInput || $0.input is NetInput }) {
-            out.append(Diagnostic(file: first.file, line: first.line, keyPath: "agent.proc_root",
+           config.inputs.contains(where: { $0.input is DiskInput || $0.input is NetInput }) {
+            out.append(Diagnostic(file: agentFile, line: nil, keyPath: "agent.proc_root",
                                   message: "host_root is \"\(agent.hostRoot)\" but proc_root is \"\(agent.procRoot)\", not below it: disk and net read this container's mount table and interfaces, not the host's",
                                   fix: "remove proc_root (it then defaults to host_root/proc), or set it below host_root"))
+        }
+        // host_root that is not the host's / (the mount was forgotten): every procfs input would fail.
+        if !agent.hostRoot.isEmpty {
+            var isDir: ObjCBool = false
+            if !FileManager.default.fileExists(atPath: agent.hostRoot, isDirectory: &isDir) || !isDir.boolValue {
+                out.append(Diagnostic(file: agentFile, line: nil, keyPath: "agent.host_root",
+                                      message: "host_root \"\(agent.hostRoot)\" is not a directory here",
+                                      fix: "mount the host's / there (docker run -v /:\(agent.hostRoot):ro,rslave; Kubernetes: a hostPath volume of /), or leave host_root out on the host itself"))
+            } else if !FileManager.default.isReadableFile(atPath: agent.procRoot + "/stat") {
+                out.append(Diagnostic(file: agentFile, line: nil, keyPath: "agent.proc_root",
+                                      message: "\(agent.procRoot)/stat cannot be read: the host's procfs is not at \(agent.procRoot)",
+                                      fix: "mount the host's /proc there (docker run -v /proc:\(agent.procRoot):ro), or set proc_root"))
+            }
         }
         var index: [String: Int] = [:]
         for instance in config.inputs {

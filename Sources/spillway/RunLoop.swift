@@ -137,8 +137,12 @@ struct RunLoop {
             // Another Redis: its own breaker, from closed.
             if next.redis.endpoint != config.redis.endpoint { breakerCarry = BreakerCarry() }
             LogFormat.shared.current = LogFormat.Kind(rawValue: next.agent.logFormat) ?? .text
+            let before = Set(config.inputs.map { "\($0.plugin) (\($0.location))" })
+            let after = Set(next.inputs.map { "\($0.plugin) (\($0.location))" })
             logger.notice("configuration reloaded", metadata: [
                 "inputs": "\(next.inputs.count)", "was": "\(config.inputs.count)", "files": "\(next.files.joined(separator: ","))",
+                "added": "\(after.subtracting(before).sorted().joined(separator: ", "))",
+                "removed": "\(before.subtracting(after).sorted().joined(separator: ", "))",
             ])
             config = next
         }

@@ -154,15 +154,17 @@ struct Once: AsyncParsableCommand {
         for i in config.inputs.indices {
             let instance = "input \(config.inputs[i].plugin) (\(config.inputs[i].location))"
             report.removeAll()
-            if let error = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &records, report: &report) {
-                FileHandle.standardError.write(Data("spillway: \(instance): \(error)\n".utf8))
-                failed = true
-            }
+            let error = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &records, report: &report)
             for e in report.skipped { FileHandle.standardError.write(Data("spillway: \(instance): left out: \(e)\n".utf8)) }
             if report.skippedCount > report.skipped.count {
-                FileHandle.standardError.write(Data("spillway: \(instance): left out: \(report.skippedCount - report.skipped.count) more\n".utf8))
+                let paths = Set(report.skipped.map(\.path)).sorted().joined(separator: ", ")
+                FileHandle.standardError.write(Data("spillway: \(instance): left out: \(report.skippedCount - report.skipped.count) more (\(paths))\n".utf8))
             }
             for e in report.notices { FileHandle.standardError.write(Data("spillway: \(instance): note: \(e)\n".utf8)) }
+            if let error {
+                FileHandle.standardError.write(Data("spillway: \(instance): failed: \(error)\n".utf8))
+                failed = true
+            }
         }
         LineProtocol.stableSort(&records)
         FileHandle.standardOutput.write(Data(LineProtocol.encode(records).utf8))

@@ -153,6 +153,13 @@ import Testing
         try "[agent]\nhost_root = \"/host\"\nproc_root = \"/proc\"\ndata_dir = \"\(dir.path)/data\"\n[[inputs.net]]\n".write(to: config, atomically: true, encoding: .utf8)
         let r2 = try spillway(["check", "--config", config.path])
         #expect(r2.status == 0 && r2.stdout.contains("agent.proc_root: host_root is \"/host\" but proc_root is \"/proc\", not below it"), "\(r2.stdout)")
+        // A host_root where nothing is mounted (the -v /:/host was forgotten).
+        try "[agent]\nhost_root = \"\(dir.path)/nothing\"\ndata_dir = \"\(dir.path)/data\"\n[[inputs.mem]]\n".write(to: config, atomically: true, encoding: .utf8)
+        let r3 = try spillway(["check", "--config", config.path])
+        #expect(r3.status == 0 && r3.stdout.contains("agent.host_root: host_root \"\(dir.path)/nothing\" is not a directory here"), "\(r3.stdout)")
+        try FileManager.default.createDirectory(atPath: dir.path + "/nothing", withIntermediateDirectories: true)
+        let r4 = try spillway(["check", "--config", config.path])
+        #expect(r4.status == 0 && r4.stdout.contains("\(dir.path)/nothing/proc/stat cannot be read"), "\(r4.stdout)")
     }
 }
 

@@ -173,6 +173,9 @@ func tailingAgent(redisPort: Int, app: String, inputs: String = "") throws -> Ag
                 "collected \(collected), lines \(written), mem in Redis \(memInRedis), dropped \(number(doc, "counters.dropped"))")
         #expect(number(doc, "backlog.records") == 0)
         #expect(number(doc, "counters.rejected") == 0 && number(doc, "counters.duplicates") == 0, "\(doc)")
+        // Each spilled record ended once (a replay that failed does not count it again).
+        let ended = ["replayed", "duplicates", "rejected", "dropped"].map { number(doc, "counters.\($0)") }.reduce(0, +)
+        #expect(number(doc, "counters.spilled") <= ended, "\(doc)")
         // The file system did fill: the tail waited, and the reserve was released and allocated again.
         #expect(log.contains("tailed lines wait for room in the spill buffer"), "\(log)")
         #expect(log.contains("its reserve was released"), "\(log)")

@@ -96,7 +96,13 @@ public struct DiskInput: Input {
             } catch {
                 // This process's own table: the host's mounts are those at or below host_root,
                 // named here with host_root in front.
-                mounts = try proc.parse("self/mountinfo", report: &report, MountInfo.parse).compactMap { m in
+                let own: [Mount]
+                do {
+                    own = try proc.parse("self/mountinfo", report: &report, MountInfo.parse)
+                } catch let second {
+                    throw InputError("neither the host's mount table (\(error)) nor this process's (\(second)) can be read: is the host's / mounted at host_root \(hostRoot)?")
+                }
+                mounts = own.compactMap { m in
                     var m = m
                     if m.mountPoint == hostRoot {
                         m.mountPoint = "/"
@@ -133,7 +139,7 @@ public struct DiskInput: Input {
                !Self.perSubvolumeDevices.contains(m.fsType) || got == Self.deviceAbove(m.mountPoint, in: mounts, visible: lastIndex) {
                 report.skip(ProcFSError(
                     path: path, kind: "not mounted here",
-                    reason: "mount point \(m.mountPoint) is device \(want) (\(m.fsType)) in the mount table, but \(path) is on device \(got): the host's mount does not reach this container (mount the host's / with rbind, or HostToContainer propagation), so it is left out rather than measured elsewhere"))
+                    reason: "mount point \(m.mountPoint) is device \(want) (\(m.fsType)) in the mount table, but \(path) is on device \(got): the host's mount does not reach this container (mount the host's / with rslave propagation: docker run -v /:/host:ro,rslave; Kubernetes mountPropagation: HostToContainer), so it is left out rather than measured elsewhere"))
                 continue
             }
             records.append(Record(

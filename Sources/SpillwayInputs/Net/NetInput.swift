@@ -27,10 +27,18 @@ public struct NetInput: Input {
             do {
                 stats = try proc.parse("1/net/dev", report: &report, NetDev.parse)
             } catch {
-                stats = try proc.parse("net/dev", report: &report, NetDev.parse)
+                do {
+                    stats = try proc.parse("net/dev", report: &report, NetDev.parse)
+                } catch let second {
+                    throw InputError("neither the host's interfaces (\(error)) nor this process's (\(second)) can be read: is the host's /proc at \(context.procRoot)?")
+                }
                 report.note(ProcFSError(path: error.path, kind: "fallback",
                                         reason: "\(error.reason): the host's interfaces cannot be read, so this process's own (net/dev) are reported"))
             }
+        }
+        // Every machine has lo: a file without a single interface line is not /proc/net/dev.
+        if stats.isEmpty, report.skippedCount == 0 {
+            throw InputError("\(proc.path(context.hostRoot.isEmpty ? "net/dev" : "1/net/dev")): no interface lines (is this /proc/net/dev?)")
         }
         for n in stats {
             if interfaces.isEmpty {
