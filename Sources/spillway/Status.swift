@@ -27,6 +27,11 @@ struct Status: AsyncParsableCommand {
     @Flag(help: "Monitoring-plugin output and exit code.")
     var check = false
 
+    @Option(name: .customLong("data-dir"), help: ArgumentHelp(
+        "Read this data_dir instead of the configuration's; the configuration is then optional (its [status] thresholds are used when it loads, else the defaults).",
+        valueName: "dir"))
+    var dataDir: String?
+
     /// Nothing can be told of the agent: UNKNOWN (3) with --check, else exit 1, saying why.
     func cannotRead(_ what: String) -> ExitCode {
         if check {
@@ -38,19 +43,27 @@ struct Status: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let config: Config
+        var config: Config
         do {
             config = try options.loadOrThrow()
         } catch {
-            if check {
+            // The agent runs on the configuration it read at its start (or last reload): with
+            // --data-dir, a configuration edited since (and broken) does not hide its state.
+            if let dataDir {
+                config = Config(agent: AgentConfig(hostname: ""), inputs: [], redis: RedisOutputConfig(), files: [], warnings: [])
+                config.agent.dataDir = ConfigPaths.resolve(dataDir, against: FileManager.default.currentDirectoryPath)
+            } else if check {
                 let first = error.diagnostics.first.map { "\($0)" } ?? "\(error)"
-                let more = error.diagnostics.count > 1 ? " (and \(error.diagnostics.count - 1) more problems)" : ""
+                let others = error.diagnostics.count - 1
+                let more = others > 0 ? " (and \(others) more problem\(others == 1 ? "" : "s"); --data-dir reads the agent's state without it)" : " (--data-dir reads the agent's state without it)"
                 print("SPILLWAY UNKNOWN - cannot read the configuration: \(first)\(more)")
                 throw ExitCode(3)
+            } else {
+                FileHandle.standardError.write(Data("spillway: \(error.description)\n".utf8))
+                throw ExitCode(2)
             }
-            FileHandle.standardError.write(Data("spillway: \(error.description)\n".utf8))
-            throw ExitCode(2)
         }
+        if let dataDir { config.agent.dataDir = ConfigPaths.resolve(dataDir, against: FileManager.default.currentDirectoryPath) }
         let dir = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment, forReading: true)
         // A data_dir (or buffer) this user may not read tells nothing: neither "no agent" nor "no
         // backlog" (the agent creates data_dir 0700 and its files 0600).

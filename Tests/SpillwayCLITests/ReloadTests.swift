@@ -155,3 +155,24 @@ import Testing
     #expect(number(doc, "counters.written") >= 2)
     #expect(agent.stop() == 0, "\(agent.logText)")
 }
+
+/// After a refused reload the agent runs on, on its old configuration: `status --data-dir` reads its
+/// state without the (broken) file, where plain `status` can only say the file is broken.
+@Test func statusWithDataDirReadsAnAgentWhoseConfigBrokeSince() throws {
+    let server = try RedisServer()
+    defer { server.stop(); server.removeFiles() }
+    let agent = try AgentProcess(redisPort: server.port)
+    try agent.start()
+    _ = try agent.waitFor(10) { number($0, "counters.written") >= 2 }
+    try (String(contentsOf: agent.config, encoding: .utf8) + "\n[[inputs.sytem]]\n").write(to: agent.config, atomically: true, encoding: .utf8)
+    kill(try #require(agent.process?.processIdentifier), SIGHUP)
+    let deadline = Date().addingTimeInterval(10)
+    while !agent.logText.contains("reload refused"), Date() < deadline { usleep(50_000) }
+    let plain = try spillway(["status", "--config", agent.config.path, "--check"])
+    #expect(plain.status == 3 && plain.stdout.contains("SPILLWAY UNKNOWN - cannot read the configuration") && plain.stdout.contains("--data-dir"), "\(plain.stdout)")
+    let withDir = try spillway(["status", "--config", agent.config.path, "--check", "--data-dir", agent.dataDir.path])
+    #expect(withDir.status == 0 && withDir.stdout.hasPrefix("SPILLWAY OK"), "\(withDir.stdout)\(withDir.stderr)")
+    let text = try spillway(["status", "--data-dir", agent.dataDir.path, "--json"])
+    #expect(text.status == 0 && text.stdout.contains("\"running\" : true"), "\(text.stdout)\(text.stderr)")
+    #expect(agent.stop() == 0)
+}
