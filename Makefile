@@ -29,7 +29,8 @@ INSTALL_ENV = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" UNITDIR
 
 # The release binary: Swift runtime and Foundation linked statically (ldd lists only Debian's
 # libraries), built in a scratch path of its own, stamped with the commit and date
-# (scripts/build-info; the header lives in STAMP_DIR, outside the source tree). Rebuilt when a
+# (scripts/build-info; the header lives in STAMP_DIR, outside the source tree); no RUNPATH
+# ($ORIGIN would let a library put beside the binary be loaded). Rebuilt when a
 # source changes or the commit does.
 STATIC_SCRATCH := .build-static
 STATIC_BIN := $(STATIC_SCRATCH)/release/spillway
@@ -69,9 +70,9 @@ release: deps $(STATIC_BIN)
 $(STATIC_SCRATCH)/commit: FORCE
 	@mkdir -p $(@D); c=$$(scripts/build-info commit); [ "$$(cat $@ 2>/dev/null)" = "$$c" ] || echo "$$c" > $@
 
-$(STATIC_BIN): $(STATIC_SCRATCH)/commit $(SWIFT_SOURCES)
+$(STATIC_BIN): $(STATIC_SCRATCH)/commit $(SWIFT_SOURCES) Makefile
 	scripts/build-info header $(STAMP_DIR)
-	$(SWIFT) build -c release --static-swift-stdlib --product spillway --scratch-path $(STATIC_SCRATCH) -Xcc -I$(STAMP_DIR)
+	$(SWIFT) build -c release --static-swift-stdlib --disable-local-rpath --product spillway --scratch-path $(STATIC_SCRATCH) -Xcc -I$(STAMP_DIR)
 	touch $@
 
 # Installs the release binary, unit, completions and config (see scripts/install).
@@ -82,7 +83,9 @@ uninstall:
 	$(INSTALL_ENV) scripts/install uninstall
 
 # dist/spillway_VERSION_amd64.deb (see scripts/make-deb).
-deb: deps-package release
+deb: deps-package release $(DEB)
+
+$(DEB): $(STATIC_BIN) scripts/make-deb scripts/install packaging/spillway.service.in $(wildcard packaging/deb/*) agent.toml $(wildcard plugins.d/*.toml) README.md
 	scripts/make-deb $(STATIC_BIN) $(VERSION) $(DEB)
 
 # Runs the agent in the foreground with ./agent.toml and ./plugins.d; Ctrl-C stops it cleanly. With
@@ -98,19 +101,30 @@ once: build
 check: build
 	SPILLWAY_DATA_DIR=$(RUN_DATA_DIR) $$($(SWIFT) build --show-bin-path)/spillway check --config $(CONFIG)
 
-# Every test (Swift Testing). The last line is a plain "N passed, N failed" summary.
-test: deps
+# Every test (Swift Testing), then the install checks (scripts/test-install: the static binary, make
+# install/uninstall, the unit, the .deb; built once here and reused). The last line is a plain
+# "N passed, N failed" summary of both.
+test: deps deb
 	scripts/redis-stack-server --prepare
 	$(SWIFT) build --build-tests
 	@log=$$(mktemp); status=0; \
 	$(SWIFT) test 2>&1 | tee "$$log" || status=$$?; \
+	scripts/test-install $(STATIC_BIN) $(DEB) $(VERSION) 2>&1 | tee -a "$$log" || status=1; \
 	summary=$$(grep -E "Test run with [0-9]+ tests? " "$$log" | tail -1); \
 	total=$$(sed -E 's/.*Test run with ([0-9]+) tests?.*/\1/' <<<"$$summary"); \
 	failing_tests=$$(grep -E "^✘ Test .* failed after" "$$log" | grep -vc "^✘ Test run with" || true); \
+	install_line=$$(grep -E "^install checks: [0-9]+ passed, [0-9]+ failed$$" "$$log" | tail -1); \
 	rm -f "$$log"; \
 	if [ -z "$$total" ]; then echo "no Swift Testing summary found"; exit 1; fi; \
-	echo "$$((total - failing_tests)) passed, $$failing_tests failed"; \
+	if [ -z "$$install_line" ]; then echo "no install checks summary found"; install_line="install checks: 0 passed, 1 failed"; status=1; fi; \
+	install_passed=$$(sed -E 's/^install checks: ([0-9]+) passed.*/\1/' <<<"$$install_line"); \
+	install_failed=$$(sed -E 's/.* ([0-9]+) failed$$/\1/' <<<"$$install_line"); \
+	echo "$$((total - failing_tests + install_passed)) passed, $$((failing_tests + install_failed)) failed"; \
 	exit $$status
+
+# The install checks alone (builds the static binary and the .deb first when needed).
+test-install: deps deb
+	scripts/test-install $(STATIC_BIN) $(DEB) $(VERSION)
 
 bench: deps
 	$(SWIFT) build -c release --product spillway-bench
