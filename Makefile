@@ -1,5 +1,7 @@
 # Spillway: `make run` (install what is missing, build, run the agent with ./agent.toml) and
 # `make test` (install what is missing, build, run every test). Debian 12.
+# `make install` / `make uninstall` / `make deb`: the release binary (Swift runtime linked
+# statically), the systemd unit, /etc/spillway, completions; see README "Install and run as a service".
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -7,53 +9,117 @@ SWIFT ?= swift
 CONFIG ?= agent.toml
 LOG_LEVEL ?= info
 APT_PACKAGES := libhiredis-dev libsqlite3-dev redis-server redis-tools python3 python3-venv
+PACKAGE_APT_PACKAGES := dpkg-dev systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build release run once check test bench clean samples
+# The version is written once, in Sources/spillway/Spillway.swift (`static let version`).
+VERSION := $(shell sed -nE 's/^ *static let version = "([^"]+)".*/\1/p' Sources/spillway/Spillway.swift)
+# make install: PREFIX and DESTDIR as usual; the config is always /etc/spillway, the data_dir
+# /var/lib/spillway. PURGE=1 makes uninstall remove those too.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+DOCDIR ?= $(PREFIX)/share/doc/spillway
+PURGE ?= 0
+INSTALL_ENV = DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" UNITDIR="$(UNITDIR)" \
+  BASHCOMPDIR="$(BASHCOMPDIR)" ZSHCOMPDIR="$(ZSHCOMPDIR)" DOCDIR="$(DOCDIR)" PURGE="$(PURGE)"
+
+# The release binary: Swift runtime and Foundation linked statically (ldd lists only Debian's
+# libraries), built in a scratch path of its own, stamped with the commit and date
+# (scripts/build-info; the header lives in STAMP_DIR, outside the source tree); no RUNPATH
+# ($ORIGIN would let a library put beside the binary be loaded). Rebuilt when a source, this
+# Makefile or the commit changes (a new stamp alone recompiles one C file and relinks, ~15 s).
+STATIC_SCRATCH := .build-static
+STATIC_BIN := $(STATIC_SCRATCH)/release/spillway
+STAMP_DIR := $(CURDIR)/$(STATIC_SCRATCH)/stamp
+SWIFT_SOURCES := Package.swift $(shell find Sources -type f)
+DEB := dist/spillway_$(VERSION)_amd64.deb
+# make run: the demo's state (buffer, lock, offsets) stays in the checkout, never /var/lib/spillway.
+RUN_DATA_DIR ?= $(or $(SPILLWAY_DATA_DIR),$(CURDIR)/.run/data)
+
+.PHONY: all deps deps-package build release run once check test test-install bench install uninstall deb clean samples FORCE
 
 all: build
 
 # Installs the Debian packages the build and the tests need, only those missing.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do \
+apt_install = missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+deps:
+	@$(call apt_install,$(APT_PACKAGES))
 	@command -v $(SWIFT) >/dev/null || { echo "swift not found: install Swift 6 (https://swift.org/install) and put it on PATH"; exit 1; }
+
+# What `make deb` and the install tests need besides: dpkg-shlibdeps, systemd-analyze.
+deps-package:
+	@$(call apt_install,$(PACKAGE_APT_PACKAGES))
 
 build: deps
 	$(SWIFT) build
 
-release: deps
-	$(SWIFT) build -c release
+release: deps $(STATIC_BIN)
+
+# Rewritten only when the commit changes, so that a new commit re-stamps the binary.
+$(STATIC_SCRATCH)/commit: FORCE
+	@mkdir -p $(@D); c=$$(scripts/build-info commit); [ "$$(cat $@ 2>/dev/null)" = "$$c" ] || echo "$$c" > $@
+
+$(STATIC_BIN): $(STATIC_SCRATCH)/commit $(SWIFT_SOURCES) Makefile
+	scripts/build-info header $(STAMP_DIR)
+	$(SWIFT) build -c release --static-swift-stdlib --disable-local-rpath --product spillway --scratch-path $(STATIC_SCRATCH) -Xcc -I$(STAMP_DIR)
+	touch $@
+
+# Installs the release binary, unit, completions and config (see scripts/install).
+install: release
+	$(INSTALL_ENV) BIN=$(STATIC_BIN) scripts/install install
+
+uninstall:
+	$(INSTALL_ENV) scripts/install uninstall
+
+# dist/spillway_VERSION_amd64.deb (see scripts/make-deb).
+deb: deps-package release $(DEB)
+
+$(DEB): $(STATIC_BIN) scripts/make-deb scripts/install packaging/spillway.service.in $(wildcard packaging/deb/*) agent.toml $(wildcard plugins.d/*.toml) README.md
+	scripts/make-deb $(STATIC_BIN) $(VERSION) $(DEB)
 
 # Runs the agent in the foreground with ./agent.toml and ./plugins.d; Ctrl-C stops it cleanly. With
 # no Redis answering on the configured loopback address, a throwaway redis-server runs for the demo.
 run: build
-	scripts/run $$($(SWIFT) build --show-bin-path)/spillway $(CONFIG) --log-level $(LOG_LEVEL)
+	mkdir -p $(RUN_DATA_DIR)
+	SPILLWAY_DATA_DIR=$(RUN_DATA_DIR) scripts/run $$($(SWIFT) build --show-bin-path)/spillway $(CONFIG) --log-level $(LOG_LEVEL)
 
 # What would the agent send? One collection of every input, as line protocol.
 once: build
 	$$($(SWIFT) build --show-bin-path)/spillway once --config $(CONFIG)
 
 check: build
-	$$($(SWIFT) build --show-bin-path)/spillway check --config $(CONFIG)
+	SPILLWAY_DATA_DIR=$(RUN_DATA_DIR) $$($(SWIFT) build --show-bin-path)/spillway check --config $(CONFIG)
 
-# Every test (Swift Testing). The last line is a plain "N passed, N failed" summary.
-test: deps
+# Every test (Swift Testing), then the install checks (scripts/test-install: the static binary, make
+# install/uninstall, the unit, the .deb; built once here and reused). The last line is a plain
+# "N passed, N failed" summary of both.
+test: deps deb
 	scripts/redis-stack-server --prepare
 	$(SWIFT) build --build-tests
 	@log=$$(mktemp); status=0; \
 	$(SWIFT) test 2>&1 | tee "$$log" || status=$$?; \
+	scripts/test-install $(STATIC_BIN) $(DEB) $(VERSION) 2>&1 | tee -a "$$log" || status=1; \
 	summary=$$(grep -E "Test run with [0-9]+ tests? " "$$log" | tail -1); \
 	total=$$(sed -E 's/.*Test run with ([0-9]+) tests?.*/\1/' <<<"$$summary"); \
 	failing_tests=$$(grep -E "^✘ Test .* failed after" "$$log" | grep -vc "^✘ Test run with" || true); \
+	install_line=$$(grep -E "^install checks: [0-9]+ passed, [0-9]+ failed$$" "$$log" | tail -1); \
 	rm -f "$$log"; \
 	if [ -z "$$total" ]; then echo "no Swift Testing summary found"; exit 1; fi; \
-	echo "$$((total - failing_tests)) passed, $$failing_tests failed"; \
+	if [ -z "$$install_line" ]; then echo "no install checks summary found"; install_line="install checks: 0 passed, 1 failed"; status=1; fi; \
+	install_passed=$$(sed -E 's/^install checks: ([0-9]+) passed.*/\1/' <<<"$$install_line"); \
+	install_failed=$$(sed -E 's/.* ([0-9]+) failed$$/\1/' <<<"$$install_line"); \
+	echo "$$((total - failing_tests + install_passed)) passed, $$((failing_tests + install_failed)) failed"; \
 	exit $$status
 
 # After editing agent.toml or plugins.d/*.toml: embed them again for `spillway config` and
@@ -61,8 +127,13 @@ test: deps
 samples:
 	scripts/embed-samples
 
-bench: release
+# The install checks alone (builds the static binary and the .deb first when needed).
+test-install: deps deb
+	scripts/test-install $(STATIC_BIN) $(DEB) $(VERSION)
+
+bench: deps
+	$(SWIFT) build -c release --product spillway-bench
 	$$($(SWIFT) build -c release --show-bin-path)/spillway-bench
 
 clean:
-	rm -rf .build
+	rm -rf .build $(STATIC_SCRATCH) dist

@@ -61,10 +61,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The commit and build date `make release` stamps into the binary (see BuildInfo.c).
+        .target(name: "SpillwayBuildInfo"),
         .executableTarget(
             name: "spillway",
             dependencies: [
-                "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool",
+                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

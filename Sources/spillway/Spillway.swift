@@ -4,18 +4,23 @@ import Logging
 import RedisSink
 import ServiceLifecycle
 import SpillwayAgent
+import SpillwayBuildInfo
 import SpillwayConfig
 import SpillwayCore
 import SpillwayInputs
 
 @main
 struct Spillway: AsyncParsableCommand {
+    /// The version: the one place it is written (the Makefile reads it from here for `make deb`).
     static let version = "0.1.0"
+    /// Stamped by `make release` / `install` / `deb`; "unknown" from a plain `swift build`.
+    static let commit = String(cString: spillway_build_commit())
+    static let buildDate = String(cString: spillway_build_date())
 
     static let configuration = CommandConfiguration(
         commandName: "spillway",
         abstract: "A host telemetry agent: collects host metrics and log lines and writes them to Redis.",
-        version: version,
+        version: "\(version) (commit \(commit), built \(buildDate))",
         subcommands: [Run.self, Once.self, Check.self, Status.self, Plugins.self, ConfigSample.self],
         defaultSubcommand: nil
     )
