@@ -35,30 +35,32 @@ public enum LineProtocolParser {
     }
 
     /// Every record of `text`, one per line; a line that cannot be read is returned with its number
-    /// (1-based) and the error, the others are kept.
+    /// (1-based, counting every newline in `text`) and the error, the others are kept. A newline
+    /// inside a quoted string field value belongs to the value.
     public static func parseLines(_ text: some Collection<UInt8>, defaultTimestamp: Int64)
         -> (records: [Record], bad: [(line: Int, text: String, error: LineProtocolError)]) {
         var records: [Record] = []
         var bad: [(line: Int, text: String, error: LineProtocolError)] = []
-        var number = 0
+        var physical = 1
+        var startLine = 1
         var current: [UInt8] = []
         var inString = false
+        var escaped = false
+        var spaces = 0
         func flush() {
-            number += 1
             do {
                 if let r = try parse(current, defaultTimestamp: defaultTimestamp) { records.append(r) }
             } catch {
-                bad.append((number, String(decoding: current, as: UTF8.self), error))
+                bad.append((startLine, String(decoding: current, as: UTF8.self), error))
             }
             current.removeAll(keepingCapacity: true)
         }
-        // Lines end at a newline outside a quoted string field value (a string may hold one).
-        var escaped = false
-        var spaces = 0
         for byte in text {
+            if byte == 0x0A { physical += 1 }
             if byte == 0x0A && !inString {
                 flush()
-                inString = false
+                startLine = physical
+                escaped = false
                 spaces = 0
                 continue
             }
