@@ -64,7 +64,10 @@ public struct ExecInput: Input {
     }
 
     public mutating func gather(into records: inout [Record], report: inout InputReport, context: InputContext) throws {
-        // `spillway once` only: the caller's thread waits for the run on another one.
+        // `spillway once` only, which gathers one input at a time: this thread waits for the run,
+        // whose tasks need a free thread of the concurrency pool (swift-subprocess ends every run
+        // with an unstructured task). Never called from many pool threads at once: `spillway run`
+        // awaits `collect` in ExecService instead.
         let box = Mutex<(done: Bool, records: [Record], report: InputReport, error: InputError?)>((false, [], InputReport(), nil))
         let lock = ConditionLock()
         let input = self

@@ -167,9 +167,14 @@ public enum ExecProcess {
         _ = kill(-pgid, signal)
     }
 
-    /// Sleeps `ns` even in a cancelled task: a kill sequence runs to its end.
+    /// Sleeps `ns`; in a cancelled task (where `Task.sleep` returns at once) the thread sleeps, so
+    /// a kill sequence still runs to its end without spinning.
     static func sleep(_ ns: Int64) async {
-        await Task.detached { try? await Task.sleep(for: .nanoseconds(ns)) }.value
+        if Task.isCancelled {
+            usleep(UInt32(min(ns / 1000, 100_000)))
+            return
+        }
+        try? await Task.sleep(for: .nanoseconds(ns))
     }
 
     /// Runs `command` once and collects its output: stdout up to `maxOutput` bytes (past that the
