@@ -169,6 +169,19 @@ func waitGone(_ pids: [Int32], seconds: Double = 5) -> [Int32] {
         #expect(!vars.contains { $0.contains("must-not-pass") })
     }
 
+    @Test func stdinIsEmptyAndNoDescriptorOfTheAgentIsInherited() async throws {
+        let held = open("/dev/zero", O_RDONLY)  // without O_CLOEXEC
+        defer { close(held) }
+        #expect(held > 2)
+        let r = await run(sh(#"for f in /proc/self/fd/*; do echo "fd n=${f##*/}i"; done; read -r line; echo "stdin eof=$?i""#))
+        #expect(r.error == nil && r.report.skipped.isEmpty)
+        let fds = Set(r.records.filter { $0.name == "fd" }.compactMap { if case .int(let n) = $0.field("n") { n } else { nil } })
+        // 0, 1, 2, and the directory the shell's glob is reading.
+        #expect(fds.isSubset(of: [0, 1, 2, 3]) && fds.isSuperset(of: [0, 1, 2]), "\(fds)")
+        #expect(!fds.contains(Int64(held)) || held == 3)
+        #expect(r.records.last?.field("eof") == .int(1))
+    }
+
     @Test func hugeOutputIsBoundedAndFailsTheRun() async throws {
         let r = await run(sh("yes 'm v=1' | head -c 50000000; sleep 30") { o in
             o.maxOutput = 1 << 20

@@ -52,7 +52,8 @@ public struct ExecCommand: Sendable {
         platform.processGroupID = 0
         let program = argv[0]
         let executable: Executable = program.contains("/") ? .path(.init(program)) : .name(program)
-        let rows = environment(agentEnvironment: Self.currentEnvironment()).map { Array("\($0.0)=\($0.1)".utf8) }
+        // NUL-terminated: swift-subprocess 1.0.2 strdup()s each raw entry as it is.
+        let rows = environment(agentEnvironment: Self.currentEnvironment()).map { Array("\($0.0)=\($0.1)".utf8) + [0] }
         return Configuration(executable: executable, arguments: Arguments(Array(argv.dropFirst())),
                              environment: .custom(rows), platformOptions: platform)
     }
