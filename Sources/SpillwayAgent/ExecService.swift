@@ -130,14 +130,14 @@ public final class ExecService: Service, Sendable {
                 episodes.failed("input failed", error: failure.description, logger: logger, metadata: who)
             } else {
                 if !episodes.open.isEmpty { episodes.recovered("input failed", logger: log) }
-                if let note {
+                if let stderr = note?.stderr {
                     log.info("command wrote to stderr", metadata: [
-                        "stderr": "\(note.stderr)", "stderr_bytes_dropped": "\(note.stderrDropped)",
+                        "stderr": "\(stderr)", "stderr_bytes_dropped": "\(note?.stderrDropped ?? 0)",
                     ])
                 }
             }
             CollectorService.log(report, of: instance, said: &said, logger: logger)
-            let errors = (failure == nil ? 0 : 1) + report.skipped.count
+            let errors = (failure == nil ? 0 : 1) + report.skipped.count + (note?.unlisted ?? 0)
             if errors > 0 { stats.add(errors: errors) }
             push(records, index: index, instance: instance)
         }

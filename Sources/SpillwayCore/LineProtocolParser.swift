@@ -36,11 +36,13 @@ public enum LineProtocolParser {
 
     /// Every record of `text`, one per line; a line that cannot be read is returned with its number
     /// (1-based, counting every newline in `text`) and the error, the others are kept. A newline
-    /// inside a quoted string field value belongs to the value.
-    public static func parseLines(_ text: some Collection<UInt8>, defaultTimestamp: Int64)
-        -> (records: [Record], bad: [(line: Int, text: String, error: LineProtocolError)]) {
+    /// inside a quoted string field value belongs to the value. At most `maxBad` bad lines are
+    /// returned; `moreBad` counts the others.
+    public static func parseLines(_ text: some Collection<UInt8>, defaultTimestamp: Int64, maxBad: Int = .max)
+        -> (records: [Record], bad: [(line: Int, text: String, error: LineProtocolError)], moreBad: Int) {
         var records: [Record] = []
         var bad: [(line: Int, text: String, error: LineProtocolError)] = []
+        var moreBad = 0
         var physical = 1
         var startLine = 1
         var current: [UInt8] = []
@@ -51,7 +53,7 @@ public enum LineProtocolParser {
             do {
                 if let r = try parse(current, defaultTimestamp: defaultTimestamp) { records.append(r) }
             } catch {
-                bad.append((startLine, String(decoding: current, as: UTF8.self), error))
+                if bad.count < maxBad { bad.append((startLine, String(decoding: current, as: UTF8.self), error)) } else { moreBad += 1 }
             }
             current.removeAll(keepingCapacity: true)
         }
@@ -72,7 +74,7 @@ public enum LineProtocolParser {
             if byte == UInt8(ascii: "\""), spaces >= 1 { inString.toggle() }
         }
         if !current.isEmpty { flush() }
-        return (records, bad)
+        return (records, bad, moreBad)
     }
 
     struct Cursor {

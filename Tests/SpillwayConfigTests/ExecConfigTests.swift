@@ -41,7 +41,7 @@ import Testing
         try p.run()
         p.waitUntilExit()
         #expect(p.terminationStatus == 0)
-        let (records, bad) = LineProtocolParser.parseLines(Array(out.fileHandleForReading.readDataToEndOfFile()), defaultTimestamp: 1)
+        let (records, bad, _) = LineProtocolParser.parseLines(Array(out.fileHandleForReading.readDataToEndOfFile()), defaultTimestamp: 1)
         #expect(bad.isEmpty && records.count == 1 && records.first?.name == "uptime")
         #expect(FileManager.default.isExecutableFile(atPath: repoRoot.appendingPathComponent("examples/execd-ticker.sh").path))
     }

@@ -39,7 +39,7 @@ import Testing
                      Field("s", .string("say \"hi\" \\ bye\nnext")), Field("whole", .double(2))],
             timestamp: 1_700_000_000_000_000_001)
         let text = LineProtocol.encode([r])
-        let (records, bad) = LineProtocolParser.parseLines(Array(text.utf8), defaultTimestamp: 0)
+        let (records, bad, _) = LineProtocolParser.parseLines(Array(text.utf8), defaultTimestamp: 0)
         #expect(bad.isEmpty)
         #expect(records == [r], "\(text)")
     }
@@ -48,7 +48,7 @@ import Testing
         #expect(try parse("") == nil)
         #expect(try parse("   ") == nil)
         #expect(try parse("# a comment") == nil)
-        let (records, bad) = LineProtocolParser.parseLines(Array("a v=1\n\n# c\r\nb v=2\r\n".utf8), defaultTimestamp: 0)
+        let (records, bad, _) = LineProtocolParser.parseLines(Array("a v=1\n\n# c\r\nb v=2\r\n".utf8), defaultTimestamp: 0)
         #expect(records.map(\.name) == ["a", "b"] && bad.isEmpty)
     }
 
@@ -81,7 +81,7 @@ import Testing
 
     @Test func aBadLineIsReportedAloneWithItsNumber() {
         let text = "a v=1\nnot a line\nb v=2\nc v=\"multi\nline\"\nd x\n"
-        let (records, bad) = LineProtocolParser.parseLines(Array(text.utf8), defaultTimestamp: 7)
+        let (records, bad, _) = LineProtocolParser.parseLines(Array(text.utf8), defaultTimestamp: 7)
         #expect(records.map(\.name) == ["a", "b", "c"])
         #expect(records[2].field("v") == .string("multi\nline"))
         #expect(bad.map(\.line) == [2, 6])

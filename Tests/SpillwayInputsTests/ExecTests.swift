@@ -93,6 +93,16 @@ func waitGone(_ pids: [Int32], seconds: Double = 5) -> [Int32] {
         #expect(r.report.skipped[1].line == 4 && r.report.skipped[1].message.contains(#""also,bad""#))
     }
 
+    @Test func manyBadLinesAreCountedButOnlyTheFirstAreListed() async throws {
+        var records: [Record] = []
+        var report = InputReport()
+        let note = try await sh("i=0; while [ $i -lt 5000 ]; do echo garbage; i=$((i+1)); done; echo 'good v=1'")
+            .collect(now: 1, stop: ExecStop(), into: &records, report: &report)
+        #expect(records.count == 1)
+        #expect(report.skipped.count == ExecOutput.maxReported && note.unlisted == 5000 - ExecOutput.maxReported)
+        #expect(report.skipped.first?.line == 1 && report.skipped.last?.line == ExecOutput.maxReported)
+    }
+
     @Test func badJSONObjectsAreDroppedAloneAndUnparsableJSONFailsTheRun() async throws {
         let some = await run(sh(#"echo '[{"name":"ok","fields":{"v":1}},{"name":"x","fields":{"v":[1]}},{"fields":{"v":1}},{"name":"y","fields":{"v":1},"tag":{}}]'"#, format: .json))
         #expect(some.error == nil && some.records.map(\.name) == ["ok"])
@@ -199,7 +209,7 @@ func waitGone(_ pids: [Int32], seconds: Double = 5) -> [Int32] {
         let note = try await sh("head -c 10000 /dev/zero | tr '\\0' e >&2; echo 'm v=1'") { $0.maxStderr = 100 }
             .collect(now: 1, stop: ExecStop(), into: &records, report: &report)
         #expect(records.count == 1)
-        #expect(note?.stderr == String(repeating: "e", count: 100) && note?.stderrDropped == 9900)
+        #expect(note.stderr == String(repeating: "e", count: 100) && note.stderrDropped == 9900)
     }
 
     @Test func aStopEndsARunningCommand() async throws {

@@ -15,6 +15,9 @@ public enum ExecDataFormat: String, Sendable, CaseIterable {
 public enum ExecOutput {
     /// Longest piece of a bad line quoted in a message.
     public static let quoteLimit = 200
+    /// Bad parts of one output reported one by one; the others are only counted (memory stays
+    /// bounded whatever the command prints).
+    public static let maxReported = 100
 
     /// `text` quoted for a log line: at most `quoteLimit` bytes, control characters escaped.
     public static func quote(_ bytes: some Collection<UInt8>) -> String {
@@ -40,17 +43,21 @@ public enum ExecOutput {
         return out
     }
 
-    /// The records of a whole output (`exec`). `source` names the command in reports.
+    /// The records of a whole output (`exec`). `source` names the command in reports. Returns how
+    /// many bad parts were left out beyond the `maxReported` in `report.skipped`.
+    @discardableResult
     public static func parse(_ output: [UInt8], format: ExecDataFormat, now: Int64, source: String,
-                             into records: inout [Record], report: inout InputReport) throws(InputError) {
+                             into records: inout [Record], report: inout InputReport) throws(InputError) -> Int {
+        let before = report.skipped.count
         switch format {
         case .influx:
-            let (parsed, bad) = LineProtocolParser.parseLines(output, defaultTimestamp: now)
+            let (parsed, bad, moreBad) = LineProtocolParser.parseLines(output, defaultTimestamp: now, maxBad: maxReported)
             records.append(contentsOf: parsed)
             for b in bad {
                 report.skipped.append(.init(path: source, line: b.line, kind: "bad line",
                                             message: "not line protocol (\(b.error)), line dropped: \(quote(Array(b.text.utf8)))"))
             }
+            return moreBad
         case .json:
             var reader = JSONReader(bytes: output)
             var values: [JSONValue] = []
@@ -63,6 +70,9 @@ public enum ExecOutput {
             for (n, v) in values.enumerated() {
                 appendJSON(v, now: now, source: source, index: n + 1, into: &records, report: &report)
             }
+            let extra = max(report.skipped.count - before - maxReported, 0)
+            if extra > 0 { report.skipped.removeLast(extra) }
+            return extra
         }
     }
 

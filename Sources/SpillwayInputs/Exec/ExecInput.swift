@@ -22,10 +22,12 @@ public struct ExecOptions: Sendable {
     public var limits: ExecLimits { ExecLimits(timeout: timeout, killGrace: killGrace, maxOutput: maxOutput, maxStderr: maxStderr) }
 }
 
-/// What a run left besides records, for the log (its stderr).
+/// What a run left besides records: its stderr for the log, and the bad parts of its output left
+/// out beyond those listed in the report (counted, not listed).
 public struct ExecRunNote: Sendable {
-    public var stderr: String
-    public var stderrDropped: Int
+    public var stderr: String?
+    public var stderrDropped = 0
+    public var unlisted = 0
 }
 
 /// `exec`: runs a command at each interval and reads records from its stdout. `spillway run` runs
@@ -39,17 +41,18 @@ public struct ExecInput: Input {
     /// One run at `now`: its records (no timestamp → `now`), bad parts in `report.skipped`. Throws
     /// for a run that failed: not started, non-zero exit, killed by a signal, past its timeout,
     /// output too large, or JSON that does not parse. Records of a failed run are not kept.
-    public func collect(now: Int64, stop: ExecStop, into records: inout [Record], report: inout InputReport) async throws(InputError) -> ExecRunNote? {
+    public func collect(now: Int64, stop: ExecStop, into records: inout [Record], report: inout InputReport) async throws(InputError) -> ExecRunNote {
         let result: ExecResult
         do {
             result = try await ExecProcess.run(options.command, limits: options.limits, stop: stop)
         } catch {
             throw InputError("cannot start \(options.command.display): \(error)")
         }
-        let note = result.stderr.isEmpty ? nil : ExecRunNote(stderr: String(decoding: result.stderr, as: UTF8.self), stderrDropped: result.stderrDropped)
+        var note = ExecRunNote(stderr: result.stderr.isEmpty ? nil : String(decoding: result.stderr, as: UTF8.self),
+                               stderrDropped: result.stderrDropped)
         func failed(_ what: String) -> InputError {
             var text = "\(options.command.display) (pid \(result.pid)) \(what)"
-            if let note { text += "; stderr: \(ExecOutput.quote(Array(note.stderr.utf8)))" }
+            if let stderr = note.stderr { text += "; stderr: \(ExecOutput.quote(Array(stderr.utf8)))" }
             return InputError(text)
         }
         if result.stopped { throw failed("stopped: the agent is stopping") }
@@ -58,8 +61,8 @@ public struct ExecInput: Input {
         if result.end != .exited(0) {
             throw failed("\(result.end); its output is not kept")
         }
-        try ExecOutput.parse(result.output, format: options.dataFormat, now: now, source: options.command.display,
-                             into: &records, report: &report)
+        note.unlisted = try ExecOutput.parse(result.output, format: options.dataFormat, now: now, source: options.command.display,
+                                             into: &records, report: &report)
         return note
     }
 
@@ -75,7 +78,15 @@ public struct ExecInput: Input {
             var r: [Record] = []
             var rep = InputReport()
             var failure: InputError?
-            do throws(InputError) { _ = try await input.collect(now: context.now, stop: ExecStop(), into: &r, report: &rep) } catch { failure = error }
+            do throws(InputError) {
+                let note = try await input.collect(now: context.now, stop: ExecStop(), into: &r, report: &rep)
+                if note.unlisted > 0 {
+                    rep.skipped.append(.init(path: input.options.command.display, kind: "bad line",
+                                             message: "\(note.unlisted) more bad parts left out, not listed"))
+                }
+            } catch {
+                failure = error
+            }
             let (rr, rp, ee) = (r, rep, failure)
             lock.withLock {
                 box.withLock { $0 = (true, rr, rp, ee) }
