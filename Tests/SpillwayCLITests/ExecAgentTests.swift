@@ -168,6 +168,8 @@ private func script(_ dir: URL, _ name: String, _ body: String) throws -> String
             [[inputs.exec]]
             command = ["/bin/sh", "-c", "echo 'failing v=1'; echo 'no luck' >&2; exit 2"]
             interval = "200ms"
+            [[inputs.mem]]
+            key = "own:mem"
             """)
         try agent.start()
         let entries = try waitForEntries(server, "metrics:h:probe", count: 3)
@@ -176,6 +178,9 @@ private func script(_ dir: URL, _ name: String, _ body: String) throws -> String
         #expect(number(doc, "counters.input_errors") >= 3)
         #expect(agent.stop() == 0)
         #expect(try server.cli(["EXISTS", "metrics:h:failing"]).trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+        // The collector's input after the exec ones keeps its own route (key).
+        #expect(Int(try server.cli(["XLEN", "own:mem"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0 > 0)
+        #expect(try server.cli(["EXISTS", "metrics:h:mem"]).trimmingCharacters(in: .whitespacesAndNewlines) == "0")
         let first = try server.cli(["--raw", "XRANGE", "metrics:h:probe", "-", "+", "COUNT", "1"])
         #expect(first.contains("v\n1.5") && first.contains("n\n2") && first.contains("tag_kind\nok"), "\(first)")
         let log = agent.logText
