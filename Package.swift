@@ -15,6 +15,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
     ],
     targets: [
         // Pure procfs parsers (bytes in, values out) and the rooted reader. No metrics, no config.
@@ -30,7 +31,7 @@ let package = Package(
         // The built-in inputs, one folder each, and Registry.swift.
         .target(
             name: "SpillwayInputs",
-            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig"],
+            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", .product(name: "Subprocess", package: "swift-subprocess")],
             swiftSettings: strict
         ),
         // hiredis 0.14 from Debian's libhiredis-dev. Only RedisSink imports it.

@@ -11,5 +11,7 @@ public enum InputRegistry {
         NetInput.descriptor,
         SystemInput.descriptor,
         TailInput.descriptor,
+        ExecInput.descriptor,
+        ExecdInput.descriptor,
     ]
 }

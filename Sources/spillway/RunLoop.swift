@@ -110,18 +110,21 @@ struct RunLoop {
                                        stats: writerStats, collectorStats: collectorStats, spool: spool,
                                        breakerCarry: breakerCarry, logger: logger)
             let tail = TailService(config: config, queue: q, instanceRoute: instanceRoute, spool: spool, logger: logger)
-            let collector = CollectorService(config: config, logger: logger, stats: collectorStats) { [logger] index, records in
+            // exec and execd run in ExecService; the collector schedules the others.
+            let exec = ExecService(config: config, queue: q, instanceRoute: instanceRoute, stats: collectorStats, logger: logger)
+            let (collected, collectedIndex) = ExecService.withoutExecInputs(config)
+            let collector = CollectorService(config: collected, logger: logger, stats: collectorStats) { [logger] index, records in
                 if logger.logLevel <= .debug {
                     for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
                 }
-                let route = instanceRoute[index]
+                let route = instanceRoute[collectedIndex[index]]
                 let dropped = q.push(records.map { QueuedRecord(record: $0, route: route) })
                 if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["dropped": "\(dropped)", "buffer_limit": "\(q.limit)"]) }
             }
-            // Shutdown runs in reverse: the collector and the tailers stop first, then the writer
-            // drains the queue.
+            // Shutdown runs in reverse: the collector, the exec commands and the tailers stop first,
+            // then the writer drains the queue.
             let group = ServiceGroup(configuration: .init(
-                services: [.init(service: writer), .init(service: tail), .init(service: collector)],
+                services: [.init(service: writer), .init(service: tail), .init(service: exec), .init(service: collector)],
                 gracefulShutdownSignals: [],
                 logger: logger
             ))

@@ -212,7 +212,8 @@ func procLines(_ path: String) -> [String] {
     @Test func shippedConfigIsValid() throws {
         let r = try spillway(["check", "--config", "agent.toml"])
         #expect(r.status == 0, "\(r.stderr)")
-        #expect(r.stdout.contains("configuration OK: 8 files, 7 inputs"))
+        // agent.toml and 9 plugins.d samples (exec.toml and execd.toml are commented out: no input).
+        #expect(r.stdout.contains("configuration OK: 10 files, 7 inputs"))
         #expect(r.stdout.contains("input tail (./plugins.d/tail.toml:4) files=/var/log/app/*.log format=raw name=log from_beginning=false"))
         for name in ["cpu", "mem", "disk", "diskio", "net", "system"] {
             #expect(r.stdout.contains("input \(name) (./plugins.d/\(name).toml:"))

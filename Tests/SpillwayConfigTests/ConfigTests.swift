@@ -252,7 +252,8 @@ func malformedCases() -> [Expectation] {
             let trimmed = line.drop { $0 == " " }
             if trimmed.hasPrefix("#") {
                 let body = trimmed.dropFirst().drop { $0 == " " }
-                let isKey = body.range(of: #"^[a-z_]+ = "#, options: .regularExpression) != nil
+                // Option lines, and the table header of a sample shipped commented out (exec).
+                let isKey = body.range(of: #"^[a-z_]+ = "#, options: .regularExpression) != nil || body.hasPrefix("[[inputs.")
                 if isKey || openArray {
                     out.append(String(body))
                     let opens = body.filter { $0 == "[" }.count, closes = body.filter { $0 == "]" }.count

@@ -1,0 +1,222 @@
+import Logging
+import RedisSink
+import ServiceLifecycle
+import SpillwayConfig
+import SpillwayCore
+import SpillwayInputs
+import Synchronization
+
+/// Runs every `[[inputs.exec]]` (a command at each interval, awaited without holding a thread) and
+/// every `[[inputs.execd]]` (a long-running process, restarted with backoff when it ends) until
+/// graceful shutdown, which stops running commands and processes: SIGTERM to their process group,
+/// SIGKILL after `kill_grace`. Records go to the queue as the collector's do; failures and bad
+/// lines are counted in `counters.input_errors` (through `stats`) and logged once per episode or
+/// kind, as the collector does.
+public final class ExecService: Service, Sendable {
+    let config: Config
+    let queue: RecordQueue
+    let instanceRoute: [Int]
+    let stats: CollectorStats
+    let logger: Logger
+    private let stop = ExecStop()
+
+    public init(config: Config, queue: RecordQueue, instanceRoute: [Int], stats: CollectorStats, logger: Logger) {
+        self.config = config
+        self.queue = queue
+        self.instanceRoute = instanceRoute
+        self.stats = stats
+        self.logger = logger
+    }
+
+    /// Whether `ExecService` runs this instance (the collector does not).
+    public static func runs(_ instance: InputInstance) -> Bool {
+        instance.input is ExecInput || instance.input is ExecdInput
+    }
+
+    /// `config` without the instances `ExecService` runs, for the collector, and for each instance
+    /// left its index in `config.inputs`.
+    public static func withoutExecInputs(_ config: Config) -> (Config, [Int]) {
+        var out = config
+        out.inputs = []
+        var index: [Int] = []
+        for (i, instance) in config.inputs.enumerated() where !runs(instance) {
+            out.inputs.append(instance)
+            index.append(i)
+        }
+        return (out, index)
+    }
+
+    public func run() async throws {
+        let work = config.inputs.enumerated().filter { Self.runs($0.element) }
+        guard !work.isEmpty else {
+            try? await gracefulShutdown()
+            return
+        }
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await withTaskGroup(of: Void.self) { group in
+                    for (index, instance) in work {
+                        if let exec = instance.input as? ExecInput {
+                            group.addTask { await self.execLoop(index: index, instance: instance, input: exec) }
+                        } else if let execd = instance.input as? ExecdInput {
+                            group.addTask { await self.execdLoop(index: index, instance: instance, options: execd.options) }
+                        }
+                    }
+                }
+            } onGracefulShutdown: {
+                self.stop.stop()
+            }
+        } onCancel: {
+            self.stop.stop()
+        }
+    }
+
+    func push(_ records: [Record], index: Int, instance: InputInstance) {
+        guard !records.isEmpty else { return }
+        let common = instance.commonTags(agent: config.agent)
+        let route = instanceRoute[index]
+        var queued: [QueuedRecord] = []
+        queued.reserveCapacity(records.count)
+        for var r in records {
+            if let name = instance.nameOverride { r.name = name }
+            r.addTagsIfAbsent(common)
+            queued.append(QueuedRecord(record: r, route: route))
+        }
+        if logger.logLevel <= .debug {
+            for q in queued { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([q.record]).dropLast())"]) }
+        }
+        let dropped = queue.push(queued)
+        if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["dropped": "\(dropped)", "buffer_limit": "\(queue.limit)"]) }
+    }
+
+    /// Sleeps `ns`, or less when the agent stops. False when it stops.
+    func pause(_ ns: Int64) async -> Bool {
+        do {
+            try await cancelWhenGracefulShutdown { try await Task.sleep(for: .nanoseconds(ns)) }
+        } catch {
+            return false
+        }
+        return !stop.isStopped && !Task.isShuttingDownGracefully
+    }
+
+    /// `exec`: at each tick of its interval (aligned to the wall clock, plus jitter, as the
+    /// collector's), runs the command to its end and hands its records on with the tick as their
+    /// default timestamp. Runs do not overlap: ticks missed during a long run are skipped.
+    func execLoop(index: Int, instance: InputInstance, input: ExecInput) async {
+        let agent = config.agent
+        let interval = instance.interval
+        let who: Logger.Metadata = ["input": "exec", "at": "\(instance.location)", "command": "\(input.options.command.display)"]
+        var log = logger
+        for (k, v) in who { log[metadataKey: k] = v }
+        var said = Set<String>()
+        var episodes = Episodes()
+        while !stop.isStopped {
+            let now = wallClockNanoseconds()
+            let next = (now / interval + 1) * interval
+            let jitter = agent.jitter > 0 ? Int64.random(in: 0...agent.jitter) : 0
+            guard await pause(next - now + jitter) else { return }
+            var records: [Record] = []
+            var report = InputReport()
+            var failure: InputError?
+            var note: ExecRunNote?
+            do {
+                note = try await input.collect(now: next, stop: stop, into: &records, report: &report)
+            } catch {
+                failure = error
+            }
+            // A run cut short by the stop is neither an error nor data.
+            if stop.isStopped { return }
+            if let failure {
+                episodes.failed("input failed", error: failure.description, logger: logger, metadata: who)
+            } else {
+                if !episodes.open.isEmpty { episodes.recovered("input failed", logger: log) }
+                if let stderr = note?.stderr {
+                    log.info("command wrote to stderr", metadata: [
+                        "stderr": "\(stderr)", "stderr_bytes_dropped": "\(note?.stderrDropped ?? 0)",
+                    ])
+                }
+            }
+            CollectorService.log(report, of: instance, said: &said, logger: logger)
+            let errors = (failure == nil ? 0 : 1) + report.skipped.count + (note?.unlisted ?? 0)
+            if errors > 0 { stats.add(errors: errors) }
+            push(records, index: index, instance: instance)
+        }
+    }
+
+    /// `execd`: keeps the process running. Each stdout line is parsed on arrival (no timestamp →
+    /// the time it arrived) and handed on. When it ends (an error, counted) it is started again
+    /// after `restart_delay`, doubled at each restart up to `max_restart_delay`, and back to
+    /// `restart_delay` once a start lived `max_restart_delay`.
+    func execdLoop(index: Int, instance: InputInstance, options: ExecdOptions) async {
+        let display = options.command.display
+        var named = logger
+        for (k, v) in ["input": "execd", "at": "\(instance.location)", "command": "\(display)"] as Logger.Metadata {
+            named[metadataKey: k] = v
+        }
+        let log = named
+        let said = Mutex(Set<String>())
+        var delay = options.restartDelay
+        var starts = 0
+        while !stop.isStopped {
+            starts += 1
+            let start = starts
+            let startedAt = monotonicNanoseconds()
+            let limiter = Mutex<(window: Int64, logged: Int, suppressed: Int)>((startedAt, 0, 0))
+            let perMinute = options.stderrLinesPerMinute
+            let events = DaemonEvents(
+                line: { line, number in
+                    var records: [Record] = []
+                    var report = InputReport()
+                    ExecOutput.parseLine(line, number: number, format: options.dataFormat, now: wallClockNanoseconds(),
+                                         source: display, into: &records, report: &report)
+                    if !report.skipped.isEmpty {
+                        said.withLock { CollectorService.log(report, of: instance, said: &$0, logger: self.logger) }
+                        self.stats.add(errors: report.skipped.count)
+                    }
+                    self.push(records, index: index, instance: instance)
+                },
+                longLine: { number in
+                    self.stats.add(errors: 1)
+                    var report = InputReport()
+                    report.skipped.append(.init(path: display, line: number, kind: "line too long",
+                                                message: "a stdout line over \(options.maxLineBytes) bytes (max_line_bytes) was dropped"))
+                    said.withLock { CollectorService.log(report, of: instance, said: &$0, logger: self.logger) }
+                },
+                stderr: { text in
+                    let now = monotonicNanoseconds()
+                    let (logIt, suppressed) = limiter.withLock { l -> (Bool, Int) in
+                        if now - l.window >= 60_000_000_000 { l.window = now; l.logged = 0 }
+                        guard l.logged < perMinute else { l.suppressed += 1; return (false, 0) }
+                        l.logged += 1
+                        defer { l.suppressed = 0 }
+                        return (true, l.suppressed)
+                    }
+                    guard logIt else { return }
+                    var m: Logger.Metadata = ["stderr": "\(text)"]
+                    if suppressed > 0 { m["stderr_lines_not_logged_before"] = "\(suppressed)" }
+                    log.warning("process wrote to stderr", metadata: m)
+                })
+            do {
+                let end = try await ExecProcess.runDaemon(
+                    options.command, maxLine: options.maxLineBytes, maxStderrLine: options.maxStderrLine, killGrace: options.killGrace,
+                    stop: stop, started: { pid in log.info("process started", metadata: ["pid": "\(pid)", "start": "\(start)"]) },
+                    events: events)
+                if stop.isStopped {
+                    log.info("process stopped", metadata: ["end": "\(end)"])
+                    return
+                }
+                stats.add(errors: 1)
+                log.warning("process ended; starting it again", metadata: [
+                    "end": "\(end)", "in": "\(Units.formatDuration(monotonicNanoseconds() - startedAt >= options.maxRestartDelay ? options.restartDelay : delay))",
+                ])
+            } catch {
+                if stop.isStopped { return }
+                stats.add(errors: 1)
+                log.error("cannot start the process; trying again", metadata: ["error": "\(error)", "in": "\(Units.formatDuration(delay))"])
+            }
+            if monotonicNanoseconds() - startedAt >= options.maxRestartDelay { delay = options.restartDelay }
+            guard await pause(delay) else { return }
+            delay = min(delay * 2, options.maxRestartDelay)
+        }
+    }
+}
