@@ -108,7 +108,6 @@ public final class ExecService: Service, Sendable {
         let who: Logger.Metadata = ["input": "exec", "at": "\(instance.location)", "command": "\(input.options.command.display)"]
         var log = logger
         for (k, v) in who { log[metadataKey: k] = v }
-        var said = Set<String>()
         var episodes = Episodes()
         while !stop.isStopped {
             let now = wallClockNanoseconds()
@@ -136,8 +135,9 @@ public final class ExecService: Service, Sendable {
                     ])
                 }
             }
-            CollectorService.log(report, of: instance, said: &said, logger: logger)
-            let errors = (failure == nil ? 0 : 1) + report.skipped.count + (note?.unlisted ?? 0)
+            CollectorService.log(report, of: instance, stats: stats, logger: logger)
+            // A failed run counts once, as a collection does; else every part left out.
+            let errors = failure == nil ? report.skippedCount + (note?.unlisted ?? 0) : 1
             if errors > 0 { stats.add(errors: errors) }
             push(records, index: index, instance: instance)
         }
@@ -154,7 +154,6 @@ public final class ExecService: Service, Sendable {
             named[metadataKey: k] = v
         }
         let log = named
-        let said = Mutex(Set<String>())
         var delay = options.restartDelay
         var starts = 0
         while !stop.isStopped {
@@ -170,17 +169,17 @@ public final class ExecService: Service, Sendable {
                     ExecOutput.parseLine(line, number: number, format: options.dataFormat, now: wallClockNanoseconds(),
                                          source: display, into: &records, report: &report)
                     if !report.skipped.isEmpty {
-                        said.withLock { CollectorService.log(report, of: instance, said: &$0, logger: self.logger) }
-                        self.stats.add(errors: report.skipped.count)
+                        CollectorService.log(report, of: instance, stats: self.stats, logger: self.logger)
+                        self.stats.add(errors: report.skippedCount)
                     }
                     self.push(records, index: index, instance: instance)
                 },
                 longLine: { number in
                     self.stats.add(errors: 1)
                     var report = InputReport()
-                    report.skipped.append(.init(path: display, line: number, kind: "line too long",
+                    report.skip(.init(path: display, line: number, kind: "line too long",
                                                 message: "a stdout line over \(options.maxLineBytes) bytes (max_line_bytes) was dropped"))
-                    said.withLock { CollectorService.log(report, of: instance, said: &$0, logger: self.logger) }
+                    CollectorService.log(report, of: instance, stats: self.stats, logger: self.logger)
                 },
                 stderr: { text in
                     let now = monotonicNanoseconds()

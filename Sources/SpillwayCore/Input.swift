@@ -68,6 +68,13 @@ public struct InputReport: Sendable, Equatable {
     /// More parts left out, beyond those already given as entries.
     public mutating func skipMore(_ n: Int) { skippedCount += n }
 
+    /// Another report's entries and counts, added to this one.
+    public mutating func merge(_ other: InputReport) {
+        for e in other.skipped { skip(e) }
+        skipMore(other.skippedCount - other.skipped.count)
+        for e in other.notices { note(e) }
+    }
+
     public mutating func note(_ e: Entry) {
         if notices.count < Self.kept { notices.append(e) }
     }

@@ -152,6 +152,53 @@ public enum Samples {
   partitions = true
 
 """#),
+        ("exec.toml", #"""
+# exec: runs a command at each interval and reads records from its stdout, in Influx line protocol
+# or JSON (see the README's exec section for the JSON shape). The command runs directly (no shell),
+# in its own process group, with a minimal environment (PATH, HOME, LANG, LC_ALL, TZ, TMPDIR when
+# the agent has them) plus `env`. A run that exits non-zero, is killed, runs past `timeout` or prints
+# more than max_output_bytes is an error (counted in input_errors, logged once until it works
+# again) and its output is dropped; a bad line is dropped alone (counted, the first one quoted in
+# the log). Records without a timestamp get the collection's tick.
+# [[inputs.exec]]
+  # The program and its arguments. A relative path is taken from agent.toml's directory; a name
+  # without "/" is looked up in PATH.
+  # command = ["examples/exec-uptime.sh"]
+  # "influx" (line protocol) or "json".
+  # data_format = "influx"
+  # interval = "10s"
+  # Past this the process group gets SIGTERM, then SIGKILL kill_grace later.
+  # timeout = "5s"
+  # kill_grace = "2s"
+  # Variables added to the command's environment.
+  # env = { PROBE_MODE = "fast" }
+  # stdout beyond this stops the command and fails the run.
+  # max_output_bytes = "4MiB"
+  # stderr logged per run (info when the run worked, in the error when it failed).
+  # max_stderr_bytes = "1KiB"
+
+"""#),
+        ("execd.toml", #"""
+# execd: runs a long-lived process and reads a record from each line of its stdout (Influx line
+# protocol, or JSON with one object per line). When it ends it is started again after
+# restart_delay, doubled at each restart up to max_restart_delay (back to restart_delay once a
+# start lived max_restart_delay). At stop and at reload (SIGHUP) its process group gets SIGTERM,
+# then SIGKILL kill_grace later. Records without a timestamp get the time their line arrived. Same
+# command and environment rules as exec.
+# [[inputs.execd]]
+  # command = ["examples/execd-ticker.sh"]
+  # data_format = "influx"
+  # restart_delay = "1s"
+  # max_restart_delay = "60s"
+  # kill_grace = "5s"
+  # env = { TICK = "1" }
+  # A longer stdout line is dropped and counted in input_errors.
+  # max_line_bytes = "64KiB"
+  # stderr lines are logged (warning), each cut at max_stderr_bytes, at most stderr_lines_per_minute.
+  # max_stderr_bytes = "1KiB"
+  # stderr_lines_per_minute = 10
+
+"""#),
         ("mem.toml", #"""
 # mem: memory and swap in bytes, from /proc/meminfo. No options of its own.
 [[inputs.mem]]

@@ -133,11 +133,13 @@ struct Once: AsyncParsableCommand {
             let hint = closestMatch(to: name, in: Array(known)).map { "; did you mean \"\($0)\"?" } ?? ""
             throw ValidationError("--input \(name): no such input\(hint)")
         }
-        if inputNames.contains("tail") {
-            throw ValidationError("--input tail: tail follows files continuously; `spillway run --log-level debug` shows its records")
+        // Continuous inputs (tail follows files, execd keeps a process running) are not collected
+        // once: left out here.
+        let continuous = Set(InputRegistry.all.filter { !$0.scheduled }.map(\.name))
+        for name in inputNames where continuous.contains(name) {
+            throw ValidationError("--input \(name): \(name) runs continuously; `spillway run --log-level debug` shows its records")
         }
-        // tail is not collected once (it follows files): left out here.
-        config.inputs.removeAll { $0.input is TailInput }
+        config.inputs.removeAll { continuous.contains($0.plugin) }
         if !inputNames.isEmpty {
             config.inputs.removeAll { !inputNames.contains($0.plugin) }
             for name in inputNames where !config.inputs.contains(where: { $0.plugin == name }) {

@@ -99,8 +99,10 @@ func waitGone(_ pids: [Int32], seconds: Double = 5) -> [Int32] {
         let note = try await sh("i=0; while [ $i -lt 5000 ]; do echo garbage; i=$((i+1)); done; echo 'good v=1'")
             .collect(now: 1, stop: ExecStop(), into: &records, report: &report)
         #expect(records.count == 1)
-        #expect(report.skipped.count == ExecOutput.maxReported && note.unlisted == 5000 - ExecOutput.maxReported)
-        #expect(report.skipped.first?.line == 1 && report.skipped.last?.line == ExecOutput.maxReported)
+        // All 5000 counted; the first listed (at most InputReport.kept).
+        #expect(report.skippedCount == 5000 && note.unlisted == 0)
+        #expect(report.skipped.count == min(ExecOutput.maxReported, InputReport.kept))
+        #expect(report.skipped.first?.line == 1 && report.skipped.last?.line == report.skipped.count)
     }
 
     @Test func badJSONObjectsAreDroppedAloneAndUnparsableJSONFailsTheRun() async throws {

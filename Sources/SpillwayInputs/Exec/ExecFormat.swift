@@ -43,21 +43,23 @@ public enum ExecOutput {
         return out
     }
 
-    /// The records of a whole output (`exec`). `source` names the command in reports. Returns how
-    /// many bad parts were left out beyond the `maxReported` in `report.skipped`.
+    /// The records of a whole output (`exec`). `source` names the command in reports; bad parts go
+    /// to `report` (its first entries listed, all counted). Returns the bad parts not in `report`
+    /// (always 0 now: the report counts them).
     @discardableResult
     public static func parse(_ output: [UInt8], format: ExecDataFormat, now: Int64, source: String,
                              into records: inout [Record], report: inout InputReport) throws(InputError) -> Int {
-        let before = report.skipped.count
         switch format {
         case .influx:
             let (parsed, bad, moreBad) = LineProtocolParser.parseLines(output, defaultTimestamp: now, maxBad: maxReported)
             records.append(contentsOf: parsed)
             for b in bad {
-                report.skipped.append(.init(path: source, line: b.line, kind: "bad line",
+                report.skip(.init(path: source, line: b.line, kind: "bad line",
                                             message: "not line protocol (\(b.error)), line dropped: \(quote(Array(b.text.utf8)))"))
             }
-            return moreBad
+            // Past the parser's list, only counted (the report keeps the first entries itself).
+            report.skipMore(moreBad)
+            return 0
         case .json:
             var reader = JSONReader(bytes: output)
             var values: [JSONValue] = []
@@ -70,9 +72,7 @@ public enum ExecOutput {
             for (n, v) in values.enumerated() {
                 appendJSON(v, now: now, source: source, index: n + 1, into: &records, report: &report)
             }
-            let extra = max(report.skipped.count - before - maxReported, 0)
-            if extra > 0 { report.skipped.removeLast(extra) }
-            return extra
+            return 0
         }
     }
 
@@ -84,7 +84,7 @@ public enum ExecOutput {
             do {
                 if let r = try LineProtocolParser.parse(line, defaultTimestamp: now) { records.append(r) }
             } catch {
-                report.skipped.append(.init(path: source, line: number, kind: "bad line",
+                report.skip(.init(path: source, line: number, kind: "bad line",
                                             message: "not line protocol (\(error)), line dropped: \(quote(line))"))
             }
         case .json:
@@ -94,7 +94,7 @@ public enum ExecOutput {
                 while let v = try reader.next() { values.append(v) }
                 for v in values { appendJSON(v, now: now, source: source, index: number, into: &records, report: &report) }
             } catch {
-                report.skipped.append(.init(path: source, line: number, kind: "bad line",
+                report.skip(.init(path: source, line: number, kind: "bad line",
                                             message: "not JSON (\(error.message)), line dropped: \(quote(line))"))
             }
         }
@@ -122,11 +122,11 @@ public enum ExecOutput {
             do {
                 records.append(try record(members, now: now))
             } catch {
-                report.skipped.append(.init(path: source, line: index, kind: "bad object",
+                report.skip(.init(path: source, line: index, kind: "bad object",
                                             message: "\(error.description), object dropped: \(quote(Array(value.text.utf8)))"))
             }
         default:
-            report.skipped.append(.init(path: source, line: index, kind: "bad object",
+            report.skip(.init(path: source, line: index, kind: "bad object",
                                         message: "expected an object or an array of objects, value dropped: \(quote(Array(value.text.utf8)))"))
         }
     }

@@ -81,8 +81,8 @@ public struct ExecInput: Input {
             do throws(InputError) {
                 let note = try await input.collect(now: context.now, stop: ExecStop(), into: &r, report: &rep)
                 if note.unlisted > 0 {
-                    rep.skipped.append(.init(path: input.options.command.display, kind: "bad line",
-                                             message: "\(note.unlisted) more bad parts left out, not listed"))
+                    rep.skip(.init(path: input.options.command.display, kind: "bad line",
+                                   message: "\(note.unlisted) more bad parts left out, not listed"), count: note.unlisted)
                 }
             } catch {
                 failure = error
@@ -98,7 +98,7 @@ public struct ExecInput: Input {
         }
         let out = box.withLock { $0 }
         records.append(contentsOf: out.records)
-        report.skipped.append(contentsOf: out.report.skipped)
+        report.merge(out.report)
         if let error = out.error { throw error }
     }
 
