@@ -13,6 +13,8 @@ public final class CollectorStats: Sendable {
     }
 
     private let counts = Mutex(Counts())
+    /// Per input instance: its last collection, errors and records; per tailed file, its lag.
+    let table = Mutex(InputTable())
 
     public init() {}
 
@@ -87,7 +89,10 @@ public struct CollectorService: Service {
             report.removeAll()
             // Records carry the scheduled tick (a multiple of the interval), not the moment the read
             // happened: series line up across inputs and hosts.
+            let started = wallClockNanoseconds()
+            let clock = monotonicNanoseconds()
             let error = instance.collect(agent: agent, now: next, into: &records, report: &report)
+            let duration = monotonicNanoseconds() - clock
             let who: Logger.Metadata = ["input": "\(instance.plugin)", "at": "\(instance.location)"]
             if let error {
                 episodes.failed("input failed", error: "\(error)", logger: logger, metadata: who)
@@ -99,6 +104,7 @@ public struct CollectorService: Service {
             Self.log(report, of: instance, said: &said, logger: logger)
             let errors = (error == nil ? 0 : 1) + report.skipped.count
             if errors > 0 { stats.add(errors: errors) }
+            stats.gathered(instance: instance, at: started, duration: duration, records: records.count, errors: errors)
             if !records.isEmpty { await sink(records) }
         }
     }
