@@ -99,7 +99,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpillwayAgentTests",
-            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore"],
+            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore", "SpillwayConfig"],
             swiftSettings: strict
         ),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),
