@@ -196,3 +196,11 @@ func newestEntries(_ server: RedisServer, _ key: String, count: Int) throws -> [
         #expect(await http(otherPort, "/health") == nil)
     }
 }
+
+/// Entries of the internal input's streams (`[agent] internal`, on by default) for `host` with the
+/// default key: tests that match Redis against the written counters add them.
+func internalInRedis(_ server: RedisServer, host: String = "h") -> Int {
+    ["spillway", "spillway_input", "spillway_tail"].reduce(0) { sum, name in
+        sum + (Int(((try? server.cli(["XLEN", "metrics:\(host):\(name)"])) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0)
+    }
+}
