@@ -223,7 +223,12 @@ public struct ConfigLoader: Sendable {
                 agent.httpListen = nil
             } else {
                 switch HTTPListen.parse(listen) {
-                case .success(let l): agent.httpListen = l
+                case .success(let l):
+                    agent.httpListen = l
+                    if !l.isLoopback {
+                        r.warning("http_listen", "\(l) is not a loopback address: /health and /metrics are served, without authentication, to every host that can reach it",
+                                  fix: "keep it behind a firewall, or write \"127.0.0.1:\(l.port)\"")
+                    }
                 case .failure(let e): r.error("http_listen", e.description, fix: "write \"127.0.0.1:9469\" (or \":9469\" for loopback, \"[::1]:9469\", \"0.0.0.0:9469\" on purpose)")
                 }
             }

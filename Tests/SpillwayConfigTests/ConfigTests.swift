@@ -462,6 +462,12 @@ func malformedCases() -> [Expectation] {
         let config = try loader().load(configPath: "\(dir)/agent.toml")
         #expect(config.agent.httpListen == HTTPListen(host: "127.0.0.1", port: 19469))
         #expect(config.agent.internalMetrics == false)
+        #expect(config.warnings.isEmpty, "\(config.warnings)")
+        let open = try makeTree(["agent.toml": "[agent]\nhttp_listen = \"0.0.0.0:9469\"\n[[inputs.mem]]\n"])
+        defer { try? FileManager.default.removeItem(atPath: open) }
+        let o = try loader().load(configPath: "\(open)/agent.toml")
+        #expect(o.agent.httpListen == HTTPListen(host: "0.0.0.0", port: 9469))
+        #expect(o.warnings.map(\.description).contains { $0.contains("agent.http_listen") && $0.contains("not a loopback address") }, "\(o.warnings)")
         // Defaults: off, and the internal input on.
         let plain = try makeTree(["agent.toml": "[[inputs.mem]]\n"])
         defer { try? FileManager.default.removeItem(atPath: plain) }
