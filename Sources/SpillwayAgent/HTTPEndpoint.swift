@@ -86,12 +86,12 @@ public struct HTTPEndpointService: Service {
         }
         let log = logger
         let where_ = "\(listen)"
-        let stopping = Gate()
+        let stopping = Flag()
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 do {
                     try await server.run()
-                } catch where !Task.isCancelled && stopping.inFlight.load(ordering: .relaxed) == 0 {
+                } catch where !Task.isCancelled && !stopping.isSet {
                     // The agent goes on without the endpoint (e.g. the port is taken).
                     log.error("http_listen: cannot serve /health and /metrics; the agent runs on without them",
                               metadata: ["http_listen": "\(where_)", "error": "\(error)"])
@@ -99,7 +99,7 @@ public struct HTTPEndpointService: Service {
             }
             log.info("serving /health and /metrics", metadata: ["http_listen": "\(where_)"])
             try? await gracefulShutdown()
-            stopping.inFlight.store(1, ordering: .relaxed)
+            stopping.set()
             await server.stop(timeout: 0.5)
             group.cancelAll()
         }
@@ -109,6 +109,13 @@ public struct HTTPEndpointService: Service {
 /// Counts the requests being answered, to bound them.
 final class Gate: Sendable {
     let inFlight = Atomic<Int>(0)
+}
+
+/// Set once the service stops the server (its run then ends with an error that is no failure).
+final class Flag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    func set() { value.store(true, ordering: .relaxed) }
 }
 
 struct EndpointHandler: HTTPHandler {
