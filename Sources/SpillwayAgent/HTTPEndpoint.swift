@@ -6,6 +6,9 @@ import Prometheus
 import ServiceLifecycle
 import SpillwayConfig
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// `/metrics`: the agent's figures in the Prometheus text format (by swift-prometheus), every
 /// name `spillway_*`.
@@ -63,6 +66,11 @@ public struct HTTPEndpointService: Service {
     let metrics: SelfMetrics
     let logger: Logger
     public static let maxConcurrent = 16
+    /// Open connections at most (plus the kernel's listen backlog): past it, no more are accepted
+    /// until some close.
+    public static let maxConnections = 256
+    /// A connection that neither sends nor takes a byte for this long is closed.
+    public static let idleTimeout: Duration = .seconds(10)
 
     public init(listen: HTTPListen, metrics: SelfMetrics, logger: Logger) {
         self.listen = listen
@@ -75,9 +83,11 @@ public struct HTTPEndpointService: Service {
         do {
             let handler = EndpointHandler(metrics: metrics)
             if listen.isIPv6 {
-                server = HTTPServer(address: try sockaddr_in6.inet6(ip6: listen.host, port: listen.port), timeout: 5, logger: .disabled, handler: handler)
+                server = HTTPServer(config: .init(address: try sockaddr_in6.inet6(ip6: listen.host, port: listen.port), timeout: 5,
+                                                  pool: BoundedPool(), logger: .disabled), handler: handler)
             } else {
-                server = HTTPServer(address: try sockaddr_in.inet(ip4: listen.host, port: listen.port), timeout: 5, logger: .disabled, handler: handler)
+                server = HTTPServer(config: .init(address: try sockaddr_in.inet(ip4: listen.host, port: listen.port), timeout: 5,
+                                                  pool: BoundedPool(), logger: .disabled), handler: handler)
             }
         } catch {
             logger.error("http_listen: not serving /health and /metrics", metadata: ["http_listen": "\(listen)", "error": "\(error)"])
@@ -103,6 +113,50 @@ public struct HTTPEndpointService: Service {
             await server.stop(timeout: 0.5)
             group.cancelAll()
         }
+    }
+}
+
+/// FlyingFox's socket pool (epoll), with bounds FlyingFox has no setting for: a connection that
+/// waits longer than `idleTimeout` to read or write is dropped (FlyingFox then closes it), and the
+/// listening socket waits to accept while `maxConnections` connections are waiting.
+struct BoundedPool: AsyncSocketPool {
+    let inner: any AsyncSocketPool = HTTPServer.defaultPool()
+    let waiting = Gate()
+
+    func prepare() async throws { try await inner.prepare() }
+    func run() async throws { try await inner.run() }
+
+    func suspendSocket(_ socket: Socket, untilReadyFor events: Socket.Events) async throws {
+        if Self.isListening(socket) {
+            // Accepting again once fewer connections wait (bounded in time: a waiting one is
+            // dropped after idleTimeout).
+            while waiting.inFlight.load(ordering: .relaxed) >= HTTPEndpointService.maxConnections {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            return try await inner.suspendSocket(socket, untilReadyFor: events)
+        }
+        waiting.inFlight.wrappingAdd(1, ordering: .relaxed)
+        defer { waiting.inFlight.wrappingSubtract(1, ordering: .relaxed) }
+        let inner = self.inner
+        let ready = try await withThrowingTaskGroup(of: Bool.self) { group in
+            group.addTask {
+                try await inner.suspendSocket(socket, untilReadyFor: events)
+                return true
+            }
+            group.addTask {
+                try await Task.sleep(for: HTTPEndpointService.idleTimeout)
+                return false
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? false
+        }
+        if !ready { throw SocketError.disconnected }
+    }
+
+    static func isListening(_ socket: Socket) -> Bool {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        return getsockopt(socket.file.rawValue, SOL_SOCKET, SO_ACCEPTCONN, &value, &length) == 0 && value != 0
     }
 }
 

@@ -16,6 +16,32 @@ func http(_ port: Int, _ path: String, method: String = "GET") async -> (status:
     return (h.statusCode, String(decoding: data, as: UTF8.self))
 }
 
+/// A TCP connection to 127.0.0.1:`port` that sends `sending` and then nothing; its fd, or nil.
+func openConnection(_ port: Int, sending: String) -> Int32? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    guard ok == 0 else { close(fd); return nil }
+    if !sending.isEmpty { _ = sending.withCString { send(fd, $0, strlen($0), 0) } }
+    return fd
+}
+
+/// Whether the peer closes `fd` within `milliseconds` (a read returns end of file; bytes are read past).
+func waitForClose(_ fd: Int32, milliseconds: Int) -> Bool {
+    var tv = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var byte: UInt8 = 0
+    while true {
+        let n = recv(fd, &byte, 1, 0)
+        if n == 0 { return true }
+        if n < 0 { return errno == ECONNRESET }
+    }
+}
+
 /// The samples of a Prometheus text exposition: `name{labels}` -> value.
 func parseExposition(_ text: String) -> [String: Double] {
     var out: [String: Double] = [:]
@@ -130,6 +156,17 @@ func newestEntries(_ server: RedisServer, _ key: String, count: Int) throws -> [
         }
         #expect(statuses.allSatisfy { $0 == 200 || $0 == 503 } && statuses.filter { $0 == 200 }.count >= 16, "\(statuses)")
         #expect(await http(httpPort, "/health")?.status == 200)
+
+        // 300 connections that send nothing (or half a request): the endpoint still answers, and
+        // closes each of them after its idle timeout (10 s).
+        let idle = (0..<300).compactMap { i in openConnection(httpPort, sending: i % 3 == 0 ? "GET /heal" : "") }
+        #expect(idle.count == 300)
+        #expect(await http(httpPort, "/health")?.status == 200)
+        let closeBy = Date().addingTimeInterval(20)
+        // (Past the deadline each is only looked at: 10 ms.)
+        let closed = idle.filter { waitForClose($0, milliseconds: max(10, Int(closeBy.timeIntervalSinceNow * 1000))) }.count
+        idle.forEach { _ = close($0) }
+        #expect(closed == 300, "\(closed) of 300 idle connections closed by the agent")
 
         // The internal records in Redis, with their values.
         let agentRecords = try newestEntries(server, "metrics:h:spillway", count: 1)
