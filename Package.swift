@@ -16,6 +16,9 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2"),
+        // [agent] http_listen: /health and /metrics (the exposition by swift-prometheus).
+        .package(url: "https://github.com/swhitty/FlyingFox", exact: "0.27.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", exact: "2.4.1"),
     ],
     targets: [
         // Pure procfs parsers (bytes in, values out) and the rooted reader. No metrics, no config.
@@ -59,6 +62,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "FlyingFox", package: "FlyingFox"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
             ],
             swiftSettings: strict
         ),
@@ -97,7 +102,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpillwayAgentTests",
-            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore"],
+            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore", "SpillwayConfig"],
             swiftSettings: strict
         ),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),

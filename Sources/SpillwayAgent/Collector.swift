@@ -21,6 +21,8 @@ public final class CollectorStats: Sendable {
     func firstTime(_ key: String) -> Bool {
         said.withLock { s in s.count < 1024 && s.insert(key).inserted }
     }
+    /// Per input instance: its last collection, errors and records; per tailed file, its lag.
+    let table = Mutex(InputTable())
 
     public init() {}
 
@@ -94,7 +96,10 @@ public struct CollectorService: Service {
             report.removeAll()
             // Records carry the scheduled tick (a multiple of the interval), not the moment the read
             // happened: series line up across inputs and hosts.
+            let started = wallClockNanoseconds()
+            let clock = monotonicNanoseconds()
             let error = instance.collect(agent: agent, now: next, into: &records, report: &report)
+            let duration = monotonicNanoseconds() - clock
             let who: Logger.Metadata = ["input": "\(instance.plugin)", "at": "\(instance.location)"]
             if let error {
                 episodes.failed("input failed", error: "\(error)", logger: logger, metadata: who)
@@ -107,6 +112,7 @@ public struct CollectorService: Service {
             // A collection that failed counts once, whatever it left out on the way.
             let errors = error == nil ? report.skippedCount : 1
             if errors > 0 { stats.add(errors: errors) }
+            stats.gathered(instance: instance, at: started, duration: duration, records: records.count, errors: errors)
             if !records.isEmpty { await sink(records) }
         }
     }

@@ -437,8 +437,21 @@ struct Router {
 
     // MARK: state
 
+    /// The breaker and the backlog, for the internal input and `/metrics` (every pass of the send
+    /// loop, so at least every second).
+    func publishFigures() {
+        let state = breaker.state.rawValue
+        let totals = spool?.totals
+        service.stats.update {
+            $0.breakerState = state
+            $0.backlogRecords = totals?.records ?? 0
+            $0.backlogBytes = totals?.bytes ?? 0
+        }
+    }
+
     /// Saves the agent's state for `status`: when forced, after a change, and at least every 5 s.
     mutating func saveState(force: Bool) {
+        publishFigures()
         guard let spool else { return }
         let now = monotonicNanoseconds()
         guard force || stateDirty || now - lastSave >= 5_000_000_000 else { return }
@@ -473,6 +486,11 @@ struct Router {
             if let first = breaker.failureStreakSince { values["last_error.first_ns"] = String(wallNow - (now - first)) }
         }
         if let t = s.lastSuccessAt { values["last_success_ns"] = String(t) }
+        // Per input: its last collection, duration, errors and records (status's "inputs").
+        if let figures = service.collectorStats?.inputFigures,
+           let json = try? JSONEncoder().encode(figures) {
+            values["inputs"] = String(decoding: json, as: UTF8.self)
+        }
         do {
             try spool.saveState(values)
             lastSave = now

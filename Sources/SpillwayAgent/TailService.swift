@@ -17,9 +17,12 @@ public final class TailService: Service, Sendable {
     let instanceRoute: [Int]
     let spool: Spool?
     let logger: Logger
+    /// Where each instance's polls and each file's lag are reported (the internal input, /metrics).
+    let stats: CollectorStats?
     private let stopping = Atomic<Bool>(false)
 
-    public init(config: Config, queue: RecordQueue, instanceRoute: [Int], spool: Spool?, logger: Logger) {
+    public init(config: Config, queue: RecordQueue, instanceRoute: [Int], spool: Spool?, logger: Logger, stats: CollectorStats? = nil) {
+        self.stats = stats
         self.config = config
         self.queue = queue
         self.instanceRoute = instanceRoute
@@ -120,10 +123,22 @@ public final class TailService: Service, Sendable {
         )
         let tailer = Tailer(options: options, environment: env)
         log.info("following files", metadata: ["files": "\(options.files.map(\.pattern))", "first_start": "\(firstStart)"])
+        var emitted = tailer.emitted
+        var lagsAt: Int64 = 0
         while !isStopping {
             let start = monotonicNanoseconds()
+            let startWall = wallClockNanoseconds()
             guard tailer.poll(now: start) else { break }
             let spent = monotonicNanoseconds() - start
+            if let stats {
+                stats.gathered(instance: instance, at: startWall, duration: spent, records: tailer.emitted - emitted, errors: 0)
+                emitted = tailer.emitted
+                // Lags at most once a second: a poll may come every few milliseconds.
+                if start - lagsAt >= 1_000_000_000 {
+                    lagsAt = start
+                    stats.setLags(at: instance.location, tailer.lags().map { TailLag(at: instance.location, path: $0.path, bytes: $0.bytes) })
+                }
+            }
             if spent < options.pollInterval {
                 if queue.sleep(options.pollInterval - spent), isStopping { break }
             }

@@ -31,6 +31,11 @@ public final class WriterStats: Sendable {
         public var lastSuccessAt: Int64?
         /// Records given a new stream ID after Redis refused them (see `PendingBatch.moved`).
         public var newIDs: Int64 = 0
+        /// The breaker's state (`closed`, `half_open`, `open`) and the spill buffer's backlog, as the
+        /// send stage last saw them (for the internal input and `/metrics`).
+        public var breakerState = "closed"
+        public var backlogRecords: Int64 = 0
+        public var backlogBytes: Int64 = 0
     }
 
     private let state = Mutex(Snapshot())

@@ -31,6 +31,11 @@ public struct AgentConfig: Sendable, Equatable {
     public var logFormat: String = "text"
     /// Records waiting for Redis, at most. Default 100000.
     public var bufferLimit: Int = 100_000
+    /// `internal`: whether the agent's own records (`spillway`, `spillway_input`, `spillway_tail`)
+    /// are collected every `interval`. Default true.
+    public var internalMetrics = true
+    /// `http_listen`: where `/health` and `/metrics` are served; nil (the default) serves nothing.
+    public var httpListen: HTTPListen?
 
     public init(hostname: String) { self.hostname = hostname }
 
@@ -63,6 +68,19 @@ public struct InputInstance: Sendable {
     public var maxlen: Int?
     /// The input itself, with its options applied.
     public var input: any Input
+
+    public init(plugin: String, file: String, line: Int?, interval: Int64, nameOverride: String? = nil, tags: [Tag] = [],
+                key: KeyTemplate? = nil, maxlen: Int? = nil, input: any Input) {
+        self.plugin = plugin
+        self.file = file
+        self.line = line
+        self.interval = interval
+        self.nameOverride = nameOverride
+        self.tags = tags
+        self.key = key
+        self.maxlen = maxlen
+        self.input = input
+    }
 
     /// The location, as `file:line`.
     public var location: String { line.map { "\(file):\($0)" } ?? file }

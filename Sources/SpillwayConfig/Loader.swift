@@ -221,6 +221,23 @@ public struct ConfigLoader: Sendable {
             default: agent.sysRoot = root
             }
         }
+        agent.internalMetrics = r.bool("internal", default: agent.internalMetrics)
+        if let listen = r.optionalString("http_listen") {
+            // Empty: off (so agent.toml can write "${SPILLWAY_HTTP_LISTEN:-}").
+            if listen.isEmpty {
+                agent.httpListen = nil
+            } else {
+                switch HTTPListen.parse(listen) {
+                case .success(let l):
+                    agent.httpListen = l
+                    if !l.isLoopback {
+                        r.warning("http_listen", "\(l) is not a loopback address: /health and /metrics are served, without authentication, to every host that can reach it",
+                                  fix: "keep it behind a firewall, or write \"127.0.0.1:\(l.port)\"")
+                    }
+                case .failure(let e): r.error("http_listen", e.description, fix: "write \"127.0.0.1:9469\" (or \":9469\" for loopback, \"[::1]:9469\", \"0.0.0.0:9469\" on purpose)")
+                }
+            }
+        }
         for tag in r.stringTable("tags") {
             if let i = agent.tags.firstIndex(where: { $0.key == tag.key }) { agent.tags[i] = tag } else { agent.tags.append(tag) }
         }

@@ -48,6 +48,15 @@ public enum Samples {
   proc_root = "${SPILLWAY_PROC_ROOT:-}"
   sys_root = "${SPILLWAY_SYS_ROOT:-}"
 
+  # The agent's own records (spillway, spillway_input, spillway_tail: counters, queue, backlog,
+  # breaker, per input its gather time, errors and records, per tailed file its lag), collected
+  # every interval through the same pipeline. false turns them off.
+  # internal = true
+
+  # Serves GET /health and GET /metrics (Prometheus text format) on this address. Off when absent
+  # or empty. ":9469" means 127.0.0.1:9469; another address only when written out on purpose.
+  # http_listen = "127.0.0.1:9469"
+
 # Tags added to every record.
 [agent.tags]
   # env = "prod"

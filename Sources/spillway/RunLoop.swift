@@ -81,6 +81,8 @@ struct RunLoop {
         var config = initial
         let writerStats = WriterStats()
         let collectorStats = CollectorStats()
+        // The internal input, /metrics and /health read the same counters.
+        let selfMetrics = SelfMetrics(writerStats: writerStats, collectorStats: collectorStats)
         var breakerCarry = BreakerCarry()
         var queue: RecordQueue?
         // One spill buffer: the writer's backlog and the tail inputs' offsets, committed together.
@@ -103,16 +105,21 @@ struct RunLoop {
                 spool = openSpillBuffer(config: config, directory: dataDirectory, logger: logger)
                 reopenBuffer = false
             }
-            let (routes, instanceRoute) = makeRoutes(config)
-            let q = RecordQueue(limit: config.agent.bufferLimit, batchSize: config.agent.batchSize, carrying: queue)
+            // [agent] internal (on by default): the agent's own records, collected like any input.
+            var pipeline = config
+            if pipeline.agent.internalMetrics { pipeline.inputs.append(selfMetrics.internalInstance(agent: pipeline.agent)) }
+            collectorStats.begin(instances: pipeline.inputs)
+            let (routes, instanceRoute) = makeRoutes(pipeline)
+            let q = RecordQueue(limit: pipeline.agent.bufferLimit, batchSize: pipeline.agent.batchSize, carrying: queue)
             queue = q
-            let writer = WriterService(config: config, queue: q, routes: routes, dataDirectory: dataDirectory,
+            selfMetrics.use(queue: q)
+            let writer = WriterService(config: pipeline, queue: q, routes: routes, dataDirectory: dataDirectory,
                                        stats: writerStats, collectorStats: collectorStats, spool: spool,
                                        breakerCarry: breakerCarry, logger: logger)
-            let tail = TailService(config: config, queue: q, instanceRoute: instanceRoute, spool: spool, logger: logger)
+            let tail = TailService(config: pipeline, queue: q, instanceRoute: instanceRoute, spool: spool, logger: logger, stats: collectorStats)
             // exec and execd run in ExecService; the collector schedules the others.
-            let exec = ExecService(config: config, queue: q, instanceRoute: instanceRoute, stats: collectorStats, logger: logger)
-            let (collected, collectedIndex) = ExecService.withoutExecInputs(config)
+            let exec = ExecService(config: pipeline, queue: q, instanceRoute: instanceRoute, stats: collectorStats, logger: logger)
+            let (collected, collectedIndex) = ExecService.withoutExecInputs(pipeline)
             let collector = CollectorService(config: collected, logger: logger, stats: collectorStats) { [logger] index, records in
                 if logger.logLevel <= .debug {
                     for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
@@ -123,8 +130,14 @@ struct RunLoop {
             }
             // Shutdown runs in reverse: the collector, the exec commands and the tailers stop first,
             // then the writer drains the queue.
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: writer), .init(service: tail), .init(service: exec), .init(service: collector)]
+            // [agent] http_listen: /health and /metrics, restarted with each pipeline (a changed
+            // address takes effect at a reload); stopped first.
+            if let listen = pipeline.agent.httpListen {
+                services.append(.init(service: HTTPEndpointService(listen: listen, metrics: selfMetrics, logger: logger)))
+            }
             let group = ServiceGroup(configuration: .init(
-                services: [.init(service: writer), .init(service: tail), .init(service: exec), .init(service: collector)],
+                services: services,
                 gracefulShutdownSignals: [],
                 logger: logger
             ))

@@ -161,6 +161,13 @@ struct StatusReport {
         }
     }
 
+    /// Per input instance, as the agent last saved them: its last collection, duration, errors and
+    /// records (empty before an agent with this state ran).
+    var inputs: [InputFigures] {
+        guard let text = state["inputs"] else { return [] }
+        return (try? JSONDecoder().decode([InputFigures].self, from: Data(text.utf8))) ?? []
+    }
+
     static let counterNames = ["collected", "backlog_at_start", "written", "replayed", "duplicates", "rejected", "dropped", "spilled", "input_errors"]
 
     static func iso(_ ns: Int64) -> String {
@@ -221,6 +228,14 @@ struct StatusReport {
             "counters": counters,
             "backlog_lines": t?.lines ?? 0,
             "unreadable": ["batches": status?.unreadable.batches ?? 0, "records": status?.unreadable.records ?? 0] as [String: Any],
+            "inputs": inputs.map { i in
+                [
+                    "input": i.input, "at": i.at,
+                    "last_gather_at": i.lastGatherNs.map(Self.iso) ?? NSNull(),
+                    "last_gather_age_seconds": i.lastGatherNs.map { seconds(since: $0) } ?? NSNull(),
+                    "duration_seconds": Double(i.durationNs) / 1e9, "errors": i.errors, "records": i.records,
+                ] as [String: Any]
+            },
             "files": tailedFiles.map { f in
                 ["path": f.path, "offset": f.offset, "size": f.size, "lag_bytes": f.lag, "present": f.present,
                  "committed_at": Self.iso(f.updatedNs)] as [String: Any]
@@ -312,6 +327,14 @@ struct StatusReport {
             out += "unreadable \(status.unreadable.batches) batches (\(status.unreadable.records) records) could not be decoded; set aside in table unreadable_batches of \(dataDir)/buffer.sqlite\n"
         }
         out += "counters   " + Self.counterNames.map { "\($0)=\(int("counters.\($0)"))" }.joined(separator: " ") + "\n"
+        let inputs = self.inputs
+        if !inputs.isEmpty {
+            out += "inputs (last gather, duration, errors, records)\n"
+            for i in inputs {
+                let last = i.lastGatherNs.map { "\(Self.iso($0)) (\(String(format: "%.0f", seconds(since: $0))) s ago)" } ?? "never"
+                out += "  \(i.input)\t\(i.at)\tlast \(last)\tduration \(String(format: "%.3f", Double(i.durationNs) / 1e6)) ms\terrors \(i.errors)\trecords \(i.records)\n"
+            }
+        }
         let files = tailedFiles
         if !files.isEmpty {
             out += "tailed files (offset committed, size, lag in bytes)\n"

@@ -341,6 +341,7 @@ func procLines(_ path: String) -> [String] {
         // The writer's final count matches what Redis holds.
         var total = 0
         for n in names { total += Int(try server.cli(["XLEN", "metrics:\(host):\(n)"])) ?? 0 }
+        total += internalInRedis(server, host: String(host))
         #expect(text.contains("written=\(total)"), "\(total) entries; log: \(text)")
         #expect(text.contains("dropped=0") && text.contains("rejected=0"))
         // The high-water marks were saved in data_dir, 0600 in a 0700 directory.

@@ -167,7 +167,8 @@ func tailingAgent(redisPort: Int, app: String, inputs: String = "") throws -> Ag
         let doc = try agent.status()
         let log = agent.logText
         // Metrics: what Redis lacks is exactly what was counted as dropped.
-        let memInRedis = Int64(try server.cli(["XLEN", "metrics:h:mem"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+        let memInRedis = (Int64(try server.cli(["XLEN", "metrics:h:mem"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1)
+            + Int64(internalInRedis(server))
         let collected = number(doc, "counters.collected")
         #expect(collected - Int64(written) == memInRedis + number(doc, "counters.dropped"),
                 "collected \(collected), lines \(written), mem in Redis \(memInRedis), dropped \(number(doc, "counters.dropped"))")

@@ -322,8 +322,10 @@ func allBytes(under dir: URL) -> String {
         func n(_ k: String) -> Int64 { number(c, "counters.\(k)") }
         #expect(n("collected") > 0 && n("replayed") >= firstRun.backlog, "\(c)")
         #expect(n("collected") + n("backlog_at_start") == n("written") + n("replayed") + n("duplicates") + n("rejected") + n("dropped"), "\(c)")
-        // Redis holds each record once: what this run wrote and replayed, no more.
+        // Redis holds each record once: what this run wrote and replayed, no more (the agent's own
+        // records included).
         let inRedis = try streamTimestamps(server, "metrics:h:mem").count + streamTimestamps(server, "metrics:h:system").count
+            + internalInRedis(server)
         #expect(Int64(inRedis) == n("written") + n("replayed"), "\(inRedis) in Redis: \(c)")
     }
 }

@@ -494,5 +494,50 @@ func malformedCases() -> [Expectation] {
                 #expect(text.contains("| `\(o.key)` |"), "inputs.\(d.name) \(o.key) is not documented")
             }
         }
+
+/// `[agent] http_listen` and `[agent] internal`.
+@Suite struct SelfMetricsConfig {
+    @Test func httpListenForms() {
+        func parse(_ s: String) -> HTTPListen? { try? HTTPListen.parse(s).get() }
+        #expect(parse("127.0.0.1:9469") == HTTPListen(host: "127.0.0.1", port: 9469))
+        #expect(parse(":9469") == HTTPListen(host: "127.0.0.1", port: 9469))
+        #expect(parse("9469") == HTTPListen(host: "127.0.0.1", port: 9469))
+        #expect(parse("localhost:80") == HTTPListen(host: "127.0.0.1", port: 80))
+        #expect(parse("0.0.0.0:9469") == HTTPListen(host: "0.0.0.0", port: 9469))
+        #expect(parse("0.0.0.0:9469")?.isLoopback == false && parse(":1")?.isLoopback == true)
+        #expect(parse("[::1]:9469") == HTTPListen(host: "::1", port: 9469, isIPv6: true))
+        #expect(parse("[::1]:9469")?.description == "[::1]:9469")
+        for bad in ["", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "example.com:80", "1.2.3:80", "256.1.1.1:80", "[::1]", "[zz]:80", "x"] {
+            #expect(parse(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test func agentKeys() throws {
+        let dir = try makeTree(["agent.toml": """
+            [agent]
+            http_listen = ":19469"
+            internal = false
+            [[inputs.mem]]
+            """])
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try loader().load(configPath: "\(dir)/agent.toml")
+        #expect(config.agent.httpListen == HTTPListen(host: "127.0.0.1", port: 19469))
+        #expect(config.agent.internalMetrics == false)
+        #expect(config.warnings.isEmpty, "\(config.warnings)")
+        let open = try makeTree(["agent.toml": "[agent]\nhttp_listen = \"0.0.0.0:9469\"\n[[inputs.mem]]\n"])
+        defer { try? FileManager.default.removeItem(atPath: open) }
+        let o = try loader().load(configPath: "\(open)/agent.toml")
+        #expect(o.agent.httpListen == HTTPListen(host: "0.0.0.0", port: 9469))
+        #expect(o.warnings.map(\.description).contains { $0.contains("agent.http_listen") && $0.contains("not a loopback address") }, "\(o.warnings)")
+        // Defaults: off, and the internal input on.
+        let plain = try makeTree(["agent.toml": "[[inputs.mem]]\n"])
+        defer { try? FileManager.default.removeItem(atPath: plain) }
+        let d = try loader().load(configPath: "\(plain)/agent.toml")
+        #expect(d.agent.httpListen == nil && d.agent.internalMetrics)
+        // A bad address is located and explained.
+        let bad = try makeTree(["agent.toml": "[agent]\nhttp_listen = \"example.com:80\"\n[[inputs.mem]]\n"])
+        defer { try? FileManager.default.removeItem(atPath: bad) }
+        let problems = diagnostics { try loader().load(configPath: "\(bad)/agent.toml") }.map(\.description)
+        #expect(problems.count == 1 && problems[0].contains("agent.http_listen") && problems[0].contains("host names are not resolved"), "\(problems)")
     }
 }

@@ -187,6 +187,11 @@ public final class Tailer {
         files[f.identity] = f
     }
 
+    /// Per followed file: its path and the bytes it had at the last poll that are not read yet.
+    public func lags() -> [(path: String, bytes: Int64)] {
+        files.values.map { ($0.path, max(0, $0.size - $0.offset)) }.sorted { $0.path < $1.path }
+    }
+
     /// Closes every file (at stop).
     public func close() {
         for f in files.values { closeFile(f) }
