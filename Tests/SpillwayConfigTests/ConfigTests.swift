@@ -494,6 +494,8 @@ func malformedCases() -> [Expectation] {
                 #expect(text.contains("| `\(o.key)` |"), "inputs.\(d.name) \(o.key) is not documented")
             }
         }
+    }
+}
 
 /// `[agent] http_listen` and `[agent] internal`.
 @Suite struct SelfMetricsConfig {
