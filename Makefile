@@ -85,7 +85,7 @@ uninstall:
 # dist/spillway_VERSION_amd64.deb (see scripts/make-deb).
 deb: deps-package release $(DEB)
 
-$(DEB): $(STATIC_BIN) scripts/make-deb scripts/install packaging/spillway.service.in $(wildcard packaging/deb/*) agent.toml $(wildcard plugins.d/*.toml) README.md
+$(DEB): $(STATIC_BIN) scripts/make-deb scripts/install packaging/spillway.service.in $(wildcard packaging/deb/*) agent.toml $(wildcard plugins.d/*.toml) README.md $(wildcard docs/*.md)
 	scripts/make-deb $(STATIC_BIN) $(VERSION) $(DEB)
 
 # Runs the agent in the foreground with ./agent.toml and ./plugins.d; Ctrl-C stops it cleanly. With

@@ -42,7 +42,7 @@ struct Plugins: ParsableCommand {
         }
         out += "\nEvery input also takes: " + options.filter { common.contains($0.key) && (d.scheduled || $0.key != "interval") }.map { o in
             o.key == "interval" ? "interval ([agent] interval when none)" : o.key
-        }.joined(separator: ", ") + " (README: Every [[inputs.NAME]]).\n"
+        }.joined(separator: ", ") + " (docs/configuration.md: Every [[inputs.NAME]]).\n"
         if let sample = Samples.plugins.first(where: { $0.file == "\(d.name).toml" }) {
             out += "\nSample (plugins.d/\(sample.file)):\n\n" + sample.text
         }

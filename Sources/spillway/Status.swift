@@ -10,7 +10,7 @@ struct Status: AsyncParsableCommand {
         abstract: "Show the breaker's state and the buffered backlog.",
         discussion: """
             Works whether or not the agent runs: it reads data_dir/buffer.sqlite read-only and never \
-            blocks the agent. --json prints one JSON document (schema in the README). --check follows \
+            blocks the agent. --json prints one JSON document (schema in docs/guarantees.md). --check follows \
             the monitoring-plugin convention: one line saying why, exit 0 OK; 1 WARNING (the breaker \
             open, the backlog above [status] warn_records, batches that could not be decoded set \
             aside); 2 CRITICAL (the agent not running, Redis refusing authentication, records \

@@ -478,20 +478,34 @@ func malformedCases() -> [Expectation] {
 /// tables, `tableOptions()` and each input's `options`) is documented, as `key` in a table row of
 /// the reference, and every built-in input has its section.
 @Suite struct DocumentedKeys {
-    static let reference = repoRoot.appendingPathComponent("README.md")
+    static let reference = repoRoot.appendingPathComponent("docs/configuration.md")
+    static let inputs = repoRoot.appendingPathComponent("docs/inputs.md")
 
     @Test func everyKeyIsDocumented() throws {
         let text = try String(contentsOf: Self.reference, encoding: .utf8)
+        let inputs = try String(contentsOf: Self.inputs, encoding: .utf8)
         for (table, options) in loader().tableOptions() {
             for o in options {
                 #expect(text.contains("| `\(o.key)` |") || text.contains("| `\(table).\(o.key)` |"),
                         "[\(table)] \(o.key) is not documented in \(Self.reference.lastPathComponent)")
             }
         }
+        // The options every input takes, in configuration.md; each input's own, in its section of
+        // inputs.md.
+        for key in ["interval", "name_override", "tags", "key", "maxlen"] {
+            #expect(text.contains("| `\(key)` |"), "the input option \(key) is not documented in configuration.md")
+        }
         for d in InputRegistry.all {
-            #expect(text.contains("### `\(d.name)`"), "input \(d.name) has no section")
+            guard let start = inputs.range(of: "\n## `\(d.name)`") else {
+                Issue.record("input \(d.name) has no section in docs/inputs.md")
+                continue
+            }
+            let section = inputs[start.upperBound...].prefix { _ in true }
+            let end = section.range(of: "\n## ")?.lowerBound ?? section.endIndex
+            // The first cell of a table row names it (alone, or with others: `command`, `env`).
+            let firstCells = section[..<end].split(separator: "\n").filter { $0.hasPrefix("| `") }.map { $0.dropFirst(2).prefix { $0 != "|" } }
             for o in d.options where !["interval", "name_override", "tags", "key", "maxlen"].contains(o.key) {
-                #expect(text.contains("| `\(o.key)` |"), "inputs.\(d.name) \(o.key) is not documented")
+                #expect(firstCells.contains { $0.contains("`\(o.key)`") }, "inputs.\(d.name) \(o.key) is not documented in its section of docs/inputs.md")
             }
         }
     }
