@@ -118,13 +118,18 @@ public final class ExecService: Service, Sendable {
             var report = InputReport()
             var failure: InputError?
             var note: ExecRunNote?
+            let started = wallClockNanoseconds()
+            let clock = monotonicNanoseconds()
             do {
                 note = try await input.collect(now: next, stop: stop, into: &records, report: &report)
             } catch {
                 failure = error
             }
-            // A run cut short by the stop is neither an error nor data.
-            if stop.isStopped { return }
+            // A run cut short by the stop (or a reload) is neither an error nor data: said, not kept.
+            if stop.isStopped {
+                log.info("a run cut short by the stop or a reload; its output is not kept")
+                return
+            }
             if let failure {
                 episodes.failed("input failed", error: failure.description, logger: logger, metadata: who)
             } else {
@@ -139,6 +144,7 @@ public final class ExecService: Service, Sendable {
             // A failed run counts once, as a collection does; else every part left out.
             let errors = failure == nil ? report.skippedCount + (note?.unlisted ?? 0) : 1
             if errors > 0 { stats.add(errors: errors) }
+            stats.gathered(instance: instance, at: started, duration: monotonicNanoseconds() - clock, records: records.count, errors: errors)
             push(records, index: index, instance: instance)
         }
     }
@@ -166,12 +172,15 @@ public final class ExecService: Service, Sendable {
                 line: { line, number in
                     var records: [Record] = []
                     var report = InputReport()
-                    ExecOutput.parseLine(line, number: number, format: options.dataFormat, now: wallClockNanoseconds(),
+                    let arrived = wallClockNanoseconds()
+                    ExecOutput.parseLine(line, number: number, format: options.dataFormat, now: arrived,
                                          source: display, into: &records, report: &report)
                     if !report.skipped.isEmpty {
                         CollectorService.log(report, of: instance, stats: self.stats, logger: self.logger)
                         self.stats.add(errors: report.skippedCount)
                     }
+                    // Its figures (status, internal): a line is its gather.
+                    self.stats.gathered(instance: instance, at: arrived, duration: 0, records: records.count, errors: report.skippedCount)
                     self.push(records, index: index, instance: instance)
                 },
                 longLine: { number in
@@ -179,6 +188,13 @@ public final class ExecService: Service, Sendable {
                     var report = InputReport()
                     report.skip(.init(path: display, line: number, kind: "line too long",
                                                 message: "a stdout line over \(options.maxLineBytes) bytes (max_line_bytes) was dropped"))
+                    CollectorService.log(report, of: instance, stats: self.stats, logger: self.logger)
+                },
+                cutLine: { number in
+                    self.stats.add(errors: 1)
+                    var report = InputReport()
+                    report.skip(.init(path: display, line: number, kind: "cut off",
+                                      message: "the last stdout line had no newline when the output ended (maybe cut short): dropped"))
                     CollectorService.log(report, of: instance, stats: self.stats, logger: self.logger)
                 },
                 stderr: { text in

@@ -148,6 +148,12 @@ public final class RecordQueue: @unchecked Sendable {
         return out
     }
 
+    /// Tailed lines let go at a stop (their offsets not committed): they are read again from their
+    /// files, by the next pipeline (a reload) or the next start, and counted as collected then.
+    public func uncount(_ n: Int) {
+        locked { _pushed -= Int64(n) }
+    }
+
     /// Wakes the writer for its final drain; pushes after this are still accepted.
     public func close() {
         locked {

@@ -257,8 +257,10 @@ public final class WriterService: Service, Sendable {
             return .done
         }
         if batch.lineCount > 0, linesGivenUp {
-            // An earlier batch's lines were let go: committing these offsets would skip them.
+            // An earlier batch's lines were let go: committing these offsets would skip them. They
+            // are read again (after a reload, by the same run: not collected twice).
             stats.update { $0.dropped += Int64(batch.recordCount - batch.lineCount) }
+            queue.uncount(batch.lineCount)
             return .done
         }
         defer { if handedOn, newIDs > 0 { stats.update { $0.newIDs += Int64(newIDs) } } }

@@ -15,13 +15,18 @@ extension InputInstance {
         } catch {
             failure = error
         }
-        guard start < records.count else { return failure }
+        applyCommon(agent: agent, to: &records, from: start)
+        return failure
+    }
+
+    /// `name_override` and the common tags on the records from `start` on (see `collect`).
+    public func applyCommon(agent: AgentConfig, to records: inout [Record], from start: Int) {
+        guard start < records.count else { return }
         let common = commonTags(agent: agent)
         for i in start..<records.count {
             if let nameOverride { records[i].name = nameOverride }
             records[i].addTagsIfAbsent(common)
         }
-        return failure
     }
 
     /// The instance's tags over `[agent.tags]` over `host`, as one sorted list.

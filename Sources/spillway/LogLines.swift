@@ -65,7 +65,7 @@ struct LineLogHandler: LogHandler {
         fields.sort { $0.0 < $1.0 }
         switch format {
         case .text:
-            var out = "\(ts) \(level.rawValue) \(message)"
+            var out = "\(ts) \(level.rawValue) \(textMessage(message))"
             for (k, v) in fields { out += " \(k)=\(logfmtValue(v))" }
             return out
         case .logfmt:
@@ -134,4 +134,12 @@ struct LineLogHandler: LogHandler {
     }
 
     static func jsonString(_ v: String) -> String { quoted(v) }
+
+    /// The message of a text line: as written, but with control characters escaped (a newline in a
+    /// quoted path never starts another line).
+    static func textMessage(_ m: String) -> String {
+        guard m.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return m }
+        let q = quoted(m)
+        return String(q.dropFirst().dropLast()).replacingOccurrences(of: "\\\"", with: "\"")
+    }
 }

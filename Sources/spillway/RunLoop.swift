@@ -17,9 +17,11 @@ actor RunControl {
     private var stopping = false
 
     /// `group` runs now; a stop or reload asked for before it existed applies to it at once.
-    func begin(_ group: ServiceGroup) async {
+    /// Returns false when the agent is stopping.
+    func begin(_ group: ServiceGroup) async -> Bool {
         self.group = group
         if stopping || pending != nil { await group.triggerGracefulShutdown() }
+        return !stopping
     }
 
     func end() { group = nil }
@@ -100,9 +102,13 @@ struct RunLoop {
         var reopenBuffer = false
         while true {
             if reopenBuffer {
-                // The last pipeline's services, which held the buffer, are gone: close it first.
-                spool = nil
-                spool = openSpillBuffer(config: config, directory: dataDirectory, logger: logger)
+                // The new [buffer] settings take effect by opening the buffer again; when that
+                // fails, the open one stays (with the old settings), never none.
+                if let reopened = openSpillBuffer(config: config, directory: dataDirectory, logger: logger) {
+                    spool = reopened
+                } else {
+                    logger.error("the spill buffer could not be opened with the new [buffer] settings; the open one stays, with the old ones")
+                }
                 reopenBuffer = false
             }
             // [agent] internal (on by default): the agent's own records, collected like any input.
@@ -141,9 +147,9 @@ struct RunLoop {
                 gracefulShutdownSignals: [],
                 logger: logger
             ))
-            await control.begin(group)
-            // Listening for signals, the first pipeline (or a reloaded one) built: ready.
-            ServiceNotify.ready()
+            // Listening for signals, the first pipeline (or a reloaded one) built: ready (unless a
+            // stop came meanwhile).
+            if await control.begin(group) { ServiceNotify.ready() }
             try await group.run()
             await control.end()
             guard let next = await control.next() else { break }

@@ -161,7 +161,20 @@ struct Once: AsyncParsableCommand {
         for i in config.inputs.indices {
             let instance = "input \(config.inputs[i].plugin) (\(config.inputs[i].location))"
             report.removeAll()
-            let error = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &records, report: &report)
+            var error: (any Error)?
+            if let exec = config.inputs[i].input as? ExecInput {
+                // Awaited here, never waited for on a thread of the pool (which the run needs).
+                let start = records.count
+                do throws(InputError) {
+                    let note = try await exec.collect(now: wallClockNanoseconds(), stop: ExecStop(), into: &records, report: &report)
+                    report.skipMore(note.unlisted)
+                } catch let e {
+                    error = e
+                }
+                config.inputs[i].applyCommon(agent: config.agent, to: &records, from: start)
+            } else {
+                error = config.inputs[i].collect(agent: config.agent, now: wallClockNanoseconds(), into: &records, report: &report)
+            }
             for e in report.skipped { FileHandle.standardError.write(Data("spillway: \(instance): left out: \(e)\n".utf8)) }
             if report.skippedCount > report.skipped.count {
                 let paths = Set(report.skipped.map(\.path)).sorted().joined(separator: ", ")

@@ -283,13 +283,17 @@ public struct DaemonEvents: Sendable {
     public var line: @Sendable (ArraySlice<UInt8>, Int) async -> Void
     /// A line longer than the limit was dropped; its number.
     public var longLine: @Sendable (Int) -> Void
+    /// The last line had no newline when the output ended (the process was killed mid-write, or
+    /// exited without one): it may be cut short, so it is dropped; its number.
+    public var cutLine: @Sendable (Int) -> Void
     /// A stderr line, cut at the limit.
     public var stderr: @Sendable (String) -> Void
 
     public init(line: @escaping @Sendable (ArraySlice<UInt8>, Int) async -> Void, longLine: @escaping @Sendable (Int) -> Void,
-                stderr: @escaping @Sendable (String) -> Void) {
+                cutLine: @escaping @Sendable (Int) -> Void = { _ in }, stderr: @escaping @Sendable (String) -> Void) {
         self.line = line
         self.longLine = longLine
+        self.cutLine = cutLine
         self.stderr = stderr
     }
 }
@@ -363,9 +367,11 @@ extension ExecProcess {
                             pending.removeAll()
                         }
                     } catch {}
-                    splitter.finish(line: { pending.append((Array($0)[...], $1)) }, long: { long.append($0) })
+                    // What is left has no newline: maybe cut short (a SIGKILL mid-write), never a record.
+                    var cut: [Int] = []
+                    splitter.finish(line: { cut.append($1) }, long: { long.append($0) })
                     for n in long { events.longLine(n) }
-                    for (l, n) in pending { await events.line(l, n) }
+                    for n in cut { events.cutLine(n) }
                     box.state.withLock { $0.outputDone = true }
                 }
                 group.addTask {
