@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import SpillwayCore
 import Synchronization
 
 /// The log's line format, `[agent] log_format`; a reload may change it (the logging system itself
@@ -113,25 +114,7 @@ struct LineLogHandler: LogHandler {
         String(String.UnicodeScalarView(k.unicodeScalars.map { $0.value > 0x20 && $0 != "\"" && $0 != "=" && $0.value != 0x7F ? $0 : "_" }))
     }
 
-    static func quoted(_ v: String) -> String {
-        var out = "\""
-        for u in v.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 || u.value == 0x7F {
-                    out += String(format: "\\u%04x", u.value)
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
-    }
+    static func quoted(_ v: String) -> String { Quoting.quoted(v) }
 
     static func jsonString(_ v: String) -> String { quoted(v) }
 

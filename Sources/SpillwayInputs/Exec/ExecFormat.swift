@@ -21,26 +21,8 @@ public enum ExecOutput {
 
     /// `text` quoted for a log line: at most `quoteLimit` bytes, control characters escaped.
     public static func quote(_ bytes: some Collection<UInt8>) -> String {
-        let cut = bytes.count > quoteLimit
-        let text = String(decoding: bytes.prefix(quoteLimit), as: UTF8.self)
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    out += "\\u{\(String(scalar.value, radix: 16))}"
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += cut ? "…\"" : "\""
-        return out
+        let q = Quoting.quoted(String(decoding: bytes.prefix(quoteLimit), as: UTF8.self))
+        return bytes.count > quoteLimit ? String(q.dropLast()) + "…\"" : q
     }
 
     /// The records of a whole output (`exec`). `source` names the command in reports; bad parts go
