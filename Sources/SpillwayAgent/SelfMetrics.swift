@@ -52,13 +52,25 @@ struct InputTable {
 }
 
 extension CollectorStats {
-    /// A pipeline starts with these instances: figures of instances that stay (same plugin and
-    /// location) carry over, removed ones are forgotten.
+    /// A pipeline starts with these instances: figures of instances that stay carry over, removed
+    /// ones are forgotten. An instance stays when its plugin and location are the same, or, when
+    /// lines moved (a key added above it), when it is the same plugin's n-th instance as before and
+    /// that one's location is gone; it then takes its new location.
     public func begin(instances: [InputInstance]) {
         table.withLock { t in
             let old = t.inputs
+            let newLocations = Set(instances.map { "\($0.plugin)\u{0}\($0.location)" })
+            var ordinal: [String: Int] = [:]
             t.inputs = instances.map { i in
-                old.first { $0.input == i.plugin && $0.at == i.location } ?? InputFigures(input: i.plugin, at: i.location)
+                let n = ordinal[i.plugin, default: 0]
+                ordinal[i.plugin] = n + 1
+                if let same = old.first(where: { $0.input == i.plugin && $0.at == i.location }) { return same }
+                let moved = old.filter { $0.input == i.plugin }.enumerated().first { k, f in
+                    k == n && !newLocations.contains("\(f.input)\u{0}\(f.at)")
+                }
+                guard var figures = moved?.element else { return InputFigures(input: i.plugin, at: i.location) }
+                figures.at = i.location
+                return figures
             }
             let kept = Set(instances.map(\.location))
             t.lags = t.lags.filter { kept.contains($0.key) }

@@ -44,6 +44,13 @@ public enum Preflight {
         for instance in config.inputs {
             let n = index[instance.plugin, default: 0]
             index[instance.plugin] = n + 1
+            // exec/execd: a program that is not there now (a typo, or a bare name meant as ./name).
+            let command = (instance.input as? ExecInput)?.options.command ?? (instance.input as? ExecdInput)?.options.command
+            if let command, let program = command.argv.first, !program.isEmpty, let why = Self.programProblem(program, env: command.env) {
+                out.append(Diagnostic(file: instance.file, line: instance.line, keyPath: "inputs.\(instance.plugin)[\(n)].command",
+                                      message: why, fix: program.contains("/") ? "check the path and its execute permission"
+                                          : "a program beside the config file is written ./\(program); else install it in the PATH the command gets"))
+            }
             guard let tail = instance.input as? TailInput else { continue }
             let o = tail.options
             let keyPath = "inputs.tail[\(n)]"
@@ -59,6 +66,17 @@ public enum Preflight {
             }
         }
         return out
+    }
+
+    /// Why `program` cannot be run now (with `/`: not an executable file; without: not in the PATH
+    /// the command gets), or nil.
+    static func programProblem(_ program: String, env: [Tag]) -> String? {
+        if program.contains("/") {
+            return access(program, X_OK) == 0 ? nil : "\"\(program)\" is not an executable file now"
+        }
+        let path = env.first { $0.key == "PATH" }?.value ?? ProcessInfo.processInfo.environment["PATH"] ?? ExecCommand.defaultPath
+        for dir in path.split(separator: ":") where access("\(dir)/\(program)", X_OK) == 0 { return nil }
+        return "\"\(program)\" is not found in PATH (\(path))"
     }
 
     /// Why `data_dir` cannot be used by this user (it cannot be created, or is not a writable

@@ -163,7 +163,7 @@ public enum Samples {
 """#),
         ("exec.toml", #"""
 # exec: runs a command at each interval and reads records from its stdout, in Influx line protocol
-# or JSON (see the README's exec section for the JSON shape). The command runs directly (no shell),
+# or JSON (see docs/inputs.md, exec, for the JSON shape). The command runs directly (no shell),
 # in its own process group, with a minimal environment (PATH, HOME, LANG, LC_ALL, TZ, TMPDIR when
 # the agent has them) plus `env`. A run that exits non-zero, is killed, runs past `timeout` or prints
 # more than max_output_bytes is an error (counted in input_errors, logged once until it works

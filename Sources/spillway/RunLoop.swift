@@ -159,12 +159,14 @@ struct RunLoop {
             // Another Redis: its own breaker, from closed.
             if next.redis.endpoint != config.redis.endpoint { breakerCarry = BreakerCarry() }
             LogFormat.shared.current = LogFormat.Kind(rawValue: next.agent.logFormat) ?? .text
-            let before = Set(config.inputs.map { "\($0.plugin) (\($0.location))" })
-            let after = Set(next.inputs.map { "\($0.plugin) (\($0.location))" })
+            // Per plugin, how many instances before and after (locations move when lines do).
+            let before = Dictionary(config.inputs.map { ($0.plugin, 1) }, uniquingKeysWith: +)
+            let after = Dictionary(next.inputs.map { ($0.plugin, 1) }, uniquingKeysWith: +)
+            let changed = Set(before.keys).union(after.keys).sorted().filter { before[$0] != after[$0] }
+                .map { "\($0) \(before[$0] ?? 0)→\(after[$0] ?? 0)" }
             logger.notice("configuration reloaded", metadata: [
                 "inputs": "\(next.inputs.count)", "was": "\(config.inputs.count)", "files": "\(next.files.joined(separator: ","))",
-                "added": "\(after.subtracting(before).sorted().joined(separator: ", "))",
-                "removed": "\(before.subtracting(after).sorted().joined(separator: ", "))",
+                "instances_changed": "\(changed.isEmpty ? "none" : changed.joined(separator: ", "))",
             ])
             config = next
         }

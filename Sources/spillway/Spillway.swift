@@ -213,7 +213,10 @@ struct Check: AsyncParsableCommand {
         out += "agent: hostname=\(a.hostname) interval=\(Units.formatDuration(a.interval)) flush_interval=\(Units.formatDuration(a.flushInterval)) batch_size=\(a.batchSize) jitter=\(Units.formatDuration(a.jitter))\n"
         out += "       data_dir=\(dataDir)\(a.hostRoot.isEmpty ? "" : " host_root=\(a.hostRoot)") proc_root=\(a.procRoot) sys_root=\(a.sysRoot)"
         out += a.tags.isEmpty ? "\n" : " tags=\(a.tags.map { "\($0.key)=\($0.value)" }.joined(separator: ","))\n"
-        out += "       buffer_limit=\(a.bufferLimit)\n"
+        out += "       buffer_limit=\(a.bufferLimit) log_format=\(a.logFormat) internal=\(a.internalMetrics) http_listen=\(a.httpListen.map { "\($0)" } ?? "off")\n"
+        let s = config.survive
+        out += "breaker: failure_threshold=\(s.breaker.failureThreshold) open_timeout=\(Units.formatDuration(s.breaker.openTimeout)) max_open_timeout=\(Units.formatDuration(s.breaker.maxOpenTimeout))\n"
+        out += "buffer: max_bytes=\(Units.formatSize(s.maxBytes)) when_full=\(s.whenFull) synchronous=\(s.synchronous)\n"
         let r = config.redis
         out += "output redis: url=\(r.urlDisplay) format=\(r.format.rawValue) key=\(r.key.text)"
         switch r.format {
@@ -228,7 +231,8 @@ struct Check: AsyncParsableCommand {
         }
         out += " timeout=\(Units.formatDuration(r.timeout)) connect_timeout=\(Units.formatDuration(r.connectTimeout))\n"
         for i in config.inputs {
-            var line = "input \(i.plugin) (\(i.location)) every \(Units.formatDuration(i.interval))"
+            let continuous = InputRegistry.all.contains { $0.name == i.plugin && !$0.scheduled }
+            var line = "input \(i.plugin) (\(i.location))" + (continuous ? " continuous" : " every \(Units.formatDuration(i.interval))")
             if let t = i.input as? TailInput {
                 let o = t.options
                 line = "input tail (\(i.location)) files=\(o.files.map(\.pattern).joined(separator: ","))"

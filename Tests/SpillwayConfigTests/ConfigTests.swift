@@ -557,3 +557,14 @@ func malformedCases() -> [Expectation] {
         #expect(problems.count == 1 && problems[0].contains("agent.http_listen") && problems[0].contains("host names are not resolved"), "\(problems)")
     }
 }
+
+/// check warns about an exec or execd program that is not there now.
+@Test func checkWarnsAboutAMissingExecProgram() throws {
+    let dir = try makeTree(["agent.toml": "[[inputs.exec]]\ncommand = [\"no-such-program-spillway\"]\n[[inputs.execd]]\ncommand = [\"./absent.sh\"]\n[[inputs.exec]]\ncommand = [\"/bin/sh\", \"-c\", \"true\"]\n"])
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let config = try loader().load(configPath: "\(dir)/agent.toml")
+    let warnings = Preflight.warnings(config).map(\.description)
+    #expect(warnings.contains { $0.contains("inputs.exec[0].command: \"no-such-program-spillway\" is not found in PATH") && $0.contains("./no-such-program-spillway") }, "\(warnings)")
+    #expect(warnings.contains { $0.contains("inputs.execd[0].command: \"\(dir)/absent.sh\" is not an executable file now") }, "\(warnings)")
+    #expect(!warnings.contains { $0.contains("inputs.exec[1]") }, "\(warnings)")
+}
