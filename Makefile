@@ -103,10 +103,10 @@ once: build
 check: build
 	SPILLWAY_DATA_DIR=$(RUN_DATA_DIR) $$($(SWIFT) build --show-bin-path)/spillway check --config $(CONFIG)
 
-# Suites that await child processes in the test process itself (exec's runs through
-# swift-subprocess): their awaits need a free thread of Swift's cooperative pool (one a core), which
-# the other tests hold while they wait on agents and servers. They run in a second pass, alone.
-ISOLATED_SUITES := ExecRuns|ExecdProcessRuns
+# Async suites whose awaits carry timing (exec's runs through swift-subprocess, the HTTP endpoint's
+# requests): they need a free thread of Swift's cooperative pool (one a core), which the other tests
+# hold while they wait on agents and servers. They run in a second pass, alone.
+ISOLATED_SUITES := ExecRuns|ExecdProcessRuns|HealthMetrics
 
 # Every test (Swift Testing: the suites above in a pass of their own), then the install checks
 # (scripts/test-install: the static binary, make install/uninstall, the unit, the .deb; built once
