@@ -109,8 +109,7 @@ public struct CollectorService: Service {
                 episodes.recovered("input failed", logger: l)
             }
             Self.log(report, of: instance, stats: stats, logger: logger)
-            // A collection that failed counts once, whatever it left out on the way.
-            let errors = error == nil ? report.skippedCount : 1
+            let errors = report.errors(failed: error != nil)
             if errors > 0 { stats.add(errors: errors) }
             stats.gathered(instance: instance, at: started, duration: duration, records: records.count, errors: errors)
             if !records.isEmpty { await sink(records) }

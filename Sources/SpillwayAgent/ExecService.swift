@@ -141,8 +141,7 @@ public final class ExecService: Service, Sendable {
                 }
             }
             CollectorService.log(report, of: instance, stats: stats, logger: logger)
-            // A failed run counts once, as a collection does; else every part left out.
-            let errors = failure == nil ? report.skippedCount + (note?.unlisted ?? 0) : 1
+            let errors = report.errors(failed: failure != nil) + (failure == nil ? note?.unlisted ?? 0 : 0)
             if errors > 0 { stats.add(errors: errors) }
             stats.gathered(instance: instance, at: started, duration: monotonicNanoseconds() - clock, records: records.count, errors: errors)
             push(records, index: index, instance: instance)
@@ -168,6 +167,13 @@ public final class ExecService: Service, Sendable {
             let startedAt = monotonicNanoseconds()
             let limiter = Mutex<(window: Int64, logged: Int, suppressed: Int)>((startedAt, 0, 0))
             let perMinute = options.stderrLinesPerMinute
+            // A stdout line dropped whole: counted, and logged once per kind.
+            let dropped: @Sendable (Int, String, String) -> Void = { number, kind, message in
+                self.stats.add(errors: 1)
+                var report = InputReport()
+                report.skip(.init(path: display, line: number, kind: kind, message: message))
+                CollectorService.log(report, of: instance, stats: self.stats, logger: self.logger)
+            }
             let events = DaemonEvents(
                 line: { line, number in
                     var records: [Record] = []
@@ -184,18 +190,10 @@ public final class ExecService: Service, Sendable {
                     self.push(records, index: index, instance: instance)
                 },
                 longLine: { number in
-                    self.stats.add(errors: 1)
-                    var report = InputReport()
-                    report.skip(.init(path: display, line: number, kind: "line too long",
-                                                message: "a stdout line over \(options.maxLineBytes) bytes (max_line_bytes) was dropped"))
-                    CollectorService.log(report, of: instance, stats: self.stats, logger: self.logger)
+                    dropped(number, "line too long", "a stdout line over \(options.maxLineBytes) bytes (max_line_bytes) was dropped")
                 },
                 cutLine: { number in
-                    self.stats.add(errors: 1)
-                    var report = InputReport()
-                    report.skip(.init(path: display, line: number, kind: "cut off",
-                                      message: "the last stdout line had no newline when the output ended (maybe cut short): dropped"))
-                    CollectorService.log(report, of: instance, stats: self.stats, logger: self.logger)
+                    dropped(number, "cut off", "the last stdout line had no newline when the output ended (maybe cut short): dropped")
                 },
                 stderr: { text in
                     let now = monotonicNanoseconds()

@@ -65,6 +65,10 @@ public struct InputReport: Sendable, Equatable {
         if skipped.count < Self.kept { skipped.append(e) }
     }
 
+    /// What a collection adds to `input_errors`: once when it failed (whatever it left out on the
+    /// way), else every part it left out.
+    public func errors(failed: Bool) -> Int { failed ? 1 : skippedCount }
+
     /// More parts left out, beyond those already given as entries.
     public mutating func skipMore(_ n: Int) { skippedCount += n }
 

@@ -2,10 +2,15 @@
 /// `\u00XX` for other control characters (valid JSON and logfmt alike).
 public enum Quoting {
     public static func quoted(_ v: String) -> String {
-        var out = "\""
+        "\"" + escaped(v) + "\""
+    }
+
+    /// The inside of `quoted(v)`; with `quotes: false`, `"` is left as it is (a text log message).
+    public static func escaped(_ v: String, quotes: Bool = true) -> String {
+        var out = ""
         for u in v.unicodeScalars {
             switch u {
-            case "\"": out += "\\\""
+            case "\"" where quotes: out += "\\\""
             case "\\": out += "\\\\"
             case "\n": out += "\\n"
             case "\r": out += "\\r"
@@ -19,6 +24,6 @@ public enum Quoting {
                 }
             }
         }
-        return out + "\""
+        return out
     }
 }

@@ -122,7 +122,6 @@ struct LineLogHandler: LogHandler {
     /// quoted path never starts another line).
     static func textMessage(_ m: String) -> String {
         guard m.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return m }
-        let q = quoted(m)
-        return String(q.dropFirst().dropLast()).replacingOccurrences(of: "\\\"", with: "\"")
+        return Quoting.escaped(m, quotes: false)
     }
 }

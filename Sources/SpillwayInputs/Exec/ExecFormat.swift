@@ -177,24 +177,10 @@ enum JSONValue: Sendable {
         case .int(let i): String(i)
         case .uint(let u): String(u)
         case .double(let d): String(d)
-        case .string(let s): JSONValue.quoted(s)
+        case .string(let s): Quoting.quoted(s)
         case .array(let a): "[" + a.map(\.text).joined(separator: ",") + "]"
-        case .object(let o): "{" + o.map { JSONValue.quoted($0.0) + ":" + $0.1.text }.joined(separator: ",") + "}"
+        case .object(let o): "{" + o.map { Quoting.quoted($0.0) + ":" + $0.1.text }.joined(separator: ",") + "}"
         }
-    }
-
-    static func quoted(_ s: String) -> String {
-        var out = "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default:
-                if scalar.value < 0x20 { out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count) + String(scalar.value, radix: 16) } else { out.unicodeScalars.append(scalar) }
-            }
-        }
-        return out + "\""
     }
 }
 
