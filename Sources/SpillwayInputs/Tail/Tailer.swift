@@ -92,6 +92,17 @@ final class TrackedFile {
     }
 }
 
+/// What a file not held open was last seen as. Device and inode name a file only while it exists:
+/// once it is deleted, the next file created may get its inode. A file found later under the same
+/// device and inode is the one remembered only if it has the same size and modification time, or
+/// else still begins with the same bytes.
+struct SeenFile {
+    var size: Int64
+    var mtime: Int64
+    var fingerprint: UInt64
+    var length: Int
+}
+
 /// Follows the files of one `[[inputs.tail]]`: finds them (every `watch_interval`), reads new
 /// lines, follows rotation, and hands the lines on with checkpoints. Owned by one thread; call
 /// `poll` repeatedly.
@@ -102,9 +113,9 @@ public final class Tailer {
     /// Committed offsets from earlier runs not yet matched to a file.
     var known: [FileIdentity: FileCheckpoint] = [:]
     /// Files let go in this run (read to their end): not taken for new ones while they exist.
-    var released: Set<FileIdentity> = []
+    var released: [FileIdentity: SeenFile] = [:]
     /// New files whose first bytes equal a followed file's: copies (copytruncate), not read.
-    var copies: Set<FileIdentity> = []
+    var copies: [FileIdentity: SeenFile] = [:]
     var firstStart: Bool
     /// When `files` was last evaluated (nil: due now).
     var lastGlob: Int64?
@@ -239,12 +250,12 @@ public final class Tailer {
         for path in paths {
             guard let st = statPath(path) else { continue }
             let identity = identityOf(st)
-            if let f = files[identity] {
+            if let f = followed(identity, at: path, st) {
                 seen.insert(identity)
                 f.currentPath = path
                 continue
             }
-            guard seen.insert(identity).inserted, !released.contains(identity), !copies.contains(identity) else { continue }
+            guard seen.insert(identity).inserted, !isReleased(identity, at: path, st), !isKnownCopy(identity, at: path, st) else { continue }
             candidates.append((path, identity, Int64(st.st_size), mtimeOf(st)))
         }
         // New files: their first bytes, read once.
@@ -285,6 +296,13 @@ public final class Tailer {
             unclassified.append(c)
         }
         let records = known.values.filter(\.identifiesContent) + displaced
+        // New files are compared with what the followed files hold now (a file truncated at the last
+        // poll, since grown, is known by no bytes yet).
+        if !unclassified.isEmpty {
+            for f in files.values where !f.rotatedAway && f.fingerprintLength < FileCheckpoint.fingerprintBytes {
+                extendFingerprint(f)
+            }
+        }
         for c in unclassified where files[c.identity] == nil {
             let head = heads[c.identity]!
             var hashes: [Int: UInt64] = [:]
@@ -307,7 +325,9 @@ public final class Tailer {
             }
             deferred[c.identity] = nil
             if files.values.contains(where: { isCopy(c.path, of: $0, size: c.size, matches: matches) }) {
-                copies.insert(c.identity)  // a copy of a followed file: its lines are read there
+                // A copy of a followed file: its lines are read there.
+                let (fp, length, _) = Self.fingerprint(head: head)
+                copies[c.identity] = SeenFile(size: c.size, mtime: c.mtime, fingerprint: fp, length: length)
                 continue
             }
             let (fp, fpLen, hasLine) = Self.fingerprint(head: head)
@@ -336,10 +356,10 @@ public final class Tailer {
             // Remembered at once: the checkpoint it matched may be overwritten by its file's new lines.
             if readBefore { env.saveOffsets([f.checkpoint(offset)]) }
         }
-        copies = copies.filter { seen.contains($0) }
+        copies = copies.filter { seen.contains($0.key) }
         deferred = deferred.filter { seen.contains($0.key) && files[$0.key] == nil }
         if !deferred.isEmpty { lastGlob = nil }  // looked at again at the next poll
-        released = released.filter { seen.contains($0) }
+        released = released.filter { seen.contains($0.key) }
         if firstStart {
             firstStart = false
             env.registerFirstStart(registered)
@@ -368,11 +388,14 @@ public final class Tailer {
         let c = TrackedFile(identity: copy.identity, path: path, offset: offset, now: now)
         c.currentPath = copy.path
         (c.fingerprint, c.fingerprintLength, c.fingerprintHasLine) = fingerprint
-        if let st { c.mtime = mtimeOf(st) }
+        if let st {
+            c.mtime = mtimeOf(st)
+            c.size = Int64(st.st_size)
+        }
         c.isCopy = true
         c.rotatedAway = !options.covers(copy.path)
         c.lastChange = now - options.rotateWait
-        copies.remove(copy.identity)
+        copies[copy.identity] = nil
         known[copy.identity] = nil
         track(c)
         return c
@@ -431,7 +454,7 @@ public final class Tailer {
 
     // MARK: reading
 
-    func open(_ f: TrackedFile, now: Int64) -> Bool {
+    func open(_ f: TrackedFile, now: Int64, retry: Bool = true) -> Bool {
         if f.fd >= 0 { return true }
         if openCount >= options.maxOpenFiles {
             // Make room: close a file that is at its end and still at its path.
@@ -448,15 +471,21 @@ public final class Tailer {
         }
         unopenable.remove(f.identity)
         var st = stat()
-        guard fstat(fd, &st) == 0, identityOf(st) == f.identity else {
+        // A copy or a file rotated away does not change: other first bytes under its inode are
+        // another file's (the inode was reused after it was deleted). A file at its path may have
+        // been truncated or rewritten (the read finds out).
+        guard fstat(fd, &st) == 0, identityOf(st) == f.identity,
+              !(f.isCopy || f.rotatedAway) || fingerprint(fd: fd, length: f.fingerprintLength) == f.fingerprint else {
             // The path leads elsewhere now: the file went while it was closed.
             Glibc.close(fd)
-            if let found = locate(f.identity, near: f.currentPath, fingerprint: f.checkpoint(f.offset)) {
+            if retry, let found = locate(f.identity, near: f.path, fingerprint: f.checkpoint(f.offset)), found != f.currentPath {
                 f.currentPath = found
                 f.rotatedAway = true
-                return open(f, now: now)
+                return open(f, now: now, retry: false)
             }
-            env.log("\(f.path) went away while it was closed (too many open files); \(f.size - f.offset) bytes were not read")
+            let unread = f.size - f.offset
+            env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : ""))
+            release(f)
             return false
         }
         f.fd = fd
@@ -472,6 +501,8 @@ public final class Tailer {
     }
 
     func read(_ f: TrackedFile, now: Int64) {
+        // (Let go earlier in this poll: its inode was found holding another file.)
+        guard files[f.identity] === f else { return }
         if f.fd < 0 {
             // Closed for the open-file bound: open only when there is something to read.
             if !f.rotatedAway, let st = statPath(f.currentPath), identityOf(st) == f.identity, Int64(st.st_size) == f.offset {
@@ -479,7 +510,7 @@ public final class Tailer {
                 return
             }
             guard open(f, now: now) else {
-                if f.rotatedAway, statIdentity(f) == nil { release(f) }
+                if files[f.identity] === f, f.rotatedAway, statIdentity(f) == nil { release(f) }
                 return
             }
         }
@@ -521,6 +552,18 @@ public final class Tailer {
         }
     }
 
+    /// Takes more of a short file's first bytes into its fingerprint, when the file grew and still
+    /// begins with the bytes it was known by (otherwise its read finds it truncated or rewritten).
+    func extendFingerprint(_ f: TrackedFile) {
+        func extend(_ fd: Int32) {
+            var st = stat()
+            guard fstat(fd, &st) == 0, identityOf(st) == f.identity, Int64(st.st_size) > Int64(f.fingerprintLength),
+                  fingerprint(fd: fd, length: f.fingerprintLength) == f.fingerprint else { return }
+            (f.fingerprint, f.fingerprintLength, f.fingerprintHasLine) = fingerprint(fd: fd, size: Int64(st.st_size))
+        }
+        if f.fd >= 0 { extend(f.fd) } else { _ = withFile(f.currentPath, extend) }
+    }
+
     /// Whether the file's first bytes are still those it was known by.
     func fingerprintHolds(_ f: TrackedFile) -> Bool {
         guard f.fingerprintLength > 0 else { return true }
@@ -543,7 +586,7 @@ public final class Tailer {
         }
         closeFile(f)
         files[f.identity] = nil
-        released.insert(f.identity)
+        released[f.identity] = SeenFile(size: f.size, mtime: f.mtime, fingerprint: f.fingerprint, length: f.fingerprintLength)
     }
 
     /// The file is shorter than what was read, or its first bytes changed: truncated in place, by
@@ -599,7 +642,7 @@ public final class Tailer {
             let candidate = dir + "/" + name
             guard let st = statPath(candidate), (st.st_mode & S_IFMT) == S_IFREG else { continue }
             let other = identityOf(st)
-            guard other != identity, !released.contains(other), files[other] == nil,
+            guard other != identity, !isReleased(other, at: candidate, st), followed(other, at: candidate, st) == nil,
                   Int64(st.st_size) >= atLeast,
                   fingerprint(path: candidate, length: length) == fp else { continue }
             let mtime = st.st_mtim.tv_sec
@@ -618,6 +661,54 @@ public final class Tailer {
             if fingerprint(path: p, length: c.fingerprintLength) == c.fingerprint { return p }
         }
         return nil
+    }
+
+    /// Whether the file at `path` (`st`) is still the one `seen` describes, not another that got its
+    /// device and inode after it was deleted (see `SeenFile`). Updates `seen` when it is.
+    func stillSame(_ seen: inout SeenFile, at path: String, _ st: stat) -> Bool {
+        let size = Int64(st.st_size), mtime = mtimeOf(st)
+        if size == seen.size && mtime == seen.mtime { return true }
+        guard seen.length > 0, size >= Int64(seen.length),
+              fingerprint(path: path, length: seen.length) == seen.fingerprint else { return false }
+        (seen.size, seen.mtime) = (size, mtime)
+        return true
+    }
+
+    /// The followed file with `identity`, when the file at `path` (`st`) is it. One not held open is
+    /// checked (`stillSame`) unless it is at its path and may have been truncated (which its read
+    /// handles): a copy or a file rotated away whose inode now holds another file is let go.
+    func followed(_ identity: FileIdentity, at path: String, _ st: stat) -> TrackedFile? {
+        guard let f = files[identity] else { return nil }
+        if f.fd >= 0 || (path == f.currentPath && !f.isCopy && !f.rotatedAway) { return f }
+        var seen = SeenFile(size: f.size, mtime: f.mtime, fingerprint: f.fingerprint, length: f.fingerprintLength)
+        if stillSame(&seen, at: path, st) { return f }
+        let unread = f.size - f.offset
+        env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : "") + "; another file has its inode now")
+        closeFile(f)
+        files[identity] = nil
+        return nil
+    }
+
+    /// Whether the file at `path` is one let go in this run (and not another that got its inode).
+    func isReleased(_ identity: FileIdentity, at path: String, _ st: stat) -> Bool {
+        guard var seen = released[identity] else { return false }
+        if stillSame(&seen, at: path, st) {
+            released[identity] = seen
+            return true
+        }
+        released[identity] = nil
+        return false
+    }
+
+    /// Whether the file at `path` is a copy found before (and not another that got its inode).
+    func isKnownCopy(_ identity: FileIdentity, at path: String, _ st: stat) -> Bool {
+        guard var seen = copies[identity] else { return false }
+        if stillSame(&seen, at: path, st) {
+            copies[identity] = seen
+            return true
+        }
+        copies[identity] = nil
+        return false
     }
 
     func statIdentity(_ f: TrackedFile) -> FileIdentity? {
