@@ -8,9 +8,8 @@ SHELL := /bin/bash
 SWIFT ?= swift
 CONFIG ?= agent.toml
 LOG_LEVEL ?= info
-# libcurl4-openssl-dev: the HTTP server (FlyingFox) imports FoundationNetworking, which the static
-# release binary links with Debian's libcurl (and the debug build loads through the toolchain).
-APT_PACKAGES := libhiredis-dev libsqlite3-dev libcurl4-openssl-dev redis-server redis-tools python3 python3-venv
+# libcurl4: the tests' HTTP client (URLSession, FoundationNetworking) loads it; the agent does not.
+APT_PACKAGES := libhiredis-dev libsqlite3-dev libcurl4 redis-server redis-tools python3 python3-venv
 PACKAGE_APT_PACKAGES := dpkg-dev systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

@@ -425,7 +425,7 @@ public final class RedisWriter {
         }
         if vanished > 0 {
             logger.warning("series written before are gone from Redis (it lost its data, or they were deleted): they are created again, without labels until their next record, and their samples sent again",
-                           metadata: ["samples": "\(vanished)", "series queued": "\(recreating.count)"])
+                           metadata: ["redis.samples": "\(vanished)", "redis.series_queued": "\(recreating.count)"])
         }
         // A refusal is a failed attempt for the breaker, even when nothing is left pending. Suspects
         // (duplicate replies to verify) are no failure: the caller verifies them.
@@ -549,6 +549,6 @@ public final class RedisWriter {
     private func logRejected(_ key: [UInt8], command: String, _ message: String) {
         guard loggedKeys.count < Self.maxLoggedKeys, loggedKeys.insert(KeyBytes(key)).inserted else { return }
         logger.error("Redis rejected a write; records for this key are counted as rejected (logged once per key)",
-                     metadata: ["key": "\(String(decoding: key, as: UTF8.self))", "command": "\(command)", "reply": "\(message)"])
+                     metadata: ["redis.key": "\(String(decoding: key, as: UTF8.self))", "redis.command": "\(command)", "redis.reply": "\(message)"])
     }
 }

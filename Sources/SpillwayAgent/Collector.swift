@@ -100,7 +100,7 @@ public struct CollectorService: Service {
             let clock = monotonicNanoseconds()
             let error = instance.collect(agent: agent, now: next, into: &records, report: &report)
             let duration = monotonicNanoseconds() - clock
-            let who: Logger.Metadata = ["input": "\(instance.plugin)", "at": "\(instance.location)"]
+            let who: Logger.Metadata = ["input.name": "\(instance.plugin)", "input.at": "\(instance.location)"]
             if let error {
                 episodes.failed("input failed", error: "\(error)", logger: logger, metadata: who)
             } else if !episodes.open.isEmpty {
@@ -123,12 +123,12 @@ public struct CollectorService: Service {
         let who = "\(instance.plugin)\u{0}\(instance.location)\u{0}"
         for e in report.skipped where stats.firstTime("s\u{0}" + who + e.onceKey) {
             logger.warning("input left part of a collection out; the rest was collected", metadata: [
-                "input": "\(instance.plugin)", "at": "\(instance.location)", "skipped": "\(e)",
-                "note": "more of this kind (\(e.kind)) at this path are counted in counters.input_errors, not logged",
+                "input.name": "\(instance.plugin)", "input.at": "\(instance.location)", "input.skipped": "\(e)",
+                "input.note": "more of this kind (\(e.kind)) at this path are counted in counters.input_errors, not logged",
             ])
         }
         for e in report.notices where stats.firstTime("n\u{0}" + who + e.onceKey) {
-            logger.notice("input", metadata: ["input": "\(instance.plugin)", "at": "\(instance.location)", "notice": "\(e)"])
+            logger.notice("input", metadata: ["input.name": "\(instance.plugin)", "input.at": "\(instance.location)", "input.notice": "\(e)"])
         }
     }
 }

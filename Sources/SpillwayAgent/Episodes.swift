@@ -30,7 +30,7 @@ struct Episodes {
     mutating func recovered(_ condition: String, logger: Logger, now: Int64 = monotonicNanoseconds()) {
         guard let e = open.removeValue(forKey: condition) else { return }
         logger.notice("\(condition): works again", metadata: [
-            "failures": "\(e.count)", "seconds": "\(String(format: "%.1f", Double(now - e.since) / 1e9))",
+            "episode.failures": "\(e.count)", "episode.seconds": "\(String(format: "%.1f", Double(now - e.since) / 1e9))",
         ])
     }
 

@@ -83,10 +83,10 @@ public final class ExecService: Service, Sendable {
             queued.append(QueuedRecord(record: r, route: route))
         }
         if logger.logLevel <= .debug {
-            for q in queued { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([q.record]).dropLast())"]) }
+            for q in queued { logger.debug("record", metadata: ["record.line": "\(LineProtocol.encode([q.record]).dropLast())"]) }
         }
         let dropped = queue.push(queued)
-        if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["dropped": "\(dropped)", "buffer_limit": "\(queue.limit)"]) }
+        if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["queue.dropped": "\(dropped)", "queue.limit": "\(queue.limit)"]) }
     }
 
     /// Sleeps `ns`, or less when the agent stops. False when it stops.
@@ -105,7 +105,7 @@ public final class ExecService: Service, Sendable {
     func execLoop(index: Int, instance: InputInstance, input: ExecInput) async {
         let agent = config.agent
         let interval = instance.interval
-        let who: Logger.Metadata = ["input": "exec", "at": "\(instance.location)", "command": "\(input.options.command.display)"]
+        let who: Logger.Metadata = ["input.name": "exec", "input.at": "\(instance.location)", "exec.command": "\(input.options.command.display)"]
         var log = logger
         for (k, v) in who { log[metadataKey: k] = v }
         var episodes = Episodes()
@@ -136,7 +136,7 @@ public final class ExecService: Service, Sendable {
                 if !episodes.open.isEmpty { episodes.recovered("input failed", logger: log) }
                 if let stderr = note?.stderr {
                     log.info("command wrote to stderr", metadata: [
-                        "stderr": "\(stderr)", "stderr_bytes_dropped": "\(note?.stderrDropped ?? 0)",
+                        "exec.stderr": "\(stderr)", "exec.stderr_dropped_bytes": "\(note?.stderrDropped ?? 0)",
                     ])
                 }
             }
@@ -155,7 +155,7 @@ public final class ExecService: Service, Sendable {
     func execdLoop(index: Int, instance: InputInstance, options: ExecdOptions) async {
         let display = options.command.display
         var named = logger
-        for (k, v) in ["input": "execd", "at": "\(instance.location)", "command": "\(display)"] as Logger.Metadata {
+        for (k, v) in ["input.name": "execd", "input.at": "\(instance.location)", "exec.command": "\(display)"] as Logger.Metadata {
             named[metadataKey: k] = v
         }
         let log = named
@@ -205,27 +205,27 @@ public final class ExecService: Service, Sendable {
                         return (true, l.suppressed)
                     }
                     guard logIt else { return }
-                    var m: Logger.Metadata = ["stderr": "\(text)"]
-                    if suppressed > 0 { m["stderr_lines_not_logged_before"] = "\(suppressed)" }
+                    var m: Logger.Metadata = ["exec.stderr": "\(text)"]
+                    if suppressed > 0 { m["exec.stderr_lines_not_logged"] = "\(suppressed)" }
                     log.warning("process wrote to stderr", metadata: m)
                 })
             do {
                 let end = try await ExecProcess.runDaemon(
                     options.command, maxLine: options.maxLineBytes, maxStderrLine: options.maxStderrLine, killGrace: options.killGrace,
-                    stop: stop, started: { pid in log.info("process started", metadata: ["pid": "\(pid)", "start": "\(start)"]) },
+                    stop: stop, started: { pid in log.info("process started", metadata: ["exec.pid": "\(pid)", "exec.start": "\(start)"]) },
                     events: events)
                 if stop.isStopped {
-                    log.info("process stopped", metadata: ["end": "\(end)"])
+                    log.info("process stopped", metadata: ["exec.end": "\(end)"])
                     return
                 }
                 stats.add(errors: 1)
                 log.warning("process ended; starting it again", metadata: [
-                    "end": "\(end)", "in": "\(Units.formatDuration(monotonicNanoseconds() - startedAt >= options.maxRestartDelay ? options.restartDelay : delay))",
+                    "exec.end": "\(end)", "exec.restart_in": "\(Units.formatDuration(monotonicNanoseconds() - startedAt >= options.maxRestartDelay ? options.restartDelay : delay))",
                 ])
             } catch {
                 if stop.isStopped { return }
                 stats.add(errors: 1)
-                log.error("cannot start the process; trying again", metadata: ["error": "\(error)", "in": "\(Units.formatDuration(delay))"])
+                log.error("cannot start the process; trying again", metadata: ["error": "\(error)", "exec.restart_in": "\(Units.formatDuration(delay))"])
             }
             if monotonicNanoseconds() - startedAt >= options.maxRestartDelay { delay = options.restartDelay }
             guard await pause(delay) else { return }

@@ -228,10 +228,10 @@ struct Router {
         guard held != reserveHeld else { return }
         reserveHeld = held
         if held {
-            logger.notice("the spill buffer's file system has room again; its reserve is allocated again", metadata: ["reserve": "\(spool.path.dropLast("buffer.sqlite".count))reserve"])
+            logger.notice("the spill buffer's file system has room again; its reserve is allocated again", metadata: ["buffer.reserve": "\(spool.path.dropLast("buffer.sqlite".count))reserve"])
         } else {
             logger.error("the spill buffer's file system is full: its reserve was released so that delivered batches can still be deleted; tailed lines wait in their files and metrics are dropped per [buffer] when_full until there is room (logged once per episode)",
-                         metadata: ["data_dir": "\(spool.path.dropLast("/buffer.sqlite".count))"])
+                         metadata: ["agent.data_dir": "\(spool.path.dropLast("/buffer.sqlite".count))"])
         }
         stateDirty = true
     }
@@ -306,7 +306,7 @@ struct Router {
             if credentialsFailing { stateDirty = true }
             credentialsFailing = false
             if error != lastLoggedError {
-                logger.warning("Redis write failed", metadata: ["error": "\(error)", "breaker": "\(breaker.state.rawValue)"])
+                logger.warning("Redis write failed", metadata: ["error": "\(error)", "breaker.state": "\(breaker.state.rawValue)"])
                 lastLoggedError = error
             }
         } else {
@@ -318,7 +318,7 @@ struct Router {
             lastLoggedError = nil
         }
         if breaker.state != before {
-            logger.notice("circuit breaker \(breaker.state.rawValue)", metadata: ["failures": "\(breaker.consecutiveFailures)"])
+            logger.notice("circuit breaker \(breaker.state.rawValue)", metadata: ["breaker.failures": "\(breaker.consecutiveFailures)"])
             stateDirty = true
         }
     }
@@ -348,7 +348,7 @@ struct Router {
         if !pending.isComplete {
             let left = Int64(pending.batch.recordCount - pending.settledRecords)
             service.stats.update { $0.dropped += left }
-            logger.error("stopping with records Redis did not take and no spill buffer to keep them; they are dropped", metadata: ["records": "\(left)"])
+            logger.error("stopping with records Redis did not take and no spill buffer to keep them; they are dropped", metadata: ["writer.records": "\(left)"])
         }
     }
 
@@ -397,11 +397,11 @@ struct Router {
                 try spool.setAside(unreadable, now: wallClockNanoseconds())
                 for row in unreadable {
                     logger.error("a spilled batch cannot be decoded; it was set aside in the buffer's unreadable_batches table and replay goes on without it",
-                                 metadata: ["row": "\(row.id)", "reason": "\(row.reason)", "buffer": "\(spool.path)"])
+                                 metadata: ["buffer.row": "\(row.id)", "buffer.reason": "\(row.reason)", "buffer.path": "\(spool.path)"])
                 }
                 stateDirty = true
             } catch {
-                logger.error("a spilled batch cannot be decoded, nor set aside", metadata: ["row": "\(unreadable[0].id)", "error": "\(error)"])
+                logger.error("a spilled batch cannot be decoded, nor set aside", metadata: ["buffer.row": "\(unreadable[0].id)", "error": "\(error)"])
             }
             if batches.isEmpty { return }
         }
@@ -516,10 +516,10 @@ public func openSpillBuffer(config: Config, directory: String, logger: Logger) -
     do {
         let s = try Spool(directory: directory, options: options)
         if let aside = s.movedAside {
-            logger.error("the spill buffer could not be read; it was moved aside and a new one created", metadata: ["moved_to": "\(aside)"])
+            logger.error("the spill buffer could not be read; it was moved aside and a new one created", metadata: ["buffer.moved_to": "\(aside)"])
         }
         if !s.isEmpty {
-            logger.notice("a backlog from an earlier run will be replayed", metadata: ["records": "\(s.totals.records)", "batches": "\(s.totals.batches)"])
+            logger.notice("a backlog from an earlier run will be replayed", metadata: ["buffer.records": "\(s.totals.records)", "buffer.batches": "\(s.totals.batches)"])
         }
         return s
     } catch {

@@ -45,7 +45,7 @@ public final class TailService: Service, Sendable {
             return
         }
         guard let spool else {
-            logger.critical("tail inputs need the spill buffer for their offsets; they do not run", metadata: ["inputs": "\(tails.count)"])
+            logger.critical("tail inputs need the spill buffer for their offsets; they do not run", metadata: ["tail.inputs": "\(tails.count)"])
             try? await gracefulShutdown()
             return
         }
@@ -74,7 +74,7 @@ public final class TailService: Service, Sendable {
 
     func follow(index: Int, instance: InputInstance, options: TailOptions, spool: Spool) {
         let route = instanceRoute[index]
-        let log = logger.with(["input": "tail", "at": "\(instance.location)"])
+        let log = logger.with(["input.name": "tail", "input.at": "\(instance.location)"])
         var offsets: [FileCheckpoint] = []
         var firstStart = false
         // The buffer is local: reading it fails only on a broken disk. Without offsets the input
@@ -114,15 +114,15 @@ public final class TailService: Service, Sendable {
                     records.append(QueuedRecord(record: r, route: route, checkpoint: line.checkpoint))
                 }
                 if self.logger.logLevel <= .debug {
-                    for q in records { log.debug("record", metadata: ["line": "\(LineProtocol.encode([q.record]).dropLast())"]) }
+                    for q in records { log.debug("record", metadata: ["record.line": "\(LineProtocol.encode([q.record]).dropLast())"]) }
                 }
                 return self.queue.pushLines(records) { self.isStopping }
             },
-            log: { message in log.notice("\(message)") },
+            log: { message, path in log.notice("\(message)", metadata: ["tail.path": "\(path)"]) },
             commonTags: instance.commonTags(agent: config.agent)
         )
         let tailer = Tailer(options: options, environment: env)
-        log.info("following files", metadata: ["files": "\(options.files.map(\.pattern))", "first_start": "\(firstStart)"])
+        log.info("following files", metadata: ["tail.files": "\(options.files.map(\.pattern))", "tail.first_start": "\(firstStart)"])
         var emitted = tailer.emitted
         var lagsAt: Int64 = 0
         while !isStopping {

@@ -195,7 +195,7 @@ public final class WriterService: Service, Sendable {
                 case .done:
                     if let since = waitingSince {
                         logger.notice("tailed lines are stored again; the tail inputs resume", metadata: [
-                            "waited_seconds": "\(String(format: "%.1f", Double(monotonicNanoseconds() - since) / 1e9))", "retries": "\(waits)",
+                            "buffer.waited_seconds": "\(String(format: "%.1f", Double(monotonicNanoseconds() - since) / 1e9))", "buffer.retries": "\(waits)",
                         ])
                         waitingSince = nil
                         waits = 0
@@ -203,14 +203,14 @@ public final class WriterService: Service, Sendable {
                 case .retry(let why):
                     if queue.isClosed {
                         logger.warning("stopping with tailed lines that could not be stored; they are read again from their files at the next start",
-                                       metadata: ["reason": "\(why)", "records": "\(records.count)"])
+                                       metadata: ["buffer.reason": "\(why)", "writer.records": "\(records.count)"])
                         linesGivenUp = true
                         continue
                     }
                     waits += 1
                     if waitingSince == nil {
                         waitingSince = monotonicNanoseconds()
-                        logger.warning("tailed lines wait for room in the spill buffer; the tail inputs pause (logged once until they resume)", metadata: ["reason": "\(why)"])
+                        logger.warning("tailed lines wait for room in the spill buffer; the tail inputs pause (logged once until they resume)", metadata: ["buffer.reason": "\(why)"])
                     }
                     _ = queue.sleep(200_000_000)
                     continue
@@ -284,7 +284,7 @@ public final class WriterService: Service, Sendable {
             episodes.recovered("cannot write to the spill buffer", logger: logger)
         } catch {
             episodes.failed("cannot write to the spill buffer", error: "\(error)", logger: logger,
-                            metadata: ["what": "tailed lines wait; a batch without lines is kept in memory and sent from there"])
+                            metadata: ["writer.note": "tailed lines wait; a batch without lines is kept in memory and sent from there"])
             if batch.lineCount > 0 { return .retry("cannot write to the spill buffer: \(error)") }
             // The buffer failed (not full): send this batch from memory rather than lose it.
             handoff.put(HandedBatch(id: nil, batch: batch))
@@ -319,7 +319,7 @@ public final class WriterService: Service, Sendable {
                 let left = movedInMemory.withLock { m in defer { m.removeAll() }; return m.reduce(0) { $0 + $1.recordCount } }
                 if left > 0 {
                     stats.update { $0.dropped += Int64(left) }
-                    logger.error("stopping with records Redis refused and no spill buffer to keep them; they are dropped", metadata: ["records": "\(left)"])
+                    logger.error("stopping with records Redis refused and no spill buffer to keep them; they are dropped", metadata: ["writer.records": "\(left)"])
                 }
                 router.saveState(force: true)
                 breakerCarry?.keep(router.breaker)
@@ -342,11 +342,11 @@ public final class WriterService: Service, Sendable {
     func report(level: Logger.Level) {
         let s = stats.snapshot
         logger.log(level: level, "writer", metadata: [
-            "written": "\(s.counters.written)", "duplicates": "\(s.counters.duplicates)",
-            "rejected": "\(s.counters.rejected)", "skipped_fields": "\(s.counters.skippedFields)",
-            "spilled": "\(s.spilled)", "replayed": "\(s.replayed)",
-            "dropped": "\(queue.dropped + s.dropped)", "queued": "\(queue.count)", "batches": "\(s.batches)",
-            "new_ids": "\(s.newIDs)",
+            "writer.written": "\(s.counters.written)", "writer.duplicates": "\(s.counters.duplicates)",
+            "writer.rejected": "\(s.counters.rejected)", "writer.skipped_fields": "\(s.counters.skippedFields)",
+            "writer.spilled": "\(s.spilled)", "writer.replayed": "\(s.replayed)",
+            "writer.dropped": "\(queue.dropped + s.dropped)", "writer.queued": "\(queue.count)", "writer.batches": "\(s.batches)",
+            "writer.new_ids": "\(s.newIDs)",
         ])
     }
 }

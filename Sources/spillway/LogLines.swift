@@ -18,10 +18,11 @@ final class LogFormat: Sendable {
 }
 
 /// One event a line on stderr, written with one write(2) so lines of concurrent threads never mix:
-/// - text:   `2026-12-01T06:06:03.123Z info starting data_dir=/var/lib/spillway host=web-1`
-/// - logfmt: `ts=2026-12-01T06:06:03.123Z level=info msg=starting data_dir=/var/lib/spillway host=web-1`
-/// - json:   `{"ts":"2026-12-01T06:06:03.123Z","level":"info","msg":"starting","data_dir":"/var/lib/spillway"}`
-/// Metadata keys are dotted where a value is a dictionary (`redis.key`); in text and logfmt, values
+/// - text:   `2026-12-01T06:06:03.123Z info starting agent.data_dir=/var/lib/spillway agent.host=web-1`
+/// - logfmt: `ts=2026-12-01T06:06:03.123Z level=info msg=starting agent.data_dir=/var/lib/spillway`
+/// - json:   `{"ts":"2026-12-01T06:06:03.123Z","level":"info","msg":"starting","agent.data_dir":"/var/lib/spillway"}`
+/// Metadata keys are dotted by what they belong to (`input.name`, `redis.key`: the call sites name
+/// them so; a value that is a dictionary is flattened the same way); in text and logfmt, values
 /// with blanks, quotes, `=` or control characters are quoted and escaped; JSON strings are escaped
 /// as RFC 8259 says.
 struct LineLogHandler: LogHandler {

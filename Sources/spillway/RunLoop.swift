@@ -72,7 +72,7 @@ struct RunLoop {
                         ServiceNotify.ready()
                     }
                 } else {
-                    logger.info("stopping", metadata: ["signal": "\(signal)"])
+                    logger.info("stopping", metadata: ["agent.signal": "\(signal)"])
                     ServiceNotify.stopping()
                     await control.stop()
                 }
@@ -128,11 +128,11 @@ struct RunLoop {
             let (collected, collectedIndex) = ExecService.withoutExecInputs(pipeline)
             let collector = CollectorService(config: collected, logger: logger, stats: collectorStats) { [logger] index, records in
                 if logger.logLevel <= .debug {
-                    for r in records { logger.debug("record", metadata: ["line": "\(LineProtocol.encode([r]).dropLast())"]) }
+                    for r in records { logger.debug("record", metadata: ["record.line": "\(LineProtocol.encode([r]).dropLast())"]) }
                 }
                 let route = instanceRoute[collectedIndex[index]]
                 let dropped = q.push(records.map { QueuedRecord(record: $0, route: route) })
-                if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["dropped": "\(dropped)", "buffer_limit": "\(q.limit)"]) }
+                if dropped > 0 { logger.warning("queue full: dropped the oldest records", metadata: ["queue.dropped": "\(dropped)", "queue.limit": "\(q.limit)"]) }
             }
             // Shutdown runs in reverse: the collector, the exec commands and the tailers stop first,
             // then the writer drains the queue.
@@ -165,8 +165,8 @@ struct RunLoop {
             let changed = Set(before.keys).union(after.keys).sorted().filter { before[$0] != after[$0] }
                 .map { "\($0) \(before[$0] ?? 0)→\(after[$0] ?? 0)" }
             logger.notice("configuration reloaded", metadata: [
-                "inputs": "\(next.inputs.count)", "was": "\(config.inputs.count)", "files": "\(next.files.joined(separator: ","))",
-                "instances_changed": "\(changed.isEmpty ? "none" : changed.joined(separator: ", "))",
+                "config.inputs": "\(next.inputs.count)", "config.inputs_before": "\(config.inputs.count)", "config.files": "\(next.files.joined(separator: ","))",
+                "config.instances_changed": "\(changed.isEmpty ? "none" : changed.joined(separator: ", "))",
             ])
             config = next
         }
@@ -175,19 +175,19 @@ struct RunLoop {
     /// The configuration read again for SIGHUP, or nil (every problem logged) when it cannot be
     /// used: the running one then stays.
     func reloaded(current dataDirectory: String) -> Config? {
-        logger.info("SIGHUP: reading the configuration again", metadata: ["config": "\(options.configPath)"])
+        logger.info("SIGHUP: reading the configuration again", metadata: ["config.path": "\(options.configPath)"])
         let config: Config
         do {
             config = try options.loadOrThrow()
         } catch {
             for d in error.diagnostics { logger.error("reload refused: \(d)") }
-            logger.error("reload refused: the running configuration stays", metadata: ["problems": "\(error.diagnostics.count)"])
+            logger.error("reload refused: the running configuration stays", metadata: ["config.problems": "\(error.diagnostics.count)"])
             return nil
         }
         let newDirectory = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment)
         guard newDirectory == dataDirectory else {
             logger.error("reload refused: the running configuration stays", metadata: [
-                "reason": "data_dir changed from \(dataDirectory) to \(newDirectory); the buffer, the lock and the tail offsets live there: restart the agent to move it",
+                "config.reason": "data_dir changed from \(dataDirectory) to \(newDirectory); the buffer, the lock and the tail offsets live there: restart the agent to move it",
             ])
             return nil
         }

@@ -295,8 +295,8 @@ struct Run: AsyncParsableCommand {
         }
         defer { withExtendedLifetime(lock) {} }
         logger.info("starting", metadata: [
-            "inputs": "\(config.inputs.count)", "host": "\(config.agent.hostname)",
-            "redis": "\(config.redis.urlDisplay)", "format": "\(config.redis.format.rawValue)", "data_dir": "\(dataDirectory)",
+            "config.inputs": "\(config.inputs.count)", "agent.host": "\(config.agent.hostname)",
+            "redis.url": "\(config.redis.urlDisplay)", "redis.format": "\(config.redis.format.rawValue)", "agent.data_dir": "\(dataDirectory)",
         ])
         try await RunLoop(options: options, dataDirectory: dataDirectory, logger: logger).run(config)
         logger.info("stopped")

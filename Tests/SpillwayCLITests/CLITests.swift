@@ -342,8 +342,8 @@ func procLines(_ path: String) -> [String] {
         var total = 0
         for n in names { total += Int(try server.cli(["XLEN", "metrics:\(host):\(n)"])) ?? 0 }
         total += internalInRedis(server, host: String(host))
-        #expect(text.contains("written=\(total)"), "\(total) entries; log: \(text)")
-        #expect(text.contains("dropped=0") && text.contains("rejected=0"))
+        #expect(text.contains("writer.written=\(total)"), "\(total) entries; log: \(text)")
+        #expect(text.contains("writer.dropped=0") && text.contains("writer.rejected=0"))
         // The high-water marks were saved in data_dir, 0600 in a 0700 directory.
         let marks = dataDir.appendingPathComponent("stream-ids").path
         #expect((try FileManager.default.attributesOfItem(atPath: marks)[.posixPermissions] as? Int) == 0o600)

@@ -39,7 +39,7 @@ final class TailHarness {
             saveOffsets: { [unowned self] in saved += $0 },
             forgetOffsets: { [unowned self] in forgotten += $0 },
             deliver: { [unowned self] in delivered += $0; $0.removeAll(); return true },
-            log: { [unowned self] in notices.append($0) },
+            log: { [unowned self] message, _ in notices.append(message) },
             commonTags: [Tag("host", "h")]))
     }
 

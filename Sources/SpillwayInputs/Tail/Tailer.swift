@@ -24,14 +24,15 @@ public struct TailEnvironment {
     /// Hands lines on, taking them out of the array (moved, not copied); waits while there is no
     /// room (backpressure). False: stop now.
     public var deliver: (inout [TailLine]) -> Bool
-    /// Logs a notice (rotation, truncation, unreadable files).
-    public var log: (String) -> Void
+    /// Logs a notice (rotation, truncation, unreadable files) about the file at a path (its path
+    /// as `files` matched it).
+    public var log: (_ message: String, _ path: String) -> Void
     /// The tags every record gets (host, agent and instance tags), sorted.
     public var commonTags: [Tag]
 
     public init(offsets: [FileCheckpoint], firstStart: Bool, registerFirstStart: @escaping ([FileCheckpoint]) -> Void,
                 saveOffsets: @escaping ([FileCheckpoint]) -> Void, forgetOffsets: @escaping ([FileIdentity]) -> Void,
-                deliver: @escaping (inout [TailLine]) -> Bool, log: @escaping (String) -> Void, commonTags: [Tag]) {
+                deliver: @escaping (inout [TailLine]) -> Bool, log: @escaping (_ message: String, _ path: String) -> Void, commonTags: [Tag]) {
         self.offsets = offsets
         self.firstStart = firstStart
         self.registerFirstStart = registerFirstStart
@@ -225,7 +226,7 @@ public final class Tailer {
                 if let st = statPath(found) { f.mtime = mtimeOf(st) }
                 track(f)
                 known[identity] = nil
-                env.log("resuming \(c.path) from \(found), where it was rotated to while the agent was stopped")
+                env.log("resuming \(c.path) from \(found), where it was rotated to while the agent was stopped", c.path)
             } else {
                 gone.append(identity)
             }
@@ -341,7 +342,7 @@ public final class Tailer {
                 offset = min(k.offset, c.size)
                 path = k.path
                 readBefore = true
-                env.log("\(c.path) holds content of \(k.path) already read to \(k.offset) bytes (same first \(k.fingerprintLength) bytes); it is read from \(offset)")
+                env.log("\(c.path) holds content of \(k.path) already read to \(k.offset) bytes (same first \(k.fingerprintLength) bytes); it is read from \(offset)", c.path)
             } else if firstStart && !options.fromBeginning {
                 offset = c.size
             }
@@ -408,7 +409,7 @@ public final class Tailer {
         let c = trackCopy(copy, of: k.path, from: offset, stat: st, now: now,
                           fingerprint: withFile(copy.path) { fingerprint(fd: $0, size: size) } ?? (k.fingerprint, k.fingerprintLength, false))
         c.size = size
-        env.log("\(k.path) was truncated or rewritten while the agent was stopped; reading the rest of its old content from \(copy.path), from \(offset)")
+        env.log("\(k.path) was truncated or rewritten while the agent was stopped; reading the rest of its old content from \(copy.path), from \(offset)", k.path)
         env.saveOffsets([c.checkpoint(offset)])
     }
 
@@ -465,7 +466,7 @@ public final class Tailer {
         guard fd >= 0 else {
             // Logged once per file (e.g. no permission); tried again at every poll.
             if unopenable.insert(f.identity).inserted, unopenable.count <= 10_000 {
-                env.log("cannot open \(f.currentPath): \(String(cString: strerror(errno))); it is tried again")
+                env.log("cannot open \(f.currentPath): \(String(cString: strerror(errno))); it is tried again", f.path)
             }
             return false
         }
@@ -484,7 +485,7 @@ public final class Tailer {
                 return open(f, now: now, retry: false)
             }
             let unread = f.size - f.offset
-            env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : ""))
+            env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : ""), f.path)
             release(f)
             return false
         }
@@ -595,7 +596,7 @@ public final class Tailer {
     func truncated(_ f: TrackedFile, size: Int64, now: Int64) {
         let from = f.lineStart
         if let copy = findCopy(of: f) {
-            env.log("\(f.path) was truncated; reading the rest of its old content from \(copy.path)")
+            env.log("\(f.path) was truncated; reading the rest of its old content from \(copy.path)", f.path)
             let c = trackCopy(copy, of: f.path, from: max(from, known[copy.identity]?.offset ?? 0), stat: statPath(copy.path), now: now,
                               fingerprint: (f.fingerprint, f.fingerprintLength, f.fingerprintHasLine))
             let before = emitted
@@ -613,7 +614,7 @@ public final class Tailer {
             // it for a new file (with lines, their checkpoints do this).
             if emitted == before { env.saveOffsets([c.checkpoint(c.offset)]) }
         } else {
-            env.log("\(f.path) was truncated at \(from) bytes; reading it again from its start")
+            env.log("\(f.path) was truncated at \(from) bytes; reading it again from its start", f.path)
         }
         f.pending = []
         f.pendingTruncated = false
@@ -683,7 +684,7 @@ public final class Tailer {
         var seen = SeenFile(size: f.size, mtime: f.mtime, fingerprint: f.fingerprint, length: f.fingerprintLength)
         if stillSame(&seen, at: path, st) { return f }
         let unread = f.size - f.offset
-        env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : "") + "; another file has its inode now")
+        env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : "") + "; another file has its inode now", f.path)
         closeFile(f)
         files[identity] = nil
         return nil

@@ -1,0 +1,241 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A request as the handler sees it: the method, the path and the raw query (after `?`).
+public struct HTTPServerRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var query: Substring
+
+    /// The query's parameters, percent-decoded (`+` is a blank), in order.
+    public var parameters: [(name: String, value: String)] {
+        query.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            return (Self.decode(parts[0]), parts.count > 1 ? Self.decode(parts[1]) : "")
+        }
+    }
+
+    static func decode(_ s: Substring) -> String {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(s.utf8.count)
+        var it = Array(s.utf8)[...]
+        while let b = it.popFirst() {
+            if b == UInt8(ascii: "+") {
+                bytes.append(0x20)
+            } else if b == UInt8(ascii: "%"), it.count >= 2, let hi = hex(it[it.startIndex]), let lo = hex(it[it.startIndex + 1]) {
+                bytes.append(hi << 4 | lo)
+                it = it.dropFirst(2)
+            } else {
+                bytes.append(b)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func hex(_ b: UInt8) -> UInt8? {
+        switch b {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): b - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): b - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): b - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}
+
+public struct HTTPServerResponse: Sendable {
+    public var status: Int
+    public var headers: [(String, String)]
+    public var body: [UInt8]
+
+    public init(status: Int, contentType: String, body: [UInt8], headers: [(String, String)] = []) {
+        self.status = status
+        self.headers = [("Content-Type", contentType)] + headers
+        self.body = body
+    }
+
+    public static func text(_ status: Int, _ body: String, headers: [(String, String)] = []) -> HTTPServerResponse {
+        HTTPServerResponse(status: status, contentType: "text/plain; charset=utf-8", body: Array(body.utf8), headers: headers)
+    }
+}
+
+/// The HTTP/1.1 server of `[agent] http_listen` (and of `serve`): SwiftNIO's HTTP/1 codec on one
+/// event-loop thread, with every bound a public endpoint needs:
+/// - a request head (request line and headers) of at most `maxHeadBytes`; past it, 400 and the
+///   connection is closed (the codec stops reading it, so a long head costs no memory);
+/// - request bodies are not kept (the endpoints take none): they are read and dropped;
+/// - at most `maxConnections` open connections: one more closes the oldest connection that has no
+///   request being answered (so idle or slow clients cannot lock others out);
+/// - a connection that sends and takes nothing for `idleTimeout` is closed;
+/// - at most `maxConcurrent` requests answered at once; more get 503 at once.
+/// Only GET and HEAD are answered; other methods get 405.
+public final class HTTPServer: Sendable {
+    public static let maxHeadBytes = 8 * 1024
+    public typealias Handler = @Sendable (HTTPServerRequest) async -> HTTPServerResponse
+
+    let group: MultiThreadedEventLoopGroup
+    let channel: any Channel
+
+    /// Binds `host:port` (a numeric IPv4 or IPv6 address) and serves until `close`.
+    public init(host: String, port: Int, maxConnections: Int = 256, maxConcurrent: Int = 16,
+                idleTimeout: TimeAmount = .seconds(10), handler: @escaping Handler) async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let registry = try await loop.submit {
+            NIOLoopBound(Connections(max: maxConnections, maxConcurrent: maxConcurrent), eventLoop: loop)
+        }.get()
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 128)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    var limits = NIOHTTPDecoderLimitConfiguration()
+                    limits.maxHeaderFieldSize = Self.maxHeadBytes
+                    limits.maxHeaderListSize = Self.maxHeadBytes
+                    limits.maxHeaderFieldCount = 100
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
+                    let connection = Connection(registry: registry.value, handler: handler)
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idleTimeout))
+                    try channel.pipeline.syncOperations.addHandler(connection)
+                    registry.value.opened(connection, channel)
+                }
+            }
+        do {
+            channel = try await bootstrap.bind(host: host, port: port).get()
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        self.group = group
+    }
+
+    /// The port bound (useful with port 0).
+    public var port: Int? { channel.localAddress?.port }
+
+    public func close() async {
+        try? await channel.close()
+        try? await group.shutdownGracefully()
+    }
+}
+
+/// The open connections and the requests being answered, on the event loop only.
+final class Connections {
+    let max: Int
+    let maxConcurrent: Int
+    var open: [ObjectIdentifier: (sequence: Int, channel: any Channel, connection: Connection)] = [:]
+    var sequence = 0
+    var answering = 0
+
+    init(max: Int, maxConcurrent: Int) {
+        self.max = max
+        self.maxConcurrent = maxConcurrent
+    }
+
+    func opened(_ connection: Connection, _ channel: any Channel) {
+        if open.count >= max, let oldest = open.values.filter({ !$0.connection.busy }).min(by: { $0.sequence < $1.sequence }) {
+            open[ObjectIdentifier(oldest.connection)] = nil
+            oldest.channel.close(promise: nil)
+        }
+        sequence += 1
+        open[ObjectIdentifier(connection)] = (sequence, channel, connection)
+    }
+
+    func closed(_ connection: Connection) {
+        open[ObjectIdentifier(connection)] = nil
+    }
+}
+
+/// One connection's requests, answered in order (the codec's pipelining handler holds a next
+/// request until the response to the one before is written).
+final class Connection: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let registry: Connections
+    let handler: HTTPServer.Handler
+    var request: (head: HTTPRequestHead, supported: Bool)?
+    var busy = false
+
+    init(registry: Connections, handler: @escaping HTTPServer.Handler) {
+        self.registry = registry
+        self.handler = handler
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            request = (head, head.method == .GET || head.method == .HEAD)
+        case .body:
+            break  // not kept
+        case .end:
+            guard let (head, supported) = request else { return }
+            request = nil
+            guard supported else {
+                respond(context: context, head: head, .text(405, "method not allowed: use GET\n", headers: [("Allow", "GET, HEAD")]))
+                return
+            }
+            guard registry.answering < registry.maxConcurrent else {
+                respond(context: context, head: head, .text(503, "busy: too many requests at once\n"))
+                return
+            }
+            registry.answering += 1
+            busy = true
+            let uri = head.uri
+            let cut = uri.firstIndex(of: "?")
+            let request = HTTPServerRequest(method: head.method.rawValue, path: String(uri[..<(cut ?? uri.endIndex)]),
+                                            query: cut.map { uri[uri.index(after: $0)...] } ?? "")
+            let handler = self.handler
+            let promise = context.eventLoop.makePromise(of: HTTPServerResponse.self)
+            promise.completeWithTask { await handler(request) }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            promise.futureResult.whenComplete { result in
+                let (me, context) = bound.value
+                me.registry.answering -= 1
+                me.busy = false
+                let response = (try? result.get()) ?? .text(500, "internal error\n")
+                me.respond(context: context, head: head, response)
+            }
+        }
+    }
+
+    func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPServerResponse) {
+        guard context.channel.isActive else { return }
+        var headers = HTTPHeaders(response.headers)
+        headers.replaceOrAdd(name: "Content-Length", value: "\(response.body.count)")
+        let keepAlive = head.isKeepAlive && response.status != 405
+        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+        let status = HTTPResponseStatus(statusCode: response.status)
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+        if head.method != .HEAD, !response.body.isEmpty {
+            var buffer = context.channel.allocator.buffer(capacity: response.body.count)
+            buffer.writeBytes(response.body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent, !busy {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    /// A request the codec cannot read (a head past the bounds, bad syntax): the codec's error
+    /// handler has answered 400; the connection is closed (nothing more of it is read).
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        registry.closed(self)
+        context.fireChannelInactive()
+    }
+}
