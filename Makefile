@@ -9,7 +9,8 @@ SWIFT ?= swift
 CONFIG ?= agent.toml
 LOG_LEVEL ?= info
 # libcurl4: the tests' HTTP client (URLSession, FoundationNetworking) loads it; the agent does not.
-APT_PACKAGES := libhiredis-dev libsqlite3-dev libcurl4 redis-server redis-tools python3 python3-venv
+# libssl-dev: TLS (rediss://); openssl: the TLS tests make their certificates with it.
+APT_PACKAGES := libhiredis-dev libsqlite3-dev libssl-dev openssl libcurl4 redis-server redis-tools python3 python3-venv
 PACKAGE_APT_PACKAGES := dpkg-dev systemd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 

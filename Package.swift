@@ -38,13 +38,15 @@ let package = Package(
             dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", .product(name: "Subprocess", package: "swift-subprocess")],
             swiftSettings: strict
         ),
-        // hiredis 0.14 from Debian's libhiredis-dev. Only RedisSink imports it.
+        // hiredis 0.14 from Debian's libhiredis-dev: its reply reader. Only RedisSink imports it.
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", providers: [.apt(["libhiredis-dev"])]),
+        // OpenSSL from Debian's libssl-dev, for TLS. Only RedisSink's transport imports it.
+        .systemLibrary(name: "CSSL", path: "Sources/CSSL", providers: [.apt(["libssl-dev"])]),
         // The only code that touches hiredis: connection, pipelining, replies, errors, and the
         // stream and timeseries encoders.
         .target(
             name: "RedisSink",
-            dependencies: ["CHiredis", "SpillwayCore", "SpillwayConfig", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CHiredis", "CSSL", "SpillwayCore", "SpillwayConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // The system libsqlite3 (Debian's libsqlite3-dev). Only Spool imports it.

@@ -1,21 +1,18 @@
-// Debian's libhiredis-dev (hiredis 0.14). Only RedisSink imports this module.
+// Debian's libhiredis-dev (hiredis 0.14): its reply reader only (Spillway owns the socket and writes
+// RESP itself). Only RedisSink imports this module.
 #ifndef SPILLWAY_CHIREDIS_SHIM_H
 #define SPILLWAY_CHIREDIS_SHIM_H
-#include <hiredis/hiredis.h>
+#include <hiredis/read.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
-// errstr is a char[128] array, which Swift sees as a tuple: hand out a pointer instead.
-static inline const char *spillway_redis_errstr(const redisContext *c) { return c->errstr; }
-static inline int spillway_redis_err(const redisContext *c) { return c->err; }
-static inline int spillway_redis_fd(const redisContext *c) { return c->fd; }
-
 // Replies are read into an arena the connection owns, through hiredis's reply object functions
 // (its documented hook for other reply types), instead of hiredis's own objects: those take a
 // calloc each (an XADD's reply two, a TS.MADD's one per sample) and a free each. A reply lives until
-// the next `spillway_arena_reset`, called once the caller has taken what it needs from it; hiredis
-// completes one reply per redisGetReply, so no part of the next reply is in the arena then.
+// the next `spillway_arena_reset`, called once the caller has taken what it needs from it; the
+// reader completes one reply per redisReaderGetReply, so no part of the next reply is in the arena
+// then.
 typedef struct spillway_reply {
     int type;                          // REDIS_REPLY_*
     int errors;                        // arrays: how many errors they hold, at any depth
@@ -128,14 +125,18 @@ static inline void *spillway_reply_nil(const redisReadTask *task) { return spill
 // The arena owns every reply: nothing to free one by one.
 static inline void spillway_reply_free(void *reply) { (void)reply; }
 
-// Makes the context's reader build its replies in `arena` (which must outlive the context).
-static inline void spillway_read_replies_into(redisContext *c, spillway_arena *arena) {
+// A reply reader (hiredis's RESP parser, without a connection) that builds its replies in `arena`
+// (which must outlive it). Spillway owns the socket and feeds the reader what it reads.
+static inline redisReader *spillway_reader_create(spillway_arena *arena) {
     static redisReplyObjectFunctions functions = {
         spillway_reply_string, spillway_reply_array, spillway_reply_integer, spillway_reply_nil, spillway_reply_free,
     };
-    c->reader->fn = &functions;
-    c->reader->privdata = arena;
+    redisReader *r = redisReaderCreateWithFunctions(&functions);
+    if (r != NULL) r->privdata = arena;
+    return r;
 }
+static inline int spillway_reader_err(const redisReader *r) { return r->err; }
+static inline const char *spillway_reader_errstr(const redisReader *r) { return r->errstr; }
 
 // The reply's i-th element (arrays).
 static inline spillway_reply *spillway_reply_element(const spillway_reply *r, size_t i) { return r->element[i]; }

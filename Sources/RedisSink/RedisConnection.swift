@@ -34,42 +34,58 @@ public struct RedisConnectionOptions: Sendable, Equatable {
     public var timeout: Int64 = 5_000_000_000
     /// TCP keepalive on the socket.
     public var keepalive: Bool = true
+    /// TLS (a `rediss://` url), nil for a plain connection.
+    public var tls: RedisTLSOptions?
 
     public init(endpoint: RedisEndpoint) { self.endpoint = endpoint }
 }
 
-/// The one owner of a hiredis context. Blocking: call it from a dedicated thread, never from the
-/// cooperative pool. After any connection error the context is dropped, and the next call connects
-/// afresh and applies timeout, keepalive, AUTH and SELECT again (hiredis 0.14's own reconnect
-/// restores none of them).
+/// One connection to Redis: Spillway's own socket (`RedisTransport`: TCP, unix or TLS), commands
+/// written as RESP by Spillway, replies parsed by hiredis's reader. Blocking: call it from a
+/// dedicated thread, never from the cooperative pool. After any connection error the socket is
+/// dropped, and the next call connects afresh (timeouts, keepalive, TLS, AUTH and SELECT again).
 public final class RedisConnection {
     public let options: RedisConnectionOptions
-    private var context: UnsafeMutablePointer<redisContext>?
+    private var transport: RedisTransport?
+    /// hiredis's reply reader for this socket (a new one for each: no half reply carries over).
+    private var reader: UnsafeMutablePointer<redisReader>?
 
-    /// Where replies are read into (see `spillway_read_replies_into`); reset after each reply.
+    /// Where replies are read into (see `spillway_reader_create`); reset after each reply.
     private let arena: UnsafeMutablePointer<spillway_arena>
+    /// What a read takes from the socket at most.
+    private let input: UnsafeMutableRawBufferPointer
+    /// The RESP of the commands being sent (reused).
+    private var output: [UInt8] = []
 
     public init(options: RedisConnectionOptions) {
         self.options = options
         guard let arena = spillway_arena_create() else { fatalError("out of memory") }
         self.arena = arena
+        input = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.readBytes, alignment: 16)
         RedisConnection.ignoreSIGPIPE
     }
 
     deinit {
         close()
         spillway_arena_destroy(arena)
+        input.deallocate()
     }
 
-    /// Writing to a socket Redis closed raises SIGPIPE, which would kill the process.
+    /// Writing to a socket Redis closed raises SIGPIPE, which would kill the process (TLS writes
+    /// cannot pass MSG_NOSIGNAL).
     private static let ignoreSIGPIPE: Void = { signal(SIGPIPE, SIG_IGN) }()
 
-    public var isConnected: Bool { context != nil }
+    /// hiredis's reader buffer size; a read takes this much at most.
+    static let readBytes = 16 * 1024
+
+    public var isConnected: Bool { transport != nil }
 
     public func close() {
-        if let context { redisFree(context) }
-        context = nil
+        transport = nil
+        if let reader { redisReaderFree(reader) }
+        reader = nil
         spillway_arena_reset(arena)
+        if output.capacity > 4 * Self.writeChunkBytes { output = [] }
         generation &+= 1
         unread = 0
         lowWaterFor = 0
@@ -79,29 +95,12 @@ public final class RedisConnection {
     /// Connects (if not connected) and authenticates. Throws `.authentication` for a refused AUTH or
     /// SELECT, `.connection`/`.timeout` otherwise.
     public func connect() throws(RedisError) {
-        if context != nil { return }
-        let tv = Self.timeval(options.connectTimeout)
-        let c: UnsafeMutablePointer<redisContext>?
-        switch options.endpoint.address {
-        case .tcp(let host, let port): c = host.withCString { redisConnectWithTimeout($0, Int32(port), tv) }
-        case .unix(let path): c = path.withCString { redisConnectUnixWithTimeout($0, tv) }
-        }
-        guard let c else { throw .connection("cannot allocate a hiredis context") }
-        if spillway_redis_err(c) != 0 {
-            let message = String(cString: spillway_redis_errstr(c))
-            redisFree(c)
-            throw .connection("\(options.endpoint.display): \(message)")
-        }
-        if redisSetTimeout(c, Self.timeval(options.timeout)) != REDIS_OK {
-            redisFree(c)
-            throw .connection("cannot set the socket timeout")
-        }
-        if options.keepalive, case .tcp = options.endpoint.address, redisEnableKeepAlive(c) != REDIS_OK {
-            redisFree(c)
-            throw .connection("cannot enable TCP keepalive")
-        }
-        spillway_read_replies_into(c, arena)
-        context = c
+        if transport != nil { return }
+        let t = try RedisTransport.connect(options.endpoint, tls: options.tls, connectTimeout: options.connectTimeout,
+                                           timeout: options.timeout, keepalive: options.keepalive)
+        guard let r = spillway_reader_create(arena) else { throw .connection("cannot allocate a reply reader") }
+        transport = t
+        reader = r
         var setup: [RedisCommand] = []
         if let password = options.endpoint.password?.revealed {
             var auth = RedisCommand()
@@ -146,7 +145,7 @@ public final class RedisConnection {
         public let error: RedisError?
     }
 
-    /// Counts the contexts this connection has opened: replies are read only on the one their
+    /// Counts the sockets this connection has opened: replies are read only on the one their
     /// commands went out on.
     private var generation: UInt64 = 0
 
@@ -171,54 +170,85 @@ public final class RedisConnection {
             return Ticket(count: count, generation: generation, start: monotonicNanoseconds(), error: error)
         }
         let start = monotonicNanoseconds()
-        guard let c = context else { return Ticket(count: count, generation: generation, start: start, error: .connection("not connected")) }
+        guard let t = transport else { return Ticket(count: count, generation: generation, start: start, error: .connection("not connected")) }
         let sentOn = generation
-        // hiredis takes an argument vector: pointers into the batch's bytes, and its lengths as they
-        // are (an Int is a size_t). The pointers' storage is reused for every command.
-        var argv: [UnsafePointer<CChar>?] = []
-        let failed: String? = arguments.bytes.withUnsafeBufferPointer { data in
+        // Each command as RESP (`*argc`, then `$len` and the bytes of each argument), straight from
+        // the batch's bytes; handed to the socket every `writeChunkBytes` or so, so that Redis works
+        // while the rest is being written (and the buffer stays small).
+        output.removeAll(keepingCapacity: true)
+        let failed: RedisError? = arguments.bytes.withUnsafeBufferPointer { data in
             arguments.lengths.withUnsafeBufferPointer { lengths in
-                let base = UnsafeRawPointer(data.baseAddress ?? UnsafePointer(bitPattern: 1)!)
-                var unwritten = 0
                 for n in 0..<count {
                     let s = span(n)
-                    if argv.count < s.argc { argv = Array(repeating: nil, count: s.argc) }
-                    let ok = argv.withUnsafeMutableBufferPointer { argv in
-                        var offset = s.byteStart
-                        for i in 0..<s.argc {
-                            argv[i] = (base + offset).assumingMemoryBound(to: CChar.self)
-                            offset += lengths[s.argStart + i]
-                        }
-                        return redisAppendCommandArgv(c, Int32(s.argc), argv.baseAddress, lengths.baseAddress! + s.argStart) == REDIS_OK
-                    }
-                    if !ok { return "appending command \(n + 1) of \(count)" }
-                    // Hand Redis every `writeChunkBytes` or so as commands are formatted, so it works
-                    // while the rest of the pipeline is being appended. (And hiredis's output buffer
-                    // stays small: one past glibc's mmap threshold would be mapped, faulted in and
-                    // unmapped at every write.)
-                    unwritten += s.byteCount + 16 * s.argc
-                    if unwritten >= Self.writeChunkBytes, n + 1 < count {
-                        unwritten = 0
-                        var done: Int32 = 0
-                        if redisBufferWrite(c, &done) != REDIS_OK { return "writing" }
+                    Self.appendRESP(&output, data: data, lengths: lengths, s)
+                    if output.count >= Self.writeChunkBytes, n + 1 < count {
+                        if let e = write(t) { return e }
+                        output.removeAll(keepingCapacity: true)
                     }
                 }
-                return nil
+                return write(t)
             }
         }
         if let failed {
             failedSends += 1
-            return Ticket(count: count, generation: sentOn, start: start, error: failure(c, failed))
+            close()
+            return Ticket(count: count, generation: sentOn, start: start, error: failed)
         }
-        var done: Int32 = 0
-        repeat {
-            if redisBufferWrite(c, &done) != REDIS_OK {
-                failedSends += 1
-                return Ticket(count: count, generation: sentOn, start: start, error: failure(c, "writing"))
-            }
-        } while done == 0
+        output.removeAll(keepingCapacity: true)
         unread += count
         return Ticket(count: count, generation: sentOn, start: start, error: nil)
+    }
+
+    /// Writes `output` to the socket; the error, if any.
+    private func write(_ t: RedisTransport) -> RedisError? {
+        output.withUnsafeBytes { bytes in
+            do throws(RedisError) {
+                try t.write(bytes)
+                return nil
+            } catch {
+                return error
+            }
+        }
+    }
+
+    /// Appends one command as RESP: `*<argc>\r\n`, then `$<length>\r\n<bytes>\r\n` for each argument.
+    @inline(__always)
+    static func appendRESP(_ out: inout [UInt8], data: UnsafeBufferPointer<UInt8>, lengths: UnsafeBufferPointer<Int>, _ s: CommandSpan) {
+        out.append(UInt8(ascii: "*"))
+        appendDecimal(&out, s.argc)
+        out.append(13); out.append(10)
+        var offset = s.byteStart
+        for i in 0..<s.argc {
+            let length = lengths[s.argStart + i]
+            out.append(UInt8(ascii: "$"))
+            appendDecimal(&out, length)
+            out.append(13); out.append(10)
+            if length > 0 { out.append(contentsOf: UnsafeBufferPointer(rebasing: data[offset..<(offset + length)])) }
+            out.append(13); out.append(10)
+            offset += length
+        }
+    }
+
+    @inline(__always)
+    static func appendDecimal(_ out: inout [UInt8], _ value: Int) {
+        if value < 10 {
+            out.append(UInt8(truncatingIfNeeded: value) &+ 48)
+            return
+        }
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var v = value, n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            while v > 0 {
+                d[n] = UInt8(truncatingIfNeeded: v % 10) &+ 48
+                v /= 10
+                n += 1
+            }
+            while n > 0 {
+                n -= 1
+                out.append(d[n])
+            }
+        }
     }
 
     /// The same, for commands of their own.
@@ -241,17 +271,33 @@ public final class RedisConnection {
             failedSends = max(0, failedSends - 1)
             return ([], error)
         }
-        guard let c = context, generation == ticket.generation else {
+        guard let t = transport, let r = reader, generation == ticket.generation else {
             return ([], .connection("\(options.endpoint.display): the connection was lost before the replies to \(ticket.count) commands were read"))
         }
         let count = ticket.count
         var replies: [RedisReply] = []
         replies.reserveCapacity(count)
         for _ in 0..<count {
-            if unread < lowWaterFor / 2 || unread >= 2 * lowWaterFor { setLowWater(c) }
+            if !t.isTLS, unread < lowWaterFor / 2 || unread >= 2 * lowWaterFor { setLowWater(t.fd) }
             var raw: UnsafeMutableRawPointer?
-            if redisGetReply(c, &raw) != REDIS_OK || raw == nil {
-                return (replies, failure(c, "reading replies (\(replies.count) of \(count) read)"))
+            while true {
+                if redisReaderGetReply(r, &raw) != REDIS_OK {
+                    let why = String(cString: spillway_reader_errstr(r))
+                    close()
+                    return (replies, .connection("\(options.endpoint.display): reading replies (\(replies.count) of \(count) read): protocol error: \(why)"))
+                }
+                if raw != nil { break }
+                // Not a whole reply yet: read more.
+                do throws(RedisError) {
+                    let n = try t.read(into: input)
+                    guard redisReaderFeed(r, input.baseAddress!.assumingMemoryBound(to: CChar.self), n) == REDIS_OK else {
+                        close()
+                        return (replies, .connection("\(options.endpoint.display): reading replies: out of memory"))
+                    }
+                } catch {
+                    close()
+                    return (replies, Self.reading(error, replies.count, count))
+                }
             }
             let reply = raw!.assumingMemoryBound(to: spillway_reply.self)
             replies.append(detail == .full ? Self.convert(reply) : Self.errorsOnly(reply))
@@ -265,7 +311,16 @@ public final class RedisConnection {
         return (replies, nil)
     }
 
-    /// Commands sent whose replies are not read yet (on this context).
+    /// A transport error while reading replies, saying how far it got.
+    static func reading(_ error: RedisError, _ read: Int, _ count: Int) -> RedisError {
+        switch error {
+        case .timeout(let m): .timeout("\(m) (reading replies: \(read) of \(count) read)")
+        case .connection(let m): .connection("\(m) (reading replies: \(read) of \(count) read)")
+        case .authentication: error
+        }
+    }
+
+    /// Commands sent whose replies are not read yet (on this socket).
     private var unread = 0
     /// Sends that failed (tickets with an error) not received yet: later sends fail too.
     private var failedSends = 0
@@ -281,12 +336,12 @@ public final class RedisConnection {
     /// 3 × (unread/2 − 1), holds while `unread` stays at least half the value it was set for; it is
     /// set again when `unread` leaves [half, double). (A mark too high would only delay a read
     /// until data, EOF, an error or the socket timeout; it cannot lose a reply.)
-    private func setLowWater(_ c: UnsafeMutablePointer<redisContext>) {
+    private func setLowWater(_ fd: Int32) {
         lowWaterFor = unread
         let mark = Int32(max(1, min(Self.maxLowWater, 3 * (unread / 2 - 1))))
         guard mark != lowWater else { return }
         var value = mark
-        if setsockopt(spillway_redis_fd(c), SOL_SOCKET, SO_RCVLOWAT, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 {
+        if setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &value, socklen_t(MemoryLayout<Int32>.size)) == 0 {
             lowWater = mark
         }
     }
@@ -294,7 +349,7 @@ public final class RedisConnection {
     /// The receive low-water mark set last, in bytes (1 is the socket's default).
     public var receiveLowWater: Int { Int(lowWater) }
 
-    /// hiredis reads 16 KiB at a time.
+    /// A read takes 16 KiB at most.
     static let maxLowWater = 16 * 1024
 
     /// One command.
@@ -306,18 +361,6 @@ public final class RedisConnection {
         let (replies, error) = pipeline(commands)
         if let error { throw error }
         return replies
-    }
-
-    /// Maps the context's error, drops the context (it is unusable now), and says what failed.
-    private func failure(_ c: UnsafeMutablePointer<redisContext>, _ doing: String) -> RedisError {
-        let code = spillway_redis_err(c)
-        let message = String(cString: spillway_redis_errstr(c))
-        close()
-        let text = "\(options.endpoint.display): \(doing): \(message.isEmpty ? "error \(code)" : message)"
-        if code == REDIS_ERR_IO, message.contains("temporarily unavailable") || message.contains("timed out") {
-            return .timeout(text)
-        }
-        return .connection(text)
     }
 
     static func convert(_ r: UnsafeMutablePointer<spillway_reply>) -> RedisReply {
@@ -363,7 +406,4 @@ public final class RedisConnection {
         }
     }
 
-    static func timeval(_ ns: Int64) -> timeval {
-        Glibc.timeval(tv_sec: Int(ns / 1_000_000_000), tv_usec: Int((ns % 1_000_000_000) / 1000))
-    }
 }

@@ -59,35 +59,40 @@ public struct HTTPServerResponse: Sendable {
     }
 }
 
-/// The HTTP/1.1 server of `[agent] http_listen` (and of `serve`): SwiftNIO's HTTP/1 codec on one
-/// event-loop thread, with every bound a public endpoint needs:
+/// The HTTP/1.1 server of `[agent] http_listen`: SwiftNIO's HTTP/1 codec on one event-loop thread
+/// (the connection registry relies on there being one), with every bound a public endpoint needs:
 /// - a request head (request line and headers) of at most `maxHeadBytes`; past it, 400 and the
 ///   connection is closed (the codec stops reading it, so a long head costs no memory);
 /// - request bodies are not kept (the endpoints take none): they are read and dropped;
 /// - at most `maxConnections` open connections: one more closes the oldest connection that has no
 ///   request being answered (so idle or slow clients cannot lock others out);
 /// - a connection that sends and takes nothing for `idleTimeout` is closed;
-/// - at most `maxConcurrent` requests answered at once; more get 503 at once.
-/// Only GET and HEAD are answered; other methods get 405.
+/// - at most `maxConcurrent` requests answered at once; more get 503 at once; a request not answered
+///   within `requestTimeout` gets 503 (its connection is closed after).
+/// Only GET and HEAD are answered; other methods get 405. A client that shuts down its side after
+/// its request (half-close) still gets the answer.
 public final class HTTPServer: Sendable {
     public static let maxHeadBytes = 8 * 1024
     public typealias Handler = @Sendable (HTTPServerRequest) async -> HTTPServerResponse
 
     let group: MultiThreadedEventLoopGroup
     let channel: any Channel
+    let registry: NIOLoopBound<Connections>
 
     /// Binds `host:port` (a numeric IPv4 or IPv6 address) and serves until `close`.
     public init(host: String, port: Int, maxConnections: Int = 256, maxConcurrent: Int = 16,
-                idleTimeout: TimeAmount = .seconds(10), handler: @escaping Handler) async throws {
+                idleTimeout: TimeAmount = .seconds(10), requestTimeout: TimeAmount = .seconds(5),
+                handler: @escaping Handler) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         let registry = try await loop.submit {
-            NIOLoopBound(Connections(max: maxConnections, maxConcurrent: maxConcurrent), eventLoop: loop)
+            NIOLoopBound(Connections(max: maxConnections, maxConcurrent: maxConcurrent, requestTimeout: requestTimeout), eventLoop: loop)
         }.get()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 128)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     var limits = NIOHTTPDecoderLimitConfiguration()
@@ -100,6 +105,8 @@ public final class HTTPServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idleTimeout))
                     try channel.pipeline.syncOperations.addHandler(connection)
                     registry.value.opened(connection, channel)
+                    let bound = NIOLoopBound(connection, eventLoop: channel.eventLoop)
+                    channel.closeFuture.whenComplete { _ in registry.value.closed(bound.value) }
                 }
             }
         do {
@@ -109,13 +116,23 @@ public final class HTTPServer: Sendable {
             throw error
         }
         self.group = group
+        self.registry = registry
     }
 
     /// The port bound (useful with port 0).
     public var port: Int? { channel.localAddress?.port }
 
+    /// Stops accepting, lets the requests being answered finish (2 s at most), closes every
+    /// connection and stops the event loop.
     public func close() async {
         try? await channel.close()
+        let loop = channel.eventLoop
+        let registry = self.registry
+        for _ in 0..<200 {
+            guard let answering = try? await loop.submit({ registry.value.answering }).get(), answering > 0 else { break }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        try? await loop.submit { registry.value.closeAll() }.get()
         try? await group.shutdownGracefully()
     }
 }
@@ -124,13 +141,20 @@ public final class HTTPServer: Sendable {
 final class Connections {
     let max: Int
     let maxConcurrent: Int
+    let requestTimeout: TimeAmount
     var open: [ObjectIdentifier: (sequence: Int, channel: any Channel, connection: Connection)] = [:]
     var sequence = 0
     var answering = 0
 
-    init(max: Int, maxConcurrent: Int) {
+    init(max: Int, maxConcurrent: Int, requestTimeout: TimeAmount) {
         self.max = max
         self.maxConcurrent = maxConcurrent
+        self.requestTimeout = requestTimeout
+    }
+
+    func closeAll() {
+        for entry in open.values { entry.channel.close(promise: nil) }
+        open = [:]
     }
 
     func opened(_ connection: Connection, _ channel: any Channel) {
@@ -157,6 +181,8 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
     let handler: HTTPServer.Handler
     var request: (head: HTTPRequestHead, supported: Bool)?
     var busy = false
+    /// The client shut down its side: close once the answer being made is written.
+    var inputClosed = false
 
     init(registry: Connections, handler: @escaping HTTPServer.Handler) {
         self.registry = registry
@@ -189,23 +215,42 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
             let handler = self.handler
             let promise = context.eventLoop.makePromise(of: HTTPServerResponse.self)
             promise.completeWithTask { await handler(request) }
-            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let bound = NIOLoopBound((self, context, Answer()), eventLoop: context.eventLoop)
+            let timeout = context.eventLoop.scheduleTask(in: registry.requestTimeout) {
+                let (me, context, answer) = bound.value
+                me.finish(answer, context: context, head: head, .text(503, "timeout: the answer took too long\n"), close: true)
+            }
             promise.futureResult.whenComplete { result in
-                let (me, context) = bound.value
-                me.registry.answering -= 1
-                me.busy = false
-                let response = (try? result.get()) ?? .text(500, "internal error\n")
-                me.respond(context: context, head: head, response)
+                timeout.cancel()
+                let (me, context, answer) = bound.value
+                me.finish(answer, context: context, head: head, (try? result.get()) ?? .text(500, "internal error\n"), close: false)
             }
         }
     }
 
-    func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPServerResponse) {
+    /// Whether a request was answered (by its handler or by its timeout, whichever came first).
+    final class Answer {
+        var given = false
+    }
+
+    func finish(_ answer: Answer, context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPServerResponse, close: Bool) {
+        guard !answer.given else { return }
+        answer.given = true
+        registry.answering -= 1
+        busy = false
+        respond(context: context, head: head, response, close: close)
+    }
+
+    func respond(context: ChannelHandlerContext, head: HTTPRequestHead, _ response: HTTPServerResponse, close: Bool = false) {
         guard context.channel.isActive else { return }
         var headers = HTTPHeaders(response.headers)
         headers.replaceOrAdd(name: "Content-Length", value: "\(response.body.count)")
-        let keepAlive = head.isKeepAlive && response.status != 405
-        if !keepAlive { headers.replaceOrAdd(name: "Connection", value: "close") }
+        let keepAlive = head.isKeepAlive && response.status != 405 && !close && !inputClosed
+        if !keepAlive {
+            headers.replaceOrAdd(name: "Connection", value: "close")
+        } else if head.version == .http1_0 {
+            headers.replaceOrAdd(name: "Connection", value: "keep-alive")
+        }
         let status = HTTPResponseStatus(statusCode: response.status)
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
         if head.method != .HEAD, !response.body.isEmpty {
@@ -223,6 +268,12 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent, !busy {
             context.close(promise: nil)
+            return
+        }
+        if case .inputClosed? = event as? ChannelEvent {
+            // Answered first when a request is being answered (or was read whole and is next).
+            inputClosed = true
+            if !busy, request == nil { context.close(promise: nil) }
             return
         }
         context.fireUserInboundEventTriggered(event)

@@ -126,6 +126,7 @@ public final class WriterService: Service, Sendable {
         options.connectTimeout = config.redis.connectTimeout
         options.timeout = config.redis.timeout
         options.keepalive = config.redis.keepalive
+        options.tls = config.redis.tls
         return options
     }
 

@@ -31,6 +31,8 @@ public struct RedisOutputConfig: Sendable, Equatable {
     public var connectTimeout: Int64 = 2_000_000_000
     public var timeout: Int64 = 5_000_000_000
     public var keepalive = true
+    /// TLS settings (`rediss://` urls only; nil otherwise).
+    public var tls: RedisTLSOptions?
     public var format: Format = .stream
     public var key: KeyTemplate
     public var maxlen: Int = 100_000
@@ -86,6 +88,7 @@ public struct RedisOutputConfig: Sendable, Equatable {
         out.connectTimeout = r.duration("connect_timeout", default: out.connectTimeout, minimum: 1_000_000)
         out.timeout = r.duration("timeout", default: out.timeout, minimum: 1_000_000)
         out.keepalive = r.bool("keepalive", default: true)
+        readTLS(&r, into: &out, baseDirectory: baseDirectory)
         let format = r.string("format", default: "stream")
         if let f = Format(rawValue: format) { out.format = f } else {
             r.error("format", "unknown format \"\(format)\"", fix: "use \"stream\" or \"timeseries\"")
@@ -115,6 +118,45 @@ public struct RedisOutputConfig: Sendable, Equatable {
             }
         }
         return out
+    }
+
+    static let tlsKeys = ["tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name", "tls_insecure_skip_verify"]
+
+    /// The tls_* keys: with a `rediss://` url only; files resolved against the config's directory
+    /// and checked readable; a client certificate and its key together.
+    static func readTLS(_ r: inout OptionReader, into out: inout RedisOutputConfig, baseDirectory: String) {
+        guard out.endpoint.tls else {
+            for key in tlsKeys where r.has(key) {
+                r.error(key, "\(key) applies to TLS connections only", fix: "use a rediss:// url, or remove it")
+            }
+            return
+        }
+        var tls = RedisTLSOptions()
+        func file(_ key: String) -> String? {
+            guard let text = r.optionalString(key) else { return nil }
+            let path = ConfigPaths.resolve(text, against: baseDirectory)
+            if !FileManager.default.isReadableFile(atPath: path) {
+                r.error(key, "cannot read \"\(path)\"", fix: "check that the file exists and the agent may read it")
+            }
+            return path
+        }
+        tls.caFile = file("tls_ca_file")
+        tls.certFile = file("tls_cert_file")
+        tls.keyFile = file("tls_key_file")
+        if (tls.certFile == nil) != (tls.keyFile == nil) {
+            r.error(tls.certFile == nil ? "tls_key_file" : "tls_cert_file", "a client certificate needs its key and a key its certificate",
+                    fix: "set both tls_cert_file and tls_key_file, or neither")
+        }
+        tls.serverName = r.optionalString("tls_server_name")
+        if tls.serverName?.isEmpty == true {
+            r.error("tls_server_name", "the server name is empty", fix: "write the name the server's certificate holds, or remove it")
+        }
+        tls.insecureSkipVerify = r.bool("tls_insecure_skip_verify", default: false)
+        if tls.insecureSkipVerify {
+            r.warning("tls_insecure_skip_verify", "the server's certificate is not checked: anyone on the path can read and change what is sent",
+                      fix: "set tls_ca_file to the CA that signed the server's certificate, and remove this")
+        }
+        out.tls = tls
     }
 
     /// Reads a key template option, checked for the format's placeholders.

@@ -7,6 +7,8 @@ public struct RedisEndpoint: Sendable, Equatable {
     }
 
     public var address: Address
+    /// `rediss://`: TLS on the connection.
+    public var tls = false
     public var username: String?
     /// Redacts itself in every printing path (see `Secret`).
     public var password: Secret?
@@ -34,14 +36,14 @@ public struct RedisEndpoint: Sendable, Equatable {
     /// The address without credentials, for logs.
     public var display: String {
         switch address {
-        case .tcp(let host, let port): return host.contains(":") ? "[\(host)]:\(port)/\(db)" : "\(host):\(port)/\(db)"
+        case .tcp(let host, let port): return (host.contains(":") ? "[\(host)]:\(port)/\(db)" : "\(host):\(port)/\(db)") + (tls ? " (TLS)" : "")
         case .unix(let path): return "unix:\(path)?db=\(db)"
         }
     }
 
     public static func parse(_ url: String) throws(SyntaxError) -> RedisEndpoint {
         func fail(_ why: String) -> SyntaxError {
-            SyntaxError(description: "\(why) in url \"\(redacted(url))\"; write redis://[user:password@]host:port/db or unix:///path/to.sock?db=N")
+            SyntaxError(description: "\(why) in url \"\(redacted(url))\"; write redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path/to.sock?db=N")
         }
         if url.hasPrefix("unix://") {
             var rest = Substring(url.dropFirst("unix://".count))
@@ -58,12 +60,11 @@ public struct RedisEndpoint: Sendable, Equatable {
             guard rest.hasPrefix("/") else { throw fail("a unix socket needs an absolute path") }
             return RedisEndpoint(address: .unix(path: String(rest)), db: db)
         }
-        guard url.hasPrefix("redis://") else {
-            if url.hasPrefix("rediss://") { throw fail("TLS (rediss://) is not supported") }
-            throw fail("unknown scheme")
-        }
-        var rest = Substring(url.dropFirst("redis://".count))
+        let tls = url.hasPrefix("rediss://")
+        guard url.hasPrefix("redis://") || tls else { throw fail("unknown scheme") }
+        var rest = Substring(url.dropFirst(tls ? "rediss://".count : "redis://".count))
         var endpoint = RedisEndpoint(address: .tcp(host: "127.0.0.1", port: 6379))
+        endpoint.tls = tls
         if let at = rest.lastIndex(of: "@") {
             let userinfo = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -136,5 +137,26 @@ public struct RedisEndpoint: Sendable, Equatable {
             }
         }
         return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// TLS for `rediss://` urls (`[outputs.redis]` tls_* keys).
+public struct RedisTLSOptions: Sendable, Equatable {
+    /// PEM file of the CAs the server's certificate is checked against (nil: the system's).
+    public var caFile: String?
+    /// Client certificate and key (PEM) for servers that ask for one (mutual TLS).
+    public var certFile: String?
+    public var keyFile: String?
+    /// The name the certificate must hold (nil: the url's host), also sent as SNI.
+    public var serverName: String?
+    /// Accept any certificate (a loud warning at start).
+    public var insecureSkipVerify = false
+
+    public init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil, serverName: String? = nil, insecureSkipVerify: Bool = false) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+        self.serverName = serverName
+        self.insecureSkipVerify = insecureSkipVerify
     }
 }

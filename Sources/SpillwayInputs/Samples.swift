@@ -64,7 +64,7 @@ public enum Samples {
 
 # Where records go. Streams by default; RedisTimeSeries with format = "timeseries".
 [outputs.redis]
-  # redis://[user:password@]host:port/db or unix:///path/to.sock?db=N
+  # redis://[user:password@]host:port/db, rediss://… (TLS) or unix:///path/to.sock?db=N
   url = "${SPILLWAY_REDIS_URL:-redis://127.0.0.1:6379/0}"
   # ACL user and password (they override the url's); or the password from a file (never logged).
   # username = "spillway"
@@ -73,6 +73,13 @@ public enum Samples {
   # connect_timeout = "2s"
   # timeout = "5s"            # for a whole pipeline
   # keepalive = true          # TCP keepalive
+  # TLS (rediss:// urls): the CA of the server's certificate, a client certificate and key for
+  # mutual TLS, the name the certificate must hold (default: the url's host).
+  # tls_ca_file = "/etc/spillway/redis-ca.pem"
+  # tls_cert_file = "/etc/spillway/client.pem"
+  # tls_key_file = "/etc/spillway/client.key"
+  # tls_server_name = "redis.example.com"
+  # tls_insecure_skip_verify = false
 
   # "stream": one XADD per record to the key below, fields + tag_KEY + timestamp (ms).
   # "timeseries": one series per (name, field, tags), written with TS.MADD.

@@ -155,3 +155,63 @@ public final class RedisServer: @unchecked Sendable {
 
 /// The repository root (this file is Sources/SpillwayTestSupport/RedisServer.swift).
 public let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+/// Certificates made with openssl at test time in `dir`: a CA, a server certificate for localhost
+/// and 127.0.0.1 signed by it, an expired one, a client certificate, and a second CA that signed
+/// nothing the server holds.
+public struct TestCertificates: Sendable {
+    public let dir: URL
+    public var ca: String { dir.appendingPathComponent("ca.pem").path }
+    public var otherCA: String { dir.appendingPathComponent("other-ca.pem").path }
+    public var serverCert: String { dir.appendingPathComponent("server.pem").path }
+    public var serverKey: String { dir.appendingPathComponent("server.key").path }
+    public var expiredCert: String { dir.appendingPathComponent("expired.pem").path }
+    public var clientCert: String { dir.appendingPathComponent("client.pem").path }
+    public var clientKey: String { dir.appendingPathComponent("client.key").path }
+
+    public struct Failed: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    public init() throws {
+        dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-certs-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        try Self.openssl(["req", "-x509"] + ec + ["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Spillway Test CA"], in: dir)
+        try Self.openssl(["req", "-x509"] + ec + ["-keyout", "other-ca.key", "-out", "other-ca.pem", "-days", "2", "-subj", "/CN=Another CA"], in: dir)
+        try "subjectAltName=DNS:localhost,IP:127.0.0.1\n".write(to: dir.appendingPathComponent("san.ext"), atomically: true, encoding: .utf8)
+        try Self.openssl(["req"] + ec + ["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"], in: dir)
+        try Self.openssl(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                          "-out", "server.pem", "-days", "2", "-extfile", "san.ext"], in: dir)
+        try Self.openssl(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                          "-out", "expired.pem", "-days", "-1", "-extfile", "san.ext"], in: dir)
+        try Self.openssl(["req"] + ec + ["-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=spillway-client"], in: dir)
+        try Self.openssl(["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                          "-out", "client.pem", "-days", "2"], in: dir)
+    }
+
+    static func openssl(_ args: [String], in dir: URL) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        p.arguments = args
+        p.currentDirectoryURL = dir
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw Failed(description: "openssl \(args.joined(separator: " ")): \(String(decoding: data, as: UTF8.self))")
+        }
+    }
+
+    /// redis-server arguments for a TLS port with `cert` (the server certificate by default),
+    /// clients' certificates required or not.
+    public func serverArgs(tlsPort: Int, cert: String? = nil, authClients: Bool = false) -> [String] {
+        ["--tls-port", String(tlsPort), "--tls-cert-file", cert ?? serverCert, "--tls-key-file", serverKey,
+         "--tls-ca-cert-file", ca, "--tls-auth-clients", authClients ? "yes" : "no"]
+    }
+
+    public func remove() { try? FileManager.default.removeItem(at: dir) }
+}

@@ -24,12 +24,17 @@ import Testing
         #expect(try RedisEndpoint.parse("redis://:secret@[::1]:6380/1")
             == RedisEndpoint(address: .tcp(host: "::1", port: 6380), password: "secret", db: 1))
         #expect(try RedisEndpoint.parse("unix:///run/redis.sock?db=2") == RedisEndpoint(address: .unix(path: "/run/redis.sock"), db: 2))
+        var tls = RedisEndpoint(address: .tcp(host: "redis.example.com", port: 6380), password: "pw")
+        tls.tls = true
+        #expect(try RedisEndpoint.parse("rediss://:pw@redis.example.com:6380") == tls)
+        #expect(tls.display == "redis.example.com:6380/0 (TLS)")
+        #expect(try !RedisEndpoint.parse("redis://h").tls)
         #expect(try RedisEndpoint.parse("redis://[::1]:6380").isLocal)
         #expect(try !RedisEndpoint.parse("redis://10.1.2.3").isLocal)
     }
 
     @Test func badURLs() {
-        for bad in ["http://x", "rediss://x", "redis://x:99999", "redis://x:abc", "redis://x/db", "unix://relative.sock", "unix:///s?x=1"] {
+        for bad in ["http://x", "rediss://x:0", "redis://x:99999", "redis://x:abc", "redis://x/db", "unix://relative.sock", "unix:///s?x=1"] {
             #expect(throws: RedisEndpoint.SyntaxError.self, "\(bad)") { try RedisEndpoint.parse(bad) }
         }
     }
@@ -43,7 +48,7 @@ import Testing
         #expect(RedisEndpoint.redacted("redis:/:TopSecret99@h") == "redis:***@h")
         #expect(RedisEndpoint.redacted("redis://TopSecret99@h") == "redis://***@h")
         #expect(RedisEndpoint.redacted("TopSecret99@h") == "***@h")
-        for url in ["rediss://:TopSecret99@127.0.0.1:6379/0", "REDIS://:TopSecret99@127.0.0.1", "http://u:TopSecret99@h", "redis://TopSecret99@h:x"] {
+        for url in ["rediss://:TopSecret99@127.0.0.1:x/0", "REDIS://:TopSecret99@127.0.0.1", "http://u:TopSecret99@h", "redis://TopSecret99@h:x"] {
             do {
                 _ = try RedisEndpoint.parse(url)
                 Issue.record("\(url) parsed")

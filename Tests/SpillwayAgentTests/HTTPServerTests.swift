@@ -18,6 +18,7 @@ struct RawClient {
         guard ok == 0 else { Glibc.close(fd); return nil }
         var tv = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         self.fd = fd
     }
 
@@ -91,13 +92,14 @@ final class Seen: Sendable {
 }
 
 @Suite(.serialized) struct HTTPServerBounds {
-    func server(maxConnections: Int = 256, maxConcurrent: Int = 16, idle: Int64 = 10_000, seen: Seen = Seen(), hold: Bool = false) async throws -> HTTPServer {
+    func server(maxConnections: Int = 256, maxConcurrent: Int = 16, idle: Int64 = 10_000, requestTimeout: Int64 = 30_000,
+                seen: Seen = Seen(), hold: Bool = false) async throws -> HTTPServer {
         try await HTTPServer(host: "127.0.0.1", port: 0, maxConnections: maxConnections, maxConcurrent: maxConcurrent,
-                             idleTimeout: .milliseconds(idle)) { request in
+                             idleTimeout: .milliseconds(idle), requestTimeout: .milliseconds(requestTimeout)) { request in
             seen.requests.withLock { $0.append(request) }
             if hold {
                 seen.held.add(1, ordering: .relaxed)
-                for _ in 0..<500 where !seen.release.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(10)) }
+                for _ in 0..<3000 where !seen.release.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(10)) }
             }
             return .text(200, "path=\(request.path) params=\(request.parameters.map { "\($0.name):\($0.value)" })\n")
         }
@@ -157,7 +159,7 @@ final class Seen: Sendable {
     }
 
     @Test func idleConnectionsAreClosedAndNeverLockOthersOut() async throws {
-        let s = try await server(maxConnections: 20, idle: 2000)
+        let s = try await server(maxConnections: 20, idle: 60_000)
         let port = try #require(s.port)
         // 30 connections that send nothing or half a request: past 20 the oldest are closed, and a
         // new client is still answered (closing one more: the oldest 11 are gone, the others not).
@@ -173,9 +175,45 @@ final class Seen: Sendable {
         c.close()
         try await Task.sleep(for: .milliseconds(200))
         #expect(idle.map(\.isClosedNow) == Array(repeating: true, count: 11) + Array(repeating: false, count: 19))
-        // Every idle one is closed after the idle timeout.
-        #expect(idle.filter { $0.closes(within: 5000) }.count == 30)
         idle.forEach { $0.close() }
+        await s.close()
+        // Connections that send and take nothing are closed after the idle timeout.
+        let t = try await server(idle: 300)
+        let tport = try #require(t.port)
+        let quiet = (0..<5).compactMap { i -> RawClient? in
+            let c = RawClient(port: tport)
+            if i % 2 == 0 { c?.send("GET /hal") }
+            return c
+        }
+        #expect(quiet.count == 5 && quiet.allSatisfy { $0.closes(within: 5000) })
+        quiet.forEach { $0.close() }
+        await t.close()
+    }
+
+    @Test func aClientThatHalfClosesStillGetsItsAnswer() async throws {
+        let s = try await server()
+        let port = try #require(s.port)
+        let c = try #require(RawClient(port: port))
+        c.send("GET /half HTTP/1.1\r\nHost: x\r\n\r\n")
+        shutdown(c.fd, Int32(SHUT_WR))
+        let r = try #require(c.response())
+        #expect(r.status == 200 && r.body.hasPrefix("path=/half") && r.headers["connection"] == "close")
+        #expect(c.closes(within: 2000))
+        c.close()
+        await s.close()
+    }
+
+    @Test func anAnswerPastTheRequestTimeoutIs503() async throws {
+        let seen = Seen()
+        let s = try await server(requestTimeout: 300, seen: seen, hold: true)
+        let port = try #require(s.port)
+        let c = try #require(RawClient(port: port))
+        c.send("GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+        let r = try #require(c.response())
+        #expect(r.status == 503 && r.body.contains("timeout"))
+        #expect(c.closes(within: 2000))
+        c.close()
+        seen.release.store(true, ordering: .relaxed)
         await s.close()
     }
 

@@ -2,13 +2,14 @@ import Foundation
 import SpillwayTestSupport
 import Testing
 
-/// Parses the final `writer` log line's counters.
+/// Parses the final `writer` log line's counters (`writer.written=N` … as `written`).
 func writerCounters(_ log: String) -> [String: Int64] {
     guard let line = log.split(separator: "\n").last(where: { $0.contains(" info writer ") }) else { return [:] }
     var out: [String: Int64] = [:]
     for part in line.split(separator: " ") {
         let kv = part.split(separator: "=", maxSplits: 1)
-        if kv.count == 2, let v = Int64(kv[1]) { out[String(kv[0])] = v }
+        guard kv.count == 2, kv[0].hasPrefix("writer."), let v = Int64(kv[1]) else { continue }
+        out[String(kv[0].dropFirst("writer.".count))] = v
     }
     return out
 }

@@ -12,8 +12,9 @@ final class AgentProcess {
 
     /// `internalRecords`: the agent's own records (`[agent] internal`), off here so that the scenarios
     /// count exactly their inputs' records (HealthMetrics tests them, outage included).
+    /// `url` (default: redis://127.0.0.1:`redisPort`/0) and `redisExtra` go in `[outputs.redis]`.
     init(redisPort: Int, extra: String = "", inputs: String = "[[inputs.mem]]\n[[inputs.system]]", agentExtra: String = "",
-         internalRecords: Bool = false) throws {
+         internalRecords: Bool = false, url: String? = nil, redisExtra: String = "") throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-survive-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         try """
@@ -25,9 +26,10 @@ final class AgentProcess {
             \(internalRecords ? "" : "internal = false")
             \(agentExtra)
             [outputs.redis]
-            url = "redis://127.0.0.1:\(redisPort)/0"
+            url = "\(url ?? "redis://127.0.0.1:\(redisPort)/0")"
             connect_timeout = "200ms"
             timeout = "500ms"
+            \(redisExtra)
             [breaker]
             failure_threshold = 2
             open_timeout = "200ms"

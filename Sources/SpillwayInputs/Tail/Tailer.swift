@@ -668,9 +668,10 @@ public final class Tailer {
     /// device and inode after it was deleted (see `SeenFile`). Updates `seen` when it is.
     func stillSame(_ seen: inout SeenFile, at path: String, _ st: stat) -> Bool {
         let size = Int64(st.st_size), mtime = mtimeOf(st)
-        if size == seen.size && mtime == seen.mtime { return true }
-        guard seen.length > 0, size >= Int64(seen.length),
-              fingerprint(path: path, length: seen.length) == seen.fingerprint else { return false }
+        // Known by no bytes (it was empty): by size and time alone. Otherwise by its first bytes
+        // (a timestamp's granularity can hide a quick delete and create of the same size).
+        guard seen.length > 0 else { return size == seen.size && mtime == seen.mtime }
+        guard size >= Int64(seen.length), fingerprint(path: path, length: seen.length) == seen.fingerprint else { return false }
         (seen.size, seen.mtime) = (size, mtime)
         return true
     }
@@ -680,13 +681,19 @@ public final class Tailer {
     /// handles): a copy or a file rotated away whose inode now holds another file is let go.
     func followed(_ identity: FileIdentity, at path: String, _ st: stat) -> TrackedFile? {
         guard let f = files[identity] else { return nil }
-        if f.fd >= 0 || (path == f.currentPath && !f.isCopy && !f.rotatedAway) { return f }
+        if f.fd >= 0 { return f }
+        if !f.isCopy, !f.rotatedAway {
+            // At its path (reached here by that path or another link to it): truncation and
+            // rewriting are for its read to find.
+            if path == f.currentPath { return f }
+            if let at = statPath(f.currentPath), identityOf(at) == identity { return f }
+        }
         var seen = SeenFile(size: f.size, mtime: f.mtime, fingerprint: f.fingerprint, length: f.fingerprintLength)
         if stillSame(&seen, at: path, st) { return f }
         let unread = f.size - f.offset
         env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : "") + "; another file has its inode now", f.path)
-        closeFile(f)
-        files[identity] = nil
+        release(f)
+        released[identity] = nil  // (its inode is another file's now)
         return nil
     }
 
