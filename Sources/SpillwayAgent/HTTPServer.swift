@@ -73,9 +73,12 @@ public struct HTTPServerResponse: Sendable {
 /// its request (half-close) still gets the answer.
 public final class HTTPServer: Sendable {
     public static let maxHeadBytes = 8 * 1024
-    public typealias Handler = @Sendable (HTTPServerRequest) async -> HTTPServerResponse
+    /// Answers a request. Runs on the server's own threads (2), never on the event loop nor on
+    /// Swift's cooperative pool, so it may block (and the pool being busy never delays an answer).
+    public typealias Handler = @Sendable (HTTPServerRequest) -> HTTPServerResponse
 
     let group: MultiThreadedEventLoopGroup
+    let workers: NIOThreadPool
     let channel: any Channel
     let registry: NIOLoopBound<Connections>
 
@@ -84,6 +87,8 @@ public final class HTTPServer: Sendable {
                 idleTimeout: TimeAmount = .seconds(10), requestTimeout: TimeAmount = .seconds(5),
                 handler: @escaping Handler) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let workers = NIOThreadPool(numberOfThreads: 2)
+        workers.start()
         let loop = group.next()
         let registry = try await loop.submit {
             NIOLoopBound(Connections(max: maxConnections, maxConcurrent: maxConcurrent, requestTimeout: requestTimeout), eventLoop: loop)
@@ -101,7 +106,7 @@ public final class HTTPServer: Sendable {
                     limits.maxHeaderFieldCount = 100
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-                    let connection = Connection(registry: registry.value, handler: handler)
+                    let connection = Connection(registry: registry.value, workers: workers, handler: handler)
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idleTimeout))
                     try channel.pipeline.syncOperations.addHandler(connection)
                     registry.value.opened(connection, channel)
@@ -113,9 +118,11 @@ public final class HTTPServer: Sendable {
             channel = try await bootstrap.bind(host: host, port: port).get()
         } catch {
             try? await group.shutdownGracefully()
+            try? await workers.shutdownGracefully()
             throw error
         }
         self.group = group
+        self.workers = workers
         self.registry = registry
     }
 
@@ -133,6 +140,7 @@ public final class HTTPServer: Sendable {
             try? await Task.sleep(for: .milliseconds(10))
         }
         try? await loop.submit { registry.value.closeAll() }.get()
+        try? await workers.shutdownGracefully()
         try? await group.shutdownGracefully()
     }
 }
@@ -178,14 +186,16 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = HTTPServerResponsePart
 
     let registry: Connections
+    let workers: NIOThreadPool
     let handler: HTTPServer.Handler
     var request: (head: HTTPRequestHead, supported: Bool)?
     var busy = false
     /// The client shut down its side: close once the answer being made is written.
     var inputClosed = false
 
-    init(registry: Connections, handler: @escaping HTTPServer.Handler) {
+    init(registry: Connections, workers: NIOThreadPool, handler: @escaping HTTPServer.Handler) {
         self.registry = registry
+        self.workers = workers
         self.handler = handler
     }
 
@@ -213,14 +223,13 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
             let request = HTTPServerRequest(method: head.method.rawValue, path: String(uri[..<(cut ?? uri.endIndex)]),
                                             query: cut.map { uri[uri.index(after: $0)...] } ?? "")
             let handler = self.handler
-            let promise = context.eventLoop.makePromise(of: HTTPServerResponse.self)
-            promise.completeWithTask { await handler(request) }
+            let answer = workers.runIfActive(eventLoop: context.eventLoop) { handler(request) }
             let bound = NIOLoopBound((self, context, Answer()), eventLoop: context.eventLoop)
             let timeout = context.eventLoop.scheduleTask(in: registry.requestTimeout) {
                 let (me, context, answer) = bound.value
                 me.finish(answer, context: context, head: head, .text(503, "timeout: the answer took too long\n"), close: true)
             }
-            promise.futureResult.whenComplete { result in
+            answer.whenComplete { result in
                 timeout.cancel()
                 let (me, context, answer) = bound.value
                 me.finish(answer, context: context, head: head, (try? result.get()) ?? .text(500, "internal error\n"), close: false)

@@ -99,7 +99,7 @@ final class Seen: Sendable {
             seen.requests.withLock { $0.append(request) }
             if hold {
                 seen.held.add(1, ordering: .relaxed)
-                for _ in 0..<3000 where !seen.release.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(10)) }
+                for _ in 0..<3000 where !seen.release.load(ordering: .relaxed) { usleep(10_000) }
             }
             return .text(200, "path=\(request.path) params=\(request.parameters.map { "\($0.name):\($0.value)" })\n")
         }
