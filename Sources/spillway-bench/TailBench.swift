@@ -32,7 +32,7 @@ func writeBenchLogs(lines: Int, files: Int) throws -> URL {
     return logs
 }
 
-func tailThroughAgent(server: RedisServer, logs: URL, lines: Int) throws -> (rate: Double, cpuPerLine: Double, rss: [Double]) {
+func tailThroughAgent(server: RedisServer, logs: URL, lines: Int, url: String? = nil, redisExtra: String = "") throws -> (rate: Double, cpuPerLine: Double, rss: [Double]) {
     let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-tail-bench-\(getpid())")
     try? FileManager.default.removeItem(at: dir)
     try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
@@ -43,7 +43,8 @@ func tailThroughAgent(server: RedisServer, logs: URL, lines: Int) throws -> (rat
         hostname = "bench-host"
         data_dir = "\(dir.appendingPathComponent("data").path)"
         [outputs.redis]
-        url = "\(server.url)"
+        url = "\(url ?? server.url)"
+        \(redisExtra)
         [[inputs.tail]]
         files = ["\(logs.path)/*.log"]
         from_beginning = true
@@ -156,8 +157,36 @@ func tailBenchmarks(lines: Int, rounds: Int) throws {
         print("    RSS MiB at each tenth, 1 file: " + one.rss.map { String(format: "%.1f", $0) }.joined(separator: " ")
               + "; 100 files: " + hundred.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
     }
-    print(String(format: "  median ratio to redis-benchmark -c 50: 1 file %.2f, 100 files %.2f   (target >= 0.6)", median(r1), median(r100)))
+    print(String(format: "  median ratio to redis-benchmark -c 50: 1 file %.2f, 100 files %.2f   (target >= 0.8)", median(r1), median(r100)))
     print(String(format: "  median ratio to redis-benchmark -c 1:  1 file %.2f, 100 files %.2f", median(r1c1), median(r100c1)))
     print(String(format: "  median CPU per line: 1 file %.2f µs, 100 files %.2f µs; RSS %.1f to %.1f MiB", median(cpu1), median(cpu100),
+                 rssAll.min() ?? 0, rssAll.max() ?? 0))
+    try tailOverTLS(logs: oneFile, lines: lines, rounds: rounds, xadd: xadd)
+}
+
+/// The same, 1 file, over TLS (a redis-server with a TLS port, certificates made by openssl), next
+/// to redis-benchmark --tls with the same XADD.
+func tailOverTLS(logs: URL, lines: Int, rounds: Int, xadd: [String]) throws {
+    let certs = try TestCertificates()
+    defer { certs.remove() }
+    let tlsPort = try RedisServer.freePort()
+    let server = try RedisServer(args: certs.serverArgs(tlsPort: tlsPort))
+    defer { server.stop(); server.removeFiles() }
+    let tlsArgs = ["--tls", "--cacert", certs.ca]
+    print("tail over TLS: \(lines) lines, 1 file, rediss:// (TLS 1.3), against redis-benchmark --tls -P 64 -c 50 on the same server")
+    var ratios: [Double] = [], cpu: [Double] = [], rssAll: [Double] = []
+    for round in 1...rounds {
+        let ours = try tailThroughAgent(server: server, logs: logs, lines: lines, url: "rediss://127.0.0.1:\(tlsPort)/0",
+                                        redisExtra: "tls_ca_file = \"\(certs.ca)\"")
+        try server.cli(["FLUSHALL"])
+        let ref = try redisBenchmark(port: tlsPort, requests: lines, clients: 50, command: xadd, extra: tlsArgs)
+        try server.cli(["FLUSHALL"])
+        ratios.append(ours.rate / ref)
+        cpu.append(ours.cpuPerLine / 1000)
+        rssAll += ours.rss
+        print(String(format: "  round %d: %7.0f lines/s (%.2f µs CPU/line); redis-benchmark --tls -c 50 %7.0f; ratio %.2f",
+                     round, ours.rate, ours.cpuPerLine / 1000, ref, ours.rate / ref))
+    }
+    print(String(format: "  median ratio over TLS: %.2f; CPU per line %.2f µs; RSS %.1f to %.1f MiB", median(ratios), median(cpu),
                  rssAll.min() ?? 0, rssAll.max() ?? 0))
 }

@@ -25,11 +25,11 @@ func benchRecord(_ i: Int, ms: Int64) -> Record {
 
 /// Runs redis-benchmark against `port` and returns its requests per second.
 /// With `randomRange`, each `__rand_int__` in the command becomes a random number below it (`-r`).
-func redisBenchmark(port: Int, requests: Int, clients: Int, command: [String], randomRange: Int? = nil) throws -> Double {
+func redisBenchmark(port: Int, requests: Int, clients: Int, command: [String], randomRange: Int? = nil, extra: [String] = []) throws -> Double {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-benchmark")
     p.arguments = ["-h", "127.0.0.1", "-p", String(port), "-n", String(requests), "-P", "64", "-c", String(clients), "--csv"]
-        + (randomRange.map { ["-r", String($0)] } ?? []) + command
+        + (randomRange.map { ["-r", String($0)] } ?? []) + extra + command
     let out = Pipe()
     p.standardOutput = out
     p.standardError = FileHandle.nullDevice
