@@ -491,12 +491,13 @@ import Testing
     /// Reads wait for a good part of the replies still to come (the socket's low-water mark), but
     /// never for more than will come: with the smallest replies there are (3 bytes, "+\r\n"), two
     /// pipelines outstanding are read to their last reply, with no read left waiting until the
-    /// socket timeout (1 s here: a read that waited for it would fail the pipeline).
+    /// socket timeout (3 s here: a read that waited for it would fail the pipeline; the 3,000 replies
+    /// take a few milliseconds, and 1 s was once not enough for them on a loaded CI machine).
     @Test func readsNeverWaitForMoreThanTheRepliesStillToCome() throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }
         var options = RedisConnectionOptions(endpoint: try RedisEndpoint.parse(server.url))
-        options.timeout = 1_000_000_000
+        options.timeout = 3_000_000_000
         let connection = RedisConnection(options: options)
         let smallest = RedisCommand(["EVAL", "return {ok=''}", "0"])
         let first = connection.send(Array(repeating: smallest, count: 2000))

@@ -281,13 +281,31 @@ func malformedCases() -> [Expectation] {
         // Options that exclude each other (password/password_file, maxlen/max_age, and the
         // timeseries-only ones under format = "stream") are dropped the way a user picking one would.
         let agentText = files["agent.toml"]!
-        func variant(dropping prefixes: [String], format: String) throws -> Config {
+        func variantOf(dropping prefixes: [String], format: String) throws -> Config {
             let text = agentText.split(separator: "\n", omittingEmptySubsequences: false)
                 .filter { line in !prefixes.contains { line.drop { $0 == " " }.hasPrefix($0) } }
                 .joined(separator: "\n")
                 .replacingOccurrences(of: "format = \"stream\"", with: "format = \"\(format)\"")
             try text.write(toFile: "\(dir)/agent.toml", atomically: true, encoding: .utf8)
             return try loader(["DATACENTER": "eu-2", "REDIS_PASSWORD": "pw"]).load(configPath: "\(dir)/agent.toml")
+        }
+        // The tls_* keys: with a rediss:// url, naming files that exist (the sample's are examples).
+        let tlsKeys = ["tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name", "tls_insecure_skip_verify"]
+        for name in ["redis-ca.pem", "client.pem", "client.key"] { try "pem".write(toFile: "\(dir)/\(name)", atomically: true, encoding: .utf8) }
+        let tlsText = agentText
+            .replacingOccurrences(of: "redis://127.0.0.1:6379/0}", with: "rediss://127.0.0.1:6380/0}")
+            .replacingOccurrences(of: "/etc/spillway/redis-ca.pem", with: "\(dir)/redis-ca.pem")
+            .replacingOccurrences(of: "/etc/spillway/client.pem", with: "\(dir)/client.pem")
+            .replacingOccurrences(of: "/etc/spillway/client.key", with: "\(dir)/client.key")
+            .split(separator: "\n", omittingEmptySubsequences: false)
+            .filter { line in !["password_file", "max_age", "retention", "rollups"].contains { line.drop { $0 == " " }.hasPrefix($0) } }
+            .joined(separator: "\n")
+        try tlsText.write(toFile: "\(dir)/agent.toml", atomically: true, encoding: .utf8)
+        let tls = try loader(["REDIS_PASSWORD": "pw"]).load(configPath: "\(dir)/agent.toml").redis
+        #expect(tls.endpoint.tls && tls.tls == RedisTLSOptions(caFile: "\(dir)/redis-ca.pem", certFile: "\(dir)/client.pem", keyFile: "\(dir)/client.key",
+                                                               serverName: "redis.example.com", insecureSkipVerify: false), "\(String(describing: tls.tls))")
+        func variant(dropping prefixes: [String], format: String) throws -> Config {
+            try variantOf(dropping: prefixes + tlsKeys, format: format)
         }
         let series = try variant(dropping: ["password_file", "max_age"], format: "timeseries")
         #expect(series.redis.format == .timeseries && series.redis.retentionMs == 7 * 86_400_000)
