@@ -113,6 +113,7 @@ ISOLATED_SUITES := ExecRuns|ExecdProcessRuns|HealthMetrics
 # here and reused). The last line is a plain "N passed, N failed" summary of all.
 test: deps deb
 	scripts/redis-stack-server --prepare
+	scripts/promtool --prepare
 	$(SWIFT) build --build-tests
 	@log=$$(mktemp); status=0; \
 	$(SWIFT) test --skip-build --skip '$(ISOLATED_SUITES)' 2>&1 | tee "$$log" || status=$$?; \

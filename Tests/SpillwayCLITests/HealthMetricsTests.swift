@@ -75,7 +75,7 @@ func newestEntries(_ server: RedisServer, _ key: String, count: Int) throws -> [
 
 @Suite(.serialized) struct HealthMetrics {
     /// A real `spillway run` with http_listen on a free loopback port: /health 200, /metrics parsed
-    /// back (promtool when installed) and its counters growing, 404 and 405, many requests at once,
+    /// back (and checked by promtool) and its counters growing, 404 and 405, many requests at once,
     /// the internal records in Redis with their values, status's per-input fields, a SIGHUP moving
     /// the endpoint to another port, 503 once Redis is killed (breaker open), and SIGTERM stopping it.
     @Test func healthAndMetricsOverLoopback() async throws {
@@ -125,23 +125,19 @@ func newestEntries(_ server: RedisServer, _ key: String, count: Int) throws -> [
         #expect((m2["spillway_gather_last_timestamp_seconds{input=\"mem\",at=\"\(memAt)\"}"] ?? 0) > askedAt - 5)
         #expect(m2["spillway_gather_records_total{input=\"tail\",at=\"\(dir.path)/agent.toml:17\"}"] == 3, "\(second.body)")
         #expect(m2["spillway_tail_lag_bytes{at=\"\(dir.path)/agent.toml:17\",path=\"\(logFile.path)\"}"] == 0, "\(second.body)")
-        let promtool = "/usr/bin/promtool"
-        if FileManager.default.isExecutableFile(atPath: promtool) {
-            let file = dir.appendingPathComponent("metrics.txt")
-            try second.body.write(to: file, atomically: true, encoding: .utf8)
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: "/bin/sh")
-            p.arguments = ["-c", "\(promtool) check metrics < '\(file.path)'"]
-            let out = Pipe()
-            p.standardOutput = out
-            p.standardError = out
-            try p.run()
-            p.waitUntilExit()
-            let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            #expect(p.terminationStatus == 0, "promtool: \(said)")
-        } else {
-            print("promtool not installed: the exposition was checked by parsing it back only")
-        }
+        // Debian's promtool (scripts/promtool: installed, or fetched from the archive by make test).
+        let file = dir.appendingPathComponent("metrics.txt")
+        try second.body.write(to: file, atomically: true, encoding: .utf8)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "'\(repositoryRoot.path)/scripts/promtool' check metrics < '\(file.path)'"]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = out
+        try p.run()
+        let said = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0, "promtool: \(said)")
 
         // Bad requests.
         #expect(await http(httpPort, "/nope")?.status == 404)
