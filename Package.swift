@@ -107,7 +107,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpillwayAgentTests",
-            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore", "SpillwayConfig"],
+            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore", "SpillwayConfig", "SpillwayTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),

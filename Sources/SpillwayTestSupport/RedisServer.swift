@@ -94,37 +94,15 @@ public final class RedisServer: @unchecked Sendable {
     }
 
     static func cli(port: Int, _ args: [String], auth: [String] = []) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
-        p.arguments = ["-h", "127.0.0.1", "-p", String(port), "--no-auth-warning"] + auth + args
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        try runProcess("/usr/bin/redis-cli", ["-h", "127.0.0.1", "-p", String(port), "--no-auth-warning"] + auth + args)
+            .output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Runs the commands of `script` (one per line, arguments separated by spaces) through redis-cli's
     /// standard input; returns what it printed.
     @discardableResult
     public func cli(script: String) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
-        p.arguments = ["-h", "127.0.0.1", "-p", String(port)]
-        let input = Pipe(), out = Pipe()
-        p.standardInput = input
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        // Written while redis-cli runs; its output is read after (a pipe's buffer holds the replies
-        // of a few thousand commands).
-        input.fileHandleForWriting.write(Data(script.utf8))
-        try input.fileHandleForWriting.close()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        try runProcess("/usr/bin/redis-cli", ["-h", "127.0.0.1", "-p", String(port)], input: script).output
     }
 
     /// Stops the server: SIGTERM, then SIGKILL after 5 s.
@@ -191,19 +169,8 @@ public struct TestCertificates: Sendable {
     }
 
     static func openssl(_ args: [String], in dir: URL) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        p.arguments = args
-        p.currentDirectoryURL = dir
-        let out = Pipe()
-        p.standardOutput = out
-        p.standardError = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw Failed(description: "openssl \(args.joined(separator: " ")): \(String(decoding: data, as: UTF8.self))")
-        }
+        let (status, output) = try runProcess("/usr/bin/openssl", args, in: dir)
+        guard status == 0 else { throw Failed(description: "openssl \(args.joined(separator: " ")): \(output)") }
     }
 
     /// redis-server arguments for a TLS port with `cert` (the server certificate by default),

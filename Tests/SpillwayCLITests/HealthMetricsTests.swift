@@ -18,14 +18,7 @@ func http(_ port: Int, _ path: String, method: String = "GET") async -> (status:
 
 /// A TCP connection to 127.0.0.1:`port` that sends `sending` and then nothing; its fd, or nil.
 func openConnection(_ port: Int, sending: String) -> Int32? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { return nil }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = in_port_t(UInt16(port).bigEndian)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-    guard ok == 0 else { close(fd); return nil }
+    guard let fd = connectLoopback(port: port) else { return nil }
     if !sending.isEmpty { _ = sending.withCString { send(fd, $0, strlen($0), 0) } }
     return fd
 }

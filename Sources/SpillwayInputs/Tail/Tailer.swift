@@ -699,24 +699,21 @@ public final class Tailer {
 
     /// Whether the file at `path` is one let go in this run (and not another that got its inode).
     func isReleased(_ identity: FileIdentity, at path: String, _ st: stat) -> Bool {
-        guard var seen = released[identity] else { return false }
-        if stillSame(&seen, at: path, st) {
-            released[identity] = seen
-            return true
-        }
-        released[identity] = nil
-        return false
+        isStill(identity, in: &released, at: path, st)
     }
 
     /// Whether the file at `path` is a copy found before (and not another that got its inode).
     func isKnownCopy(_ identity: FileIdentity, at path: String, _ st: stat) -> Bool {
-        guard var seen = copies[identity] else { return false }
-        if stillSame(&seen, at: path, st) {
-            copies[identity] = seen
-            return true
-        }
-        copies[identity] = nil
-        return false
+        isStill(identity, in: &copies, at: path, st)
+    }
+
+    /// Whether `known` holds `identity` and the file at `path` is still that file; forgets it when
+    /// the inode is another file's now.
+    func isStill(_ identity: FileIdentity, in known: inout [FileIdentity: SeenFile], at path: String, _ st: stat) -> Bool {
+        guard var seen = known[identity] else { return false }
+        let same = stillSame(&seen, at: path, st)
+        known[identity] = same ? seen : nil
+        return same
     }
 
     func statIdentity(_ f: TrackedFile) -> FileIdentity? {
