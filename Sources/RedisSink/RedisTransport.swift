@@ -7,7 +7,7 @@ import Glibc
 /// A connected socket to Redis (TCP or unix), plain or TLS: Spillway's own, so that it writes RESP
 /// itself and owns every byte on the wire. Blocking, bounded by the socket's send and receive
 /// timeouts. Not thread-safe: owned by one `RedisConnection`.
-final class RedisTransport {
+public final class RedisTransport {
     let fd: Int32
     /// The TLS session (SSL *), nil for a plain socket.
     private let ssl: OpaquePointer?
@@ -66,10 +66,38 @@ final class RedisTransport {
         }
         let transport = RedisTransport(fd: fd, ssl: ssl, context: context, display: display)
         if spillway_ssl_connect(ssl, &err, err.count) != 1 {
-            throw .connection("\(display): \(Self.text(err))")
+            throw .connection("\(display): \(Self.text(err))\(hint(Self.text(err), name: name, tls: tls))")
         }
         setTimeout(fd, timeout)
         return transport
+    }
+
+    /// What to check for a failed verification.
+    static func hint(_ error: String, name: String, tls: RedisTLSOptions) -> String {
+        if error.contains("hostname mismatch") || error.contains("IP address mismatch") {
+            return " (the server's certificate does not hold \"\(name)\": set tls_server_name to a name it holds, or connect by that name)"
+        }
+        if error.contains("self-signed certificate") || error.contains("unable to get local issuer certificate")
+            || error.contains("unable to verify the first certificate") {
+            return tls.caFile.map { " (\($0), tls_ca_file, is not the CA that signed the server's certificate)" }
+                ?? " (the system's CAs did not sign the server's certificate: set tls_ca_file to the CA that did)"
+        }
+        if error.contains("certificate has expired") || error.contains("not yet valid") {
+            return " (the server's certificate must be renewed; or check this host's clock)"
+        }
+        return ""
+    }
+
+    /// Why a TLS configuration cannot work (its files do not load as OpenSSL needs them: a CA file
+    /// without certificates, a key that is not the certificate's), or nil. For `check`.
+    public static func problem(with tls: RedisTLSOptions) -> String? {
+        var err = [CChar](repeating: 0, count: 512)
+        guard let context = spillway_ssl_client_context(tls.caFile, tls.certFile, tls.certFile == nil ? nil : tls.keyFile,
+                                                        tls.insecureSkipVerify ? 1 : 0, &err, err.count) else {
+            return text(err)
+        }
+        SSL_CTX_free(context)
+        return nil
     }
 
     /// Writes all of `bytes`.

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import Prometheus
 import ServiceLifecycle
 import SpillwayConfig
@@ -74,8 +75,9 @@ public struct HTTPEndpointService: Service {
             }
         } catch {
             // The agent goes on without the endpoint (e.g. the port is taken).
+            let why = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
             logger.error("http_listen: cannot serve /health and /metrics; the agent runs on without them",
-                         metadata: ["http.listen": "\(listen)", "error": "\(error)"])
+                         metadata: ["http.listen": "\(listen)", "error": "cannot listen on \(listen): \(why)"])
             try? await gracefulShutdown()
             return
         }

@@ -132,17 +132,23 @@ public struct RedisOutputConfig: Sendable, Equatable {
             return
         }
         var tls = RedisTLSOptions()
-        func file(_ key: String) -> String? {
+        /// The file's path; it must be readable and hold a PEM block of `kind` (so that a key given
+        /// as the CA, or the other way round, is found by `check`, not at the first connection).
+        func file(_ key: String, holding kind: String, _ what: String) -> String? {
             guard let text = r.optionalString(key) else { return nil }
             let path = ConfigPaths.resolve(text, against: baseDirectory)
-            if !FileManager.default.isReadableFile(atPath: path) {
+            guard let data = FileManager.default.contents(atPath: path) else {
                 r.error(key, "cannot read \"\(path)\"", fix: "check that the file exists and the agent may read it")
+                return path
+            }
+            if data.count > 16 << 20 || !String(decoding: data, as: UTF8.self).contains(kind) {
+                r.error(key, "\"\(path)\" holds no PEM \(what) (no \"\(kind)\" line)", fix: "name the PEM file of the \(what)")
             }
             return path
         }
-        tls.caFile = file("tls_ca_file")
-        tls.certFile = file("tls_cert_file")
-        tls.keyFile = file("tls_key_file")
+        tls.caFile = file("tls_ca_file", holding: "-----BEGIN CERTIFICATE-----", "CA certificate")
+        tls.certFile = file("tls_cert_file", holding: "-----BEGIN CERTIFICATE-----", "client certificate")
+        tls.keyFile = file("tls_key_file", holding: "PRIVATE KEY-----", "private key")
         if (tls.certFile == nil) != (tls.keyFile == nil) {
             r.error(tls.certFile == nil ? "tls_key_file" : "tls_cert_file", "a client certificate needs its key and a key its certificate",
                     fix: "set both tls_cert_file and tls_key_file, or neither")

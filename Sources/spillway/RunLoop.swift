@@ -180,7 +180,7 @@ struct RunLoop {
         do {
             config = try options.loadOrThrow()
         } catch {
-            for d in error.diagnostics { logger.error("reload refused: \(d)") }
+            for d in error.diagnostics { logger.error("reload refused: a problem in the configuration", metadata: ["error": "\(d)"]) }
             logger.error("reload refused: the running configuration stays", metadata: ["config.problems": "\(error.diagnostics.count)"])
             return nil
         }

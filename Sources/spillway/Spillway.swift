@@ -208,6 +208,11 @@ struct Check: AsyncParsableCommand {
         let a = config.agent
         let dataDir = DataDirectory.resolve(explicit: a.dataDir, environment: ProcessInfo.processInfo.environment)
         if let problem = Preflight.dataDirProblem(config, resolved: dataDir) { throw failWithProblems([problem]) }
+        if let tls = config.redis.tls, let why = RedisTransport.problem(with: tls) {
+            let file = config.files.first { $0.hasSuffix("agent.toml") } ?? config.files.first ?? ""
+            throw failWithProblems([Diagnostic(file: file, line: nil, keyPath: "outputs.redis", message: "TLS cannot work: \(why)",
+                                               fix: "name the PEM files of the CA (tls_ca_file), and of a client certificate and its own key")])
+        }
         var out = "configuration OK: \(config.files.count) file\(config.files.count == 1 ? "" : "s"), \(config.inputs.count) input\(config.inputs.count == 1 ? "" : "s")\n"
         for f in config.files { out += "  file \(f)\n" }
         out += "agent: hostname=\(a.hostname) interval=\(Units.formatDuration(a.interval)) flush_interval=\(Units.formatDuration(a.flushInterval)) batch_size=\(a.batchSize) jitter=\(Units.formatDuration(a.jitter))\n"
@@ -230,6 +235,11 @@ struct Check: AsyncParsableCommand {
             }
         }
         out += " timeout=\(Units.formatDuration(r.timeout)) connect_timeout=\(Units.formatDuration(r.connectTimeout))\n"
+        if let t = r.tls {
+            out += "       tls: ca_file=\(t.caFile ?? "(the system's CAs)") server_name=\(t.serverName ?? "(the url's host)")"
+            if let c = t.certFile { out += " cert_file=\(c) key_file=\(t.keyFile ?? "")" }
+            out += t.insecureSkipVerify ? " verify=off\n" : " verify=on\n"
+        }
         for i in config.inputs {
             let continuous = InputRegistry.all.contains { $0.name == i.plugin && !$0.scheduled }
             var line = "input \(i.plugin) (\(i.location))" + (continuous ? " continuous" : " every \(Units.formatDuration(i.interval))")

@@ -35,6 +35,30 @@ import Testing
         #expect(!wrong.logText.contains("no such file"), "\(wrong.logText)")
     }
 
+    /// `check` loads the TLS files as the agent will: a key that is not the certificate's is a
+    /// problem (exit 2), and the TLS settings are shown.
+    @Test func checkLoadsTheTLSFiles() throws {
+        let certs = try TestCertificates()
+        defer { certs.remove() }
+        let config = certs.dir.appendingPathComponent("agent.toml")
+        func check(cert: String, key: String) throws -> (Int32, String) {
+            try """
+                [outputs.redis]
+                url = "rediss://127.0.0.1:6380/0"
+                tls_ca_file = "\(certs.ca)"
+                tls_cert_file = "\(cert)"
+                tls_key_file = "\(key)"
+                [[inputs.mem]]
+                """.write(to: config, atomically: true, encoding: .utf8)
+            let r = try spillway(["check", "--config", config.path])
+            return (r.status, r.stdout + r.stderr)
+        }
+        let (bad, said) = try check(cert: certs.clientCert, key: certs.serverKey)
+        #expect(bad == 2 && said.contains("TLS cannot work") && said.contains("client key"), "\(said)")
+        let (good, shown) = try check(cert: certs.clientCert, key: certs.clientKey)
+        #expect(good == 0 && shown.contains("tls: ca_file=\(certs.ca) server_name=(the url's host) cert_file=\(certs.clientCert)"), "\(shown)")
+    }
+
     /// `check` reports the TLS keys' problems, and warns when verification is off.
     @Test func checkWarnsWhenVerificationIsOff() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-tls-check-\(UUID().uuidString)")

@@ -291,7 +291,9 @@ func malformedCases() -> [Expectation] {
         }
         // The tls_* keys: with a rediss:// url, naming files that exist (the sample's are examples).
         let tlsKeys = ["tls_ca_file", "tls_cert_file", "tls_key_file", "tls_server_name", "tls_insecure_skip_verify"]
-        for name in ["redis-ca.pem", "client.pem", "client.key"] { try "pem".write(toFile: "\(dir)/\(name)", atomically: true, encoding: .utf8) }
+        for (name, kind) in [("redis-ca.pem", "CERTIFICATE"), ("client.pem", "CERTIFICATE"), ("client.key", "PRIVATE KEY")] {
+            try "-----BEGIN \(kind)-----\n-----END \(kind)-----\n".write(toFile: "\(dir)/\(name)", atomically: true, encoding: .utf8)
+        }
         let tlsText = agentText
             .replacingOccurrences(of: "redis://127.0.0.1:6379/0}", with: "rediss://127.0.0.1:6380/0}")
             .replacingOccurrences(of: "/etc/spillway/redis-ca.pem", with: "\(dir)/redis-ca.pem")
