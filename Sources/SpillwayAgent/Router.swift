@@ -33,7 +33,8 @@ struct Router {
     var credentialsFailing = false
     static let credentialsCondition = """
         Redis refused this agent's credentials or ACL: set [outputs.redis] password or password_file \
-        (and username for an ACL user), or grant the ACL user the commands and keys it writes \
+        to what the server expects (and username for an ACL user; remove them when the server wants \
+        no password), or grant the ACL user the commands and keys it writes \
         (XADD and XINFO, or TS.* with format = "timeseries", on the key template's keys). \
         Records wait in the spill buffer and are all delivered once it works
         """

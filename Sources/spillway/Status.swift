@@ -274,10 +274,11 @@ struct StatusReport {
         if let u = status?.unreadable, u.batches > 0 {
             warning.append("\(u.batches) unreadable batches (\(u.records) records) set aside in the buffer's unreadable_batches table")
         }
-        let summary = "breaker \(breakerState), backlog \(backlogRecords) records"
         let perf = " | backlog=\(backlogRecords);\(config.warnRecords);;0 rejected=\(rejected);;0;0 dropped=\(droppedTotal);;0;0"
         let (code, word): (Int32, String) = !critical.isEmpty ? (2, "CRITICAL") : !warning.isEmpty ? (1, "WARNING") : (0, "OK")
         let reasons = (critical + warning).joined(separator: "; ")
+        // The breaker's state once: a reason that says how long it has been open says it already.
+        let summary = (reasons.contains("breaker open for") ? "" : "breaker \(breakerState), ") + "backlog \(backlogRecords) records"
         return (code, "SPILLWAY \(word) - " + (reasons.isEmpty ? summary : "\(reasons); \(summary)") + perf)
     }
 
