@@ -53,12 +53,14 @@ public final class RedisTransport {
         var host = ""
         if case .tcp(let h, _) = endpoint.address { host = h }
         let name = tls.serverName ?? host
-        var err = [CChar](repeating: 0, count: 512)
-        guard let context = spillway_ssl_client_context(tls.caFile, tls.certFile, tls.certFile == nil ? nil : tls.keyFile,
-                                                        tls.insecureSkipVerify ? 1 : 0, &err, err.count) else {
+        let context: OpaquePointer
+        switch makeContext(tls) {
+        case .success(let c): context = c
+        case .failure(let why):
             Glibc.close(fd)
-            throw .connection("\(display): \(Self.text(err))")
+            throw .connection("\(display): \(why.text)")
         }
+        var err = [CChar](repeating: 0, count: 512)
         guard let ssl = spillway_ssl_new(context, fd, name, isIPAddress(name) ? 1 : 0) else {
             SSL_CTX_free(context)
             Glibc.close(fd)
@@ -91,13 +93,25 @@ public final class RedisTransport {
     /// Why a TLS configuration cannot work (its files do not load as OpenSSL needs them: a CA file
     /// without certificates, a key that is not the certificate's), or nil. For `check`.
     public static func problem(with tls: RedisTLSOptions) -> String? {
+        switch makeContext(tls) {
+        case .success(let context):
+            SSL_CTX_free(context)
+            return nil
+        case .failure(let why):
+            return why.text
+        }
+    }
+
+    struct ContextError: Error { let text: String }
+
+    /// The SSL_CTX for `tls` (its CA, client certificate and key loaded), or why it cannot be made.
+    static func makeContext(_ tls: RedisTLSOptions) -> Result<OpaquePointer, ContextError> {
         var err = [CChar](repeating: 0, count: 512)
         guard let context = spillway_ssl_client_context(tls.caFile, tls.certFile, tls.certFile == nil ? nil : tls.keyFile,
                                                         tls.insecureSkipVerify ? 1 : 0, &err, err.count) else {
-            return text(err)
+            return .failure(ContextError(text: text(err)))
         }
-        SSL_CTX_free(context)
-        return nil
+        return .success(context)
     }
 
     /// Writes all of `bytes`.

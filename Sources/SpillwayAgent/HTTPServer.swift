@@ -294,8 +294,4 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
         context.close(promise: nil)
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
-        registry.closed(self)
-        context.fireChannelInactive()
-    }
 }

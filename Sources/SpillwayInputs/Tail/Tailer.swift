@@ -95,13 +95,18 @@ final class TrackedFile {
 
 /// What a file not held open was last seen as. Device and inode name a file only while it exists:
 /// once it is deleted, the next file created may get its inode. A file found later under the same
-/// device and inode is the one remembered only if it has the same size and modification time, or
-/// else still begins with the same bytes.
+/// device and inode is the one remembered only if it still begins with the same bytes (or, known by
+/// no bytes, has the same size and modification time): see `Tailer.stillSame`.
 struct SeenFile {
     var size: Int64
     var mtime: Int64
     var fingerprint: UInt64
     var length: Int
+}
+
+extension TrackedFile {
+    /// What it is remembered by once not held open.
+    var seen: SeenFile { SeenFile(size: size, mtime: mtime, fingerprint: fingerprint, length: fingerprintLength) }
 }
 
 /// Follows the files of one `[[inputs.tail]]`: finds them (every `watch_interval`), reads new
@@ -484,8 +489,7 @@ public final class Tailer {
                 f.rotatedAway = true
                 return open(f, now: now, retry: false)
             }
-            let unread = f.size - f.offset
-            env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : ""), f.path)
+            wentAway(f, because: "")
             release(f)
             return false
         }
@@ -587,7 +591,7 @@ public final class Tailer {
         }
         closeFile(f)
         files[f.identity] = nil
-        released[f.identity] = SeenFile(size: f.size, mtime: f.mtime, fingerprint: f.fingerprint, length: f.fingerprintLength)
+        released[f.identity] = f.seen
     }
 
     /// The file is shorter than what was read, or its first bytes changed: truncated in place, by
@@ -688,13 +692,18 @@ public final class Tailer {
             if path == f.currentPath { return f }
             if let at = statPath(f.currentPath), identityOf(at) == identity { return f }
         }
-        var seen = SeenFile(size: f.size, mtime: f.mtime, fingerprint: f.fingerprint, length: f.fingerprintLength)
+        var seen = f.seen
         if stillSame(&seen, at: path, st) { return f }
-        let unread = f.size - f.offset
-        env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : "") + "; another file has its inode now", f.path)
+        wentAway(f, because: "; another file has its inode now")
         release(f)
         released[identity] = nil  // (its inode is another file's now)
         return nil
+    }
+
+    /// Says that `f`, closed, is no longer where it was, and how much of it was not read.
+    func wentAway(_ f: TrackedFile, because why: String) {
+        let unread = f.size - f.offset
+        env.log("\(f.path) went away while it was closed" + (unread > 0 ? "; \(unread) bytes were not read" : "") + why, f.path)
     }
 
     /// Whether the file at `path` is one let go in this run (and not another that got its inode).
