@@ -38,15 +38,18 @@ let package = Package(
             dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", .product(name: "Subprocess", package: "swift-subprocess")],
             swiftSettings: strict
         ),
+        // The batch contract: commands as RESP bytes, what each reply settles, per-key record counts,
+        // tail checkpoints, and the spill buffer's serialized form. Neither Redis nor SQLite code.
+        .target(name: "SpillwayBatch", dependencies: ["SpillwayCore"], swiftSettings: strict),
         // hiredis 0.14 from Debian's libhiredis-dev: its reply reader. Only RedisSink imports it.
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", providers: [.apt(["libhiredis-dev"])]),
         // OpenSSL from Debian's libssl-dev, for TLS. Only RedisSink's transport imports it.
         .systemLibrary(name: "CSSL", path: "Sources/CSSL", providers: [.apt(["libssl-dev"])]),
-        // The only code that touches hiredis: connection, pipelining, replies, errors, and the
-        // stream and timeseries encoders.
+        // The Redis side: Spillway's own connection (TCP, unix, TLS), pipelining, replies (hiredis's
+        // reader is the only hiredis code used), errors, and the stream and timeseries encoders.
         .target(
             name: "RedisSink",
-            dependencies: ["CHiredis", "CSSL", "SpillwayCore", "SpillwayConfig", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CHiredis", "CSSL", "SpillwayBatch", "SpillwayCore", "SpillwayConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         // The system libsqlite3 (Debian's libsqlite3-dev). Only Spool imports it.
@@ -54,14 +57,14 @@ let package = Package(
         // The only code that touches SQLite: the spill buffer (schema and all SQL in one file).
         .target(
             name: "Spool",
-            dependencies: ["CSQLite", "RedisSink", "SpillwayCore", .product(name: "DequeModule", package: "swift-collections")],
+            dependencies: ["CSQLite", "SpillwayBatch", "SpillwayCore", .product(name: "DequeModule", package: "swift-collections")],
             swiftSettings: strict
         ),
         // Runtime: the collection scheduler, as swift-service-lifecycle services.
         .target(
             name: "SpillwayAgent",
             dependencies: [
-                "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "RedisSink", "Spool",
+                "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayBatch", "RedisSink", "Spool",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -88,7 +91,7 @@ let package = Package(
         // `make bench`: prints our figure, the reference measured in the same run, and the ratio.
         .executableTarget(
             name: "spillway-bench",
-            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "RedisSink", "SpillwayAgent", "Spool", "SpillwayTestSupport",
+            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayBatch", "RedisSink", "SpillwayAgent", "Spool", "SpillwayTestSupport",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
@@ -97,17 +100,18 @@ let package = Package(
         .target(name: "SpillwayTestSupport", swiftSettings: strict),
         .testTarget(
             name: "RedisSinkTests",
-            dependencies: ["RedisSink", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport"],
+            dependencies: ["RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport"],
             swiftSettings: strict
         ),
+        .testTarget(name: "SpillwayBatchTests", dependencies: ["SpillwayBatch", "SpillwayCore"], swiftSettings: strict),
         .testTarget(
             name: "SpoolTests",
-            dependencies: ["Spool", "RedisSink", "SpillwayCore"],
+            dependencies: ["Spool", "SpillwayBatch", "SpillwayCore"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "SpillwayAgentTests",
-            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore", "SpillwayConfig", "SpillwayTestSupport"],
+            dependencies: ["SpillwayAgent", "SpillwayBatch", "RedisSink", "SpillwayCore", "SpillwayConfig", "SpillwayTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),

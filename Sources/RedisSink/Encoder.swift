@@ -1,3 +1,4 @@
+import SpillwayBatch
 import SpillwayConfig
 import SpillwayCore
 import Synchronization
@@ -83,7 +84,7 @@ public struct BatchEncoder: Sendable {
     mutating func encodeStreams(_ records: [QueuedRecord], now: Int64, lastIDInRedis: (([UInt8]) -> StreamID??)?) -> EncodedBatch {
         var batch = EncodedBatch(recordCount: records.count)
         // Sized like the last batch of this encoder, so a batch's storage grows at most once or twice.
-        batch.reserve(bytes: streamBytesPerRecord * records.count, arguments: streamArgumentsPerRecord * records.count, commands: records.count)
+        batch.reserve(bytes: streamBytesPerRecord * records.count, commands: records.count)
         var asked: Set<KeyBytes> = []
         let minID: String? = config.maxAge.map { age in "\(max(0, now - age) / 1_000_000)" }
         // Through buffers: records, their fields and tags are read in place, not copied (no
@@ -92,7 +93,6 @@ public struct BatchEncoder: Sendable {
         records.withUnsafeBufferPointer { records in routes.withUnsafeBufferPointer { routes in
             for index in records.indices {
                 let route = records[index].route
-                let command = batch.beginCommand()
                 routes[route].key.render(records[index].record, into: &tmpKey)
                 // Records of a batch mostly share a key: a key not seeded yet is asked about once
                 // per batch (at the first record of each run of it), so a Redis that does not
@@ -112,7 +112,7 @@ public struct BatchEncoder: Sendable {
                     + Self.maxBytes(fieldsAndTagsOf: records[index].record)
                 let maxArguments = 8 + 2 * (records[index].record.fields.count + records[index].record.tags.count)
                 let maxlen = routes[route].maxlen
-                batch.withArguments { $0.write(maxBytes: maxBytes, maxArguments: maxArguments) { w in
+                batch.writeCommand(maxBytes: maxBytes, maxArguments: maxArguments, keyArgument: 1, role: .record(index)) { w in
                     w.argument("XADD")
                     w.argument(tmpKey)
                     if let minID {
@@ -124,16 +124,14 @@ public struct BatchEncoder: Sendable {
                     Self.writeFieldsAndTags(of: records[index].record, into: &w)
                     w.argument("timestamp")
                     w.argument(Int64(ms))
-                } }
-                batch.endCommand(command, keyArgument: 1, role: .record(index))
+                }
                 if tmpKey != lastKey { swap(&tmpKey, &lastKey) }
                 tmpKey.removeAll(keepingCapacity: true)
             }
         } }
         }
         if !records.isEmpty {
-            streamBytesPerRecord = batch.arguments.bytes.count / records.count + 16
-            streamArgumentsPerRecord = batch.arguments.argc / records.count + 2
+            streamBytesPerRecord = batch.bytes.count / records.count + 16
         }
         return batch
     }
@@ -170,7 +168,6 @@ public struct BatchEncoder: Sendable {
 
     /// A stream record's size in the last batch (bytes, arguments), for the next batch's reservation.
     private var streamBytesPerRecord = 256
-    private var streamArgumentsPerRecord = 16
     private var tmpKey: [UInt8] = []
     /// Stream keys whose last ID was read from Redis in this run.
     private var seededKeys: Set<KeyBytes> = []
@@ -237,7 +234,7 @@ public struct BatchEncoder: Sendable {
         var fieldAt: [Int] = []
         var shape: [UInt8] = []
         var suffix: [UInt8] = []
-        var stamp = RedisCommand()
+        var stamp: [UInt8] = []
         for (index, q) in records.enumerated() {
             let r = q.record
             base.removeAll(keepingCapacity: true)
@@ -245,8 +242,8 @@ public struct BatchEncoder: Sendable {
             routes[q.route].key.render(r, fieldAt: &fieldAt, into: &base)
             Self.tagSuffix(r, named: named[q.route], into: &suffix)
             // The record's timestamp (ms), written once for all of its samples.
-            stamp.removeAll()
-            stamp.append(r.timestamp / 1_000_000)
+            stamp.removeAll(keepingCapacity: true)
+            Self.appendDigits(r.timestamp / 1_000_000, to: &stamp)
             // The record's shape: its key without the field, its tag suffix, its numeric fields'
             // names. Once every series of a shape is known to exist, a record of that shape is
             // written in one pass, with no look-up per series.
@@ -276,7 +273,7 @@ public struct BatchEncoder: Sendable {
             if numeric > 0, knownShapes.contains(KeyBytes(shape)) {
                 skipped += r.fields.count - numeric
                 let maxBytes = 7 + fieldAt.count * nameBytes
-                    + numeric * (base.count + suffix.count + stamp.bytes.count + ArgumentWriter.maxNumberBytes)
+                    + numeric * (base.count + suffix.count + stamp.count + ArgumentWriter.maxNumberBytes)
                 let first = owners.isEmpty
                 base.withUnsafeBytes { base in suffix.withUnsafeBytes { suffix in
                     madd.write(maxBytes: maxBytes, maxArguments: 1 + 3 * numeric) { w in
@@ -293,7 +290,7 @@ public struct BatchEncoder: Sendable {
                                 w.part(UnsafeRawBufferPointer(rebasing: base[from...]))
                                 w.part(suffix)
                                 w.end()
-                                w.argument(stamp.bytes)
+                                w.argument(stamp)
                                 w.argument(double: value)
                             }
                         }
@@ -331,7 +328,7 @@ public struct BatchEncoder: Sendable {
                     }
                     if owners.isEmpty { madd.append("TS.MADD") }
                     madd.append(bytes: key)
-                    madd.append(bytes: stamp.bytes)
+                    madd.append(bytes: stamp)
                     madd.append(double: value)
                     owners.append(index)
                 }
@@ -344,6 +341,18 @@ public struct BatchEncoder: Sendable {
         batch.rejectedAtEncoding = rejected
         batch.skippedFields = skipped
         return batch
+    }
+
+    /// `v` in decimal.
+    static func appendDigits(_ v: Int64, to out: inout [UInt8]) {
+        if v < 0 { out.append(UInt8(ascii: "-")) }
+        var m = v.magnitude
+        let start = out.count
+        repeat {
+            out.append(UInt8(truncatingIfNeeded: m % 10) &+ 48)
+            m /= 10
+        } while m > 0
+        out[start...].reverse()
     }
 
     /// Marks a series as created (its TS.CREATE succeeded or it existed).

@@ -1,4 +1,5 @@
 import CHiredis
+import SpillwayBatch
 import SpillwayCore
 #if canImport(Glibc)
 import Glibc
@@ -149,11 +150,67 @@ public final class RedisConnection {
     /// commands went out on.
     private var generation: UInt64 = 0
 
-    /// Sends `count` commands (connecting first if needed) and returns without reading their
-    /// replies: several sends may be outstanding, and `receive` must then be called for each, in
+    /// Sends commands `indices` of `batch` (connecting first if needed) and returns without reading
+    /// their replies: several sends may be outstanding, and `receive` must then be called for each, in
     /// the order they were sent. Redis works on them meanwhile. Every command is on the socket when
-    /// this returns.
-    public func send(_ arguments: RedisCommand, count: Int, span: (Int) -> CommandSpan) -> Ticket {
+    /// this returns. The batch is RESP already: runs of adjacent commands go to the socket straight
+    /// from its bytes, about `writeChunkBytes` at a time (so Redis works while the rest is written);
+    /// short runs are gathered first.
+    public func send(_ batch: EncodedBatch, indices: [Int]) -> Ticket {
+        send(count: indices.count) { t in
+            batch.bytes.withUnsafeBytes { bytes -> RedisError? in
+                var k = 0
+                while k < indices.count {
+                    // The run of adjacent commands from here.
+                    let first = batch.span(indices[k])
+                    var end = first.byteStart + first.byteCount
+                    k += 1
+                    while k < indices.count, indices[k] == indices[k - 1] + 1 {
+                        let s = batch.span(indices[k])
+                        guard s.byteStart == end else { break }
+                        end += s.byteCount
+                        k += 1
+                    }
+                    if let e = put(t, UnsafeRawBufferPointer(rebasing: bytes[first.byteStart..<end])) { return e }
+                }
+                return flush(t)
+            }
+        }
+    }
+
+    /// The same, for commands of their own.
+    public func send(_ commands: [RedisCommand]) -> Ticket {
+        send(count: commands.count) { t in
+            for c in commands {
+                RESP.appendHeader(&output, marker: UInt8(ascii: "*"), c.argc)
+                output.append(contentsOf: c.bytes)
+                if output.count >= Self.writeChunkBytes, let e = flush(t) { return e }
+            }
+            return flush(t)
+        }
+    }
+
+    /// Puts RESP on its way: a short run is gathered in `output`, a long one written from where it
+    /// is, in one call.
+    private func put(_ t: RedisTransport, _ b: UnsafeRawBufferPointer) -> RedisError? {
+        if b.count < Self.writeChunkBytes {
+            output.append(contentsOf: b)
+            return output.count >= Self.writeChunkBytes ? flush(t) : nil
+        }
+        if let e = flush(t) { return e }
+        return write(t, b)
+    }
+
+    /// Writes what `output` gathered.
+    private func flush(_ t: RedisTransport) -> RedisError? {
+        guard !output.isEmpty else { return nil }
+        let e = output.withUnsafeBytes { write(t, $0) }
+        output.removeAll(keepingCapacity: true)
+        return e
+    }
+
+    /// The common part of a send: connects, has `body` write `count` commands, keeps the ticket.
+    private func send(count: Int, _ body: (RedisTransport) -> RedisError?) -> Ticket {
         // A pipeline never overtakes an earlier one that did not go out: while a send that failed
         // is not received yet, later sends fail too, without connecting. (Else a connection made
         // again for the later one, Redis back meanwhile, would write its records first, and the
@@ -172,94 +229,25 @@ public final class RedisConnection {
         let start = monotonicNanoseconds()
         guard let t = transport else { return Ticket(count: count, generation: generation, start: start, error: .connection("not connected")) }
         let sentOn = generation
-        // Each command as RESP (`*argc`, then `$len` and the bytes of each argument), straight from
-        // the batch's bytes; handed to the socket every `writeChunkBytes` or so, so that Redis works
-        // while the rest is being written (and the buffer stays small).
         output.removeAll(keepingCapacity: true)
-        let failed: RedisError? = arguments.bytes.withUnsafeBufferPointer { data in
-            arguments.lengths.withUnsafeBufferPointer { lengths in
-                for n in 0..<count {
-                    let s = span(n)
-                    Self.appendRESP(&output, data: data, lengths: lengths, s)
-                    if output.count >= Self.writeChunkBytes, n + 1 < count {
-                        if let e = write(t) { return e }
-                        output.removeAll(keepingCapacity: true)
-                    }
-                }
-                return write(t)
-            }
-        }
-        if let failed {
+        if let failed = body(t) {
+            output.removeAll(keepingCapacity: true)
             failedSends += 1
             close()
             return Ticket(count: count, generation: sentOn, start: start, error: failed)
         }
-        output.removeAll(keepingCapacity: true)
         unread += count
         return Ticket(count: count, generation: sentOn, start: start, error: nil)
     }
 
-    /// Writes `output` to the socket; the error, if any.
-    private func write(_ t: RedisTransport) -> RedisError? {
-        output.withUnsafeBytes { bytes in
-            do throws(RedisError) {
-                try t.write(bytes)
-                return nil
-            } catch {
-                return error
-            }
+    /// Writes `bytes` to the socket; the error, if any.
+    private func write(_ t: RedisTransport, _ bytes: UnsafeRawBufferPointer) -> RedisError? {
+        do throws(RedisError) {
+            try t.write(bytes)
+            return nil
+        } catch {
+            return error
         }
-    }
-
-    /// Appends one command as RESP: `*<argc>\r\n`, then `$<length>\r\n<bytes>\r\n` for each argument.
-    @inline(__always)
-    static func appendRESP(_ out: inout [UInt8], data: UnsafeBufferPointer<UInt8>, lengths: UnsafeBufferPointer<Int>, _ s: CommandSpan) {
-        out.append(UInt8(ascii: "*"))
-        appendDecimal(&out, s.argc)
-        out.append(13); out.append(10)
-        var offset = s.byteStart
-        for i in 0..<s.argc {
-            let length = lengths[s.argStart + i]
-            out.append(UInt8(ascii: "$"))
-            appendDecimal(&out, length)
-            out.append(13); out.append(10)
-            if length > 0 { out.append(contentsOf: UnsafeBufferPointer(rebasing: data[offset..<(offset + length)])) }
-            out.append(13); out.append(10)
-            offset += length
-        }
-    }
-
-    @inline(__always)
-    static func appendDecimal(_ out: inout [UInt8], _ value: Int) {
-        if value < 10 {
-            out.append(UInt8(truncatingIfNeeded: value) &+ 48)
-            return
-        }
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var v = value, n = 0
-        withUnsafeMutableBytes(of: &digits) { d in
-            while v > 0 {
-                d[n] = UInt8(truncatingIfNeeded: v % 10) &+ 48
-                v /= 10
-                n += 1
-            }
-            while n > 0 {
-                n -= 1
-                out.append(d[n])
-            }
-        }
-    }
-
-    /// The same, for commands of their own.
-    public func send(_ commands: [RedisCommand]) -> Ticket {
-        var flat = RedisCommand()
-        var spans: [CommandSpan] = []
-        for c in commands {
-            spans.append(CommandSpan(argStart: flat.argc, argc: c.argc, byteStart: flat.bytes.count, byteCount: c.bytes.count))
-            flat.append(arguments: c, c.span)
-        }
-        return send(flat, count: commands.count) { spans[$0] }
     }
 
     /// Reads the replies to a `send`, in order. On a connection error or timeout part way, returns

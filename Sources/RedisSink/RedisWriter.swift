@@ -1,4 +1,5 @@
 import Logging
+import SpillwayBatch
 import SpillwayConfig
 import SpillwayCore
 
@@ -265,7 +266,7 @@ public final class RedisWriter {
             }
         }
         let batch = p.batch
-        let ticket = connection.send(batch.arguments, count: indices.count) { batch.span(indices[$0]) }
+        let ticket = connection.send(batch, indices: indices)
         return Attempt(indices: indices, ticket: ticket, preamble: ahead, preambleTicket: aheadTicket)
     }
 

@@ -1,19 +1,8 @@
+import SpillwayBatch
 import SpillwayCore
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A Redis key as bytes, hashed in one call (an `[UInt8]` hashes byte by byte, which is slow).
-public struct KeyBytes: Hashable, Sendable {
-    public var bytes: [UInt8]
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    public static func == (a: KeyBytes, b: KeyBytes) -> Bool { a.bytes == b.bytes }
-
-    public func hash(into hasher: inout Hasher) {
-        bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
-    }
-}
 
 /// One run's stream ID minter, shared by every copy of the encoder (the encode stage mints each
 /// record's ID, and the new IDs of records Redis refused, see `PendingBatch.moved`). Every use
@@ -38,7 +27,7 @@ public final class SharedStreamIDs: @unchecked Sendable {
 }
 
 /// A stream entry ID, `ms-seq`.
-public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible {
+public struct StreamID: Sendable, Hashable, Comparable, CustomStringConvertible, StreamIDText {
     public var ms: UInt64
     public var seq: UInt64
 
@@ -254,5 +243,42 @@ public struct StreamIDMinter: Sendable {
         case UInt8(ascii: "a")...UInt8(ascii: "f"): c - UInt8(ascii: "a") + 10
         default: nil
         }
+    }
+}
+
+extension EncodedBatch {
+    /// Which argument of an XADD is its entry ID (after `MAXLEN ~ n` or `MINID ~ id` when present);
+    /// nil for other commands.
+    func streamIDArgument(_ i: Int) -> Int? {
+        let argc = span(i).argc
+        guard argc >= 3, argument(i, 0).elementsEqual("XADD".utf8) else { return nil }
+        let third = argument(i, 2)
+        let trimmed = third.elementsEqual("MAXLEN".utf8) || third.elementsEqual("MINID".utf8)
+        let at = trimmed ? 5 : 2
+        return at < argc ? at : nil
+    }
+
+    /// `moved` (XADDs Redis refused, see `PendingBatch.moved`) as one batch, each XADD with a new ID
+    /// from `minter` (so, minted before the records encoded after it, it goes ahead of them). Returns
+    /// it and how many commands got a new ID. Its records are pinned as lines (never dropped).
+    public static func reminting(_ moved: [EncodedBatch], minter: inout StreamIDMinter) -> (batch: EncodedBatch, reminted: Int) {
+        var out = EncodedBatch()
+        var n = 0
+        var reminted = 0
+        for m in moved {
+            for i in 0..<m.commandCount {
+                defer { n += 1 }
+                guard let at = m.streamIDArgument(i), let old = StreamID(String(decoding: m.argument(i, at), as: UTF8.self)) else {
+                    out.append(command: i, of: m, role: .record(n))
+                    continue
+                }
+                let id = minter.mint(key: Array(m.argument(i, 1)), ms: old.ms)
+                out.append(command: i, of: m, role: .record(n), replacing: at, with: Array(id.description.utf8))
+                reminted += 1
+            }
+        }
+        out.recordCount = n
+        out.lineCount = n
+        return (out, reminted)
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import RedisSink
+import SpillwayBatch
 import SpillwayCore
 import SpillwayConfig
 import Spool

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import RedisSink
 import ServiceLifecycle
+import SpillwayBatch
 import SpillwayConfig
 import SpillwayCore
 import Spool

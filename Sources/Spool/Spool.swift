@@ -1,7 +1,7 @@
 import CSQLite
 import DequeModule
 import Foundation
-import RedisSink
+import SpillwayBatch
 import SpillwayCore
 import Synchronization
 
@@ -300,32 +300,6 @@ public final class Spool: @unchecked Sendable {
                              lines: s.columnCount > 5 ? s.int64(5) : 0)
     }
 
-    /// Records per key of a batch (stream keys; a timeseries batch counts under its first series key).
-    static func keyCounts(_ batch: EncodedBatch) -> [KeyBytes: Int64] {
-        var counts: [KeyBytes: Int64] = [:]
-        // Records of a batch come in runs of one key: count a run, then hash its key once.
-        var run: [UInt8] = []
-        var runLength: Int64 = 0
-        for i in 0..<batch.commandCount {
-            switch batch.role(i) {
-            case .record:
-                let key = batch.key(i)
-                if runLength > 0, key.elementsEqual(run) {
-                    runLength += 1
-                } else {
-                    if runLength > 0 { counts[KeyBytes(run), default: 0] += runLength }
-                    run = Array(key)
-                    runLength = 1
-                }
-            case .samples(let owners):
-                counts[KeyBytes(Array(batch.argument(i, 1))), default: 0] += Int64(Set(owners).count)
-            case .setup: break
-            }
-        }
-        if runLength > 0 { counts[KeyBytes(run), default: 0] += runLength }
-        return counts
-    }
-
     /// Stores a batch in one transaction, making room per policy first. Never throws for a full disk:
     /// that is reported in the outcome (and the batch's records counted as dropped when not stored).
     /// `consuming`: rows of `requeued` whose records the batch carries (with new IDs), deleted in
@@ -337,7 +311,7 @@ public final class Spool: @unchecked Sendable {
     private func appendLocked(_ batch: EncodedBatch, now: Int64, consuming: [Int64]) throws(SQLiteError) -> AppendOutcome {
         let payload = scratch[0..<batch.serialize(into: &scratch)]
         let bytes = Int64(payload.count)
-        let counts = Self.keyCounts(batch)
+        let counts = batch.keyCounts
         // A batch with tailed lines is never dropped: room is made by dropping batches without lines,
         // and when none is left the caller waits (the lines are still in their files).
         let pinned = batch.lineCount > 0
@@ -704,7 +678,7 @@ public final class Spool: @unchecked Sendable {
             deleteBatchKeys.reset()
             deleteBatchKeys.bind(1, id)
             try deleteBatchKeys.run()
-            for (key, n) in Self.keyCounts(batch) {
+            for (key, n) in batch.keyCounts {
                 insertBatchKey.reset()
                 insertBatchKey.bind(1, id)
                 insertBatchKey.bind(2, blob: key.bytes)

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import RedisSink
+import SpillwayBatch
 import SpillwayConfig
 import SpillwayCore
 import SpillwayTestSupport

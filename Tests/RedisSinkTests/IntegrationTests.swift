@@ -1,5 +1,6 @@
 import Foundation
 import RedisSink
+import SpillwayBatch
 import SpillwayConfig
 import SpillwayCore
 import SpillwayTestSupport

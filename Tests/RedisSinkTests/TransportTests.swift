@@ -1,5 +1,6 @@
 import Foundation
 import RedisSink
+import SpillwayBatch
 import SpillwayCore
 import SpillwayTestSupport
 import Synchronization

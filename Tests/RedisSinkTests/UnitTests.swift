@@ -1,5 +1,6 @@
 import Foundation
 @testable import RedisSink
+import SpillwayBatch
 import SpillwayConfig
 import SpillwayCore
 import Testing

@@ -1,5 +1,5 @@
 import Foundation
-import RedisSink
+import SpillwayBatch
 import SpillwayCore
 import Spool
 import Testing
@@ -11,7 +11,7 @@ func tempDir() -> String {
 }
 
 /// A batch of `n` XADDs to `key`, IDs from `firstMs`, each with a message of its own (about 200
-/// bytes stored per record: what repeats from record to record is stored once).
+/// bytes stored per record).
 func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> EncodedBatch {
     let commands = (0..<n).map { i -> EncodedCommand in
         let c = RedisCommand(["XADD", key, "MAXLEN", "~", "100000", "\(firstMs + i)-0", "usage_user", "1.5", "tag_host", "h", "timestamp", "\(firstMs + i)",
@@ -37,19 +37,16 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         #expect(back.commands[5].command.strings == ["TS.CREATERULE", "k", "k:avg_1m", "AGGREGATION", "avg", "60000"])
     }
 
-    @Test func repeatedArgumentsAreStoredOnce() throws {
-        // 100 XADDs that differ only in their ID and timestamp: the rest is written once.
-        let b = EncodedBatch(commands: (0..<100).map { i in
-            EncodedCommand(command: RedisCommand(["XADD", "metrics:h:cpu", "MAXLEN", "~", "100000", "\(i + 1)-0", "usage_user", "1.5",
-                                                  "usage_system", "0.5", "tag_host", "h", "timestamp", "\(i + 1)"]),
-                           key: Array("metrics:h:cpu".utf8), role: .record(i))
-        }, recordCount: 100, rejectedAtEncoding: 0, skippedFields: 0)
-        let plain = b.arguments.bytes.count
+    @Test func theStoredFormIsTheRESPThatIsSent() throws {
+        let b = batch(3)
         let payload = b.serialized()
-        #expect(payload.count < plain / 2, "\(payload.count) bytes for \(plain) bytes of arguments")
+        // The batch's RESP, whole, at the end of the payload: what a replay writes to the socket.
+        #expect(Array(payload.suffix(b.bytes.count)) == b.bytes)
+        let first = "*14\r\n$4\r\nXADD\r\n$13\r\nmetrics:h:cpu\r\n$6\r\nMAXLEN\r\n$1\r\n~\r\n$6\r\n100000\r\n$3\r\n1-0\r\n"
+        #expect(String(decoding: b.bytes.prefix(first.utf8.count), as: UTF8.self) == first)
         let back = try EncodedBatch(serialized: payload)
-        #expect(back.commands.map(\.command) == b.commands.map(\.command))
-        #expect(back.commands.map(\.role) == b.commands.map(\.role))
+        #expect(back.bytes == b.bytes)
+        #expect((0..<3).map { back.span($0) } == (0..<3).map { b.span($0) })
         #expect(back.commands.map(\.key) == b.commands.map(\.key))
         // A command with more arguments than the one before it, then fewer, then an empty argument.
         var mixed = EncodedBatch(recordCount: 0)
@@ -59,6 +56,23 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         mixed.append(RedisCommand(["TS.CREATE", "k2", "", "a", ""]), keyArgument: 1, role: .setup)
         let again = try EncodedBatch(serialized: mixed.serialized())
         #expect(again.commands.map(\.command.strings) == mixed.commands.map(\.command.strings))
+        #expect(again.bytes == mixed.bytes)
+    }
+
+    @Test func versionThreeBatchesAreStillRead() throws {
+        // Written by the previous version: per command its role, key argument, argc, then each
+        // argument as 0 (the previous command's argument at that place) or length + 1 and its bytes.
+        func arg(_ s: String) -> [UInt8] { [UInt8(s.utf8.count + 1)] + Array(s.utf8) }
+        var bytes: [UInt8] = [3, 2, 0, 0, 3]
+        bytes += [0, 0, 1, 5] + arg("XADD") + arg("k") + arg("1-0") + arg("f") + arg("1")
+        bytes += [0, 1, 1, 5] + [0, 0] + arg("2-0") + [0] + arg("2")
+        bytes += [2, 1, 2] + [0] + arg("k2")
+        let b = try EncodedBatch(serialized: bytes)
+        #expect(b.recordCount == 2 && b.commandCount == 3)
+        #expect(b.commands.map(\.command.strings) == [["XADD", "k", "1-0", "f", "1"], ["XADD", "k", "2-0", "f", "2"], ["XADD", "k2"]])
+        #expect(b.commands.map(\.role) == [.record(0), .record(1), .setup])
+        #expect(b.commands.map { String(decoding: $0.key, as: UTF8.self) } == ["k", "k", "k2"])
+        #expect(String(decoding: b.bytes.prefix(19), as: UTF8.self) == "*5\r\n$4\r\nXADD\r\n$1\r\nk")
     }
 
     @Test func versionTwoBatchesAreStillRead() throws {
@@ -94,6 +108,11 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         }
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: bytes + [0]) }
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F]) }
+        // Version 4: RESP that is not one whole command, or whose key argument is past its arguments.
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 1, 9] + Array("*1\r\n$1\r\nx\r".utf8)) }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 1, 11] + Array("*1\r\n$1\r\nx\r\n".utf8)) }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 0, 11] + Array("*1\r\n$2\r\nx\r\n".utf8)) }
+        #expect((try? EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 0, 11] + Array("*1\r\n$1\r\nx\r\n".utf8)))?.commandCount == 1)
         // Version 3: a first command that refers to a previous one; a key past the arguments.
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [3, 1, 0, 0, 1, 0, 0, 0, 1, 0]) }
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [3, 1, 0, 0, 1, 0, 0, 1, 1, 2, 0x41]) }
@@ -359,7 +378,7 @@ extension FullDisk {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let spool = try Self.smallSpool(dir)
-        for i in 0..<5 { #expect(try spool.append(batch(1000, key: "k", firstMs: 1_000_000 + i * 1000), now: Int64(i)).stored) }
+        for i in 0..<5 { #expect(try spool.append(batch(400, key: "k", firstMs: 1_000_000 + i * 1000), now: Int64(i)).stored) }
         for id in try spool.oldestBatches(limit: 100).batches.map(\.id) { spool.acknowledgeLater(id: id) }
         #expect(spool.isEmpty && spool.hasAcknowledgements)
         // A batch larger than the whole file: its transaction (which deletes the delivered rows
