@@ -20,7 +20,7 @@ final class Checkpointer: @unchecked Sendable {
 
     private func loop(path: String, interval: Int64) {
         let db = try? SQLiteDatabase(path: path)
-        let checkpoint = try? db?.prepare("PRAGMA wal_checkpoint(PASSIVE)")
+        let checkpoint = try? db?.prepare(Schema.checkpointPassive)
         lock.withLock {
             while !stopping {
                 _ = lock.wait(untilMonotonic: monotonicNanoseconds() + interval)

@@ -94,6 +94,10 @@ enum Schema {
     static let unreadableTotals = "SELECT COUNT(*), COALESCE(SUM(records), 0) FROM unreadable_batches"
     static let deleteBatch = "DELETE FROM batches WHERE id = ?1"
     static let batchSize = "SELECT bytes, records, lines FROM batches WHERE id = ?1"
+    static let allBatchIDs = "SELECT id FROM batches ORDER BY id"
+    /// A batch's size before `replaceBatch` gives it what is left of it.
+    static let batchForReplace = "SELECT records, bytes, spilled_ns FROM batches WHERE id = ?1"
+    static let replaceBatch = "UPDATE batches SET payload = ?2, records = ?3, bytes = ?4 WHERE id = ?1"
     static let deleteBatchKeys = "DELETE FROM batch_keys WHERE batch_id = ?1"
     static let keysOfBatch = "SELECT key, records FROM batch_keys WHERE batch_id = ?1"
     static let addDropped = "INSERT INTO dropped (key, records) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET records = records + excluded.records"
@@ -128,4 +132,29 @@ enum Schema {
     static let deleteOffset = "DELETE FROM tail_offsets WHERE device = ?1 AND inode = ?2"
     static let tailInputKnown = "SELECT 1 FROM tail_inputs WHERE id = ?1"
     static let addTailInput = "INSERT OR IGNORE INTO tail_inputs (id, started_ns) VALUES (?1, ?2)"
+
+    // MARK: connection settings, checks and transactions
+
+    /// 64 KiB pages (see `Spool.open`).
+    static let largePages = "PRAGMA page_size=65536"
+    static let walJournal = "PRAGMA journal_mode=WAL"
+    static let synchronousNormal = "PRAGMA synchronous=NORMAL"
+    static let synchronousFull = "PRAGMA synchronous=FULL"
+    static let secureDeleteFast = "PRAGMA secure_delete=FAST"
+    static func walAutocheckpoint(pages: Int) -> String { "PRAGMA wal_autocheckpoint=\(pages)" }
+    static func maxPageCount(_ pages: Int) -> String { "PRAGMA max_page_count=\(pages)" }
+    static let quickCheck = "PRAGMA quick_check"
+    static let pageSize = "PRAGMA page_size"
+    static let pageCount = "PRAGMA page_count"
+    static let freelistCount = "PRAGMA freelist_count"
+    /// Folds the WAL into the database and gives its file back (the appending connection, when the
+    /// disk looks full).
+    static let checkpointTruncate = "PRAGMA wal_checkpoint(TRUNCATE)"
+    /// Never waits for, nor blocks, the writer (the `Checkpointer`'s).
+    static let checkpointPassive = "PRAGMA wal_checkpoint(PASSIVE)"
+    static let beginImmediate = "BEGIN IMMEDIATE"
+    /// A read transaction (`spillway status`: one consistent view).
+    static let begin = "BEGIN"
+    static let commit = "COMMIT"
+    static let rollback = "ROLLBACK"
 }
