@@ -48,9 +48,13 @@ public struct BatchEncoder: Sendable {
     /// The registry's generation when this encoder last looked.
     private var seenGeneration = 0
 
+    /// Each route's MAXLEN as text (written into every XADD: formatted once).
+    private let maxlenTexts: [[UInt8]]
+
     public init(config: RedisOutputConfig, routes: [Route], minter: StreamIDMinter) {
         self.config = config
         self.routes = routes
+        maxlenTexts = routes.map { Array(String($0.maxlen).utf8) }
         self.ids = SharedStreamIDs(minter)
     }
 
@@ -69,14 +73,22 @@ public struct BatchEncoder: Sendable {
     /// The last checkpoint of each file in `records`, in the order files first appear.
     static func collectCheckpoints(_ records: [QueuedRecord], into batch: inout EncodedBatch) {
         var position: [FileIdentity: Int] = [:]
-        for q in records {
-            guard let c = q.checkpoint else { continue }
-            batch.lineCount += 1
-            if let i = position[c.identity] {
-                batch.checkpoints[i] = c
-            } else {
-                position[c.identity] = batch.checkpoints.count
-                batch.checkpoints.append(c)
+        // Lines come in runs of one file: the run's file is compared, not hashed, at each line.
+        var last: (identity: FileIdentity, at: Int)?
+        records.withUnsafeBufferPointer { records in
+            for i in records.indices {
+                guard let c = records[i].checkpoint else { continue }
+                batch.lineCount += 1
+                if let l = last, l.identity == c.identity {
+                    batch.checkpoints[l.at] = c
+                } else if let at = position[c.identity] {
+                    batch.checkpoints[at] = c
+                    last = (c.identity, at)
+                } else {
+                    position[c.identity] = batch.checkpoints.count
+                    last = (c.identity, batch.checkpoints.count)
+                    batch.checkpoints.append(c)
+                }
             }
         }
     }
@@ -90,7 +102,7 @@ public struct BatchEncoder: Sendable {
         // Through buffers: records, their fields and tags are read in place, not copied (no
         // retain and release per record, field and tag). The minter's lock is taken once a batch.
         ids.withMinter { minter in
-        records.withUnsafeBufferPointer { records in routes.withUnsafeBufferPointer { routes in
+        records.withUnsafeBufferPointer { records in routes.withUnsafeBufferPointer { routes in maxlenTexts.withUnsafeBufferPointer { maxlenTexts in
             for index in records.indices {
                 let route = records[index].route
                 routes[route].key.render(records[index].record, into: &tmpKey)
@@ -118,7 +130,7 @@ public struct BatchEncoder: Sendable {
                     if let minID {
                         w.argument("MINID"); w.argument("~"); w.argument(minID)
                     } else if maxlen > 0 {
-                        w.argument("MAXLEN"); w.argument("~"); w.argument(Int64(maxlen))
+                        w.argument("MAXLEN"); w.argument("~"); w.argument(maxlenTexts[route])
                     }
                     if let id { w.argument(id) } else { w.argument("*") }
                     Self.writeFieldsAndTags(of: records[index].record, into: &w)
@@ -128,7 +140,7 @@ public struct BatchEncoder: Sendable {
                 if tmpKey != lastKey { swap(&tmpKey, &lastKey) }
                 tmpKey.removeAll(keepingCapacity: true)
             }
-        } }
+        } } }
         }
         if !records.isEmpty {
             streamBytesPerRecord = batch.bytes.count / records.count + 16

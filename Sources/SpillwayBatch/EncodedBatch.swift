@@ -269,17 +269,31 @@ public struct EncodedBatch: Sendable {
         append(c, keyArgument: other.entries[i].keyArgument, role: role)
     }
 
-    /// Appends a command read back from storage: `resp` must be one whole command whose argument
-    /// `keyArgument` exists (checked).
-    mutating func append(resp: ArraySlice<UInt8>, keyArgument: Int, role: EncodedCommand.Role) -> Bool {
-        guard let (argc, marked) = RESP.validateCommand(resp, mark: keyArgument) else { return false }
-        let entry = withBytes { bytes -> Entry in
+    /// Appends a command read back from storage: the previous command's first `prefix` bytes,
+    /// `middle`, then its last `suffix` bytes. It must be one whole command whose argument
+    /// `keyArgument` exists (checked; when not, nothing is appended).
+    mutating func appendShared(prefix: Int, middle: ArraySlice<UInt8>, suffix: Int, keyArgument: Int, role: EncodedCommand.Role) -> Bool {
+        let previous = entries.last?.span.range ?? 0..<0
+        let entry = withBytes { bytes -> Entry? in
             let start = bytes.count
-            bytes.append(contentsOf: resp)
-            let shift = start - resp.startIndex
-            return Entry(span: CommandSpan(byteStart: start, byteCount: resp.count, argc: argc), keyArgument: keyArgument,
-                         keyStart: marked.lowerBound + shift, keyCount: marked.count, role: role)
+            // Copied within the storage through a pointer (a slice of it would copy it all first).
+            grow(&bytes, by: prefix + middle.count + suffix)
+            bytes.withUnsafeMutableBufferPointer { b in
+                let base = b.baseAddress!
+                (base + start).update(from: base + previous.lowerBound, count: prefix)
+                middle.withUnsafeBufferPointer { m in
+                    if let from = m.baseAddress { (base + start + prefix).update(from: from, count: m.count) }
+                }
+                (base + start + prefix + middle.count).update(from: base + previous.upperBound - suffix, count: suffix)
+            }
+            guard let (argc, marked) = RESP.validateCommand(bytes[start...], mark: keyArgument) else {
+                bytes.removeLast(bytes.count - start)
+                return nil
+            }
+            return Entry(span: CommandSpan(byteStart: start, byteCount: bytes.count - start, argc: argc), keyArgument: keyArgument,
+                         keyStart: marked.lowerBound, keyCount: marked.count, role: role)
         }
+        guard let entry else { return false }
         entries.append(entry)
         return true
     }

@@ -124,15 +124,21 @@ public protocol StreamIDText {
     var seq: UInt64 { get }
 }
 
-/// Zeros copied to make room (a copy is faster than appending a repeated element).
-private let zeros = [UInt8](repeating: 0, count: 4096)
+/// Zeros copied to make room (a copy is faster than appending a repeated element). Never freed, and
+/// read through a pointer: no reference counting per use.
+nonisolated(unsafe) private let zeros: UnsafeBufferPointer<UInt8> = {
+    let p = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: 4096)
+    p.initialize(repeating: 0)
+    return UnsafeBufferPointer(p)
+}()
 
 /// Grows `bytes` by `n` bytes (zeros), to be written through a pointer.
+@inline(__always)
 func grow(_ bytes: inout [UInt8], by n: Int) {
     var left = n
     while left > 0 {
         let k = min(left, zeros.count)
-        bytes.append(contentsOf: zeros[0..<k])
+        bytes.append(contentsOf: UnsafeBufferPointer(rebasing: zeros[0..<k]))
         left -= k
     }
 }
