@@ -73,23 +73,30 @@ public struct BatchEncoder: Sendable {
     /// The last checkpoint of each file in `records`, in the order files first appear.
     static func collectCheckpoints(_ records: [QueuedRecord], into batch: inout EncodedBatch) {
         var position: [FileIdentity: Int] = [:]
-        // Lines come in runs of one file: the run's file is compared, not hashed, at each line.
-        var last: (identity: FileIdentity, at: Int)?
+        // Lines come in runs of one file: within a run only the file is compared (no hashing, no
+        // copy), and the run's last checkpoint is taken when it ends.
         records.withUnsafeBufferPointer { records in
-            for i in records.indices {
-                guard let c = records[i].checkpoint else { continue }
-                batch.lineCount += 1
-                if let l = last, l.identity == c.identity {
-                    batch.checkpoints[l.at] = c
-                } else if let at = position[c.identity] {
+            var run: (identity: FileIdentity, last: Int)?
+            func endRun() {
+                guard let r = run, let c = records[r.last].checkpoint else { return }
+                if let at = position[r.identity] {
                     batch.checkpoints[at] = c
-                    last = (c.identity, at)
                 } else {
-                    position[c.identity] = batch.checkpoints.count
-                    last = (c.identity, batch.checkpoints.count)
+                    position[r.identity] = batch.checkpoints.count
                     batch.checkpoints.append(c)
                 }
             }
+            for i in records.indices {
+                guard let identity = records[i].checkpoint?.identity else { continue }
+                batch.lineCount += 1
+                if run?.identity == identity {
+                    run?.last = i
+                } else {
+                    endRun()
+                    run = (identity, i)
+                }
+            }
+            endRun()
         }
     }
 
