@@ -107,7 +107,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpillwayAgentTests",
-            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore", "SpillwayConfig", "SpillwayTestSupport"],
+            dependencies: ["SpillwayAgent", "RedisSink", "SpillwayCore", "SpillwayConfig", "SpillwayTestSupport", "Spool",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),
