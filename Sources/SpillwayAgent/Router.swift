@@ -57,6 +57,10 @@ struct Router<Sender: RouterSender> {
     /// rows from an earlier run. Newer rows are on their way through the handoff, in memory.
     var replayableUpTo: Int64 = 0
 
+    /// The agent's state as saved last: what this router does not know of (the run's backlog at its
+    /// start, an earlier run's last error) stays as it was.
+    var state = AgentState()
+
     /// `breaker`: the one a reload carried over (see `BreakerCarry`), else a new one, closed.
     init(sender: Sender, backlog: (any RouterBacklog)?, clock: any RouterClock, stats: any RouterStatsSink,
          upstream: any RouterUpstream, settings: RouterSettings, logger: Logger, breaker: CircuitBreaker? = nil,
@@ -71,6 +75,7 @@ struct Router<Sender: RouterSender> {
         self.jitter = jitter
         self.breaker = breaker ?? CircuitBreaker(settings: settings.breaker, now: clock.now())
         replayableUpTo = ((try? backlog?.newestID()) ?? nil) ?? 0
+        state = ((try? backlog?.readState()) ?? nil) ?? AgentState()
     }
 
     var hasBacklog: Bool { !(backlog?.isEmpty ?? true) }
@@ -475,40 +480,36 @@ struct Router<Sender: RouterSender> {
         let wallNow = clock.wallNow()
         // Open or half-open: since the outage began (the first opening), not the latest probe.
         let sinceWall = wallNow - (now - (breaker.outageSince ?? breaker.since))
-        var values: [String: String] = [
-            "breaker.state": breaker.state.rawValue,
-            "breaker.since_ns": String(sinceWall),
-            "breaker.consecutive_failures": String(breaker.consecutiveFailures),
-            "counters.written": String(s.counters.written),
-            "counters.spilled": String(s.spilled),
-            "counters.replayed": String(s.replayed),
-            "counters.dropped": String(s.dropped + upstream.queueDropped),
-            "counters.duplicates": String(s.counters.duplicates),
-            "counters.rejected": String(s.counters.rejected),
-            "counters.collected": String(upstream.collected),
-            "counters.input_errors": String(upstream.inputErrors),
-            "updated_ns": String(wallNow),
-            "replay.rate": String(format: "%.1f", hasBacklog && breaker.state == .closed ? replayRate : 0),
-            "pid": String(getpid()),
-        ]
-        if let e = s.lastError { values["last_error"] = e }
-        values["last_error_kind"] = credentialsFailing ? "auth" : "transient"
-        if let t = s.lastErrorAt { values["last_error_ns"] = String(t) }
-        // Which run the error belongs to, and when its run of failures (the outage) began.
-        values["run.id"] = AgentRun.id
-        values["run.started_ns"] = String(AgentRun.startedNs)
-        if s.lastError != nil {
-            values["last_error.run"] = AgentRun.id
-            if let first = breaker.failureStreakSince { values["last_error.first_ns"] = String(wallNow - (now - first)) }
+        state.breaker = AgentState.Breaker(state: breaker.state, sinceNs: sinceWall, consecutiveFailures: Int64(breaker.consecutiveFailures))
+        state.counters.written = s.counters.written
+        state.counters.spilled = s.spilled
+        state.counters.replayed = s.replayed
+        state.counters.dropped = s.dropped + upstream.queueDropped
+        state.counters.duplicates = s.counters.duplicates
+        state.counters.rejected = s.counters.rejected
+        state.counters.collected = upstream.collected
+        state.counters.inputErrors = upstream.inputErrors
+        state.updatedNs = wallNow
+        // To 0.1 record/s (as it was saved as text before).
+        state.replayRate = Double(String(format: "%.1f", hasBacklog && breaker.state == .closed ? replayRate : 0)) ?? 0
+        state.pid = getpid()
+        state.run = AgentState.Run(id: AgentRun.id, startedNs: AgentRun.startedNs)
+        // The last error: this run's latest, else the one saved before (an earlier run's).
+        if let e = s.lastError {
+            var last = state.lastError ?? AgentState.LastError(message: e)
+            last.message = e
+            if let t = s.lastErrorAt { last.atNs = t }
+            // Which run the error belongs to, and when its run of failures (the outage) began.
+            last.run = AgentRun.id
+            if let first = breaker.failureStreakSince { last.firstFailureNs = wallNow - (now - first) }
+            state.lastError = last
         }
-        if let t = s.lastSuccessAt { values["last_success_ns"] = String(t) }
+        state.lastError?.kind = credentialsFailing ? .auth : .transient
+        if let t = s.lastSuccessAt { state.lastSuccessNs = t }
         // Per input: its last collection, duration, errors and records (status's "inputs").
-        if let figures = upstream.inputFigures,
-           let json = try? JSONEncoder().encode(figures) {
-            values["inputs"] = String(decoding: json, as: UTF8.self)
-        }
+        if let figures = upstream.inputFigures { state.inputs = figures }
         do {
-            try backlog.saveState(values)
+            try backlog.saveState(state)
             lastSave = now
             stateDirty = false
             episodes.recovered("cannot save the agent state", logger: logger, now: clock.now())

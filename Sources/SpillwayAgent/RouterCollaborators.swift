@@ -59,7 +59,9 @@ protocol RouterBacklog: AnyObject {
     func flushAcknowledgements() throws
     func setAside(_ bad: [Spool.Unreadable], now: Int64) throws
     func addRejected(_ rejections: [(key: [UInt8], records: Int64, reply: String)], now: Int64) throws
-    func saveState(_ values: [String: String]) throws
+    /// The agent's state as last saved (by this run's start, an earlier router, an earlier run).
+    func readState() throws -> AgentState
+    func saveState(_ state: AgentState) throws
 }
 
 extension Spool: RouterBacklog {}

@@ -188,12 +188,14 @@ final class RouterRig {
     let log = LogLines()
     var router: Router<ScriptedRedis>
 
-    /// `backlog`: rows an earlier run left in the buffer, before the router starts.
-    init(_ settings: RouterSettings = RouterSettings(), backlog: [EncodedBatch] = []) throws {
+    /// `backlog`: rows an earlier run left in the buffer, before the router starts; `state`: the
+    /// agent's state saved before it starts.
+    init(_ settings: RouterSettings = RouterSettings(), backlog: [EncodedBatch] = [], state: AgentState? = nil) throws {
         dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-router-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         spool = try Spool(directory: dir)
         for b in backlog { _ = try spool.append(b, now: clock.wallNow()) }
+        if let state { try spool.saveState(state) }
         redis = ScriptedRedis(clock: clock)
         let lines = log
         router = Router(sender: redis, backlog: spool, clock: clock, stats: stats, upstream: upstream, settings: settings,
@@ -523,5 +525,62 @@ let second: Int64 = 1_000_000_000
         #expect(rig.router.replayBudgetAt == 0)
         #expect(rig.redis.streams["a"] == (1...75).map { "\($0)-0" })
         #expect(rig.spool.isEmpty && rig.stats.snapshot.replayed == 75)
+    }
+
+    // MARK: the state saved for status
+
+    /// What the router saves for `status`, typed: the breaker (since the outage began, on the wall
+    /// clock), the counters, this run's last error and its kind. What it does not know stays as
+    /// saved before: the run's backlog at its start, and an earlier run's last error until this run
+    /// has one of its own.
+    @Test func theSavedStateKeepsWhatTheRouterDoesNotKnow() throws {
+        var before = AgentState()
+        before.counters.backlogAtStart = 7
+        before.lastError = AgentState.LastError(message: "Connection reset by peer", kind: .transient, atNs: 100, firstFailureNs: 90, run: "1-1")
+        before.run = AgentState.Run(id: AgentRun.id, startedNs: AgentRun.startedNs)
+        var settings = RouterSettings()
+        settings.breaker.failureThreshold = 2
+        let rig = try RouterRig(settings, state: before)
+        rig.upstream.collected = 9
+        rig.upstream.queueDropped = 1
+        rig.upstream.inputErrors = 4
+        rig.upstream.inputFigures = [InputFigures(input: "cpu", at: "agent.toml:3")]
+        try rig.produce(xadds("a", 1...2))
+        rig.router.drainInFlight()
+        rig.router.flushAcknowledgements()
+        rig.router.saveState(force: true)
+        var saved = try rig.spool.readState()
+        #expect(saved.counters.backlogAtStart == 7 && saved.counters.written == 2 && saved.counters.collected == 9)
+        #expect(saved.counters.dropped == 1 && saved.counters.inputErrors == 4 && saved.inputs.map(\.input) == ["cpu"])
+        #expect(saved.lastError == before.lastError, "an earlier run's error stays until this run has one")
+        #expect(saved.lastSuccessNs == rig.clock.wallNow() && saved.updatedNs == rig.clock.wallNow())
+        #expect(saved.breaker == AgentState.Breaker(state: .closed, sinceNs: rig.clock.wallNow() - (rig.clock.now() - rig.router.breaker.since)))
+        #expect(saved.pid == getpid() && saved.run == before.run && saved.replayRate == 0)
+
+        // An outage: two failures open the breaker; the error is this run's, and so is its start.
+        let outageAt = rig.clock.wallNow() + second
+        rig.clock.advance(second)
+        rig.redis.replies = [.connectionLost(after: 0), .connectionLost(after: 0)]
+        try rig.produce(xadds("a", 3...3))
+        rig.router.finishOldest()
+        rig.clock.advance(second)
+        rig.replayAll(steps: 1)
+        #expect(rig.router.breaker.state == .open)
+        rig.clock.advance(3 * second)
+        rig.router.saveState(force: false)
+        saved = try rig.spool.readState()
+        #expect(saved.breaker == AgentState.Breaker(state: .open, sinceNs: outageAt + second, consecutiveFailures: 2))
+        #expect(saved.lastError == AgentState.LastError(message: ScriptedRedis.connectionError, kind: .transient, atNs: outageAt + second,
+                                                        firstFailureNs: outageAt, run: AgentRun.id))
+        #expect(saved.counters.spilled == 1 && saved.updatedNs == rig.clock.wallNow())
+
+        // Refused credentials: the kind says so (status --check: CRITICAL).
+        rig.redis.replies = [.wrongPassword]
+        rig.clock.advance(60 * second)
+        rig.replayAll(steps: 1)
+        rig.router.saveState(force: false)
+        saved = try rig.spool.readState()
+        #expect(saved.lastError?.kind == .auth && saved.lastError?.message == ScriptedRedis.credentialsError)
+        #expect(saved.breaker.state == .open && saved.breaker.sinceNs == outageAt + second)
     }
 }
