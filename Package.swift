@@ -111,7 +111,8 @@ let package = Package(
         ),
         .testTarget(
             name: "SpillwayAgentTests",
-            dependencies: ["SpillwayAgent", "SpillwayBatch", "RedisSink", "SpillwayCore", "SpillwayConfig", "SpillwayTestSupport"],
+            dependencies: ["SpillwayAgent", "SpillwayBatch", "RedisSink", "SpillwayCore", "SpillwayConfig", "SpillwayTestSupport", "Spool",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),

@@ -16,11 +16,19 @@ import Spool
 ///   breaker PINGs first), in chunks of `replay_batch_size` records, at most `replay_rate` records/s;
 ///   a row is deleted only after Redis acknowledged all of it. Records keep the IDs they were given,
 ///   so a batch whose outcome was unknown is replayed with no duplicate.
-struct Router {
-    let service: WriterService
-    let writer: RedisWriter
+/// Its collaborators are given (RouterCollaborators.swift): the connection (`sender`), the spill
+/// buffer (`backlog`), the clock, where it counts (`stats`) and the rest of the writer (`upstream`).
+struct Router<Sender: RouterSender> {
+    let sender: Sender
+    var backlog: (any RouterBacklog)?
+    let clock: any RouterClock
+    let stats: any RouterStatsSink
+    let upstream: any RouterUpstream
+    let settings: RouterSettings
+    let logger: Logger
+    /// The breaker's jitter, in [-1, 1] (random; fixed in tests).
+    let jitter: () -> Double
     var breaker: CircuitBreaker
-    var spool: Spool?
     var lastSave: Int64 = 0
     var stateDirty = true
     var replayBudgetAt: Int64 = 0
@@ -32,13 +40,15 @@ struct Router {
     var reserveHeld = true
     /// Whether the latest failure was the credentials' or the ACL's (status: CRITICAL at once).
     var credentialsFailing = false
-    static let credentialsCondition = """
+    static var credentialsCondition: String {
+        """
         Redis refused this agent's credentials or ACL: set [outputs.redis] password or password_file \
         to what the server expects (and username for an ACL user; remove them when the server wants \
         no password), or grant the ACL user the commands and keys it writes \
         (XADD and XINFO, or TS.* with format = "timeseries", on the key template's keys). \
         Records wait in the spill buffer and are all delivered once it works
         """
+    }
     /// Replayed records per second over the last window (for status's ETA).
     var replayWindowStart: Int64 = 0
     var replayWindowRecords: Int64 = 0
@@ -48,22 +58,33 @@ struct Router {
     /// rows from an earlier run. Newer rows are on their way through the handoff, in memory.
     var replayableUpTo: Int64 = 0
 
-    init(service: WriterService, writer: RedisWriter, spool: Spool?) {
-        self.service = service
-        self.writer = writer
-        self.spool = spool
-        let settings = service.config.survive.breaker
-        breaker = service.breakerCarry?.take(settings: settings) ?? CircuitBreaker(settings: settings, now: monotonicNanoseconds())
-        replayableUpTo = ((try? spool?.newestID()) ?? nil) ?? 0
+    /// The agent's state as saved last: what this router does not know of (the run's backlog at its
+    /// start, an earlier run's last error) stays as it was.
+    var state = AgentState()
+
+    /// `breaker`: the one a reload carried over (see `BreakerCarry`), else a new one, closed.
+    init(sender: Sender, backlog: (any RouterBacklog)?, clock: any RouterClock, stats: any RouterStatsSink,
+         upstream: any RouterUpstream, settings: RouterSettings, logger: Logger, breaker: CircuitBreaker? = nil,
+         jitter: @escaping () -> Double = { Double.random(in: -1...1) }) {
+        self.sender = sender
+        self.backlog = backlog
+        self.clock = clock
+        self.stats = stats
+        self.upstream = upstream
+        self.settings = settings
+        self.logger = logger
+        self.jitter = jitter
+        self.breaker = breaker ?? CircuitBreaker(settings: settings.breaker, now: clock.now())
+        replayableUpTo = ((try? backlog?.newestID()) ?? nil) ?? 0
+        state = ((try? backlog?.readState()) ?? nil) ?? AgentState()
     }
 
-    var logger: Logger { service.logger }
-    var hasBacklog: Bool { !(spool?.isEmpty ?? true) }
+    var hasBacklog: Bool { !(backlog?.isEmpty ?? true) }
     /// Whether a row this stage may replay is in the buffer (older rows are always among them).
     var replayPending: Bool {
-        guard let spool else { return false }
+        guard let backlog else { return false }
         let onTheWire = inFlight.compactMap(\.id)
-        guard let oldest = spool.oldestIDs(onTheWire.count + 1).first(where: { !onTheWire.contains($0) }) else { return false }
+        guard let oldest = backlog.oldestIDs(onTheWire.count + 1).first(where: { !onTheWire.contains($0) }) else { return false }
         return oldest <= replayableUpTo
     }
 
@@ -76,20 +97,20 @@ struct Router {
     /// replaced by what is left.
     mutating func handle(_ item: HandedBatch) {
         noteBufferFull()
-        guard let spool, let id = item.id else {
+        guard let backlog, let id = item.id else {
             // No buffer (or it failed for this batch): sent from memory, retried in memory. A
             // batch kept in memory beside a buffer goes alone.
-            if spool != nil { drainInFlight() }
+            if backlog != nil { drainInFlight() }
             begin(id: nil, item.batch)
-            if spool != nil { drainInFlight() }
+            if backlog != nil { drainInFlight() }
             return
         }
         replayableUpTo = max(replayableUpTo, id)
         let ahead = inFlight.compactMap(\.id)
-        let waiting = spool.oldestIDs(ahead.count + 1)
+        let waiting = backlog.oldestIDs(ahead.count + 1)
         guard let oldest = waiting.first, id >= oldest else {
             // Replayed already (or dropped to make room): it went through the buffer.
-            service.stats.update { $0.spilled += Int64(item.batch.recordCount) }
+            stats.update { $0.spilled += Int64(item.batch.recordCount) }
             return
         }
         guard breaker.state == .closed, ahead.count == inFlight.count, waiting == ahead + [id] else {
@@ -99,7 +120,7 @@ struct Router {
                 handle(item)
                 return
             }
-            service.stats.update { $0.spilled += Int64(item.batch.recordCount) }
+            stats.update { $0.spilled += Int64(item.batch.recordCount) }
             stateDirty = true
             return
         }
@@ -110,7 +131,7 @@ struct Router {
     struct InFlight {
         var id: Int64?
         var pending: PendingBatch
-        var attempt: RedisWriter.Attempt
+        var attempt: Sender.Attempt
         /// A batch of the backlog (counted as replayed).
         var replay = false
     }
@@ -119,7 +140,7 @@ struct Router {
     var inFlight: [InFlight] = []
     /// Two batches on one connection: Redis works on one while the next is formatted and written
     /// and the previous one's replies are read, so it never waits for this stage between batches.
-    static let maxInFlight = 2
+    static var maxInFlight: Int { 2 }
     var hasInFlight: Bool { !inFlight.isEmpty }
     var inFlightIsFull: Bool { inFlight.count >= Self.maxInFlight }
 
@@ -127,7 +148,7 @@ struct Router {
     /// Redis works on it.
     mutating func begin(id: Int64?, _ batch: EncodedBatch, replay: Bool = false) {
         let pending = PendingBatch(batch)
-        let attempt = writer.begin(pending)
+        let attempt = sender.begin(pending)
         inFlight.append(InFlight(id: id, pending: pending, attempt: attempt, replay: replay))
         if acknowledgementsPending { flushAcknowledgements() }
     }
@@ -159,8 +180,8 @@ struct Router {
         }
         for var f in unsettled {
             if f.pending.hasSuspects {
-                let counters = writer.verifySuspects(&f.pending)
-                service.stats.update { $0.counters += counters }
+                let counters = sender.verifySuspects(&f.pending)
+                stats.update { $0.counters += counters }
             }
             if f.pending.isComplete, f.pending.moved.isEmpty {
                 delivered(f)
@@ -168,8 +189,8 @@ struct Router {
             }
             // Records Redis refused go to the encode stage for new IDs (see `PendingBatch.moved`).
             let moved = f.pending.takeMoved()
-            guard let spool, let id = f.id else {
-                if let moved { service.requeueInMemory(moved) }
+            guard let backlog, let id = f.id else {
+                if let moved { upstream.requeueInMemory(moved) }
                 retryInMemory(&f.pending)
                 continue
             }
@@ -179,19 +200,19 @@ struct Router {
                 if let moved {
                     // One transaction: the row becomes what is left, and the refused records wait
                     // for their new IDs.
-                    try spool.requeue(id: id, remainder: rest, moved: moved, now: wallClockNanoseconds())
+                    try backlog.requeue(id: id, remainder: rest, moved: moved, now: clock.wallNow())
                 } else {
-                    try spool.replace(id: id, with: rest)
+                    try backlog.replace(id: id, with: rest)
                 }
                 // A batch sent from memory now waits in the buffer; a replayed one was counted when
                 // it first waited there (or is an earlier run's backlog).
-                if !f.replay { service.stats.update { $0.spilled += Int64(rest.recordCount) } }
+                if !f.replay { stats.update { $0.spilled += Int64(rest.recordCount) } }
                 stateDirty = true
-                episodes.recovered(condition, logger: logger)
+                episodes.recovered(condition, logger: logger, now: clock.now())
             } catch {
                 // The row keeps the records with their old IDs: sent again, a refused one is
                 // answered "equal or smaller", found not written, and moved then.
-                episodes.failed(condition, error: "\(error)", logger: logger)
+                episodes.failed(condition, error: "\(error)", logger: logger, now: clock.now())
             }
         }
         return error == nil
@@ -200,7 +221,7 @@ struct Router {
     /// A batch Redis acknowledged all of: its row is deleted (soon), and a replayed one may have
     /// been the backlog's last.
     mutating func delivered(_ f: InFlight) {
-        if let id = f.id { spool?.acknowledgeLater(id: id) }
+        if let id = f.id { backlog?.acknowledgeLater(id: id) }
         if f.replay { noteBacklogReplayed() }
     }
 
@@ -209,15 +230,15 @@ struct Router {
         while !inFlight.isEmpty { finishOldest() }
     }
 
-    var acknowledgementsPending: Bool { spool?.hasAcknowledgements ?? false }
+    var acknowledgementsPending: Bool { backlog?.hasAcknowledgements ?? false }
 
     mutating func flushAcknowledgements() {
         let condition = "cannot delete delivered batches from the spill buffer (they are sent again at the next start; explicit IDs make that harmless)"
         do {
-            try spool?.flushAcknowledgements()
-            episodes.recovered(condition, logger: logger)
+            try backlog?.flushAcknowledgements()
+            episodes.recovered(condition, logger: logger, now: clock.now())
         } catch {
-            episodes.failed(condition, error: "\(error)", logger: logger)
+            episodes.failed(condition, error: "\(error)", logger: logger, now: clock.now())
         }
         noteDisk()
     }
@@ -225,15 +246,15 @@ struct Router {
     /// Logs the spill buffer's file system filling (its reserve released so that deletes still
     /// work) and the reserve coming back, once each per episode.
     mutating func noteDisk() {
-        guard let spool else { return }
-        let held = spool.reserveHeld
+        guard let backlog else { return }
+        let held = backlog.reserveHeld
         guard held != reserveHeld else { return }
         reserveHeld = held
         if held {
-            logger.notice("the spill buffer's file system has room again; its reserve is allocated again", metadata: ["buffer.reserve": "\(spool.path.dropLast("buffer.sqlite".count))reserve"])
+            logger.notice("the spill buffer's file system has room again; its reserve is allocated again", metadata: ["buffer.reserve": "\(backlog.path.dropLast("buffer.sqlite".count))reserve"])
         } else {
             logger.error("the spill buffer's file system is full: its reserve was released so that delivered batches can still be deleted; tailed lines wait in their files and metrics are dropped per [buffer] when_full until there is room (logged once per episode)",
-                         metadata: ["agent.data_dir": "\(spool.path.dropLast("/buffer.sqlite".count))"])
+                         metadata: ["agent.data_dir": "\(backlog.path.dropLast("/buffer.sqlite".count))"])
         }
         stateDirty = true
     }
@@ -241,8 +262,8 @@ struct Router {
     /// Logs a full buffer once per episode (the encode stage flags it; an episode ends when the
     /// backlog is gone).
     mutating func noteBufferFull() {
-        if service.stats.snapshot.bufferFullEpisode {
-            service.stats.update { $0.bufferFullEpisode = false }
+        if stats.snapshot.bufferFullEpisode {
+            stats.update { $0.bufferFullEpisode = false }
             if !fullLogged {
                 logger.error("the spill buffer is full: records are dropped per [buffer] when_full (logged once per episode; status shows the counts)")
                 fullLogged = true
@@ -255,14 +276,14 @@ struct Router {
     /// One attempt; feeds the breaker. Returns the error that left the batch unsettled, if any.
     mutating func send(_ pending: inout PendingBatch, replay: Bool) -> String? {
         // (Only without a spill buffer: nothing to delete meanwhile.)
-        let (counters, error) = writer.attempt(&pending)
+        let (counters, error) = sender.attempt(&pending)
         record(counters, error, complete: pending.isComplete, replay: replay, feedBreaker: true)
         return error
     }
 
     /// Reads an in-flight batch's replies and records the outcome.
     mutating func settle(_ f: inout InFlight, feedBreaker: Bool) -> String? {
-        let (counters, error) = writer.finish(&f.pending, f.attempt)
+        let (counters, error) = sender.finish(&f.pending, f.attempt)
         record(counters, error, complete: f.pending.isComplete, replay: f.replay, feedBreaker: feedBreaker)
         return error
     }
@@ -270,8 +291,8 @@ struct Router {
     /// Counts an attempt's outcome and, unless it went out with a failed attempt already counted,
     /// feeds the breaker.
     mutating func record(_ counters: WriteCounters, _ error: String?, complete: Bool, replay: Bool, feedBreaker: Bool) {
-        let now = monotonicNanoseconds()
-        service.stats.update {
+        let now = clock.now()
+        stats.update {
             if replay {
                 $0.replayed += counters.written
                 var c = counters
@@ -287,10 +308,10 @@ struct Router {
                 if feedBreaker {
                     $0.failedAttempts += 1
                     $0.lastError = error
-                    $0.lastErrorAt = wallClockNanoseconds()
+                    $0.lastErrorAt = clock.wallNow()
                 }
             } else {
-                $0.lastSuccessAt = wallClockNanoseconds()
+                $0.lastSuccessAt = clock.wallNow()
             }
         }
         noteRejections()
@@ -298,13 +319,13 @@ struct Router {
         let before = breaker.state
         if let error, ReplyErrorKind.isCredentials(error) {
             // Retrying soon cannot mend it: the breaker opens at once, and one line names the fix.
-            breaker.trip(now: now, jitter: Double.random(in: -1...1))
-            episodes.failed(Self.credentialsCondition, error: error, logger: logger)
+            breaker.trip(now: now, jitter: jitter())
+            episodes.failed(Self.credentialsCondition, error: error, logger: logger, now: clock.now())
             if !credentialsFailing { stateDirty = true }
             credentialsFailing = true
             lastLoggedError = error
         } else if let error {
-            breaker.recordFailure(now: now, jitter: Double.random(in: -1...1))
+            breaker.recordFailure(now: now, jitter: jitter())
             if credentialsFailing { stateDirty = true }
             credentialsFailing = false
             if error != lastLoggedError {
@@ -313,7 +334,7 @@ struct Router {
             }
         } else {
             breaker.recordSuccess(now: now)
-            episodes.recovered(Self.credentialsCondition, logger: logger)
+            episodes.recovered(Self.credentialsCondition, logger: logger, now: clock.now())
             if credentialsFailing { stateDirty = true }
             credentialsFailing = false
             if lastLoggedError != nil { logger.notice("Redis is taking writes again") }
@@ -327,13 +348,13 @@ struct Router {
 
     /// Saves the records Redis refused for good, per key, for `status` (rare: only when some were).
     mutating func noteRejections() {
-        let taken = writer.takeRejections()
-        guard !taken.isEmpty, let spool else { return }
+        let taken = sender.takeRejections()
+        guard !taken.isEmpty, let backlog else { return }
         do {
-            try spool.addRejected(taken.map { ($0.key, $0.rejection.records, $0.rejection.reply) }, now: wallClockNanoseconds())
-            episodes.recovered("cannot save the rejected records' keys", logger: logger)
+            try backlog.addRejected(taken.map { ($0.key, $0.rejection.records, $0.rejection.reply) }, now: clock.wallNow())
+            episodes.recovered("cannot save the rejected records' keys", logger: logger, now: clock.now())
         } catch {
-            episodes.failed("cannot save the rejected records' keys", error: "\(error)", logger: logger, level: .warning)
+            episodes.failed("cannot save the rejected records' keys", error: "\(error)", logger: logger, level: .warning, now: clock.now())
         }
     }
 
@@ -341,15 +362,15 @@ struct Router {
     /// At shutdown it stops retrying; what Redis did not take is counted as dropped and logged.
     mutating func retryInMemory(_ pending: inout PendingBatch) {
         var backoff: Int64 = 100_000_000
-        while !pending.isComplete, !service.queue.isClosed {
-            _ = service.queue.sleep(backoff)
+        while !pending.isComplete, !upstream.isStopping {
+            upstream.pause(backoff)
             backoff = min(backoff * 2, 5_000_000_000)
             _ = send(&pending, replay: false)
-            if let moved = pending.takeMoved() { service.requeueInMemory(moved) }
+            if let moved = pending.takeMoved() { upstream.requeueInMemory(moved) }
         }
         if !pending.isComplete {
             let left = Int64(pending.batch.recordCount - pending.settledRecords)
-            service.stats.update { $0.dropped += left }
+            stats.update { $0.dropped += left }
             logger.error("stopping with records Redis did not take and no spill buffer to keep them; they are dropped", metadata: ["writer.records": "\(left)"])
         }
     }
@@ -357,7 +378,7 @@ struct Router {
     // MARK: replay
 
     func replayDue() -> Bool {
-        let now = monotonicNanoseconds()
+        let now = clock.now()
         return breaker.isAttemptDue(now: now) && now >= replayBudgetAt
     }
 
@@ -367,39 +388,38 @@ struct Router {
         // works on the one before, and delivered rows are deleted meanwhile); a direct batch on the
         // wire is settled first.
         if inFlight.contains(where: { !$0.replay }) { drainInFlight() }
-        guard let spool, !spool.isEmpty else { return }
-        let now = monotonicNanoseconds()
+        guard let backlog, !backlog.isEmpty else { return }
+        let now = clock.now()
         guard now >= replayBudgetAt, breaker.allowsAttempt(now: now) else { return }
         if breaker.state == .halfOpen {
             // The PING uses the connection on its own.
             drainInFlight()
-            let ping = writer.connection.pipeline([RedisCommand(["PING"])])
-            if ping.error != nil || ping.replies.first?.isError == true {
-                breaker.recordFailure(now: monotonicNanoseconds(), jitter: Double.random(in: -1...1))
+            if !sender.ping() {
+                breaker.recordFailure(now: clock.now(), jitter: jitter())
                 stateDirty = true
                 return
             }
         }
-        let limit = service.config.survive.replayBatchSize
+        let limit = settings.replayBatchSize
         let (batches, unreadable): ([(id: Int64, batch: EncodedBatch)], [Spool.Unreadable])
         let readCondition = "cannot read the spill buffer"
         do {
             // The rows after those on the wire, as many as make `replay_batch_size` records.
-            (batches, unreadable) = try spool.oldestBatches(limit: max(1, limit / max(1, service.config.agent.batchSize)) + 1,
+            (batches, unreadable) = try backlog.oldestBatches(limit: max(1, limit / max(1, settings.batchSize)) + 1,
                                                             after: inFlight.last?.id ?? 0, upTo: replayableUpTo, records: Int64(limit))
-            episodes.recovered(readCondition, logger: logger)
+            episodes.recovered(readCondition, logger: logger, now: clock.now())
         } catch {
-            episodes.failed(readCondition, error: "\(error)", logger: logger)
+            episodes.failed(readCondition, error: "\(error)", logger: logger, now: clock.now())
             noteDisk()
             return
         }
         if !unreadable.isEmpty {
             // Moved out of the backlog (kept, with the reason) so that replay goes on past them.
             do {
-                try spool.setAside(unreadable, now: wallClockNanoseconds())
+                try backlog.setAside(unreadable, now: clock.wallNow())
                 for row in unreadable {
                     logger.error("a spilled batch cannot be decoded; it was set aside in the buffer's unreadable_batches table and replay goes on without it",
-                                 metadata: ["buffer.row": "\(row.id)", "buffer.reason": "\(row.reason)", "buffer.path": "\(spool.path)"])
+                                 metadata: ["buffer.row": "\(row.id)", "buffer.reason": "\(row.reason)", "buffer.path": "\(backlog.path)"])
                 }
                 stateDirty = true
             } catch {
@@ -415,7 +435,7 @@ struct Router {
             sent += batch.recordCount
             stateDirty = true
         }
-        let t = monotonicNanoseconds()
+        let t = clock.now()
         if replayWindowStart == 0 { replayWindowStart = now }
         replayWindowRecords += Int64(sent)
         if t - replayWindowStart >= 1_000_000_000 {
@@ -423,14 +443,14 @@ struct Router {
             replayWindowStart = t
             replayWindowRecords = 0
         }
-        if let rate = service.config.survive.replayRate, sent > 0 {
-            replayBudgetAt = monotonicNanoseconds() + Int64(sent) * 1_000_000_000 / Int64(rate)
+        if let rate = settings.replayRate, sent > 0 {
+            replayBudgetAt = clock.now() + Int64(sent) * 1_000_000_000 / Int64(rate)
         }
     }
 
     /// After a replayed batch was delivered: when it was the last of the backlog, says so.
     mutating func noteBacklogReplayed() {
-        guard let spool, spool.isEmpty, replayRate > 0 || replayWindowStart > 0 else { return }
+        guard let backlog, backlog.isEmpty, replayRate > 0 || replayWindowStart > 0 else { return }
         logger.notice("the backlog is replayed; writing directly again")
         replayRate = 0
         replayWindowStart = 0
@@ -443,8 +463,8 @@ struct Router {
     /// loop, so at least every second).
     func publishFigures() {
         let state = breaker.state.rawValue
-        let totals = spool?.totals
-        service.stats.update {
+        let totals = backlog?.totals
+        stats.update {
             $0.breakerState = state
             $0.backlogRecords = totals?.records ?? 0
             $0.backlogBytes = totals?.bytes ?? 0
@@ -454,55 +474,51 @@ struct Router {
     /// Saves the agent's state for `status`: when forced, after a change, and at least every 5 s.
     mutating func saveState(force: Bool) {
         publishFigures()
-        guard let spool else { return }
-        let now = monotonicNanoseconds()
+        guard let backlog else { return }
+        let now = clock.now()
         guard force || stateDirty || now - lastSave >= 5_000_000_000 else { return }
-        let s = service.stats.snapshot
-        let wallNow = wallClockNanoseconds()
+        let s = stats.snapshot
+        let wallNow = clock.wallNow()
         // Open or half-open: since the outage began (the first opening), not the latest probe.
         let sinceWall = wallNow - (now - (breaker.outageSince ?? breaker.since))
-        var values: [String: String] = [
-            "breaker.state": breaker.state.rawValue,
-            "breaker.since_ns": String(sinceWall),
-            "breaker.consecutive_failures": String(breaker.consecutiveFailures),
-            "counters.written": String(s.counters.written),
-            "counters.spilled": String(s.spilled),
-            "counters.replayed": String(s.replayed),
-            "counters.dropped": String(s.dropped + service.queue.dropped),
-            "counters.duplicates": String(s.counters.duplicates),
-            "counters.rejected": String(s.counters.rejected),
-            "counters.collected": String(service.queue.pushed),
-            "counters.input_errors": String(service.collectorStats?.errors ?? 0),
-            "updated_ns": String(wallNow),
-            "replay.rate": String(format: "%.1f", hasBacklog && breaker.state == .closed ? replayRate : 0),
-            "pid": String(getpid()),
-        ]
-        if let e = s.lastError { values["last_error"] = e }
-        values["last_error_kind"] = credentialsFailing ? "auth" : "transient"
-        if let t = s.lastErrorAt { values["last_error_ns"] = String(t) }
-        // Which run the error belongs to, and when its run of failures (the outage) began.
-        values["run.id"] = AgentRun.id
-        values["run.started_ns"] = String(AgentRun.startedNs)
-        if s.lastError != nil {
-            values["last_error.run"] = AgentRun.id
-            if let first = breaker.failureStreakSince { values["last_error.first_ns"] = String(wallNow - (now - first)) }
+        state.breaker = AgentState.Breaker(state: breaker.state, sinceNs: sinceWall, consecutiveFailures: Int64(breaker.consecutiveFailures))
+        state.counters.written = s.counters.written
+        state.counters.spilled = s.spilled
+        state.counters.replayed = s.replayed
+        state.counters.dropped = s.dropped + upstream.queueDropped
+        state.counters.duplicates = s.counters.duplicates
+        state.counters.rejected = s.counters.rejected
+        state.counters.collected = upstream.collected
+        state.counters.inputErrors = upstream.inputErrors
+        state.updatedNs = wallNow
+        // To 0.1 record/s (as it was saved as text before).
+        state.replayRate = Double(String(format: "%.1f", hasBacklog && breaker.state == .closed ? replayRate : 0)) ?? 0
+        state.pid = getpid()
+        state.run = AgentState.Run(id: AgentRun.id, startedNs: AgentRun.startedNs)
+        // The last error: this run's latest, else the one saved before (an earlier run's).
+        if let e = s.lastError {
+            var last = state.lastError ?? AgentState.LastError(message: e)
+            last.message = e
+            if let t = s.lastErrorAt { last.atNs = t }
+            // Which run the error belongs to, and when its run of failures (the outage) began.
+            last.run = AgentRun.id
+            if let first = breaker.failureStreakSince { last.firstFailureNs = wallNow - (now - first) }
+            state.lastError = last
         }
-        if let t = s.lastSuccessAt { values["last_success_ns"] = String(t) }
+        state.lastError?.kind = credentialsFailing ? .auth : .transient
+        if let t = s.lastSuccessAt { state.lastSuccessNs = t }
         // Per input: its last collection, duration, errors and records (status's "inputs").
-        if let figures = service.collectorStats?.inputFigures,
-           let json = try? JSONEncoder().encode(figures) {
-            values["inputs"] = String(decoding: json, as: UTF8.self)
-        }
+        if let figures = upstream.inputFigures { state.inputs = figures }
         do {
-            try spool.saveState(values)
+            try backlog.saveState(state)
             lastSave = now
             stateDirty = false
-            episodes.recovered("cannot save the agent state", logger: logger)
+            episodes.recovered("cannot save the agent state", logger: logger, now: clock.now())
         } catch {
             // Tried again at the next save, not at once.
             lastSave = now
             stateDirty = false
-            episodes.failed("cannot save the agent state", error: "\(error)", logger: logger, level: .warning)
+            episodes.failed("cannot save the agent state", error: "\(error)", logger: logger, level: .warning, now: clock.now())
         }
     }
 }

@@ -298,7 +298,9 @@ public final class WriterService: Service, Sendable {
     /// The send stage: the router (direct while the breaker is closed and no backlog exists, else the
     /// spill buffer) and the replayer (oldest first, between incoming batches).
     func sendLoop(_ writer: RedisWriter, _ spool: Spool?, _ handoff: Handoff<HandedBatch>) {
-        var router = Router(service: self, writer: writer, spool: spool)
+        var router = Router(sender: writer, backlog: spool, clock: SystemClock(), stats: stats, upstream: self,
+                            settings: RouterSettings(config), logger: logger,
+                            breaker: breakerCarry?.take(settings: config.survive.breaker))
         var lastReport = monotonicNanoseconds()
         while true {
             // Two batches on the wire at most: then the older one's replies are read.

@@ -6,7 +6,7 @@
 /// Backoffs start at `openTimeout` and double up to `maxOpenTimeout`, each with up to ±20 % jitter
 /// (never above the maximum).
 public struct CircuitBreaker: Sendable, Equatable {
-    public enum State: String, Sendable { case closed, open, halfOpen = "half_open" }
+    public enum State: String, Sendable, Codable { case closed, open, halfOpen = "half_open" }
 
     public struct Settings: Sendable, Equatable {
         public var failureThreshold: Int = 3

@@ -122,6 +122,8 @@ enum Schema {
     static let droppedKeys = "SELECT key, records FROM dropped ORDER BY records DESC, key LIMIT ?1"
     static let putState = "INSERT INTO agent_state (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
     static let allState = "SELECT key, value FROM agent_state"
+    /// The rows other than ?1 (an earlier version's key/value state).
+    static let deleteOtherState = "DELETE FROM agent_state WHERE key <> ?1"
     static let putOffset = """
         INSERT INTO tail_offsets (device, inode, fingerprint, fp_len, offset, size, path, updated_ns)
         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)

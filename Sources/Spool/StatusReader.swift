@@ -7,7 +7,7 @@ public struct SpoolStatus: Sendable {
     public var totals: BacklogTotals
     public var topKeys: [(key: String, records: Int64)]
     public var dropped: [(key: String, records: Int64)]
-    public var state: [String: String]
+    public var state: AgentState
     /// Tailed files' committed offsets.
     public var offsets: [TailOffset] = []
     /// Batches set aside because they could not be decoded (`unreadable_batches`), and their records.
@@ -53,9 +53,7 @@ public struct SpoolStatus: Sendable {
         }
         let top = try pairs(Schema.topKeys, topKeys)
         let dropped = try pairs(Schema.droppedKeys, 1000)
-        let s = try db.prepare(Schema.allState)
-        var state: [String: String] = [:]
-        while try s.step() { state[s.string(0)] = s.string(1) }
+        let state = AgentState(rows: try Spool.stateRows(db))
         let offsets = try hasTable("tail_offsets") ? try Spool.readOffsets(db) : []
         var unreadable: (Int64, Int64) = (0, 0)
         if try hasTable("unreadable_batches") {

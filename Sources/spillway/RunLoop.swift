@@ -92,10 +92,13 @@ struct RunLoop {
         // A new run: `status` tells its errors from an earlier run's, and its counters satisfy
         // collected + backlog_at_start = written + replayed + duplicates + rejected + dropped + backlog.
         do {
-            try spool?.saveState([
-                "run.id": AgentRun.id, "run.started_ns": String(AgentRun.startedNs),
-                "counters.backlog_at_start": String((spool?.totals.records ?? 0) + (spool?.requeuedRecords ?? 0)),
-            ])
+            if let spool {
+                // The rest stays as the last run left it until the writer saves.
+                var state = try spool.readState()
+                state.run = AgentState.Run(id: AgentRun.id, startedNs: AgentRun.startedNs)
+                state.counters.backlogAtStart = spool.totals.records + spool.requeuedRecords
+                try spool.saveState(state)
+            }
         } catch {
             logger.warning("cannot save the agent state", metadata: ["error": "\(error)"])
         }

@@ -105,25 +105,25 @@ struct StatusReport {
     let agentRunning: Bool
     var holderPID: Int32? = nil
 
-    var state: [String: String] { status?.state ?? [:] }
-    func int(_ k: String) -> Int64 { Int64(state[k] ?? "") ?? 0 }
+    /// The agent's saved state (this version's JSON, or an earlier version's rows: `AgentState(rows:)`).
+    var state: AgentState { status?.state ?? AgentState() }
     func seconds(since ns: Int64) -> Double { Double(now - ns) / 1e9 }
 
-    var breakerState: String { state["breaker.state"] ?? "closed" }
-    var breakerSince: Int64? { state["breaker.since_ns"].flatMap { Int64($0) } }
-    var updated: Int64? { state["updated_ns"].flatMap { Int64($0) } }
-    var lastErrorAt: Int64? { state["last_error_ns"].flatMap { Int64($0) } }
+    var breakerState: String { state.breaker.state.rawValue }
+    var breakerSince: Int64? { state.breaker.sinceNs }
+    var updated: Int64? { state.updatedNs }
+    var lastErrorAt: Int64? { state.lastError?.atNs }
     /// When the failures the last error belongs to began (the outage's first failure).
-    var lastErrorFirstAt: Int64? { state["last_error.first_ns"].flatMap { Int64($0) } }
-    var lastSuccessAt: Int64? { state["last_success_ns"].flatMap { Int64($0) } }
+    var lastErrorFirstAt: Int64? { state.lastError?.firstFailureNs }
+    var lastSuccessAt: Int64? { state.lastSuccessNs }
     /// The pid of the running agent, else of the last run.
-    var pid: Int? { agentRunning ? holderPID.map(Int.init) ?? state["pid"].flatMap { Int($0) } : state["pid"].flatMap { Int($0) } }
+    var pid: Int? { agentRunning ? holderPID.map(Int.init) ?? state.pid.map(Int.init) : state.pid.map(Int.init) }
     /// Whether the last error was left by an earlier run than the latest (or running) one.
     var lastErrorFromEarlierRun: Bool {
-        guard state["last_error"] != nil else { return false }
-        if let run = state["last_error.run"], let id = state["run.id"] { return run != id }
+        guard let error = state.lastError else { return false }
+        if let run = error.run, let id = state.run?.id { return run != id }
         // An error saved before runs were named: earlier when it predates the latest run's start.
-        if let at = lastErrorAt, let started = state["run.started_ns"].flatMap({ Int64($0) }) { return at < started }
+        if let at = error.atNs, let started = state.run?.startedNs { return at < started }
         return false
     }
     /// Whether a write succeeded after the last error.
@@ -132,14 +132,14 @@ struct StatusReport {
         return ok > at
     }
     /// The running agent's latest failure is a refused authentication (NOAUTH, WRONGPASS, NOPERM):
-    /// the writer saves `last_error_kind = auth` for it.
+    /// the writer saves the last error's kind `auth` for it.
     var authenticationRefused: Bool {
-        agentRunning && state["last_error_kind"] == "auth" && !lastErrorFromEarlierRun && !lastErrorResolved
+        agentRunning && state.lastError?.kind == .auth && !lastErrorFromEarlierRun && !lastErrorResolved
     }
-    var replayRate: Double { Double(state["replay.rate"] ?? "") ?? 0 }
+    var replayRate: Double { state.replayRate }
     var backlogRecords: Int64 { status?.totals.records ?? 0 }
     var eta: Double? { replayRate > 0 && backlogRecords > 0 ? Double(backlogRecords) / replayRate : nil }
-    var droppedTotal: Int64 { int("counters.dropped") }
+    var droppedTotal: Int64 { state.counters.dropped }
 
     /// A tailed file as status shows it: its committed offset, and its size now when the file is
     /// still at its path (else the size when last read).
@@ -163,12 +163,14 @@ struct StatusReport {
 
     /// Per input instance, as the agent last saved them: its last collection, duration, errors and
     /// records (empty before an agent with this state ran).
-    var inputs: [InputFigures] {
-        guard let text = state["inputs"] else { return [] }
-        return (try? JSONDecoder().decode([InputFigures].self, from: Data(text.utf8))) ?? []
-    }
+    var inputs: [InputFigures] { state.inputs }
 
-    static let counterNames = ["collected", "backlog_at_start", "written", "replayed", "duplicates", "rejected", "dropped", "spilled", "input_errors"]
+    /// The counters by the names status shows, in its order.
+    var counters: KeyValuePairs<String, Int64> {
+        let c = state.counters
+        return ["collected": c.collected, "backlog_at_start": c.backlogAtStart, "written": c.written, "replayed": c.replayed,
+                "duplicates": c.duplicates, "rejected": c.rejected, "dropped": c.dropped, "spilled": c.spilled, "input_errors": c.inputErrors]
+    }
 
     static func iso(_ ns: Int64) -> String {
         let f = ISO8601DateFormatter()
@@ -177,7 +179,7 @@ struct StatusReport {
 
     func document() -> [String: Any] {
         let t = status?.totals
-        var breaker: [String: Any] = ["state": breakerState, "consecutive_failures": int("breaker.consecutive_failures")]
+        var breaker: [String: Any] = ["state": breakerState, "consecutive_failures": state.breaker.consecutiveFailures]
         if let since = breakerSince {
             breaker["since"] = Self.iso(since)
             breaker["since_seconds"] = seconds(since: since)
@@ -190,21 +192,21 @@ struct StatusReport {
         ]
         backlog["eta_seconds"] = eta ?? NSNull()
         var counters: [String: Any] = [:]
-        for name in Self.counterNames { counters[name] = int("counters.\(name)") }
+        for (name, value) in self.counters { counters[name] = value }
         var agent: [String: Any] = ["running": agentRunning]
         if let updated {
             agent["updated_at"] = Self.iso(updated)
             agent["updated_age_seconds"] = seconds(since: updated)
         }
         if let pid { agent["pid"] = pid }
-        if let started = state["run.started_ns"].flatMap({ Int64($0) }) { agent["run_started_at"] = Self.iso(started) }
+        if let started = state.run?.startedNs { agent["run_started_at"] = Self.iso(started) }
         var lastError: Any = NSNull()
-        if let m = state["last_error"] {
+        if let e = state.lastError {
             lastError = [
-                "message": m, "at": lastErrorAt.map(Self.iso) ?? NSNull(),
+                "message": e.message, "at": lastErrorAt.map(Self.iso) ?? NSNull(),
                 "first_failure_at": lastErrorFirstAt.map(Self.iso) ?? NSNull(),
                 "from_earlier_run": lastErrorFromEarlierRun, "resolved": lastErrorResolved,
-                "kind": state["last_error_kind"] ?? NSNull(),
+                "kind": e.kind?.rawValue ?? NSNull(),
             ] as [String: Any]
         }
         return [
@@ -212,7 +214,7 @@ struct StatusReport {
             "agent": agent,
             "breaker": breaker,
             "last_error": lastError,
-            "last_success_at": state["last_success_ns"].flatMap { Int64($0) }.map(Self.iso) ?? NSNull(),
+            "last_success_at": lastSuccessAt.map(Self.iso) ?? NSNull(),
             "backlog": backlog,
             "top_keys": (status?.topKeys ?? []).map { ["key": $0.key, "records": $0.records] as [String: Any] },
             "dropped": [
@@ -220,7 +222,7 @@ struct StatusReport {
                 "keys": (status?.dropped ?? []).map { ["key": $0.key, "records": $0.records] as [String: Any] },
             ] as [String: Any],
             "rejected": [
-                "total": int("counters.rejected"),
+                "total": state.counters.rejected,
                 "keys": (status?.rejected ?? []).map {
                     ["key": $0.key, "records": $0.records, "reply": $0.reply, "at": Self.iso($0.updatedNs)] as [String: Any]
                 },
@@ -253,9 +255,9 @@ struct StatusReport {
             critical.append("agent not running (\(why))")
         }
         if authenticationRefused {
-            critical.append("Redis refuses authentication: \(state["last_error"] ?? "")")
+            critical.append("Redis refuses authentication: \(state.lastError?.message ?? "")")
         }
-        let rejected = int("counters.rejected")
+        let rejected = state.counters.rejected
         if rejected > 0 { critical.append("\(rejected) records rejected by Redis in this run") }
         if droppedTotal > 0 { critical.append("\(droppedTotal) records dropped in this run") }
         if breakerState != "closed", let since = breakerSince {
@@ -291,8 +293,8 @@ struct StatusReport {
         if let updated { out += ", state saved \(String(format: "%.0f", seconds(since: updated))) s ago" }
         out += "\nbreaker    \(breakerState)"
         if let since = breakerSince { out += " since \(Self.iso(since)) (\(String(format: "%.0f", seconds(since: since))) s)" }
-        out += ", \(int("breaker.consecutive_failures")) consecutive failures\n"
-        if let e = state["last_error"] {
+        out += ", \(state.breaker.consecutiveFailures) consecutive failures\n"
+        if let e = state.lastError?.message {
             out += "last error \(e)"
             if let at = lastErrorAt {
                 out += " (at \(Self.iso(at)), \(String(format: "%.0f", seconds(since: at))) s ago"
@@ -321,13 +323,13 @@ struct StatusReport {
             out += "\n"
         }
         if !status.rejected.isEmpty {
-            out += "rejected   \(int("counters.rejected")) this run; refused for good by Redis, ever, per key (last reply):\n"
+            out += "rejected   \(state.counters.rejected) this run; refused for good by Redis, ever, per key (last reply):\n"
             for k in status.rejected.prefix(20) { out += "  \(k.records)\t\(k.key)\t\(k.reply)\n" }
         }
         if status.unreadable.batches > 0 {
             out += "unreadable \(status.unreadable.batches) batches (\(status.unreadable.records) records) could not be decoded; set aside in table unreadable_batches of \(dataDir)/buffer.sqlite\n"
         }
-        out += "counters   " + Self.counterNames.map { "\($0)=\(int("counters.\($0)"))" }.joined(separator: " ") + "\n"
+        out += "counters   " + counters.map { "\($0.key)=\($0.value)" }.joined(separator: " ") + "\n"
         let inputs = self.inputs
         if !inputs.isEmpty {
             out += "inputs (last gather, duration, errors, records)\n"

@@ -79,7 +79,8 @@ func allBytes(under dir: URL) -> String {
             #expect(log.contains("password: Optional(***)"), "\(variant): \(log.prefix(3000))")
             let state = try sqlite(agent.dataDir.appendingPathComponent("buffer.sqlite"),
                                    "for k, v in db.execute('SELECT key, value FROM agent_state'): print(k, v)")
-            #expect(state.contains("counters.written"))
+            // One row, `state`: the agent's state as JSON.
+            #expect(state.hasPrefix("state {") && state.contains(#""counters":{"#) && state.contains(#""written":"#), "\(state)")
             for (what, output) in [("run log", log), ("check", check.stdout + check.stderr), ("status --json", json.stdout + json.stderr),
                                    ("status", text.stdout + text.stderr), ("status --check", nagios.stdout + nagios.stderr),
                                    ("agent_state", state), ("data_dir", allBytes(under: agent.dataDir))] {
@@ -327,5 +328,73 @@ func allBytes(under dir: URL) -> String {
         let inRedis = try streamTimestamps(server, "metrics:h:mem").count + streamTimestamps(server, "metrics:h:system").count
             + internalInRedis(server)
         #expect(Int64(inRedis) == n("written") + n("replayed"), "\(inRedis) in Redis: \(c)")
+    }
+
+    /// A data_dir the previous version wrote (its state as key/value rows in agent_state, every key
+    /// it saved): status reads it as before, in text, JSON and --check.
+    @Test func statusReadsTheStateThePreviousVersionSaved() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-old-state-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let rows: [(String, String)] = [
+            ("breaker.state", "open"), ("breaker.since_ns", "1750000000000000000"), ("breaker.consecutive_failures", "4"),
+            ("counters.written", "120"), ("counters.spilled", "30"), ("counters.replayed", "5"), ("counters.dropped", "2"),
+            ("counters.duplicates", "1"), ("counters.rejected", "3"), ("counters.collected", "161"), ("counters.input_errors", "6"),
+            ("counters.backlog_at_start", "10"), ("updated_ns", "1750000060000000000"), ("replay.rate", "12.5"), ("pid", "4242"),
+            ("last_error", "OOM command not allowed"), ("last_error_kind", "transient"), ("last_error_ns", "1750000050000000000"),
+            ("last_error.run", "4242-1749990000000000000"), ("last_error.first_ns", "1750000000000000000"),
+            ("run.id", "4243-1749999000000000000"), ("run.started_ns", "1749999000000000000"), ("last_success_ns", "1749999990000000000"),
+            ("inputs", #"[{"input":"cpu","at":"agent.toml:3","last_gather_ns":1750000059000000000,"duration_ns":1500000,"errors":0,"records":100}]"#),
+        ]
+        let values = rows.map { "('\($0.0)', '\($0.1)')" }.joined(separator: ", ")
+        _ = try sqlite(dir.appendingPathComponent("buffer.sqlite"), """
+            db.executescript('''
+            CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            CREATE TABLE batches (id INTEGER PRIMARY KEY AUTOINCREMENT, spilled_ns INTEGER NOT NULL, records INTEGER NOT NULL, bytes INTEGER NOT NULL, payload BLOB NOT NULL);
+            CREATE TABLE batch_keys (batch_id INTEGER NOT NULL, key BLOB NOT NULL, records INTEGER NOT NULL, PRIMARY KEY (batch_id, key)) WITHOUT ROWID;
+            CREATE TABLE dropped (key BLOB PRIMARY KEY, records INTEGER NOT NULL) WITHOUT ROWID;
+            CREATE TABLE agent_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+            INSERT INTO meta VALUES ('schema_version', '1');
+            ''')
+            db.executemany('INSERT INTO agent_state (key, value) VALUES (?, ?)', [\(values)])
+            db.commit()
+            """)
+
+        let json = try spillway(["status", "--data-dir", dir.path, "--json"])
+        #expect(json.status == 0, "\(json)")
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(value(doc, "breaker.state") as? String == "open" && number(doc, "breaker.consecutive_failures") == 4)
+        #expect(value(doc, "breaker.since") as? String == "2025-06-15T15:06:40Z")
+        #expect(value(doc, "agent.running") as? Bool == false && number(doc, "agent.pid") == 4242)
+        #expect(value(doc, "agent.updated_at") as? String == "2025-06-15T15:07:40Z")
+        #expect(value(doc, "agent.run_started_at") as? String == "2025-06-15T14:50:00Z")
+        #expect(value(doc, "last_error.message") as? String == "OOM command not allowed")
+        #expect(value(doc, "last_error.kind") as? String == "transient" && value(doc, "last_error.at") as? String == "2025-06-15T15:07:30Z")
+        #expect(value(doc, "last_error.first_failure_at") as? String == "2025-06-15T15:06:40Z")
+        #expect(value(doc, "last_error.from_earlier_run") as? Bool == true && value(doc, "last_error.resolved") as? Bool == false)
+        #expect(value(doc, "last_success_at") as? String == "2025-06-15T15:06:30Z")
+        #expect((value(doc, "backlog.replay_rate") as? NSNumber)?.doubleValue == 12.5)
+        let counters = ["collected": 161, "backlog_at_start": 10, "written": 120, "replayed": 5, "duplicates": 1, "rejected": 3,
+                        "dropped": 2, "spilled": 30, "input_errors": 6] as [String: Int64]
+        for (name, n) in counters { #expect(number(doc, "counters.\(name)") == n, "\(name)") }
+        #expect(number(doc, "dropped.total") == 2 && number(doc, "rejected.total") == 3)
+        let inputs = value(doc, "inputs") as? [[String: Any]] ?? []
+        #expect(inputs.count == 1 && inputs.first?["input"] as? String == "cpu" && (inputs.first?["records"] as? NSNumber)?.int64Value == 100)
+        #expect((inputs.first?["duration_seconds"] as? NSNumber)?.doubleValue == 0.0015 && inputs.first?["last_gather_at"] as? String == "2025-06-15T15:07:39Z")
+
+        let text = try spillway(["status", "--data-dir", dir.path]).stdout
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("agent      not running, state saved ") }, "\(text)")
+        #expect(lines.contains { $0.hasPrefix("breaker    open since 2025-06-15T15:06:40Z (") && $0.hasSuffix(" s), 4 consecutive failures") }, "\(text)")
+        #expect(lines.contains { $0.hasPrefix("last error OOM command not allowed (at 2025-06-15T15:07:30Z, ")
+                && $0.hasSuffix(" s ago; failing since 2025-06-15T15:06:40Z) [from an earlier run]") }, "\(text)")
+        #expect(lines.contains("counters   collected=161 backlog_at_start=10 written=120 replayed=5 duplicates=1 rejected=3 dropped=2 spilled=30 input_errors=6"), "\(text)")
+        #expect(lines.contains("dropped    2 this run"), "\(text)")
+        #expect(lines.contains { $0.hasPrefix("  cpu\tagent.toml:3\tlast 2025-06-15T15:07:39Z (") && $0.hasSuffix("\tduration 1.500 ms\terrors 0\trecords 100") }, "\(text)")
+
+        let check = try spillway(["status", "--data-dir", dir.path, "--check"])
+        #expect(check.status == 2, "\(check)")
+        #expect(check.stdout.hasPrefix("SPILLWAY CRITICAL - agent not running (no spillway run holds \(dir.path)/lock); 3 records rejected by Redis in this run; 2 records dropped in this run; breaker open for "), "\(check)")
+        #expect(check.stdout.hasSuffix("; backlog 0 records | backlog=0;100000;;0 rejected=3;;0;0 dropped=2;;0;0\n"), "\(check)")
     }
 }
