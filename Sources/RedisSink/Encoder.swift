@@ -185,7 +185,7 @@ public struct BatchEncoder: Sendable {
         }
     }
 
-    /// A stream record's size in the last batch (bytes, arguments), for the next batch's reservation.
+    /// A stream record's size in the last batch (bytes), for the next batch's reservation.
     private var streamBytesPerRecord = 256
     private var tmpKey: [UInt8] = []
     /// Stream keys whose last ID was read from Redis in this run.

@@ -153,9 +153,9 @@ public final class RedisConnection {
     /// Sends commands `indices` of `batch` (connecting first if needed) and returns without reading
     /// their replies: several sends may be outstanding, and `receive` must then be called for each, in
     /// the order they were sent. Redis works on them meanwhile. Every command is on the socket when
-    /// this returns. The batch is RESP already: runs of adjacent commands go to the socket straight
-    /// from its bytes, about `writeChunkBytes` at a time (so Redis works while the rest is written);
-    /// short runs are gathered first.
+    /// this returns. The batch is RESP already: a run of adjacent commands of `writeChunkBytes` or
+    /// more (a whole batch, usually) goes to the socket straight from its bytes in one call; shorter
+    /// runs (what is left of a batch after a partial write) are gathered first.
     public func send(_ batch: EncodedBatch, indices: [Int]) -> Ticket {
         send(count: indices.count) { t in
             batch.bytes.withUnsafeBytes { bytes -> RedisError? in

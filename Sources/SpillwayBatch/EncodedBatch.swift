@@ -217,6 +217,7 @@ public struct EncodedBatch: Sendable {
                 let argc = w.argumentCount
                 precondition(argc > keyArgument, "a command's key is not one of its arguments")
                 let h = RESP.headerLength(argc)
+                precondition(h + written <= room, "EncodedBatch: more bytes than the room made")
                 if h != headerRoom { memmove(base + h, base + headerRoom, written) }
                 _ = RESP.writeHeader(base, marker: UInt8(ascii: "*"), argc)
                 let shift = h - headerRoom
@@ -269,34 +270,58 @@ public struct EncodedBatch: Sendable {
         append(c, keyArgument: other.entries[i].keyArgument, role: role)
     }
 
-    /// Appends a command read back from storage: the previous command's first `prefix` bytes,
-    /// `middle`, then its last `suffix` bytes. It must be one whole command whose argument
-    /// `keyArgument` exists (checked; when not, nothing is appended).
-    mutating func appendShared(prefix: Int, middle: ArraySlice<UInt8>, suffix: Int, keyArgument: Int, role: EncodedCommand.Role) -> Bool {
-        let previous = entries.last?.span.range ?? 0..<0
+    /// The most bytes a batch read back may take (a damaged row that refers back to large
+    /// arguments again and again must not take all memory).
+    public static let maxDecodedBytes = 256 << 20
+
+    /// Appends a command read back from storage: the array header for `argc`, then each argument:
+    /// bytes of `payload` framed as a bulk string, or an argument of the previous command (its RESP,
+    /// in this batch's bytes). It must have argument `keyArgument` (checked; when not, nothing is
+    /// appended). `arguments` gets where its arguments' RESP is (start, count).
+    mutating func appendAssembled(argc: Int, pieces: [Piece], payload: [UInt8], keyArgument: Int, role: EncodedCommand.Role,
+                                  arguments: inout [Int], maxBytes: Int) -> Assembled {
+        var total = RESP.headerLength(argc)
+        for p in pieces { total += p.inPayload ? RESP.headerLength(p.count) + p.count + 2 : p.count }
+        guard storage.bytes.count + total <= maxBytes else { return .tooLarge }
         let entry = withBytes { bytes -> Entry? in
             let start = bytes.count
-            // Copied within the storage through a pointer (a slice of it would copy it all first).
-            grow(&bytes, by: prefix + middle.count + suffix)
+            arguments.removeAll(keepingCapacity: true)
+            // Written through pointers: a slice of `bytes` appended to it would copy it all first.
+            grow(&bytes, by: total)
             bytes.withUnsafeMutableBufferPointer { b in
-                let base = b.baseAddress!
-                (base + start).update(from: base + previous.lowerBound, count: prefix)
-                middle.withUnsafeBufferPointer { m in
-                    if let from = m.baseAddress { (base + start + prefix).update(from: from, count: m.count) }
+                payload.withUnsafeBufferPointer { source in
+                    let base = b.baseAddress!
+                    var to = start + RESP.writeHeader(base + start, marker: UInt8(ascii: "*"), argc)
+                    for p in pieces {
+                        arguments.append(to)
+                        if p.inPayload {
+                            let h = RESP.writeHeader(base + to, marker: UInt8(ascii: "$"), p.count)
+                            if p.count > 0 { (base + to + h).update(from: source.baseAddress! + p.start, count: p.count) }
+                            base[to + h + p.count] = 13
+                            base[to + h + p.count + 1] = 10
+                            arguments.append(h + p.count + 2)
+                            to += h + p.count + 2
+                        } else {
+                            (base + to).update(from: base + p.start, count: p.count)
+                            arguments.append(p.count)
+                            to += p.count
+                        }
+                    }
                 }
-                (base + start + prefix + middle.count).update(from: base + previous.upperBound - suffix, count: suffix)
             }
-            guard let (argc, marked) = RESP.validateCommand(bytes[start...], mark: keyArgument) else {
+            guard let (checked, marked) = RESP.validateCommand(bytes[start...], mark: keyArgument), checked == argc else {
                 bytes.removeLast(bytes.count - start)
                 return nil
             }
             return Entry(span: CommandSpan(byteStart: start, byteCount: bytes.count - start, argc: argc), keyArgument: keyArgument,
                          keyStart: marked.lowerBound, keyCount: marked.count, role: role)
         }
-        guard let entry else { return false }
+        guard let entry else { return .malformed }
         entries.append(entry)
-        return true
+        return .appended
     }
+
+    enum Assembled { case appended, tooLarge, malformed }
 
     /// `first`'s commands, then this batch's (records re-indexed after `first`'s).
     public func after(_ first: EncodedBatch) -> EncodedBatch {

@@ -17,11 +17,6 @@ public struct RedisCommand: Sendable, Hashable {
         for a in args { append(a) }
     }
 
-    /// Room for `bytes` more bytes of arguments' contents in `arguments` more arguments.
-    public mutating func reserve(bytes: Int, arguments: Int) {
-        self.bytes.reserveCapacity(self.bytes.count + bytes + ArgumentWriter.overhead(arguments: arguments))
-    }
-
     /// Empties it, keeping its storage.
     public mutating func removeAll(keepingCapacity: Bool = true) {
         bytes.removeAll(keepingCapacity: keepingCapacity)
@@ -82,12 +77,6 @@ public struct RedisCommand: Sendable, Hashable {
         argc += arguments
     }
 
-    /// Appends the arguments of `other`.
-    public mutating func append(arguments other: RedisCommand) {
-        bytes.append(contentsOf: other.bytes)
-        argc += other.argc
-    }
-
     /// Appends arguments already framed as RESP bulk strings (`count` of them).
     public mutating func append(framed: some Collection<UInt8>, count: Int) {
         bytes.append(contentsOf: framed)
@@ -107,15 +96,6 @@ public struct RedisCommand: Sendable, Hashable {
 
     /// The command name (first argument), upper-cased, for logs.
     public var name: String { argc == 0 ? "" : String(decoding: argument(0), as: UTF8.self).uppercased() }
-
-    /// The whole command as RESP, array header included (what goes on the wire).
-    public var resp: [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count + 24)
-        RESP.appendHeader(&out, marker: UInt8(ascii: "*"), argc)
-        out.append(contentsOf: bytes)
-        return out
-    }
 }
 
 /// A text that is a stream ID (`ms-seq`): what an encoder writes for an explicit ID.
@@ -184,6 +164,19 @@ public enum RESP {
         p[digits + 1] = 13
         p[digits + 2] = 10
         return digits + 3
+    }
+
+    /// The bulk string (`$<n>\r\n<bytes>\r\n`) at `p`: its header's length and n (trusted: written
+    /// by `ArgumentWriter` or checked when read back).
+    @inline(__always)
+    static func bulkLengths(_ p: UnsafePointer<UInt8>) -> (header: Int, contents: Int) {
+        var i = 1
+        var n = 0
+        while p[i] != 13 {
+            n = n &* 10 &+ Int(p[i] &- 48)
+            i += 1
+        }
+        return (i + 2, n)
     }
 
     /// Reads `<marker><n>\r\n` at `at` (digits only, no sign, no leading zero but "0"); returns n

@@ -1,14 +1,15 @@
 /// The spill buffer's on-disk form of an encoded batch: exactly what would have been sent, so a
-/// replay sends the same bytes (same keys, same stream IDs), and the RESP itself, so nothing is
-/// formatted again. Versioned; every number is an unsigned LEB128 varint (most take one byte):
+/// replay sends the same bytes (same keys, same stream IDs), kept as RESP, so nothing is formatted
+/// again. Versioned; every number is an unsigned LEB128 varint (most take one byte):
 ///   u8 version=4, recordCount, rejectedAtEncoding, skippedFields, commandCount,
 ///   then per command: u8 role (0 record, 1 samples, 2 setup), role data (index | n, n × owner),
-///   keyArgument (which argument is the key), byteCount (its RESP's length), prefix and suffix (how
-///   many of its first and last bytes are the previous command's first and last bytes), then its
-///   other bytes. Commands of a batch mostly share their start (`XADD`, the key, `MAXLEN ~ n`, field
-///   names) and their end (tags, often the millisecond): stored once, the batch takes about half the
-///   bytes, and the buffer writes (and checksums) half as much. Each command read back is checked:
-///   one whole RESP command with its key.
+///   keyArgument (which argument is the key), argc, then per argument: 0 when it is the same as the
+///   previous command's argument at that place (the command name, key, `MAXLEN ~ n`, field names,
+///   tags, which records of a batch mostly share: more than half of a batch's bytes), else its
+///   length + 1 and its bytes.
+/// A command read back is its RESP again: the array header, each argument's RESP copied from the
+/// previous command or framed around the bytes read (`$<length>\r\n<bytes>\r\n`); checked: one
+/// whole command with its key, roles that name records of the batch.
 /// Versions 2 and 3 (argument lists, still read) are turned into RESP when read.
 extension EncodedBatch {
     public struct FormatError: Error, CustomStringConvertible, Sendable {
@@ -30,10 +31,13 @@ extension EncodedBatch {
         // no check per byte.
         var bound = 21 + bytes.count
         for e in entries {
-            bound += 26
+            bound += 16 + 5 * e.span.argc
             if case .samples(let owners) = e.role { bound += 5 * owners.count }
         }
         if out.count < bound { out.append(contentsOf: repeatElement(0, count: bound - out.count)) }
+        // Where the previous command's arguments are (RESP included), and this one's: start, count.
+        var previous: [Int] = []
+        var current: [Int] = []
         return out.withUnsafeMutableBufferPointer { buffer -> Int in
             bytes.withUnsafeBufferPointer { resp -> Int in
                 var w = Writer(base: buffer.baseAddress!)
@@ -42,7 +46,7 @@ extension EncodedBatch {
                 w.varint(rejectedAtEncoding)
                 w.varint(skippedFields)
                 w.varint(entries.count)
-                var previous = 0..<0
+                let base = resp.baseAddress!
                 for e in entries {
                     switch e.role {
                     case .record(let i):
@@ -55,46 +59,47 @@ extension EncodedBatch {
                     case .setup:
                         w.byte(2)
                     }
-                    let r = e.span.range
-                    let base = resp.baseAddress!
-                    let limit = min(r.count, previous.count)
-                    let prefix = Self.commonPrefix(base + r.lowerBound, base + previous.lowerBound, limit)
-                    let suffix = Self.commonSuffix(base + r.upperBound, base + previous.upperBound, limit - prefix)
                     w.varint(e.keyArgument)
-                    w.varint(r.count)
-                    w.varint(prefix)
-                    w.varint(suffix)
-                    w.bytes(base, from: r.lowerBound + prefix, count: r.count - prefix - suffix)
-                    previous = r
+                    w.varint(e.span.argc)
+                    current.removeAll(keepingCapacity: true)
+                    var at = e.span.byteStart + RESP.headerLength(e.span.argc)
+                    for a in 0..<e.span.argc {
+                        let (header, contents) = RESP.bulkLengths(base + at)
+                        let n = header + contents + 2
+                        current.append(at)
+                        current.append(n)
+                        if 2 * a + 1 < previous.count, previous[2 * a + 1] == n, Self.same(base + at, base + previous[2 * a], n) {
+                            w.varint(0)
+                        } else {
+                            w.varint(contents + 1)
+                            w.bytes(base, from: at + header, count: contents)
+                        }
+                        at += n
+                    }
+                    swap(&previous, &current)
                 }
                 return w.count
             }
         }
     }
 
-    /// How many of the `n` bytes at `a` and `b` are equal from the start.
+    /// Whether `n` bytes at `a` and `b` are equal (inline: arguments are short, a call costs more).
     @inline(__always)
-    static func commonPrefix(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Int {
+    static func same(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Bool {
         var i = 0
-        while i + 8 <= n, UnsafeRawPointer(a + i).loadUnaligned(as: UInt64.self) == UnsafeRawPointer(b + i).loadUnaligned(as: UInt64.self) {
+        while i + 8 <= n {
+            if UnsafeRawPointer(a + i).loadUnaligned(as: UInt64.self) != UnsafeRawPointer(b + i).loadUnaligned(as: UInt64.self) { return false }
             i += 8
         }
-        while i < n, a[i] == b[i] { i += 1 }
-        return i
-    }
-
-    /// How many of the `n` bytes before `a` and before `b` are equal from the end.
-    @inline(__always)
-    static func commonSuffix(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ n: Int) -> Int {
-        var i = 0
-        while i + 8 <= n, UnsafeRawPointer(a - i - 8).loadUnaligned(as: UInt64.self) == UnsafeRawPointer(b - i - 8).loadUnaligned(as: UInt64.self) {
-            i += 8
+        while i < n {
+            if a[i] != b[i] { return false }
+            i += 1
         }
-        while i < n, (a - i - 1).pointee == (b - i - 1).pointee { i += 1 }
-        return i
+        return true
     }
 
-    public init(serialized b: [UInt8]) throws(FormatError) {
+    /// Reads a batch back; one that would take more than `maxDecodedBytes` is an error.
+    public init(serialized b: [UInt8], maxDecodedBytes: Int = EncodedBatch.maxDecodedBytes) throws(FormatError) {
         var r = Reader(bytes: b)
         let version = try r.u8()
         guard (2...4).contains(version) else { throw FormatError(description: "unknown batch format version \(version)") }
@@ -106,6 +111,7 @@ extension EncodedBatch {
         // Sized once for the whole batch (what is left of the payload bounds it).
         reserve(bytes: b.count, commands: min(n, b.count / 4))
         var previous: RedisCommand?
+        var previousArguments: [Int] = [], currentArguments: [Int] = []
         for _ in 0..<n {
             let role: EncodedCommand.Role
             switch try r.u8() {
@@ -120,27 +126,68 @@ extension EncodedBatch {
             default: throw FormatError(description: "unknown command role")
             }
             switch version {
-            case 4: try readCommandVersion4(&r, role: role)
+            case 4:
+                try readCommandVersion4(&r, role: role, previous: previousArguments, current: &currentArguments, maxBytes: maxDecodedBytes)
+                swap(&previousArguments, &currentArguments)
             case 3: previous = try readCommandVersion3(&r, role: role, previous: previous)
             default: try readCommandVersion2(&r, role: role)
             }
         }
         guard r.atEnd else { throw FormatError(description: "trailing bytes after the batch") }
+        try checkRoles()
+    }
+
+    /// Every role names records of the batch, and a TS.MADD has the arguments its samples need
+    /// (a damaged row that reads as a batch must not be taken for one).
+    private func checkRoles() throws(FormatError) {
+        for i in 0..<commandCount {
+            switch role(i) {
+            case .record(let r):
+                guard r >= 0, r < recordCount else { throw FormatError(description: "a command settles a record the batch does not have") }
+            case .samples(let owners):
+                guard owners.allSatisfy({ $0 >= 0 && $0 < recordCount }) else { throw FormatError(description: "a sample belongs to a record the batch does not have") }
+                guard span(i).argc >= 1 + 3 * owners.count else { throw FormatError(description: "a TS.MADD has fewer samples than its owners") }
+            case .setup:
+                break
+            }
+        }
     }
 }
 
+/// Where an argument read back comes from: the payload, or this batch's bytes (start, count).
+struct Piece {
+    var start: Int
+    var count: Int
+    var inPayload: Bool
+}
+
 extension EncodedBatch {
-    /// Version 4: keyArgument, byteCount, prefix, suffix, the other bytes.
-    private mutating func readCommandVersion4(_ r: inout Reader, role: EncodedCommand.Role) throws(FormatError) {
+    /// Version 4: keyArgument, argc, then each argument: 0 for the previous command's argument at
+    /// that place, else its length + 1 and its bytes. `previous` and `current`: where the
+    /// previous command's arguments are in `bytes` (start, count), and this one's once read.
+    private mutating func readCommandVersion4(_ r: inout Reader, role: EncodedCommand.Role, previous: [Int], current: inout [Int],
+                                              maxBytes: Int) throws(FormatError) {
         let keyArgument = Int(try r.u32())
-        let count = Int(try r.u32())
-        let prefix = Int(try r.u32())
-        let suffix = Int(try r.u32())
-        let previous = entries.last?.span.range ?? 0..<0
-        guard prefix + suffix <= min(count, previous.count) else { throw FormatError(description: "a command shares more bytes than the previous one has") }
-        let middle = try r.slice(count - prefix - suffix)
-        guard appendShared(prefix: prefix, middle: middle, suffix: suffix, keyArgument: keyArgument, role: role) else {
-            throw FormatError(description: "a command is not one whole RESP command with its key")
+        let argc = Int(try r.u32())
+        // Every argument takes at least a byte of the payload.
+        guard keyArgument < argc, argc <= r.bytes.count - r.pos else { throw FormatError(description: "a command's key is not one of its arguments") }
+        var pieces: [Piece] = []
+        pieces.reserveCapacity(argc)
+        for a in 0..<argc {
+            let tag = Int(try r.u32())
+            if tag == 0 {
+                guard 2 * a + 1 < previous.count else { throw FormatError(description: "an argument refers to a previous command that has none there") }
+                pieces.append(Piece(start: previous[2 * a], count: previous[2 * a + 1], inPayload: false))
+            } else {
+                let at = r.pos
+                _ = try r.slice(tag - 1)
+                pieces.append(Piece(start: at, count: tag - 1, inPayload: true))
+            }
+        }
+        switch appendAssembled(argc: argc, pieces: pieces, payload: r.bytes, keyArgument: keyArgument, role: role, arguments: &current, maxBytes: maxBytes) {
+        case .appended: break
+        case .tooLarge: throw FormatError(description: "the batch would take more than \(maxBytes) bytes")
+        case .malformed: throw FormatError(description: "a command is not one whole RESP command with its key")
         }
     }
 
@@ -206,7 +253,7 @@ private struct Writer {
     }
 }
 
-private struct Reader {
+struct Reader {
     let bytes: [UInt8]
     var pos = 0
     var atEnd: Bool { pos == bytes.count }
@@ -229,13 +276,6 @@ private struct Reader {
             if b < 0x80 { return v }
             shift += 7
         }
-    }
-
-    /// Skips `n` bytes; returns where they start.
-    mutating func skip(_ n: Int) throws(EncodedBatch.FormatError) -> Int {
-        guard n >= 0, pos + n <= bytes.count else { throw EncodedBatch.FormatError(description: "truncated batch") }
-        defer { pos += n }
-        return pos
     }
 
     mutating func slice(_ n: Int) throws(EncodedBatch.FormatError) -> ArraySlice<UInt8> {

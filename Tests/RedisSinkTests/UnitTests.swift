@@ -152,6 +152,23 @@ import Testing
 }
 
 @Suite struct Encoding {
+    /// cpu records (11 fields, 3 tags) as the spill buffer stores them: what a command shares with
+    /// the one before it (name, key, MAXLEN, field names, tags) is stored once, so `max_bytes` holds
+    /// about three times the records their RESP would take (docs/guarantees.md gives the figures).
+    @Test func theSpillBufferStoresCPURecordsInAThirdOfTheirRESP() throws {
+        var encoder = BatchEncoder(config: RedisOutputConfig(), routes: [Route(key: RedisOutputConfig().key, maxlen: 100_000)],
+                                   minter: try StreamIDMinter(path: nil))
+        let records = (0..<1000).map { i in
+            QueuedRecord(record: cpuRecord(cpu: "cpu\(i % 8)", ms: 1_750_000_000_000 + Int64(i / 8) * 1000, base: Double(i % 400) / 8), route: 0)
+        }
+        let batch = encoder.encode(records, now: 0)
+        let stored = batch.serialized().count
+        let resp = batch.bytes.count
+        print("cpu record: \(resp / 1000) bytes of RESP, \(stored / 1000) stored")
+        #expect(stored * 3 < resp, "\(stored) bytes stored for \(resp) bytes of RESP")
+        #expect(try EncodedBatch(serialized: batch.serialized()).bytes == batch.bytes)
+    }
+
     @Test func aNewStreamKeyIsAskedAboutOncePerBatchUntilRedisAnswers() throws {
         var encoder = BatchEncoder(config: RedisOutputConfig(), routes: [Route(key: RedisOutputConfig().key, maxlen: 0)],
                                    minter: try StreamIDMinter(path: nil))

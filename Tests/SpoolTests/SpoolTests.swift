@@ -37,17 +37,29 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         #expect(back.commands[5].command.strings == ["TS.CREATERULE", "k", "k:avg_1m", "AGGREGATION", "avg", "60000"])
     }
 
-    @Test func theStoredFormIsTheRESPWithWhatRepeatsStoredOnce() throws {
-        let b = batch(100)
+    @Test func repeatedArgumentsAreStoredOnce() throws {
+        // 100 XADDs that differ only in their ID and timestamp: the rest is written once.
+        let b = EncodedBatch(commands: (0..<100).map { i in
+            EncodedCommand(command: RedisCommand(["XADD", "metrics:h:cpu", "MAXLEN", "~", "100000", "\(i + 1)-0", "usage_user", "1.5",
+                                                  "usage_system", "0.5", "tag_host", "h", "timestamp", "\(i + 1)"]),
+                           key: Array("metrics:h:cpu".utf8), role: .record(i))
+        }, recordCount: 100, rejectedAtEncoding: 0, skippedFields: 0)
         let payload = b.serialized()
-        // What commands share with the one before them (their start up to the ID, the message's
-        // tail) is stored once.
-        #expect(payload.count < b.bytes.count / 2, "\(payload.count) bytes for \(b.bytes.count) bytes of RESP")
+        #expect(payload.count < b.bytes.count / 4, "\(payload.count) bytes for \(b.bytes.count) bytes of RESP")
+        let back = try EncodedBatch(serialized: payload)
+        #expect(back.bytes == b.bytes)
+        #expect(back.commands.map(\.role) == b.commands.map(\.role))
+        #expect(back.commands.map(\.key) == b.commands.map(\.key))
+    }
+
+    @Test func theStoredFormReadsBackAsTheSameRESP() throws {
+        let b = batch(3)
+        let payload = b.serialized()
         let first = "*14\r\n$4\r\nXADD\r\n$13\r\nmetrics:h:cpu\r\n$6\r\nMAXLEN\r\n$1\r\n~\r\n$6\r\n100000\r\n$3\r\n1-0\r\n"
         #expect(String(decoding: b.bytes.prefix(first.utf8.count), as: UTF8.self) == first)
         let back = try EncodedBatch(serialized: payload)
         #expect(back.bytes == b.bytes)
-        #expect((0..<100).map { back.span($0) } == (0..<100).map { b.span($0) })
+        #expect((0..<3).map { back.span($0) } == (0..<3).map { b.span($0) })
         #expect(back.commands.map(\.key) == b.commands.map(\.key))
         // A command with more arguments than the one before it, then fewer, then an empty argument.
         var mixed = EncodedBatch(recordCount: 0)
@@ -109,13 +121,24 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         }
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: bytes + [0]) }
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [1, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0x7F]) }
-        // Version 4: RESP that is not one whole command, or whose key argument is past its arguments.
-        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 1, 9, 0, 0] + Array("*1\r\n$1\r\nx\r".utf8)) }
-        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 1, 11, 0, 0] + Array("*1\r\n$1\r\nx\r\n".utf8)) }
-        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 0, 11, 0, 0] + Array("*1\r\n$2\r\nx\r\n".utf8)) }
-        // A first command that shares bytes with a previous one.
-        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 0, 11, 1, 0] + Array("1\r\n$1\r\nx\r\n".utf8)) }
-        #expect((try? EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 0, 11, 0, 0] + Array("*1\r\n$1\r\nx\r\n".utf8)))?.commandCount == 1)
+        // Version 4 (a record command: role 0, index 0; key argument 0; argc 1; then its arguments):
+        // one argument reads back as RESP; an argument cut short, a key past the arguments, a
+        // first command that refers to a previous one, a record the batch does not have, a
+        // sample's owner it does not have, a TS.MADD with fewer samples than owners: errors.
+        let x: [UInt8] = [2, 0x78]
+        #expect((try? EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 0, 1] + x))?.bytes == Array("*1\r\n$1\r\nx\r\n".utf8))
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 0, 1, 3, 0x78]) }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 1, 1] + x) }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 0, 0, 1, 0]) }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 0, 5, 0, 1] + x) }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 1, 1, 5, 0, 4] + x + x + x + x) }
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [4, 1, 0, 0, 1, 1, 1, 0, 0, 1] + x) }
+        #expect((try? EncodedBatch(serialized: [4, 1, 0, 0, 1, 1, 1, 0, 0, 4] + x + x + x + x))?.commandCount == 1)
+        // Arguments that refer back again and again cannot make it take more than the bound.
+        var echo: [UInt8] = [4, 101, 0, 0, 101, 0, 0, 0, 1, 101] + Array(repeating: 0x61, count: 100)
+        for i in 1...100 { echo += [0, UInt8(i), 0, 1, 0] }
+        #expect((try? EncodedBatch(serialized: echo))?.commandCount == 101)
+        #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: echo, maxDecodedBytes: 5000) }
         // Version 3: a first command that refers to a previous one; a key past the arguments.
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [3, 1, 0, 0, 1, 0, 0, 0, 1, 0]) }
         #expect(throws: EncodedBatch.FormatError.self) { try EncodedBatch(serialized: [3, 1, 0, 0, 1, 0, 0, 1, 1, 2, 0x41]) }
