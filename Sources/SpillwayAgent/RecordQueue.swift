@@ -109,7 +109,8 @@ public final class RecordQueue: @unchecked Sendable {
         }
         if shouldStop() { return false }
         _pushed += Int64(records.count)
-        records.reverse()
+        // Through a buffer pointer: its swaps move the records (see `TailService`'s deliver).
+        records.withUnsafeMutableBufferPointer { $0.reverse() }
         sizes.reverse()
         while let r = records.popLast() {
             lines.append(Entry(seq: nextSeq, record: r, bytes: sizes.removeLast()))

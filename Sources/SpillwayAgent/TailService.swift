@@ -107,16 +107,17 @@ public final class TailService: Service, Sendable {
                 // Moved out of the tailer's array and into the queue, not copied.
                 var records: [QueuedRecord] = []
                 records.reserveCapacity(lines.count)
-                lines.reverse()
-                while let line = lines.popLast() {
-                    var r = line.record
-                    if let nameOverride { r.name = nameOverride }
-                    records.append(QueuedRecord(record: r, route: route, checkpoint: line.checkpoint))
+                // Reversed through a buffer pointer: its swaps move the lines (the collection's own
+                // reverse copies each one, retaining and releasing every string and array in it).
+                lines.withUnsafeMutableBufferPointer { $0.reverse() }
+                while var line = lines.popLast() {
+                    if let nameOverride { line.record.name = nameOverride }
+                    records.append(QueuedRecord(record: line.record, route: route, checkpoint: line.checkpoint))
                 }
                 if self.logger.logLevel <= .debug {
                     for q in records { log.debug("record", metadata: ["record.line": "\(LineProtocol.encode([q.record]).dropLast())"]) }
                 }
-                return self.queue.pushLines(records) { self.isStopping }
+                return self.queue.pushLines(consume records) { self.isStopping }
             },
             log: { message, path in log.notice("\(message)", metadata: ["tail.path": "\(path)"]) },
             commonTags: instance.commonTags(agent: config.agent)
