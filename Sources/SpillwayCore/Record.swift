@@ -42,8 +42,10 @@ public struct Record: Sendable, Hashable {
         self.timestamp = timestamp
         if Record.isStrictlySorted(tags) {
             self.tags = tags
-            // Room for the common tags (host, global and instance tags) merged in later.
-            self.tags.reserveCapacity(tags.count + 4)
+            // Room for the common tags (host, global and instance tags) merged in later. (None for
+            // a record without tags: it mostly adopts a shared list, see `adoptTags`, and an
+            // allocation per tailed line would be thrown away.)
+            if !tags.isEmpty { self.tags.reserveCapacity(tags.count + 4) }
         } else {
             self.tags = []
             self.tags.reserveCapacity(tags.count)
