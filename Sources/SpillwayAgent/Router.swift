@@ -77,7 +77,19 @@ struct Router<Sender: RouterSender> {
         self.breaker = breaker ?? CircuitBreaker(settings: settings.breaker, now: clock.now())
         replayableUpTo = ((try? backlog?.newestID()) ?? nil) ?? 0
         state = ((try? backlog?.readState()) ?? nil) ?? AgentState()
+        // The previous run ended during an outage (its breaker not closed, no write since it
+        // opened): a restart does not end it, so its start (and its failures') stand until a
+        // write succeeds in this run. (`status --check`'s critical_open counts from it.)
+        if state.breaker.state != .closed, let since = state.breaker.sinceNs, (state.lastSuccessNs ?? .min) < since {
+            carriedOutageSince = since
+            carriedFailingSince = min(state.lastError?.firstFailureNs ?? since, since)
+        }
     }
+
+    /// An outage the previous run left going on: when it began, and when its failures began (wall
+    /// clock); nil once a write succeeded in this run.
+    var carriedOutageSince: Int64?
+    var carriedFailingSince: Int64?
 
     var hasBacklog: Bool { !(backlog?.isEmpty ?? true) }
     /// Whether a row this stage may replay is in the buffer (older rows are always among them).
@@ -394,8 +406,11 @@ struct Router<Sender: RouterSender> {
         if breaker.state == .halfOpen {
             // The PING uses the connection on its own.
             drainInFlight()
-            if !sender.ping() {
-                breaker.recordFailure(now: clock.now(), jitter: jitter())
+            if let error = sender.ping() {
+                // A failed probe is a failed attempt like any: its error is the latest (status
+                // shows it, and why it fails may have changed since the breaker opened: Redis back
+                // wanting a password, a certificate expired), and refused credentials are named.
+                record(WriteCounters(), error, complete: false, replay: true, feedBreaker: true)
                 stateDirty = true
                 return
             }
@@ -480,7 +495,12 @@ struct Router<Sender: RouterSender> {
         let s = stats.snapshot
         let wallNow = clock.wallNow()
         // Open or half-open: since the outage began (the first opening), not the latest probe.
-        let sinceWall = wallNow - (now - (breaker.outageSince ?? breaker.since))
+        if s.lastSuccessAt != nil {
+            carriedOutageSince = nil
+            carriedFailingSince = nil
+        }
+        var sinceWall = wallNow - (now - (breaker.outageSince ?? breaker.since))
+        if breaker.state != .closed, let carried = carriedOutageSince { sinceWall = min(sinceWall, carried) }
         state.breaker = AgentState.Breaker(state: breaker.state, sinceNs: sinceWall, consecutiveFailures: Int64(breaker.consecutiveFailures))
         state.counters.written = s.counters.written
         state.counters.spilled = s.spilled
@@ -502,7 +522,7 @@ struct Router<Sender: RouterSender> {
             if let t = s.lastErrorAt { last.atNs = t }
             // Which run the error belongs to, and when its run of failures (the outage) began.
             last.run = AgentRun.id
-            if let first = breaker.failureStreakSince { last.firstFailureNs = wallNow - (now - first) }
+            if let first = breaker.failureStreakSince { last.firstFailureNs = min(wallNow - (now - first), carriedFailingSince ?? .max) }
             state.lastError = last
         }
         state.lastError?.kind = credentialsFailing ? .auth : .transient

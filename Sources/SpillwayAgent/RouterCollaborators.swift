@@ -25,14 +25,17 @@ protocol RouterSender: AnyObject {
     func verifySuspects(_ batch: inout PendingBatch) -> WriteCounters
     /// The records Redis refused for good since the last call, per key.
     func takeRejections() -> [(key: [UInt8], rejection: RedisWriter.Rejection)]
-    /// PINGs on its own (nothing else on the wire). Returns whether Redis answered without an error.
-    func ping() -> Bool
+    /// PINGs on its own (nothing else on the wire). Returns the error (as a failed write names it:
+    /// a refused connection, refused credentials, an error reply), or nil when Redis answered.
+    func ping() -> String?
 }
 
 extension RedisWriter: RouterSender {
-    func ping() -> Bool {
+    func ping() -> String? {
         let ping = connection.pipeline([RedisCommand(["PING"])])
-        return !(ping.error != nil || ping.replies.first?.isError == true)
+        if let error = ping.error { return "\(error)" }
+        if let reply = ping.replies.first, reply.isError { return reply.string ?? "an error reply to PING" }
+        return nil
     }
 }
 

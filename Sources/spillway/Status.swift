@@ -136,7 +136,9 @@ struct StatusReport {
     var authenticationRefused: Bool {
         agentRunning && state.lastError?.kind == .auth && !lastErrorFromEarlierRun && !lastErrorResolved
     }
-    var replayRate: Double { state.replayRate }
+    /// Records/s while the running agent drains the backlog; 0 when no agent runs (a dead agent's
+    /// last rate is not a drain going on).
+    var replayRate: Double { agentRunning ? state.replayRate : 0 }
     var backlogRecords: Int64 { status?.totals.records ?? 0 }
     var eta: Double? { replayRate > 0 && backlogRecords > 0 ? Double(backlogRecords) / replayRate : nil }
     var droppedTotal: Int64 { state.counters.dropped }

@@ -41,7 +41,8 @@ final class ScriptedRedis: RouterSender {
     static let credentialsError = "WRONGPASS invalid username-password pair or user is disabled."
 
     var replies: [Reply] = []
-    var pings: [Bool] = []
+    /// What the next PINGs get: nil (answered), or the error.
+    var pings: [String?] = []
     /// Per key, the stream IDs Redis holds, in the order it took them.
     private(set) var streams: [String: [String]] = [:]
     /// Per attempt, its commands as they went out (`key id`).
@@ -117,9 +118,9 @@ final class ScriptedRedis: RouterSender {
         return rejections
     }
 
-    func ping() -> Bool {
+    func ping() -> String? {
         pingCount += 1
-        return pings.isEmpty ? true : pings.removeFirst()
+        return pings.isEmpty ? nil : pings.removeFirst()
     }
 }
 
@@ -408,7 +409,7 @@ let second: Int64 = 1_000_000_000
         // The cool-down is over: half-open, PING first; it fails: open again, for twice as long.
         rig.clock.advance(1)
         #expect(rig.router.replayDue())
-        rig.redis.pings = [false]
+        rig.redis.pings = ["connection error: 127.0.0.1:6379/0: Connection refused"]
         rig.router.replayStep()
         #expect(rig.redis.pingCount == 1 && rig.redis.wire.count == 3)
         #expect(rig.router.breaker.state == .open && rig.router.breaker.retryAt == rig.clock.now() + 4 * second)
@@ -461,6 +462,31 @@ let second: Int64 = 1_000_000_000
         #expect(rig.router.credentialsFailing && rig.rowsLeft == 2)
         #expect(rig.stats.snapshot.lastError == ScriptedRedis.credentialsError)
         #expect(rig.log.all.contains { $0.hasPrefix("error Redis refused this agent's credentials or ACL") }, "\(rig.log.all)")
+    }
+
+    /// Redis comes back wanting a password while the breaker is open: the failed probe's error is
+    /// the latest error (with its time), the credentials are named at once, and status's state says
+    /// so (as a failed write would).
+    @Test func aProbeRefusedForCredentialsIsNamedAndBecomesTheLastError() throws {
+        var settings = RouterSettings()
+        settings.breaker.failureThreshold = 1
+        settings.breaker.openTimeout = second
+        let rig = try RouterRig(settings)
+        rig.redis.replies = [.connectionLost(after: 0)]
+        try rig.produce(xadds("a", 1...1))
+        rig.router.finishOldest()
+        #expect(rig.router.breaker.state == .open && !rig.router.credentialsFailing)
+        let firstError = rig.stats.snapshot.lastError
+        let firstAt = rig.stats.snapshot.lastErrorAt
+        rig.clock.advance(second)
+        rig.redis.pings = [ScriptedRedis.credentialsError]
+        rig.router.replayStep()
+        #expect(rig.redis.pingCount == 1 && rig.router.breaker.state == .open)
+        #expect(rig.router.credentialsFailing)
+        #expect(rig.stats.snapshot.lastError == ScriptedRedis.credentialsError && rig.stats.snapshot.lastError != firstError)
+        #expect(rig.stats.snapshot.lastErrorAt != firstAt && rig.stats.snapshot.failedAttempts == 2)
+        #expect(rig.log.all.contains { $0.hasPrefix("error Redis refused this agent's credentials or ACL") }, "\(rig.log.all)")
+        #expect(rig.router.stateDirty)
     }
 
     // MARK: replay pacing
@@ -534,6 +560,42 @@ let second: Int64 = 1_000_000_000
     /// clock), the counters, this run's last error and its kind. What it does not know stays as
     /// saved before: the run's backlog at its start, and an earlier run's last error until this run
     /// has one of its own.
+    /// The agent restarts during an outage (the previous run's breaker open since T, no write since):
+    /// once this run's breaker opens, the outage and its failures still count from T (a restart
+    /// does not start critical_open's clock again); a write that succeeds ends it.
+    @Test func anOutageGoingOnAtARestartKeepsItsStart() throws {
+        var before = AgentState()
+        let outageStart = ManualClock().wallNow() - 60 * second
+        before.breaker = AgentState.Breaker(state: .open, sinceNs: outageStart, consecutiveFailures: 7)
+        before.lastError = AgentState.LastError(message: "Connection refused", kind: .transient, atNs: outageStart + 30 * second,
+                                                firstFailureNs: outageStart - 2 * second, run: "1-1")
+        before.lastSuccessNs = outageStart - 3 * second
+        var settings = RouterSettings()
+        settings.breaker.failureThreshold = 1
+        let rig = try RouterRig(settings, state: before)
+        rig.redis.replies = [.connectionLost(after: 0)]
+        try rig.produce(xadds("a", 1...1))
+        rig.router.finishOldest()
+        #expect(rig.router.breaker.state == .open)
+        rig.router.saveState(force: true)
+        var saved = try rig.spool.readState()
+        #expect(saved.breaker.state == .open && saved.breaker.sinceNs == outageStart)
+        #expect(saved.lastError?.firstFailureNs == outageStart - 2 * second && saved.lastError?.run == AgentRun.id)
+        // Redis is back: the outage is over, and the next one counts from its own start.
+        rig.clock.advance(second)
+        rig.replayAll()
+        #expect(rig.router.breaker.state == .closed && rig.spool.isEmpty)
+        rig.redis.replies = [.connectionLost(after: 0)]
+        rig.clock.advance(second)
+        let secondOutage = rig.clock.wallNow()
+        try rig.produce(xadds("a", 2...2))
+        rig.router.finishOldest()
+        rig.router.saveState(force: true)
+        saved = try rig.spool.readState()
+        #expect(saved.breaker.state == .open && saved.breaker.sinceNs == secondOutage)
+        #expect(saved.lastError?.firstFailureNs == secondOutage)
+    }
+
     @Test func theSavedStateKeepsWhatTheRouterDoesNotKnow() throws {
         var before = AgentState()
         before.counters.backlogAtStart = 7
