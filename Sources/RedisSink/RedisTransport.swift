@@ -13,12 +13,21 @@ public final class RedisTransport {
     private let ssl: OpaquePointer?
     private let context: OpaquePointer?
     let display: String
+    /// The socket's send and receive timeout (named when it passes).
+    let timeout: Int64
+    /// Whether a client certificate is offered (TLS).
+    let offersCertificate: Bool
+    /// Bytes read on this connection so far: an error before the first says more about the setup
+    /// (a TLS port spoken to in plain text, a client certificate the server wants).
+    private var bytesRead = 0
 
-    private init(fd: Int32, ssl: OpaquePointer?, context: OpaquePointer?, display: String) {
+    private init(fd: Int32, ssl: OpaquePointer?, context: OpaquePointer?, display: String, timeout: Int64, offersCertificate: Bool = false) {
         self.fd = fd
         self.ssl = ssl
         self.context = context
         self.display = display
+        self.timeout = timeout
+        self.offersCertificate = offersCertificate
     }
 
     deinit {
@@ -48,7 +57,7 @@ public final class RedisTransport {
         setTimeout(fd, connectTimeout)
         guard let tls else {
             setTimeout(fd, timeout)
-            return RedisTransport(fd: fd, ssl: nil, context: nil, display: display)
+            return RedisTransport(fd: fd, ssl: nil, context: nil, display: display, timeout: timeout)
         }
         var host = ""
         if case .tcp(let h, _) = endpoint.address { host = h }
@@ -66,9 +75,15 @@ public final class RedisTransport {
             Glibc.close(fd)
             throw .connection("\(display): cannot set up TLS for the server name \"\(name)\"")
         }
-        let transport = RedisTransport(fd: fd, ssl: ssl, context: context, display: display)
+        let transport = RedisTransport(fd: fd, ssl: ssl, context: context, display: display, timeout: timeout,
+                                       offersCertificate: tls.certFile != nil)
         if spillway_ssl_connect(ssl, &err, err.count) != 1 {
-            throw .connection("\(display): \(Self.text(err))\(hint(Self.text(err), name: name, tls: tls))")
+            let why = Self.text(err)
+            if why.contains("Resource temporarily unavailable") || why.contains("wrong version number") || why.contains("packet length too long") {
+                throw .connection("\(display): TLS handshake failed: no TLS answer within \(Units.formatDuration(connectTimeout)) (\(why)); "
+                                  + "is this port serving TLS? A plain port needs a redis:// url")
+            }
+            throw .connection("\(display): \(why)\(hint(why, name: name, tls: tls))")
         }
         setTimeout(fd, timeout)
         return transport
@@ -146,37 +161,55 @@ public final class RedisTransport {
             if let ssl {
                 var code: Int32 = 0, sysErrno: Int32 = 0
                 let n = spillway_ssl_read(ssl, buffer.baseAddress, Int32(min(buffer.count, Int(Int32.max))), &code, &sysErrno)
-                if n > 0 { return n }
+                if n > 0 {
+                    bytesRead += n
+                    return n
+                }
                 throw tlsError(code: code, errno: sysErrno, doing: "reading")
             }
             let n = recv(fd, buffer.baseAddress, buffer.count, 0)
-            if n > 0 { return n }
-            if n == 0 { throw .connection("\(display): reading: the server closed the connection") }
+            if n > 0 {
+                bytesRead += n
+                return n
+            }
+            if n == 0 { throw .connection("\(display): reading: the server closed the connection\(setupHint)") }
             if errno == EINTR { continue }
             throw socketError(errno, doing: "reading")
         }
     }
 
     private func socketError(_ code: Int32, doing: String) -> RedisError {
+        if code == EAGAIN || code == EWOULDBLOCK {
+            return .timeout("\(display): \(doing): no answer within \(Units.formatDuration(timeout))")
+        }
         let text = "\(display): \(doing): \(String(cString: strerror(code)))"
-        return code == EAGAIN || code == EWOULDBLOCK ? .timeout(text) : .connection(text)
+        return .connection(code == ECONNRESET || code == EPIPE ? text + setupHint : text)
+    }
+
+    /// What may be wrong when the server drops the connection before answering anything: it wants
+    /// TLS, or (over TLS) a client certificate. Empty once it answered.
+    private var setupHint: String {
+        guard bytesRead == 0 else { return "" }
+        if ssl == nil { return " (if this port serves TLS, use a rediss:// url)" }
+        return offersCertificate ? "" : " (the server may want a client certificate: set tls_cert_file and tls_key_file)"
     }
 
     private func tlsError(code: Int32, errno sysErrno: Int32, doing: String) -> RedisError {
         switch code {
         case SSL_ERROR_ZERO_RETURN:
-            return .connection("\(display): \(doing): the server closed the TLS session")
+            return .connection("\(display): \(doing): the server closed the TLS session\(setupHint)")
         case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
-            return .timeout("\(display): \(doing): \(String(cString: strerror(EAGAIN)))")
+            return socketError(EAGAIN, doing: doing)
         case SSL_ERROR_SYSCALL:
             if sysErrno == EAGAIN || sysErrno == EWOULDBLOCK { return socketError(sysErrno, doing: doing) }
-            if sysErrno == 0 { return .connection("\(display): \(doing): the server closed the connection") }
+            if sysErrno == 0 { return .connection("\(display): \(doing): the server closed the connection\(setupHint)") }
             return socketError(sysErrno, doing: doing)
         default:
             var err = [CChar](repeating: 0, count: 256)
             spillway_ssl_error(&err, err.count)
             let reason = Self.text(err)
-            return .connection("\(display): \(doing): TLS error\(reason.isEmpty ? " \(code)" : ": \(reason)")")
+            let hint = reason.contains("certificate required") ? setupHint : ""
+            return .connection("\(display): \(doing): TLS error\(reason.isEmpty ? " \(code)" : ": \(reason)")\(hint)")
         }
     }
 
