@@ -206,6 +206,19 @@ final class RouterRig {
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
 
+    /// A rig whose breaker (threshold 1, a cool-down of a second) one lost connection opened, the
+    /// batch of record a:1 left in the buffer.
+    static func openedByOneFailure() throws -> RouterRig {
+        var settings = RouterSettings()
+        settings.breaker.failureThreshold = 1
+        settings.breaker.openTimeout = second
+        let rig = try RouterRig(settings)
+        rig.redis.replies = [.connectionLost(after: 0)]
+        try rig.produce(xadds("a", 1...1))
+        rig.router.finishOldest()
+        return rig
+    }
+
     /// The encode stage's part: the batch is appended to the buffer (write-ahead) and handed on.
     func produce(_ batch: EncodedBatch) throws {
         let id = try #require(try spool.append(batch, now: clock.wallNow()).id)
@@ -432,13 +445,7 @@ let second: Int64 = 1_000_000_000
     /// Half-open, a batch that fails after a good PING opens the breaker again at once (whatever
     /// the threshold), with the doubled cool-down.
     @Test func aFailureWhileHalfOpenReopensTheBreaker() throws {
-        var settings = RouterSettings()
-        settings.breaker.failureThreshold = 1
-        settings.breaker.openTimeout = second
-        let rig = try RouterRig(settings)
-        rig.redis.replies = [.connectionLost(after: 0)]
-        try rig.produce(xadds("a", 1...1))
-        rig.router.finishOldest()
+        let rig = try RouterRig.openedByOneFailure()
         #expect(rig.router.breaker.state == .open && rig.router.breaker.retryAt == rig.clock.now() + second)
         rig.clock.advance(second)
         rig.redis.replies = [.connectionLost(after: 0)]
@@ -468,13 +475,7 @@ let second: Int64 = 1_000_000_000
     /// the latest error (with its time), the credentials are named at once, and status's state says
     /// so (as a failed write would).
     @Test func aProbeRefusedForCredentialsIsNamedAndBecomesTheLastError() throws {
-        var settings = RouterSettings()
-        settings.breaker.failureThreshold = 1
-        settings.breaker.openTimeout = second
-        let rig = try RouterRig(settings)
-        rig.redis.replies = [.connectionLost(after: 0)]
-        try rig.produce(xadds("a", 1...1))
-        rig.router.finishOldest()
+        let rig = try RouterRig.openedByOneFailure()
         #expect(rig.router.breaker.state == .open && !rig.router.credentialsFailing)
         let firstError = rig.stats.snapshot.lastError
         let firstAt = rig.stats.snapshot.lastErrorAt
