@@ -357,6 +357,18 @@ public enum DataDirectory {
         return String(cString: dir)
     }
 
+    /// The kernel's view `dir` is in (procfs at /proc, sysfs at /sys), where nothing can be created
+    /// even by root; else nil.
+    static func pseudoFileSystem(_ dir: String) -> String? {
+        guard let resolved = realpath(dir, nil) else { return nil }
+        defer { free(resolved) }
+        let path = String(cString: resolved)
+        for (root, kind) in [("/proc", "procfs"), ("/sys", "sysfs")] where path == root || path.hasPrefix(root + "/") {
+            return kind
+        }
+        return nil
+    }
+
     /// Whether `path` is a writable directory, or could be created as one.
     public static func isWritable(_ path: String) -> Bool { problem(path) == nil }
 
@@ -370,6 +382,9 @@ public enum DataDirectory {
             if stat(dir, &st) == 0 {
                 guard (st.st_mode & S_IFMT) == S_IFDIR else {
                     return missing ? "\(dir) is not a directory, so \(path) cannot be created" : "\(path) is not a directory"
+                }
+                if let kind = pseudoFileSystem(dir) {
+                    return "\(dir) is on \(kind), which holds no files of ours: data_dir must be on a disk (or a tmpfs)"
                 }
                 guard access(dir, W_OK | X_OK) == 0 else {
                     let why = String(cString: strerror(errno))

@@ -177,6 +177,14 @@ func malformedCases() -> [Expectation] {
         #expect(d2.map(\.message) == ["drop-in directory not found"])
     }
 
+    /// /proc and /sys take no files, even from root (who may "write" anywhere): check says so, as
+    /// run would fail.
+    @Test func aDataDirInTheKernelsViewsIsAProblem() {
+        #expect(DataDirectory.problem("/proc/spillway")?.contains("/proc is on procfs") == true)
+        #expect(DataDirectory.problem("/sys/kernel/spillway/data")?.contains("is on sysfs") == true)
+        #expect(DataDirectory.problem(FileManager.default.temporaryDirectory.path + "/spillway-data-\(getpid())") == nil)
+    }
+
     @Test func dataDirResolution() {
         #expect(DataDirectory.resolve(explicit: "/x", environment: [:], isWritable: { _ in false }) == "/x")
         #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in true }) == "/var/lib/spillway")
