@@ -33,7 +33,21 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
     public var description: String {
         let n = diagnostics.count
         return "\(n) problem\(n == 1 ? "" : "s") in the configuration:\n"
-            + diagnostics.map { "  \($0)" }.joined(separator: "\n")
+            + inFileOrder.map { "  \($0)" }.joined(separator: "\n")
+    }
+
+    /// The problems as a reader goes through the files: files in the order they were loaded, each
+    /// file's problems by line (those without a line after, in the order found).
+    public var inFileOrder: [Diagnostic] {
+        var fileRank: [String: Int] = [:]
+        for d in diagnostics where fileRank[d.file] == nil { fileRank[d.file] = fileRank.count }
+        return diagnostics.enumerated().sorted { a, b in
+            let (fa, fb) = (fileRank[a.element.file] ?? 0, fileRank[b.element.file] ?? 0)
+            if fa != fb { return fa < fb }
+            let (la, lb) = (a.element.line ?? .max, b.element.line ?? .max)
+            if la != lb { return la < lb }
+            return a.offset < b.offset
+        }.map(\.element)
     }
 }
 

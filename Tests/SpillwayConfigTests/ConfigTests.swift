@@ -185,6 +185,18 @@ func malformedCases() -> [Expectation] {
         #expect(DataDirectory.problem(FileManager.default.temporaryDirectory.path + "/spillway-data-\(getpid())") == nil)
     }
 
+    /// Problems are printed as a reader meets them: by file, then by line.
+    @Test func problemsArePrintedInFileOrder() {
+        let e = ConfigError(diagnostics: [
+            Diagnostic(file: "agent.toml", line: 9, keyPath: "b", message: "nine"),
+            Diagnostic(file: "plugins.d/x.toml", line: 1, keyPath: "c", message: "one of x"),
+            Diagnostic(file: "agent.toml", line: nil, keyPath: "d", message: "no line"),
+            Diagnostic(file: "agent.toml", line: 2, keyPath: "a", message: "two"),
+        ])
+        #expect(e.inFileOrder.map(\.message) == ["two", "nine", "no line", "one of x"])
+        #expect(e.description.components(separatedBy: "\n").dropFirst().map { $0.contains("two") } == [true, false, false, false])
+    }
+
     @Test func dataDirResolution() {
         #expect(DataDirectory.resolve(explicit: "/x", environment: [:], isWritable: { _ in false }) == "/x")
         #expect(DataDirectory.resolve(explicit: nil, environment: [:], isWritable: { _ in true }) == "/var/lib/spillway")
