@@ -44,6 +44,12 @@ public struct OptionReader {
         sink.report(file, keyPath(key), message, fix: fix)
     }
 
+    /// Where `key` is set (its file, line and key path; an empty message), to locate a problem
+    /// found later (by `check`).
+    public func location(_ key: String) -> Diagnostic {
+        Diagnostic(file: file.path, line: file.line(of: keyPath(key)), keyPath: keyPath(key), message: "")
+    }
+
     /// Reports something that works but is likely wrong (`check` prints it, `run` logs it).
     public func warning(_ key: String, _ message: String, fix: String? = nil) {
         sink.warnings.append(Diagnostic(file: file.path, line: file.line(of: keyPath(key)), keyPath: keyPath(key), message: message, fix: fix))

@@ -33,6 +33,9 @@ public struct RedisOutputConfig: Sendable, Equatable {
     public var keepalive = true
     /// TLS settings (`rediss://` urls only; nil otherwise).
     public var tls: RedisTLSOptions?
+    /// Where the TLS files are set (the client certificate's key, else the CA file, else the url),
+    /// for `check`'s problem when they cannot work together.
+    public var tlsLocation: Diagnostic?
     public var format: Format = .stream
     public var key: KeyTemplate
     public var maxlen: Int = 100_000
@@ -163,6 +166,7 @@ public struct RedisOutputConfig: Sendable, Equatable {
                       fix: "set tls_ca_file to the CA that signed the server's certificate, and remove this")
         }
         out.tls = tls
+        out.tlsLocation = r.location(["tls_key_file", "tls_cert_file", "tls_ca_file", "url"].first { r.has($0) } ?? "url")
     }
 
     /// Reads a key template option, checked for the format's placeholders.

@@ -209,8 +209,9 @@ struct Check: AsyncParsableCommand {
         let dataDir = DataDirectory.resolve(explicit: a.dataDir, environment: ProcessInfo.processInfo.environment)
         if let problem = Preflight.dataDirProblem(config, resolved: dataDir) { throw failWithProblems([problem]) }
         if let tls = config.redis.tls, let why = RedisTransport.problem(with: tls) {
-            let file = config.files.first { $0.hasSuffix("agent.toml") } ?? config.files.first ?? ""
-            throw failWithProblems([Diagnostic(file: file, line: nil, keyPath: "outputs.redis", message: "TLS cannot work: \(why)",
+            let at = config.redis.tlsLocation
+            let file = at?.file ?? config.files.first { $0.hasSuffix("agent.toml") } ?? config.files.first ?? ""
+            throw failWithProblems([Diagnostic(file: file, line: at?.line, keyPath: at?.keyPath ?? "outputs.redis", message: "TLS cannot work: \(why)",
                                                fix: "name the PEM files of the CA (tls_ca_file), and of a client certificate and its own key")])
         }
         var out = "configuration OK: \(config.files.count) file\(config.files.count == 1 ? "" : "s"), \(config.inputs.count) input\(config.inputs.count == 1 ? "" : "s")\n"

@@ -452,6 +452,28 @@ import Testing
 /// Replies are read into the connection's arena: every kind, nested, large, binary, and errors
 /// (counted at any depth for the writer's errors-only reading).
 @Suite struct Replies {
+    /// A batch's commands go out straight from its bytes: adjacent ones as one run (short runs
+    /// gathered, a long one written from where it is), the others each on their own; only the
+    /// commands asked for, in order.
+    @Test func chosenCommandsOfABatchGoOutAsTheyAre() throws {
+        let server = try RedisServer()
+        defer { server.stop(); server.removeFiles() }
+        let connection = RedisConnection(options: RedisConnectionOptions(endpoint: try RedisEndpoint.parse(server.url)))
+        var batch = EncodedBatch(recordCount: 3000)
+        for i in 0..<3000 {
+            // Some commands are large (a run of them is past the gathering size), most are small.
+            let value = String(repeating: "v", count: i % 500 == 0 ? 40_000 : i % 50)
+            batch.append(RedisCommand(["RPUSH", "l", "\(i):\(value.count)", value]), keyArgument: 1, role: .record(i))
+        }
+        let chosen = (0..<3000).filter { $0 % 7 != 3 && !(1000..<1400).contains($0) }
+        let ticket = connection.send(batch, indices: chosen)
+        let (replies, error) = connection.receive(ticket, detail: .full)
+        #expect(error == nil && replies.count == chosen.count, "\(String(describing: error))")
+        let list = try server.cli(["--raw", "LRANGE", "l", "0", "-1"]).split(separator: "\n", omittingEmptySubsequences: false)
+        let names = stride(from: 0, to: list.count - 1, by: 2).map { String(list[$0]) }
+        #expect(names == chosen.map { "\($0):\($0 % 500 == 0 ? 40_000 : $0 % 50)" })
+    }
+
     @Test func everyKindOfReplyReadsBackAsSent() throws {
         let server = try RedisServer()
         defer { server.stop(); server.removeFiles() }

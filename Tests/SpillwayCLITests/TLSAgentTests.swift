@@ -55,6 +55,8 @@ import Testing
         }
         let (bad, said) = try check(cert: certs.clientCert, key: certs.serverKey)
         #expect(bad == 2 && said.contains("TLS cannot work") && said.contains("client key"), "\(said)")
+        // Located at the key's line.
+        #expect(said.contains("agent.toml:5: outputs.redis.tls_key_file: TLS cannot work"), "\(said)")
         let (good, shown) = try check(cert: certs.clientCert, key: certs.clientKey)
         #expect(good == 0 && shown.contains("tls: ca_file=\(certs.ca) server_name=(the url's host) cert_file=\(certs.clientCert)"), "\(shown)")
     }
