@@ -160,6 +160,7 @@ struct Router<Sender: RouterSender> {
     /// Redis works on it.
     mutating func begin(id: Int64?, _ batch: EncodedBatch, replay: Bool = false) {
         let pending = PendingBatch(batch)
+        if let id { backlog?.markSending(id) }
         let attempt = sender.begin(pending)
         inFlight.append(InFlight(id: id, pending: pending, attempt: attempt, replay: replay))
         if acknowledgementsPending { flushAcknowledgements() }
@@ -173,7 +174,12 @@ struct Router<Sender: RouterSender> {
     @discardableResult
     mutating func finishOldest() -> Bool {
         guard !inFlight.isEmpty else { return true }
+        // Once settled (acknowledged, replaced or left in the buffer), the rows taken off the wire
+        // here may be dropped again.
+        var settledRows: [Int64] = []
+        defer { for id in settledRows { backlog?.doneSending(id) } }
         var first = inFlight.removeFirst()
+        if let id = first.id { settledRows.append(id) }
         let error = settle(&first, feedBreaker: true)
         guard error != nil || first.pending.hasSuspects else {
             delivered(first)
@@ -184,6 +190,7 @@ struct Router<Sender: RouterSender> {
         var unsettled = [first]
         while !inFlight.isEmpty {
             var next = inFlight.removeFirst()
+            if let id = next.id { settledRows.append(id) }
             if settle(&next, feedBreaker: false) == nil, !next.pending.hasSuspects {
                 delivered(next)
             } else {

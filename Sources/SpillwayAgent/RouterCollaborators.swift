@@ -59,6 +59,9 @@ protocol RouterBacklog: AnyObject {
     func requeue(id: Int64, remainder: EncodedBatch, moved: EncodedBatch, now: Int64) throws
     /// Row `id` was delivered: deleted with the next write.
     func acknowledgeLater(id: Int64)
+    /// Row `id` is on the wire (not dropped to make room) until `doneSending`.
+    func markSending(_ id: Int64)
+    func doneSending(_ id: Int64)
     var hasAcknowledgements: Bool { get }
     func flushAcknowledgements() throws
     func setAside(_ bad: [Spool.Unreadable], now: Int64) throws

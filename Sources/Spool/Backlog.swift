@@ -23,6 +23,9 @@ public struct AppendOutcome: Sendable, Equatable {
 struct RowIndex {
     var ids: Deque<Int64> = []
     var acknowledged: [Int64] = []
+    /// Rows on the wire now (sent, their replies not read): never dropped to make room, since Redis
+    /// may be taking them (they would be counted as dropped and delivered both).
+    var sending: Set<Int64> = []
 
     /// The oldest row not acknowledged.
     var oldest: Int64? {
@@ -175,10 +178,20 @@ extension Spool {
     /// Drops the oldest batch without tailed lines (inside a transaction), counting its records per
     /// key. Returns them, or -1 when there is no such batch.
     private func dropOldestBatch() throws(SQLiteError) -> Int64 {
+        // The oldest row without lines that is not on the wire (at most a few are).
+        let sending = rows.withLock { $0.sending }
         oldestForDrop.reset()
-        guard try oldestForDrop.step() else { return -1 }
-        let id = oldestForDrop.int64(0), records = oldestForDrop.int64(1), bytes = oldestForDrop.int64(2)
+        oldestForDrop.bind(1, Int64(sending.count + 1))
+        var candidate: (Int64, Int64, Int64)?
+        while try oldestForDrop.step() {
+            let id = oldestForDrop.int64(0)
+            if !sending.contains(id) {
+                candidate = (id, oldestForDrop.int64(1), oldestForDrop.int64(2))
+                break
+            }
+        }
         oldestForDrop.reset()
+        guard let (id, records, bytes) = candidate else { return -1 }
         if rows.withLock({ $0.acknowledged.contains(id) }) {
             // Delivered, its deletion deferred: freed, not dropped.
             try removeBatch(id, records: records, lines: 0, bytes: bytes, countAsDropped: false)
@@ -194,7 +207,8 @@ extension Spool {
         var victims: [(Int64, Int64, Int64)] = []
         while try s.step() { victims.append((s.int64(0), s.int64(1), s.int64(2))) }
         var dropped: Int64 = 0
-        for (id, records, bytes) in victims {
+        let sending = rows.withLock { $0.sending }
+        for (id, records, bytes) in victims where !sending.contains(id) {
             try removeBatch(id, records: records, lines: 0, bytes: bytes, countAsDropped: true)
             dropped += records
         }
@@ -467,6 +481,16 @@ extension Spool {
     /// A `kill -9` before the deletion replays the batch (explicit stream IDs make that harmless).
     public func acknowledgeLater(id: Int64) {
         rows.withLock { $0.acknowledged.append(id) }
+    }
+
+    /// Row `id` goes on the wire: until `doneSending`, it is not dropped to make room.
+    public func markSending(_ id: Int64) {
+        _ = rows.withLock { $0.sending.insert(id) }
+    }
+
+    /// Row `id`'s replies are read and its fate recorded (acknowledged, replaced or left).
+    public func doneSending(_ id: Int64) {
+        _ = rows.withLock { $0.sending.remove(id) }
     }
 
     public var hasAcknowledgements: Bool { rows.withLock { !$0.acknowledged.isEmpty } }

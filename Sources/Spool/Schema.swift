@@ -85,7 +85,8 @@ enum Schema {
     static let insertBatchKey = "INSERT INTO batch_keys (batch_id, key, records) VALUES (?1, ?2, ?3)"
     static let oldestBatches = "SELECT id, payload, records FROM batches WHERE id > ?3 AND id <= ?2 ORDER BY id LIMIT ?1"
     // Rows holding tailed lines are never dropped: those lines could not be read again.
-    static let oldestBatchForDrop = "SELECT id, records, bytes FROM batches WHERE lines = 0 ORDER BY id LIMIT 1"
+    /// The ?1 oldest batches without lines (the oldest not on the wire is dropped).
+    static let oldestBatchForDrop = "SELECT id, records, bytes FROM batches WHERE lines = 0 ORDER BY id LIMIT ?1"
     static let batchesOlderThan = "SELECT id, records, bytes FROM batches WHERE spilled_ns < ?1 AND lines = 0 ORDER BY id"
     static let setAside = """
         INSERT INTO unreadable_batches (id, spilled_ns, records, bytes, payload, lines, reason, set_aside_ns)

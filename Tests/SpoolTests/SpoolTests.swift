@@ -282,6 +282,35 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         #expect(try spool.droppedPerKey() == ["k0": 20, "k1": 20])
     }
 
+    /// A row on the wire (sent, its replies not read) is never dropped to make room: Redis may be
+    /// taking it, and it would be counted dropped and delivered both. The next oldest goes instead;
+    /// once its replies are read, the row may be dropped again.
+    @Test func aRowOnTheWireIsNotDroppedToMakeRoom() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let one = Int64(batch(10, key: "k0", firstMs: 1000).serialized().count)
+        var options = SpoolOptions()
+        options.maxBytes = one * 2 + one / 2   // room for two batches
+        let spool = try Spool(directory: dir, options: options)
+        let first = try #require(try spool.append(batch(10, firstMs: 1000), now: 0).id)
+        _ = try spool.append(batch(10, firstMs: 1010), now: 1)
+        spool.markSending(first)
+        let third = try spool.append(batch(10, firstMs: 1020), now: 2)
+        #expect(third.stored && third.droppedRecords == 10)
+        func firstIDs() throws -> [String] { try spool.oldestBatches(limit: 10).batches.map { $0.batch.commands[0].command.strings[5] } }
+        #expect(try firstIDs() == ["1000-0", "1020-0"])
+        spool.doneSending(first)
+        _ = try spool.append(batch(10, firstMs: 1030), now: 3)
+        #expect(try firstIDs() == ["1020-0", "1030-0"])
+        // Every row on the wire: nothing to drop, the new batch is dropped instead (drop_oldest
+        // never takes what Redis may be taking).
+        let ids = try spool.oldestBatches(limit: 10).batches.map(\.id)
+        for id in ids { spool.markSending(id) }
+        let fifth = try spool.append(batch(10, firstMs: 1040), now: 4)
+        #expect(!fifth.stored)
+        #expect(try firstIDs() == ["1020-0", "1030-0"])
+    }
+
     @Test func dropNewestKeepsTheOldest() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
