@@ -276,23 +276,28 @@ public struct EncodedBatch: Sendable {
 
     /// Appends a command read back from storage: the array header for `argc`, then each argument:
     /// bytes of `payload` framed as a bulk string, or an argument of the previous command (its RESP,
-    /// in this batch's bytes). It must have argument `keyArgument` (checked; when not, nothing is
-    /// appended). `arguments` gets where its arguments' RESP is (start, count).
-    mutating func appendAssembled(argc: Int, pieces: [Piece], payload: [UInt8], keyArgument: Int, role: EncodedCommand.Role,
-                                  arguments: inout [Int], maxBytes: Int) -> Assembled {
+    /// in this batch's bytes). Every piece is one whole argument (framed here, or one the previous
+    /// command was built of), so the command is whole RESP by construction and its key is found
+    /// where argument `keyArgument` was written. `arguments` gets where its arguments' RESP is
+    /// (start, count). Returns false (nothing appended) when the batch would pass `maxBytes`.
+    mutating func appendAssembled(pieces: [Piece], payload: [UInt8], keyArgument: Int, role: EncodedCommand.Role,
+                                  arguments: inout [Int], maxBytes: Int) -> Bool {
+        precondition(keyArgument < pieces.count, "a command's key is not one of its arguments")
+        let argc = pieces.count
         var total = RESP.headerLength(argc)
         for p in pieces { total += p.inPayload ? RESP.headerLength(p.count) + p.count + 2 : p.count }
-        guard storage.bytes.count + total <= maxBytes else { return .tooLarge }
-        let entry = withBytes { bytes -> Entry? in
+        guard storage.bytes.count + total <= maxBytes else { return false }
+        let entry = withBytes { bytes -> Entry in
             let start = bytes.count
             arguments.removeAll(keepingCapacity: true)
             // Written through pointers: a slice of `bytes` appended to it would copy it all first.
             grow(&bytes, by: total)
-            bytes.withUnsafeMutableBufferPointer { b in
-                payload.withUnsafeBufferPointer { source in
+            let key = bytes.withUnsafeMutableBufferPointer { b -> Range<Int> in
+                payload.withUnsafeBufferPointer { source -> Range<Int> in
                     let base = b.baseAddress!
                     var to = start + RESP.writeHeader(base + start, marker: UInt8(ascii: "*"), argc)
-                    for p in pieces {
+                    var key = 0..<0
+                    for (a, p) in pieces.enumerated() {
                         arguments.append(to)
                         if p.inPayload {
                             let h = RESP.writeHeader(base + to, marker: UInt8(ascii: "$"), p.count)
@@ -306,22 +311,20 @@ public struct EncodedBatch: Sendable {
                             arguments.append(p.count)
                             to += p.count
                         }
+                        if a == keyArgument {
+                            let (header, contents) = RESP.bulkLengths(base + arguments[2 * a])
+                            key = (arguments[2 * a] + header)..<(arguments[2 * a] + header + contents)
+                        }
                     }
+                    return key
                 }
             }
-            guard let (checked, marked) = RESP.validateCommand(bytes[start...], mark: keyArgument), checked == argc else {
-                bytes.removeLast(bytes.count - start)
-                return nil
-            }
-            return Entry(span: CommandSpan(byteStart: start, byteCount: bytes.count - start, argc: argc), keyArgument: keyArgument,
-                         keyStart: marked.lowerBound, keyCount: marked.count, role: role)
+            return Entry(span: CommandSpan(byteStart: start, byteCount: total, argc: argc), keyArgument: keyArgument,
+                         keyStart: key.lowerBound, keyCount: key.count, role: role)
         }
-        guard let entry else { return .malformed }
         entries.append(entry)
-        return .appended
+        return true
     }
-
-    enum Assembled { case appended, tooLarge, malformed }
 
     /// `first`'s commands, then this batch's (records re-indexed after `first`'s).
     public func after(_ first: EncodedBatch) -> EncodedBatch {

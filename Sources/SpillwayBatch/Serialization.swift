@@ -8,8 +8,9 @@
 ///   tags, which records of a batch mostly share: more than half of a batch's bytes), else its
 ///   length + 1 and its bytes.
 /// A command read back is its RESP again: the array header, each argument's RESP copied from the
-/// previous command or framed around the bytes read (`$<length>\r\n<bytes>\r\n`); checked: one
-/// whole command with its key, roles that name records of the batch.
+/// previous command or framed around the bytes read (`$<length>\r\n<bytes>\r\n`), so it is whole
+/// RESP by construction; checked: its key is one of its arguments, its role names records of the
+/// batch.
 /// Versions 2 and 3 (argument lists, still read) are turned into RESP when read.
 extension EncodedBatch {
     public struct FormatError: Error, CustomStringConvertible, Sendable {
@@ -184,10 +185,8 @@ extension EncodedBatch {
                 pieces.append(Piece(start: at, count: tag - 1, inPayload: true))
             }
         }
-        switch appendAssembled(argc: argc, pieces: pieces, payload: r.bytes, keyArgument: keyArgument, role: role, arguments: &current, maxBytes: maxBytes) {
-        case .appended: break
-        case .tooLarge: throw FormatError(description: "the batch would take more than \(maxBytes) bytes")
-        case .malformed: throw FormatError(description: "a command is not one whole RESP command with its key")
+        guard appendAssembled(pieces: pieces, payload: r.bytes, keyArgument: keyArgument, role: role, arguments: &current, maxBytes: maxBytes) else {
+            throw FormatError(description: "the batch would take more than \(maxBytes) bytes")
         }
     }
 

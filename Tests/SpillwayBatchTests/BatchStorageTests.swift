@@ -130,3 +130,22 @@ import Testing
         #expect(b.keyCounts == [KeyBytes(Array("a".utf8)): 3, KeyBytes(Array("b".utf8)): 1, KeyBytes(Array("s1".utf8)): 1])
     }
 }
+
+extension RESP {
+    /// For the tests, read independently of how it was written: one whole command (`*argc`, then
+    /// argc bulk strings) at the start of `b`, ending exactly at its end; argc and the content range
+    /// of argument `mark`, or nil when it is not that.
+    static func validateCommand(_ b: ArraySlice<UInt8>, mark: Int) -> (argc: Int, marked: Range<Int>)? {
+        guard let (argc, first) = readHeader(b, at: b.startIndex, marker: UInt8(ascii: "*")), argc > mark else { return nil }
+        var at = first
+        var marked = at..<at
+        for a in 0..<argc {
+            guard let (n, next) = readHeader(b, at: at, marker: UInt8(ascii: "$")), n <= b.endIndex - next - 2,
+                  b[next + n] == 13, b[next + n + 1] == 10 else { return nil }
+            if a == mark { marked = next..<(next + n) }
+            at = next + n + 2
+        }
+        guard at == b.endIndex else { return nil }
+        return (argc, marked)
+    }
+}
