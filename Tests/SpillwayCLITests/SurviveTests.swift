@@ -215,8 +215,23 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         let drained = try agent.waitFor(15) { number($0, "backlog.records") == 0 && (value($0, "breaker.state") as? String) == "closed" }
         #expect(number(drained, "backlog.records") == 0)
         #expect(agent.stop() == 0)
-        _ = try assertExactlyOnceInOrder(server, "metrics:h:mem", gapFree: true)
-        _ = try assertExactlyOnceInOrder(server, "metrics:h:system", gapFree: true)
+        // Raising maxmemory can land in the middle of a pipeline: its first XADDs refused (OOM), the
+        // later ones taken. The refused records then land with new IDs after those (the documented
+        // exception to order, docs/guarantees.md), and the writer counts them as `new_ids`. Nothing
+        // is lost or doubled either way, and no other record is out of order.
+        let newIDs = writerCounters(agent.logText)["new_ids"]
+        #expect(newIDs != nil, "no final writer line in the log")
+        var late = 0
+        for key in ["metrics:h:mem", "metrics:h:system"] {
+            let ts = try streamTimestamps(server, key)
+            let sorted = ts.sorted()
+            #expect(zip(sorted, sorted.dropFirst()).allSatisfy { $1 - $0 == 100 }, "a record is missing or doubled in \(key): \(ts)")
+            var highest = Int64.min
+            for t in ts {
+                if t < highest { late += 1 } else { highest = t }
+            }
+        }
+        #expect(late <= Int(newIDs ?? 0), "\(late) records out of order, \(newIDs ?? 0) given new IDs")
     }
 
     @Test func timeoutAfterSendIsReplayedWithNoDuplicate() throws {
