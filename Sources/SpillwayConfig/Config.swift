@@ -94,6 +94,11 @@ public struct Config: Sendable {
     public var redis: RedisOutputConfig
     /// `[breaker]`, `[buffer]`, `[status]`.
     public var survive = SurviveConfig()
+    /// `[aggregate]` (its defaults when the table is absent): what `spillway aggregate` does.
+    public var aggregate: AggregateConfig
+    /// Problems of the defaults `aggregate` would run with when `[aggregate]` is absent (with the
+    /// table, they are errors of the configuration): `spillway aggregate` refuses to start on them.
+    public var aggregateProblems: [Diagnostic] = []
     /// The files read, in order: the config file, then the drop-ins.
     public var files: [String]
     /// Things that work but are likely wrong (`check` prints them, `run` logs them).
@@ -105,6 +110,7 @@ public struct Config: Sendable {
         self.redis = redis
         self.files = files
         self.warnings = warnings
+        self.aggregate = AggregateConfig(streamKey: redis.key, consumer: agent.hostname)
     }
 }
 
