@@ -105,7 +105,7 @@ public final class AggregateWorker {
     private var emptyStreamsInARow = 0
     /// Streams whose pending entries with this consumer must be read again (at the start, after an
     /// error or a fenced commit: what was held is gone).
-    private var reread: Set<String> = []
+    var reread: Set<String> = []
     private var claimCursors: [String: String] = [:]
     private var nextScan: Int64 = 0
     private var nextClaim: Int64 = 0
@@ -628,6 +628,8 @@ public final class AggregateWorker {
         var merged = BucketStats()
         var base: BucketStats?
         var lookup = false
+        /// The hash is gone (written and deleted by another worker meanwhile): nothing to write.
+        var gone = true
     }
 
     /// Where a state hash key points: bucket, start, stream.
@@ -669,6 +671,7 @@ public final class AggregateWorker {
             while i + 1 < flat.count {
                 defer { i += 2 }
                 guard let field = flat[i].string, case .bulk(let value) = flat[i + 1] else { continue }
+                state.gone = false
                 if field == "lookup" {
                     state.lookup = true
                 } else if let stats = BucketStats.decode(value) {
@@ -691,6 +694,12 @@ public final class AggregateWorker {
         var commands = [RedisCommand(["MULTI"])]
         var samples = 0
         for s in states {
+            if s.gone {
+                // Nothing to write, and no empty base to leave behind (a late entry would then be
+                // merged with nothing instead of the figures written).
+                commands.append(RedisCommand(["ZREM", dueKey, s.member]))
+                continue
+            }
             for (tags, fields) in s.merged.series {
                 for (field, stats) in fields where stats.count > 0 {
                     for agg in Aggregation.allCases {

@@ -47,7 +47,7 @@ struct Aggregate: AsyncParsableCommand {
         let stop = StopSignal()
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         let watcher = Task {
-            for await signal in signals {
+            for await signal in signals where !stop.isStopped {
                 logger.info("stopping", metadata: ["agent.signal": "\(signal)"])
                 stop.stop()
             }
