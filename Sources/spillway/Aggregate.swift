@@ -43,7 +43,8 @@ struct Aggregate: AsyncParsableCommand {
         LogFormat.shared.current = LogFormat.Kind(rawValue: config.agent.logFormat) ?? .text
         LoggingSystem.bootstrap { _ in LineLogHandler(level: level) }
         let logger = Logger(label: "spillway")
-        for w in config.warnings { logger.warning("\(w)") }
+        // The agent's warnings (no inputs, key templates) are not this command's concern.
+        for w in config.warnings where w.keyPath.hasPrefix("outputs.redis") || w.keyPath.hasPrefix("aggregate") { logger.warning("\(w)") }
         let stop = StopSignal()
         let signals = await UnixSignalsSequence(trapping: .sigterm, .sigint)
         let watcher = Task {
@@ -71,7 +72,6 @@ struct Aggregate: AsyncParsableCommand {
             thread.start()
         }
         if let failure {
-            logger.critical("aggregate stopped", metadata: ["error": "\(failure)"])
             FileHandle.standardError.write(Data("spillway: \(failure)\n".utf8))
             throw ExitCode(1)
         }
