@@ -115,6 +115,8 @@ public final class AggregateWorker {
     private var unmatched: Set<String> = []
     private var pausedSince: Int64?
 
+    /// How long after its last late partial a bucket closed already is written: `grace`, at least 1s.
+    var settleMs: Int64 { max(config.graceMs, 1000) }
     /// Streams per XREADGROUP: `batch / count`.
     var streamsPerRead: Int { max(1, config.batch / config.count) }
     /// Buckets one finalizing pass looks at.
@@ -441,6 +443,7 @@ public final class AggregateWorker {
         c.append(consumer)
         partialSeq += 1
         c.append("p:\(consumer):\(runID):\(partialSeq)")
+        c.append(settleMs)
         let ids = held.ids.sorted()
         c.append(Int64(ids.count))
         for id in ids { c.append(id) }
