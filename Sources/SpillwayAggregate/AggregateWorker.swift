@@ -392,28 +392,24 @@ public final class AggregateWorker {
         var start: Int64
     }
 
-    /// What was read from one stream and not committed yet.
+    /// What was read from one stream and not committed yet. (Always from one reply: an XREADGROUP,
+    /// an XAUTOCLAIM page or a page of own pending entries, so no entry is in it twice.)
     struct Held {
         var ids: [StreamID] = []
-        var seen: Set<StreamID> = []
         var buckets: [BucketRef: BucketStats] = [:]
     }
 
     func fold(_ e: StreamEntry, into held: inout Held) {
-        guard held.seen.insert(e.id).inserted else { return }
         held.ids.append(e.id)
         if e.deleted {
             counters.deleted += 1
             return
         }
         guard !e.values.isEmpty else { return }
-        for (i, b) in config.buckets.enumerated() {
-            let ref = BucketRef(bucket: i, start: bucketStart(e.timestampMs, b.ms))
-            var stats = held.buckets.removeValue(forKey: ref) ?? BucketStats()
-            var fields = stats.series.removeValue(forKey: e.tags) ?? [:]
-            for (f, v) in e.values { fields[f, default: FieldStats()].add(v) }
-            stats.series[e.tags] = fields
-            held.buckets[ref] = stats
+        for i in config.buckets.indices {
+            let ref = BucketRef(bucket: i, start: bucketStart(e.timestampMs, config.buckets[i].ms))
+            // In place: no copy of the bucket's or the tag set's figures.
+            held.buckets[ref, default: BucketStats()].add(tags: e.tags, values: e.values)
         }
     }
 

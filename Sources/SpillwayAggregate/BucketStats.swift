@@ -68,6 +68,11 @@ public struct BucketStats: Sendable, Equatable {
         series[tags, default: [:]][field, default: FieldStats()].add(value)
     }
 
+    /// One entry's values, of one tag set.
+    public mutating func add(tags: [Tag], values: [(field: String, value: Double)]) {
+        series[tags, default: [:]].addValues(values)
+    }
+
     public mutating func merge(_ other: BucketStats) {
         for (tags, fields) in other.series {
             if series[tags] == nil {
@@ -164,5 +169,11 @@ public struct BucketStats: Sendable, Equatable {
         }
         guard i == bytes.count else { return nil }
         return stats
+    }
+}
+
+extension Dictionary where Key == String, Value == FieldStats {
+    mutating func addValues(_ values: [(field: String, value: Double)]) {
+        for (f, v) in values { self[f, default: FieldStats()].add(v) }
     }
 }
