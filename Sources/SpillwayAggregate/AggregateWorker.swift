@@ -34,6 +34,12 @@ public struct AggregateCounters: Sendable, Equatable {
     public var finalized = 0
     /// Bucket writes given up because a bucket changed meanwhile (done again later).
     public var conflicts = 0
+    /// Commits that found this worker's figures of a bucket merged away (the bucket written
+    /// meanwhile, or its state expired): those figures started afresh and the commit was made again.
+    public var stale = 0
+    /// Buckets whose figures this worker let go of (more than `max_open_buckets` held): their next
+    /// entries start a new field in the bucket's hash.
+    public var evicted = 0
     /// Samples written (TS.ADD).
     public var samples = 0
     /// Samples Redis refused (a key of another type, older than the retention).
@@ -111,6 +117,13 @@ public final class AggregateWorker {
     private var nextClaim: Int64 = 0
     private var nextPrune: Int64 = 0
     private var partialSeq: UInt64 = 0
+    /// This worker's figures of each bucket it committed to and that is still open: the field it
+    /// keeps in the bucket's hash, rewritten whole at each commit.
+    var accs: [AccKey: Acc] = [:]
+    private var useCounter: UInt64 = 0
+    private var lastRedisNow: Int64 = 0
+    private var nextAccSweep: Int64 = 0
+    private var lastEvictionLog: Int64 = 0
     private var checked = false
     private var unmatched: Set<String> = []
     private var pausedSince: Int64?
@@ -206,6 +219,7 @@ public final class AggregateWorker {
             "aggregate.read": "\(c.read)", "aggregate.reread": "\(c.reread)", "aggregate.claimed": "\(c.claimed)",
             "aggregate.committed": "\(c.committed)", "aggregate.deleted": "\(c.deleted)", "aggregate.fenced": "\(c.fenced)",
             "aggregate.finalized": "\(c.finalized)", "aggregate.conflicts": "\(c.conflicts)", "aggregate.samples": "\(c.samples)",
+            "aggregate.stale": "\(c.stale)", "aggregate.evicted": "\(c.evicted)", "aggregate.held_buckets": "\(accs.count)",
             "aggregate.rejected": "\(c.rejected)", "aggregate.lookups": "\(c.lookups)", "aggregate.errors": "\(c.errors)",
             "aggregate.open_buckets": "\(c.openBuckets)", "aggregate.streams": "\(c.streams)", "aggregate.paused": "\(c.paused)",
         ]
@@ -226,6 +240,9 @@ public final class AggregateWorker {
     func dropHeld() {
         connection.close()
         reread.formUnion(streams)
+        // Whether the last commits were made is not known: their fields are left as they are, and
+        // the figures start afresh under new fields.
+        accs.removeAll()
     }
 
     /// One round: look for streams when due, read own pending entries when needed, claim idle
@@ -254,6 +271,7 @@ public final class AggregateWorker {
             throw .reply("unexpected reply \(head)", command: "TIME/ZCARD")
         }
         let now = s * 1000 + us / 1000
+        lastRedisNow = now
         counters.openBuckets = Int(open)
         var busy = false
         if open >= config.maxOpenBuckets {
@@ -274,7 +292,31 @@ public final class AggregateWorker {
             busy = try readRound()
         }
         let more = try finalize(now: now)
+        trimAccs(t)
         return busy || more
+    }
+
+    /// Lets go of this worker's figures of buckets closed (and settled) — a later entry of one
+    /// starts a new field — and, beyond `max_open_buckets`, of the least recently used.
+    func trimAccs(_ t: Int64) {
+        if t >= nextAccSweep {
+            nextAccSweep = t + 1_000_000_000
+            let horizon = lastRedisNow - settleMs
+            accs = accs.filter { $0.value.closeMs >= horizon }
+        }
+        guard accs.count > config.maxOpenBuckets else { return }
+        let keep = max(1, config.maxOpenBuckets * 9 / 10)
+        let drop = accs.count - keep
+        let oldest = accs.sorted { $0.value.used < $1.value.used }.prefix(drop).map(\.key)
+        for k in oldest { accs[k] = nil }
+        counters.evicted += drop
+        if t - lastEvictionLog >= 60_000_000_000 {
+            lastEvictionLog = t
+            logger.warning("more open buckets than max_open_buckets held: the least recently used let go (their next entries start new fields)", metadata: [
+                "aggregate.max_open_buckets": "\(config.maxOpenBuckets)", "aggregate.evicted": "\(counters.evicted)",
+                "fix": "raise [aggregate] max_open_buckets (memory: the figures of each open bucket's tag sets and fields)",
+            ])
+        }
     }
 
     // MARK: - Redis
@@ -364,6 +406,7 @@ public final class AggregateWorker {
 
     func forget(_ key: String) {
         info[key] = nil
+        accs = accs.filter { $0.key.stream != key }
         reread.remove(key)
         claimCursors[key] = nil
         if let i = streams.firstIndex(of: key) {
@@ -426,7 +469,29 @@ public final class AggregateWorker {
         return n
     }
 
-    func commitCommand(_ stream: String, _ held: Held) -> RedisCommand {
+    struct AccKey: Hashable {
+        var stream: String
+        var bucket: Int
+        var start: Int64
+    }
+
+    /// This worker's figures of one bucket: its field in the bucket's hash and what it holds.
+    struct Acc {
+        var field: String
+        var figures = BucketStats()
+        /// The field was written (by a commit whose reply was read).
+        var written = false
+        var closeMs: Int64
+        var used: UInt64 = 0
+    }
+
+    func newField() -> String {
+        partialSeq += 1
+        return "p:\(consumer):\(runID):\(partialSeq)"
+    }
+
+    /// The commit of `held` (one stream's entries), and the figures each bucket's field then holds.
+    func commitCommand(_ stream: String, _ held: Held) -> (command: RedisCommand, accs: [(key: AccKey, acc: Acc)]) {
         var c = RedisCommand()
         c.append("EVAL")
         c.append(Scripts.commit)
@@ -437,54 +502,86 @@ public final class AggregateWorker {
         for r in refs { c.append(hashKey(stream, config.buckets[r.bucket], r.start)) }
         c.append(config.group)
         c.append(consumer)
-        partialSeq += 1
-        c.append("p:\(consumer):\(runID):\(partialSeq)")
         c.append(settleMs)
         let ids = held.ids.sorted()
         c.append(Int64(ids.count))
         for id in ids { c.append(id) }
+        useCounter += 1
+        var touched: [(key: AccKey, acc: Acc)] = []
         for r in refs {
-            c.append(bytes: held.buckets[r]!.encoded())
             let b = config.buckets[r.bucket]
-            c.append(r.start + b.ms + config.graceMs)
+            let close = r.start + b.ms + config.graceMs
+            let key = AccKey(stream: stream, bucket: r.bucket, start: r.start)
+            var acc = accs[key] ?? Acc(field: newField(), closeMs: close)
+            acc.figures.merge(held.buckets[r]!)
+            c.append(acc.field)
+            c.append(acc.written ? "1" : "0")
+            c.append(bytes: acc.figures.encoded())
+            c.append(close)
+            acc.written = true
+            acc.used = useCounter
+            touched.append((key, acc))
         }
-        return c
+        return (c, touched)
     }
 
     /// Commits what is held, one script per stream, in one pipeline. A fenced stream is read again;
-    /// a stream whose group is gone is checked.
+    /// a stream whose group is gone is checked; a commit that found figures of this worker merged
+    /// away is made again with them started afresh.
     func commit(_ held: [String: Held]) throws(AggregateError) {
-        let list = held.keys.filter { !held[$0]!.ids.isEmpty }.sorted()
-        guard !list.isEmpty else { return }
-        let (replies, error) = connection.pipeline(list.map { commitCommand($0, held[$0]!) })
-        // Replies read: those commits are settled. The others' outcome is unknown: read again.
-        var missing: [String] = []
-        var failure: AggregateError?
-        for (i, key) in list.enumerated() {
-            guard i < replies.count else {
-                reread.insert(key)
-                continue
+        var list = held.keys.filter { !held[$0]!.ids.isEmpty }.sorted()
+        for _ in 0..<3 {
+            guard !list.isEmpty else { return }
+            let built = list.map { commitCommand($0, held[$0]!) }
+            let (replies, error) = connection.pipeline(built.map(\.command))
+            var again: [String] = []
+            var missing: [String] = []
+            var failure: AggregateError?
+            for (i, key) in list.enumerated() {
+                let touched = built[i].accs
+                // No reply (the connection broke): whether it was made is not known. Its entries
+                // are read again (pending if it was not made), its buckets' figures start afresh.
+                guard i < replies.count else {
+                    for t in touched { accs[t.key] = nil }
+                    reread.insert(key)
+                    continue
+                }
+                switch replies[i] {
+                case .integer(let n):
+                    counters.committed += Int(n)
+                    for t in touched { accs[t.key] = t.acc }
+                case .error(let message) where message.hasPrefix("FENCED"):
+                    // Nothing written: the figures held before stay right.
+                    counters.fenced += 1
+                    reread.insert(key)
+                    logger.notice("commit fenced: entries were claimed by another worker; reading own pending entries again", metadata: ["redis.key": "\(key)", "error": "\(message)"])
+                case .error(let message) where message.hasPrefix("STALE"):
+                    // Nothing written. Those buckets' fields were merged away: start them afresh.
+                    counters.stale += 1
+                    for j in message.split(separator: " ").dropFirst().compactMap({ Int($0) }) where j >= 1 && j <= touched.count {
+                        accs[touched[j - 1].key] = nil
+                    }
+                    again.append(key)
+                case .error(let message) where message.hasPrefix("NOGROUP") || message.hasPrefix("WRONGTYPE"):
+                    for t in touched { accs[t.key] = nil }
+                    missing.append(key)
+                case .error(let message):
+                    for t in touched { accs[t.key] = nil }
+                    reread.insert(key)
+                    failure = failure ?? .reply(message, command: "EVAL commit \(key)")
+                default:
+                    for t in touched { accs[t.key] = nil }
+                    reread.insert(key)
+                    failure = failure ?? .reply("unexpected reply \(replies[i])", command: "EVAL commit \(key)")
+                }
             }
-            switch replies[i] {
-            case .integer(let n):
-                counters.committed += Int(n)
-            case .error(let message) where message.hasPrefix("FENCED"):
-                counters.fenced += 1
-                reread.insert(key)
-                logger.notice("commit fenced: entries were claimed by another worker; reading own pending entries again", metadata: ["redis.key": "\(key)", "error": "\(message)"])
-            case .error(let message) where message.hasPrefix("NOGROUP") || message.hasPrefix("WRONGTYPE"):
-                missing.append(key)
-            case .error(let message):
-                reread.insert(key)
-                failure = failure ?? .reply(message, command: "EVAL commit \(key)")
-            default:
-                reread.insert(key)
-                failure = failure ?? .reply("unexpected reply \(replies[i])", command: "EVAL commit \(key)")
-            }
+            if let error { throw .redis(error) }
+            if !missing.isEmpty { try verify(missing) }
+            if let failure { throw failure }
+            list = again
         }
-        if let error { throw .redis(error) }
-        if !missing.isEmpty { try verify(missing) }
-        if let failure { throw failure }
+        // Stale three times running (buckets written as fast as they are committed to): read again.
+        reread.formUnion(list)
     }
 
     /// One XREADGROUP `>` over the next streams in turn, and its commit. Returns whether to go on

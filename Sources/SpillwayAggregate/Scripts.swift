@@ -1,55 +1,73 @@
 /// The Lua scripts the worker runs in Redis (each one atomic there).
 enum Scripts {
-    /// Commits what a worker read from one stream: the partial figures of each bucket it touched
-    /// and the acknowledgement of the entries they come from, all or nothing.
+    /// Commits what a worker read from one stream: its figures of each bucket it touched, and the
+    /// acknowledgement of the entries they come from, all or nothing.
     ///
     /// KEYS: the stream, the group's due set, then one state hash per bucket.
-    /// ARGV: group, consumer, partial id, settle (ms), n, the n entry IDs (ascending), then per
-    /// bucket hash its partial (encoded `BucketStats`) and its close time (ms, Redis's clock).
+    /// ARGV: group, consumer, settle (ms), n, the n entry IDs (ascending), then per bucket hash: the
+    /// worker's field in it, "1" when the worker wrote that field before (else "0"), the figures
+    /// (encoded `BucketStats`), the bucket's close time (ms, Redis's clock).
     ///
-    /// Fenced first: every entry must still be pending with this consumer (not acknowledged, not
-    /// claimed by another worker since it was read); else nothing is written and the reply is a
-    /// `FENCED` error (the worker drops what it holds and reads its pending entries again). Then
-    /// each partial is added to its bucket's hash under an ID of its own (never overwriting
-    /// another), the hash is made persistent (a written bucket's hash has a TTL, `keep`; a new
-    /// partial keeps it until written again), and the bucket is put in the due set at its close
-    /// time; a partial of a bucket closed already puts it `settle` from now (GT: only ever later),
-    /// so a bucket still receiving entries after its close (a backlog read, a late batch) is
-    /// written once they stop, not after each read. A hash made for a bucket that has closed
-    /// already gets `lookup` (its figures may have been written, and its state since expired: the
-    /// writer then reads them back to merge). Last, XACK.
+    /// A worker keeps one field per bucket: the figures of every entry it committed to that bucket,
+    /// rewritten whole at each commit (so a bucket's hash has about one field per worker, however
+    /// many reads it took). Checked first, before anything is written:
+    /// - FENCED: every entry must still be pending with this consumer (not acknowledged, not
+    ///   claimed by another worker since it was read). The worker then drops what it read and reads
+    ///   its own pending entries again.
+    /// - STALE i…: a field the worker wrote before must still be there; when it is not (the bucket
+    ///   was written and its fields merged into `base`, or its state expired), the worker starts
+    ///   that bucket's figures afresh under a new field, from this read's entries only, and commits
+    ///   again.
+    /// Then each bucket's field is set, the hash made persistent (a written bucket's hash has a TTL,
+    /// `keep`; new figures keep it until written again), and the bucket put in the due set at its
+    /// close time; figures of a bucket closed already put it `settle` from now (GT: only ever later),
+    /// so a bucket still receiving entries after its close (a backlog read, a late batch) is written
+    /// once they stop, not after each read. A hash made for a bucket that has closed already gets
+    /// `lookup` (its figures may have been written, and its state since expired: the writer then
+    /// reads them back to merge). Last, XACK.
     static let commit = """
-        local group, consumer, pid = ARGV[1], ARGV[2], ARGV[3]
-        local settle = tonumber(ARGV[4])
-        local n = tonumber(ARGV[5])
+        local group, consumer = ARGV[1], ARGV[2]
+        local settle = tonumber(ARGV[3])
+        local n = tonumber(ARGV[4])
         if n > 0 then
-          local p = redis.call('XPENDING', KEYS[1], group, ARGV[6], ARGV[5 + n], n + 64, consumer)
+          local p = redis.call('XPENDING', KEYS[1], group, ARGV[5], ARGV[4 + n], n + 64, consumer)
           local mine = {}
           for _, e in ipairs(p) do mine[e[1]] = true end
-          for i = 6, 5 + n do
+          for i = 5, 4 + n do
             if not mine[ARGV[i]] then
               return redis.error_reply('FENCED entry ' .. ARGV[i] .. ' of ' .. KEYS[1] .. ' is no longer pending with consumer ' .. consumer)
             end
           end
         end
+        local stale = {}
+        local a = 5 + n
+        for j = 3, #KEYS do
+          if ARGV[a + 1] == '1' and redis.call('HEXISTS', KEYS[j], ARGV[a]) == 0 then
+            stale[#stale + 1] = tostring(j - 2)
+          end
+          a = a + 4
+        end
+        if #stale > 0 then
+          return redis.error_reply('STALE ' .. table.concat(stale, ' '))
+        end
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-        local a = 6 + n
+        a = 5 + n
         for j = 3, #KEYS do
           local h = KEYS[j]
-          local close = tonumber(ARGV[a + 1])
-          local due = ARGV[a + 1]
+          local close = tonumber(ARGV[a + 3])
+          local due = ARGV[a + 3]
           if now >= close then
             if redis.call('EXISTS', h) == 0 then redis.call('HSET', h, 'lookup', '1') end
             due = string.format('%d', now + settle)
           end
-          redis.call('HSET', h, pid, ARGV[a])
+          redis.call('HSET', h, ARGV[a], ARGV[a + 2])
           redis.call('PERSIST', h)
           redis.call('ZADD', KEYS[2], 'GT', due, h)
-          a = a + 2
+          a = a + 4
         end
-        for i = 6, 5 + n, 500 do
-          redis.call('XACK', KEYS[1], group, unpack(ARGV, i, math.min(5 + n, i + 499)))
+        for i = 5, 4 + n, 500 do
+          redis.call('XACK', KEYS[1], group, unpack(ARGV, i, math.min(4 + n, i + 499)))
         end
         return n
         """

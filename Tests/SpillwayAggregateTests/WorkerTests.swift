@@ -106,14 +106,17 @@ func settled(_ client: RESPClient, _ streams: [String], group: String = "spillwa
     return try client.call(["ZCARD", "spillway:agg:\(group):due"]).int == 0
 }
 
-/// Rounds of `workers` in turn until `settled` (at most `rounds` each and `seconds`).
-func drive(_ workers: [AggregateWorker], _ client: RESPClient, _ streams: [String], rounds: Int = 2000, seconds: Double = 60,
+/// Rounds of `workers` in turn until `settled` (at most `rounds` each and `seconds`); when no
+/// worker had anything to do, a 10 ms wait (buckets close on Redis's clock).
+func drive(_ workers: [AggregateWorker], _ client: RESPClient, _ streams: [String], rounds: Int = 5000, seconds: Double = 60,
            sourceLocation: SourceLocation = #_sourceLocation) throws {
     let deadline = Date().addingTimeInterval(seconds)
     for _ in 0..<rounds {
+        var busy = false
         for w in workers {
-            do throws(AggregateError) { try w.round() } catch { Issue.record("round failed: \(error)", sourceLocation: sourceLocation) ; return }
+            do throws(AggregateError) { busy = try w.round() || busy } catch { Issue.record("round failed: \(error)", sourceLocation: sourceLocation) ; return }
         }
+        if !busy { usleep(10_000) }
         if try settled(client, streams) { return }
         guard Date() < deadline else { break }
     }
@@ -152,7 +155,11 @@ func pastStart(_ seconds: Int64 = 60) -> Int64 { (wallClockNanoseconds() / 1_000
         // A written bucket's state stays `keep` (for late entries), then goes.
         let state = try client.call(["KEYS", "spillway:agg:spillway-aggregate:b:*"]).array ?? []
         #expect(!state.isEmpty)
-        for k in state { #expect((try client.call(["PTTL", k.string!]).int ?? -1) > 0) }
+        for k in state {
+            let ttl = try client.call(["PTTL", k.string!]).int ?? -1
+            let fields = try client.call(["HKEYS", k.string!])
+            #expect(ttl > 0, "\(k): \(ttl) \(fields)")
+        }
     }
 
     @Test func twoWorkersSplittingTheStreamsAgreeExactly() throws {
@@ -224,6 +231,44 @@ func pastStart(_ seconds: Int64 = 60) -> Int64 { (wallClockNanoseconds() / 1_000
         let offline = try OfflineAggregates(client: client, streams: allStreams, buckets: testBuckets)
         #expect(try offline.differences(client: client, tolerance: 0) == [])
         #expect(offline.expected["agg:web-2:cpu:usage_user:max:1s:cpu=cpu0:dc=eu-1"]?[start + 1000] == 1234.125)
+    }
+
+    /// A worker keeps one field per bucket, rewritten at each commit; when the bucket's fields were
+    /// merged away meanwhile (another worker wrote the bucket), its commit is refused (STALE) and
+    /// made again with its figures started afresh.
+    @Test func aFieldMergedAwayIsStartedAfresh() throws {
+        let server = try RedisServer(stack: true)
+        defer { server.stop(); server.removeFiles() }
+        let t0 = (wallClockNanoseconds() / 1_000_000 / 1000 + 3) * 1000
+        let streams = ["metrics:web-1:cpu", "metrics:web-1:mem"]
+        try writeRecords(port: server.port, sampleRecords(startMs: t0, stepMs: 100, perSeries: 4, hosts: ["web-1"]))
+        let (c, redis) = try aggregateConfig(port: server.port)
+        let w = makeWorker(c, redis)
+        let client = try RESPClient(port: server.port)
+        for _ in 0..<5 { try w.round() }
+        #expect(w.counters.committed == 16 && w.accs.count == 4 && w.accs.values.allSatisfy(\.written))
+        // Each bucket's hash: one field of this worker. Remove it, as a finalizer merging it away
+        // does (here its figures go nowhere, so that a second count of them would show).
+        let hashes = (try client.call(["KEYS", "spillway:agg:*:b:*"]).array ?? []).compactMap(\.string)
+        #expect(hashes.count == 4)
+        for h in hashes {
+            let fields = (try client.call(["HKEYS", h]).array ?? []).compactMap(\.string)
+            #expect(fields.count == 1 && fields[0].hasPrefix("p:w1:"), "\(fields)")
+            try client.call(["HDEL", h] + fields)
+        }
+        try writeRecords(port: server.port, sampleRecords(startMs: t0 + 400, stepMs: 100, perSeries: 2, hosts: ["web-1"], seed: 9))
+        try w.round()
+        #expect(w.counters.stale >= 1 && w.counters.committed == 24)
+        for h in hashes { #expect((try client.call(["HLEN", h]).int ?? 0) == 1, "one new field per bucket") }
+        try drive([w], client, streams)
+        // The first commits' figures were removed above (not merged anywhere): the aggregates are those
+        // of the later entries only, each counted once.
+        let offline = try OfflineAggregates(client: client, streams: streams, buckets: testBuckets)
+        let count = offline.expected["agg:web-1:mem:used:count:10s"]?.values.reduce(0, +)
+        #expect(offline.entries == 24 && count == 6)
+        // Written: only the later entries' figures (2 mem entries), not the first 4 again.
+        let written = try client.call(["TS.RANGE", "agg:web-1:mem:used:count:10s", "-", "+"]).array?.compactMap { $0.array?[1].string.flatMap(Double.init) }
+        #expect(written == [2], "\(String(describing: written))")
     }
 
     @Test func aCommitOfEntriesClaimedByAnotherWorkerIsFenced() throws {
