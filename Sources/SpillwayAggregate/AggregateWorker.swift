@@ -79,15 +79,16 @@ public enum AggregateError: Error, Sendable, CustomStringConvertible {
 /// - it reads entries of the streams through the group (each entry goes to one worker), folds
 ///   each into the figures (count, min, max, exact sum per field and tag set) of its bucket, and
 ///   commits them after each read, in one Lua script per stream: fenced (every entry still pending
-///   with this worker), the partial figures added to each bucket's hash in Redis, the bucket put in
-///   the due set at its close time, the entries acknowledged. Nothing is acknowledged before its
-///   figures are in Redis, and nothing is folded twice (an acknowledged entry is no longer pending).
+///   with this worker), this worker's field of each bucket's hash set to its figures of every
+///   entry it committed there, the bucket put in the due set at its close time, the entries
+///   acknowledged. Nothing is acknowledged before its figures are in Redis, and nothing is counted
+///   twice (an acknowledged entry is no longer pending; a field merged away is started afresh).
 /// - a bucket due (its end plus `grace` passed, on Redis's clock) is written by whichever worker
 ///   gets to it: its hash is watched and read, its partials merged (exactly: the merge does not
 ///   depend on how entries were spread), and in one MULTI/EXEC its five figures per series are
-///   written (TS.ADD … ON_DUPLICATE LAST), its partials replaced by their merge (kept `keep`, for
-///   late entries), and it leaves the due set. A partial committed meanwhile aborts the EXEC, and
-///   the bucket is written again with it.
+///   written (TS.ADD … ON_DUPLICATE LAST), its fields replaced by their merge (kept `keep`, for
+///   late entries), and it leaves the due set. A commit made meanwhile aborts the EXEC, and the
+///   bucket is written again with it.
 /// - entries pending with a worker that died are claimed past `claim_idle`; a worker restarted
 ///   with its name reads its own pending entries first.
 ///

@@ -80,7 +80,7 @@ struct WriterCPU {
 
 /// Writes `records` XADDs like the writer's (the bench records, explicit IDs one ms apart from
 /// `firstMs`), in the Redis protocol, to a file for `redis-cli --pipe`.
-func writePipeFile(_ path: String, records: Int, firstMs: Int64 = 1_700_000_000_001) throws {
+func writePipeFile(_ path: String, records: Int, firstMs: Int64 = 1_700_000_000_001, maxlen: Int = 100_000) throws {
     guard let out = FileHandle(forWritingAtPath: path) ?? {
         _ = FileManager.default.createFile(atPath: path, contents: nil)
         return FileHandle(forWritingAtPath: path)
@@ -95,7 +95,7 @@ func writePipeFile(_ path: String, records: Int, firstMs: Int64 = 1_700_000_000_
     for i in 0..<records {
         let ms = firstMs + Int64(i)
         chunk.append(contentsOf: "*36\r\n".utf8)
-        for a in ["XADD", "metrics:bench-host:cpu", "MAXLEN", "~", "100000", "\(ms)-0"] { arg(a) }
+        for a in ["XADD", "metrics:bench-host:cpu", "MAXLEN", "~", "\(maxlen)", "\(ms)-0"] { arg(a) }
         for (j, f) in benchFields.enumerated() { arg(f); arg(LineProtocol.formatDouble(Double((i + j) % 1000) / 8)) }
         for a in ["tag_cpu", "cpu\(i % 64)", "tag_dc", "eu-1", "tag_host", "bench-host", "timestamp", "\(ms)"] { arg(a) }
         if chunk.count > 1 << 20 {
