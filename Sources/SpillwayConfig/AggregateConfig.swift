@@ -263,8 +263,10 @@ public struct AggregateConfig: Sendable, Equatable {
     }
 
     /// The configuration once every file is read: the defaults taken from `[outputs.redis]` and
-    /// `[agent]`, and the problems of the whole (reported at `[aggregate]` when it is declared).
-    static func resolve(_ raw: Raw?, redis: RedisOutputConfig, agent: AgentConfig, redisKeyLocation: Diagnostic?) -> (AggregateConfig, [Diagnostic]) {
+    /// `[agent]`, and the problems of the whole: `own` ones, of `[aggregate]`'s keys (errors when
+    /// the table is declared), and `across` ones, of what `[outputs.redis]` says (the agent works
+    /// with them; `check` warns, `aggregate` refuses to start).
+    static func resolve(_ raw: Raw?, redis: RedisOutputConfig, agent: AgentConfig, redisKeyLocation: Diagnostic?) -> (AggregateConfig, own: [Diagnostic], across: [Diagnostic]) {
         var c = raw?.config ?? AggregateConfig(streamKey: redis.key, consumer: agent.hostname)
         c.declared = raw != nil
         c.streamKey = raw?.streamKey ?? redis.key
@@ -276,24 +278,29 @@ public struct AggregateConfig: Sendable, Equatable {
             if c.buckets.isEmpty { c.buckets = AggregateConfig(consumer: "").buckets }
         }
         c.buckets.sort { $0.ms < $1.ms }
-        var problems: [Diagnostic] = []
+        var own: [Diagnostic] = []
+        var across: [Diagnostic] = []
         let at = raw?.location ?? Diagnostic(file: "", line: nil, keyPath: "aggregate", message: "")
-        func problem(_ where_: Diagnostic?, _ message: String, fix: String) {
+        func problem(_ list: inout [Diagnostic], _ where_: Diagnostic?, _ message: String, fix: String) {
             let w = where_ ?? at
-            problems.append(Diagnostic(file: w.file, line: w.line, keyPath: w.keyPath, message: message, fix: fix))
+            list.append(Diagnostic(file: w.file, line: w.line, keyPath: w.keyPath, message: message, fix: fix))
         }
         if redis.format != .stream {
-            problem(at, "aggregate reads metrics streams, and [outputs.redis] format is \"\(redis.format.rawValue)\"",
+            problem(&across, at, "aggregate reads metrics streams, and [outputs.redis] format is \"\(redis.format.rawValue)\"",
                     fix: "aggregate works with format = \"stream\"; the timeseries format has rollups (rollups = [\"avg:1m:1d\"])")
         } else if !c.streamKey.parts.contains(.name) {
-            let w = raw?.streamKeyLocation ?? (raw?.streamKey == nil ? (raw == nil ? redisKeyLocation : raw?.location) : raw?.location)
-            problem(w, "stream key \"\(c.streamKey.text)\" has no {name}: the measurement of a stream cannot be read from its key",
-                    fix: "set [aggregate] stream_key to the template with {name} the streams were written with")
+            let message = "stream key \"\(c.streamKey.text)\" has no {name}: the measurement of a stream cannot be read from its key"
+            let fix = "set [aggregate] stream_key to the template with {name} the streams were written with"
+            if let explicit = raw?.streamKeyLocation {
+                problem(&own, explicit, message, fix: fix)
+            } else {
+                problem(&across, raw?.location ?? redisKeyLocation, message, fix: fix)
+            }
         }
         if c.buckets.count > 1, !c.key.parts.contains(.bucket) {
-            problem(raw?.location, "key \"\(c.key.text)\" has no {bucket} and there are \(c.buckets.count) buckets: their series would share a key",
+            problem(&own, raw?.location, "key \"\(c.key.text)\" has no {bucket} and there are \(c.buckets.count) buckets: their series would share a key",
                     fix: "add {bucket} to [aggregate] key")
         }
-        return (c, problems)
+        return (c, own, across)
     }
 }

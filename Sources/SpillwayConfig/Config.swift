@@ -96,8 +96,10 @@ public struct Config: Sendable {
     public var survive = SurviveConfig()
     /// `[aggregate]` (its defaults when the table is absent): what `spillway aggregate` does.
     public var aggregate: AggregateConfig
-    /// Problems of the defaults `aggregate` would run with when `[aggregate]` is absent (with the
-    /// table, they are errors of the configuration): `spillway aggregate` refuses to start on them.
+    /// What keeps `spillway aggregate` from working with this configuration: what `[outputs.redis]`
+    /// says (format = "timeseries", a stream key without {name}: `check` warns when `[aggregate]` is
+    /// declared), and, without the table, its defaults' problems (with it, they are errors of the
+    /// configuration). `aggregate` refuses to start on them.
     public var aggregateProblems: [Diagnostic] = []
     /// The files read, in order: the config file, then the drop-ins.
     public var files: [String]

@@ -202,13 +202,16 @@ public struct ConfigLoader: Sendable {
         let redisKeyLocation = redisFile.map { f in
             Diagnostic(file: f.path, line: f.line(of: "outputs.redis.key"), keyPath: f.line(of: "outputs.redis.key") == nil ? "outputs.redis" : "outputs.redis.key", message: "")
         }
-        let (aggregateConfig, aggregateProblems) = AggregateConfig.resolve(aggregate, redis: redis, agent: agent, redisKeyLocation: redisKeyLocation)
-        if aggregate != nil { sink.items += aggregateProblems }
+        let (aggregateConfig, aggregateOwn, aggregateAcross) = AggregateConfig.resolve(aggregate, redis: redis, agent: agent, redisKeyLocation: redisKeyLocation)
+        if aggregate != nil {
+            sink.items += aggregateOwn
+            warnings += aggregateAcross
+        }
         guard sink.items.isEmpty else { throw ConfigError(diagnostics: sink.items) }
         var config = Config(agent: agent, inputs: inputs, redis: redis, files: paths, warnings: sink.warnings + warnings)
         config.survive = survive
         config.aggregate = aggregateConfig
-        config.aggregateProblems = aggregate == nil ? aggregateProblems : []
+        config.aggregateProblems = (aggregate == nil ? aggregateOwn : []) + aggregateAcross
         return config
     }
 

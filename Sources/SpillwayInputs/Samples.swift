@@ -125,7 +125,7 @@ public enum Samples {
 # `spillway aggregate` (a separate worker; the agent ignores this table): per-bucket avg, min, max,
 # sum and count of every numeric field of the streams, written as RedisTimeSeries series
 # agg:{host}:{name}:{field}:{agg}:{bucket} in the Redis above (which needs the RedisTimeSeries module).
-# [aggregate]
+[aggregate]
   # buckets = ["1m", "1h"]       # or "1m:30d": a bucket and the retention of its series
   # grace = "30s"                # a bucket is written this long after its end
   # group = "spillway-aggregate" # the consumer group the workers share

@@ -71,6 +71,18 @@ import Testing
         #expect(c.aggregateProblems.first?.message.contains("format is \"timeseries\"") == true)
     }
 
+    /// What [outputs.redis] says that aggregate cannot work with does not stop the agent: with
+    /// [aggregate] declared, `check` warns (located at the table), and `aggregate` refuses.
+    @Test func problemsFromOutputsRedisAreWarnings() throws {
+        let c = try load("[outputs.redis]\nformat = \"timeseries\"\n\n[aggregate]\ngrace = \"1s\"\n[[inputs.mem]]\n")
+        let w = try #require(c.warnings.first { $0.keyPath == "aggregate" })
+        #expect(w.line == 4 && w.message.contains("format is \"timeseries\""))
+        #expect(c.aggregateProblems.map(\.message) == [w.message])
+        let k = try load("[outputs.redis]\nkey = \"metrics:{host}\"\nids = \"auto\"\n[aggregate]\n[[inputs.mem]]\n")
+        #expect(k.warnings.contains { $0.keyPath == "aggregate" && $0.message.contains("has no {name}") })
+        #expect(k.aggregateProblems.count == 1)
+    }
+
     @Test func declaredTwice() throws {
         let diags = diagnostics { try load("[aggregate]\ngrace = \"1s\"\n", ["plugins.d/a.toml": "[aggregate]\ngroup = \"x\"\n"]) }
         #expect(diags.map(\.message).contains { $0.contains("[aggregate] is also declared in") })
