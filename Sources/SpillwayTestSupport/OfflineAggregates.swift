@@ -29,7 +29,7 @@ public struct OfflineAggregates: Sendable {
             guard parts.count == 3 else { continue }
             let name = parts[2]
             var from = "-"
-            while true {
+            for _ in 0..<100_000 {
                 let reply = try client.call(["XRANGE", stream, from, "+", "COUNT", "1000"])
                 guard let list = reply.array, !list.isEmpty else { break }
                 for e in list {

@@ -271,6 +271,27 @@ func pastStart(_ seconds: Int64 = 60) -> Int64 { (wallClockNanoseconds() / 1_000
         #expect(written == [2], "\(String(describing: written))")
     }
 
+    /// More open buckets than max_open_buckets: the worker lets go of the figures it holds of some
+    /// (their next entries start new fields) and pauses reading while too many wait in Redis; the
+    /// figures are still exact.
+    @Test func lettingGoOfHeldBucketsKeepsTheFiguresExact() throws {
+        let server = try RedisServer(stack: true)
+        defer { server.stop(); server.removeFiles() }
+        // Times just ahead: open buckets (1 s and 2 s).
+        let t0 = wallClockNanoseconds() / 1_000_000 + 300
+        try writeRecords(port: server.port, sampleRecords(startMs: t0, stepMs: 150, perSeries: 14, hosts: ["web-1"]))
+        let streams = ["metrics:web-1:cpu", "metrics:web-1:mem"]
+        let buckets = [AggregateConfig.Bucket(ms: 1000, text: "1s", retentionMs: 0), AggregateConfig.Bucket(ms: 2000, text: "2s", retentionMs: 0)]
+        let (c, redis) = try aggregateConfig(port: server.port) { $0.maxOpenBuckets = 3; $0.count = 7; $0.batch = 7; $0.buckets = buckets }
+        let w = makeWorker(c, redis)
+        let client = try RESPClient(port: server.port)
+        try drive([w], client, streams)
+        #expect(w.counters.evicted > 0 && w.counters.paused == false)
+        let offline = try OfflineAggregates(client: client, streams: streams, buckets: [(1000, "1s"), (2000, "2s")])
+        #expect(offline.entries == 56)
+        #expect(try offline.differences(client: client, tolerance: 0) == [])
+    }
+
     @Test func aCommitOfEntriesClaimedByAnotherWorkerIsFenced() throws {
         let server = try RedisServer(stack: true)
         defer { server.stop(); server.removeFiles() }
