@@ -697,9 +697,13 @@ public final class AggregateWorker {
         return more
     }
 
-    /// Deletes consumers gone for good (no pending entry, idle a day, or 100 claim_idle).
+    /// How long a consumer with no pending entry is idle before it is deleted from the group: a
+    /// day, or 100 claim_idle.
+    lazy var pruneIdleMs: Int64 = max(86_400_000, 100 * config.claimIdleMs)
+
+    /// Deletes consumers gone for good (no pending entry, idle `pruneIdleMs`).
     func prune() throws(AggregateError) {
-        let idle = max(86_400_000, 100 * config.claimIdleMs)
+        let idle = pruneIdleMs
         var start = 0
         while start < streams.count, !stopSignal.isStopped {
             let chunk = Array(streams[start..<min(streams.count, start + 100)])

@@ -292,6 +292,24 @@ func pastStart(_ seconds: Int64 = 60) -> Int64 { (wallClockNanoseconds() / 1_000
         #expect(try offline.differences(client: client, tolerance: 0) == [])
     }
 
+    /// Consumers gone for good are deleted from the group, but never one holding pending entries.
+    @Test func idleConsumersWithoutPendingEntriesArePruned() throws {
+        let server = try RedisServer(stack: true)
+        defer { server.stop(); server.removeFiles() }
+        try writeRecords(port: server.port, sampleRecords(startMs: pastStart(), stepMs: 500, perSeries: 4, hosts: ["web-1"]))
+        let client = try RESPClient(port: server.port)
+        try client.call(["XGROUP", "CREATE", "metrics:web-1:mem", "spillway-aggregate", "0"])
+        try client.call(["XGROUP", "CREATECONSUMER", "metrics:web-1:mem", "spillway-aggregate", "ghost"])
+        try client.call(["XREADGROUP", "GROUP", "spillway-aggregate", "holder", "COUNT", "1", "STREAMS", "metrics:web-1:mem", ">"])
+        let (c, redis) = try aggregateConfig(port: server.port)
+        let w = makeWorker(c, redis)
+        w.pruneIdleMs = 0
+        try w.scan()
+        try w.prune()
+        let names = (try client.call(["XINFO", "CONSUMERS", "metrics:web-1:mem", "spillway-aggregate"]).array ?? []).compactMap { $0.array?[1].string }
+        #expect(names == ["holder"])
+    }
+
     @Test func aCommitOfEntriesClaimedByAnotherWorkerIsFenced() throws {
         let server = try RedisServer(stack: true)
         defer { server.stop(); server.removeFiles() }
