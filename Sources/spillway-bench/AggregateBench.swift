@@ -13,6 +13,7 @@ func aggregateBenchmark(entries: Int, rounds: Int) throws {
     let key = "metrics:bench-host:cpu"
     print("aggregate: \(entries) cpu entries (11 fields, tag sets cpu0…cpu63) in one stream, COUNT 1000, buckets 1m and 1h, redis-stack (RedisTimeSeries)")
     print("  reference: a plain client's XREADGROUP … COUNT 1000 loop over the same stream (RedisConnection, replies parsed alike), alone and with XACK")
+    var liveRatios: [Double] = [], backlogRatios: [Double] = []
     for round in 1...rounds {
         let server = try RedisServer(stack: true)
         defer { server.stop(); server.removeFiles() }
@@ -32,6 +33,8 @@ func aggregateBenchmark(entries: Int, rounds: Int) throws {
         try fill(server, entries: entries, firstMs: nowMs - 2 * 86_400_000)
         let xreadgroup2 = try referenceRead(redis, key: key, group: "ref", entries: entries, ack: false)
         let backlog = try aggregate(redis, entries: entries, untilWritten: true)
+        liveRatios.append(live.rate / xreadgroup)
+        backlogRatios.append(backlog.rate / xreadgroup2)
         print("  round \(round):")
         print(String(format: "    XREADGROUP alone (reference)  %9.0f entries/s", xreadgroup))
         print(String(format: "    XREADGROUP + XACK             %9.0f entries/s", withAck))
@@ -41,6 +44,8 @@ func aggregateBenchmark(entries: Int, rounds: Int) throws {
         print(String(format: "    aggregate, backlog            %9.0f entries/s read to written (%d buckets, %d samples)   ratio %.2fx XREADGROUP (%.0f/s)",
                      backlog.rate, backlog.counters.finalized, backlog.counters.samples, backlog.rate / xreadgroup2, xreadgroup2))
     }
+    func median(_ a: [Double]) -> Double { a.sorted()[a.count / 2] }
+    print(String(format: "  median ratio to XREADGROUP over %d round(s): live %.2fx, backlog %.2fx", rounds, median(liveRatios), median(backlogRatios)))
 }
 
 private func benchRedis(_ server: RedisServer) throws -> RedisOutputConfig {
