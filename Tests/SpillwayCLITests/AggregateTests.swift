@@ -116,7 +116,15 @@ func aggregatesSettled(_ client: RESPClient, _ streams: [String], group: String 
         for _ in 0..<400 {
             let streams = try metricStreams(client)
             kill(worker.pid, SIGSTOP)
-            let held = try pendingWith(client, streams, worker.consumer)
+            // Commands it sent before it froze still run (a commit on the wire acknowledges its
+            // entries): look once Redis has had them (the same count twice, 100 ms apart).
+            var held = try pendingWith(client, streams, worker.consumer)
+            for _ in 0..<20 {
+                usleep(100_000)
+                let again = try pendingWith(client, streams, worker.consumer)
+                if again == held { break }
+                held = again
+            }
             if held > 0 {
                 worker.sigkill()
                 return held
