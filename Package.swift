@@ -75,6 +75,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The PromQL subset `spillway serve` answers: a pure parser (query text in, syntax tree out).
+        .target(name: "SpillwayPromQL", swiftSettings: strict),
         // The commit and build date `make release` stamps into the binary (see BuildInfo.c).
         .target(name: "SpillwayBuildInfo"),
         .executableTarget(
@@ -115,6 +117,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .testTarget(name: "SpillwayPromQLTests", dependencies: ["SpillwayPromQL"], swiftSettings: strict),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SpillwayCoreTests", dependencies: ["SpillwayCore"], swiftSettings: strict),
         .testTarget(
