@@ -31,6 +31,10 @@ public protocol SeriesSource {
     /// stamped with its window's end. Nil when the source cannot (then raw samples are used).
     /// Only asked for the `*_over_time` functions.
     func windows(_ selector: Selector, function: RangeFunction, start: Int64, end: Int64, step: Int64) throws -> [Series]?
+
+    /// The label sets (`__name__` included) of the series any of `selectors` picks (every series
+    /// when empty) that exist in `[from, to]` (ms; a source that cannot tell may list every one).
+    func labelSets(_ selectors: [Selector], from: Int64, to: Int64) throws -> [[String: String]]
 }
 
 /// The result of a query: a scalar or one series per label set, each with its points at the

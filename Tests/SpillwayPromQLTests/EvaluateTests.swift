@@ -23,6 +23,12 @@ final class Fixed: SeriesSource {
         windowsAsked.append((function, start, end, step))
         return windowsAnswer
     }
+
+    func labelSets(_ selectors: [Selector], from: Int64, to: Int64) throws -> [[String: String]] {
+        series.filter { s in
+            (selectors.isEmpty || selectors.contains { $0.matches { s.labels[$0] } }) && s.samples.contains { $0.t >= from && $0.t <= to }
+        }.map(\.labels)
+    }
 }
 
 private func counter(_ name: String, host: String, _ values: [(Int64, Double)]) -> Series {
