@@ -174,10 +174,11 @@ struct QueryRange: ParsableCommand {
     @Option(help: ArgumentHelp("The field (e.g. usage_user).", valueName: "field"))
     var field: String
 
-    @Option(help: ArgumentHelp("Start: -1h, now-30m, RFC 3339, or epoch seconds.", valueName: "time"))
+    // Unconditional: `--from -1h` is a value, not an option.
+    @Option(parsing: .unconditional, help: ArgumentHelp("Start: -1h, now-30m, RFC 3339, or epoch seconds.", valueName: "time"))
     var from: String
 
-    @Option(help: ArgumentHelp("End, as --from.", valueName: "time"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("End, as --from.", valueName: "time"))
     var to = "now"
 
     @Option(help: ArgumentHelp("Bucket length (e.g. 10s, 1m, 1h).", valueName: "duration"))
