@@ -390,39 +390,50 @@ public final class QueryEngine {
         let keys = try streamKeys(query.selector)
         guard !keys.isEmpty else { throw .noSeries(query.selector) }
         var index: [Labels: Int] = [:]
-        var rejected: Set<Labels> = []
         var infos: [SeriesInfo] = []
         var buckets: [[Int64: Accumulator]] = []
         let first = query.firstBucket, step = query.step
         let end = String(query.end)
         for (key, keyLabels) in keys {
+            // Per tag set met in this stream (its tags as one string) and field: the series' index,
+            // or -1 when the selector leaves it out. An entry costs a string and two look-ups, not
+            // a set of labels per field.
+            var decided: [String: [String: Int]] = [:]
+            var signature = ""
             var start = String(max(0, first))
             while true {
                 let page = try Self.entries(try one(["XRANGE", key, start, end, "COUNT", String(limits.pageSize)]), command: "XRANGE")
                 for e in page {
                     let bucket = first + floorDiv(e.ms - first, step) * step
-                    let base = Self.entryLabels(keyLabels, e)
+                    signature.removeAll(keepingCapacity: true)
+                    for (k, v) in e.tags { signature += k; signature += "\u{1}"; signature += v; signature += "\u{2}" }
+                    var fields = decided[signature] ?? [:]
+                    var changed = false
                     for (field, value) in e.fields {
                         guard let v = parseNumber(value) else { continue }
-                        var labels = base
-                        labels["field"] = field
                         let i: Int
-                        if let known = index[labels] {
+                        if let known = fields[field] {
                             i = known
                         } else {
-                            guard !rejected.contains(labels) else { continue }
-                            guard query.selector.matches(labels) else {
-                                rejected.insert(labels)
-                                continue
+                            var labels = Self.entryLabels(keyLabels, e)
+                            labels["field"] = field
+                            if let existing = index[labels] {
+                                i = existing
+                            } else if query.selector.matches(labels) {
+                                i = infos.count
+                                index[labels] = i
+                                infos.append(SeriesInfo(key: key, labels: labels))
+                                buckets.append([:])
+                                if infos.count > limits.maxSeries { throw .tooManySeries(limit: limits.maxSeries) }
+                            } else {
+                                i = -1
                             }
-                            i = infos.count
-                            index[labels] = i
-                            infos.append(SeriesInfo(key: key, labels: labels))
-                            buckets.append([:])
-                            if infos.count > limits.maxSeries { throw .tooManySeries(limit: limits.maxSeries) }
+                            fields[field] = i
+                            changed = true
                         }
-                        buckets[i][bucket, default: Accumulator()].add(v)
+                        if i >= 0 { buckets[i][bucket, default: Accumulator()].add(v) }
                     }
+                    if changed { decided[signature] = fields }
                 }
                 guard page.count == limits.pageSize, let last = page.last else { break }
                 start = "(" + last.id

@@ -197,7 +197,9 @@ func shippedConfig(url: String, timeseries: Bool, rollups: String = "", query: S
         text = text.replacingOccurrences(of: "  format = \"stream\"\n", with: "  format = \"timeseries\"\n  rollups = [\(rollups)]\n")
         text = text.replacingOccurrences(of: "  maxlen = 100000\n", with: "")
     }
-    return text + (query.isEmpty ? "" : "\n[query]\n\(query)\n")
+    // The shipped [query] table, with `query`'s keys.
+    if !query.isEmpty { text = text.replacingOccurrences(of: "\n[query]\n", with: "\n[query]\n\(query)\n") }
+    return text
 }
 
 /// JSON output as Foundation objects.
