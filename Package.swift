@@ -75,12 +75,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The read side (`spillway query`, and what `serve` will answer with): label selectors, series
+        // discovery, latest values and aggregated ranges over both layouts, through RedisSink's
+        // connection.
+        .target(
+            name: "SpillwayQuery",
+            dependencies: ["RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore"],
+            swiftSettings: strict
+        ),
         // The commit and build date `make release` stamps into the binary (see BuildInfo.c).
         .target(name: "SpillwayBuildInfo"),
         .executableTarget(
             name: "spillway",
             dependencies: [
-                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool",
+                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool", "SpillwayQuery",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -127,6 +135,12 @@ let package = Package(
             name: "SpillwayInputsTests",
             dependencies: ["SpillwayInputs", "SpillwayConfig", "SpillwayCore", "ProcFS"],
             exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpillwayQueryTests",
+            dependencies: ["SpillwayQuery", "RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
