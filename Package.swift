@@ -75,14 +75,23 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        // The PromQL subset `spillway serve` answers: a pure parser (query text in, syntax tree out).
+        // Label matchers and selectors (as PromQL has them), the PromQL subset `spillway serve` answers
+        // (parser and evaluator) and the Prometheus HTTP API's JSON: pure, no I/O.
         .target(name: "SpillwayPromQL", swiftSettings: strict),
+        // The read side (`spillway query`, and what `serve` will answer with): label selectors, series
+        // discovery, latest values and aggregated ranges over both layouts, through RedisSink's
+        // connection.
+        .target(
+            name: "SpillwayQuery",
+            dependencies: ["RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayPromQL"],
+            swiftSettings: strict
+        ),
         // The commit and build date `make release` stamps into the binary (see BuildInfo.c).
         .target(name: "SpillwayBuildInfo"),
         .executableTarget(
             name: "spillway",
             dependencies: [
-                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool",
+                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool", "SpillwayQuery", "SpillwayPromQL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -130,6 +139,12 @@ let package = Package(
             name: "SpillwayInputsTests",
             dependencies: ["SpillwayInputs", "SpillwayConfig", "SpillwayCore", "ProcFS"],
             exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpillwayQueryTests",
+            dependencies: ["SpillwayQuery", "SpillwayPromQL", "RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -10,7 +10,7 @@ public struct ConfigLoader: Sendable {
     public var defaultHostname: String
 
     /// Top-level tables this version understands.
-    static let topLevelKeys = ["agent", "inputs", "outputs", "breaker", "buffer", "status"]
+    static let topLevelKeys = ["agent", "inputs", "outputs", "breaker", "buffer", "status", "query"]
     /// Outputs this version has.
     static let outputNames = ["redis"]
 
@@ -67,6 +67,7 @@ public struct ConfigLoader: Sendable {
         var redis = RedisOutputConfig()
         var redisFile: SourceFile?
         var survive = SurviveConfig()
+        var query = QueryConfig()
         var warnings: [Diagnostic] = []
         for path in paths {
             guard let data = fm.contents(atPath: path) else {
@@ -95,7 +96,7 @@ public struct ConfigLoader: Sendable {
             for key in root.keys where !Self.topLevelKeys.contains(key) {
                 let hint = closestMatch(to: key, in: Self.topLevelKeys).map { "did you mean [\($0)]?" }
                 sink.report(file, key, "unknown table \"\(key)\"",
-                            fix: hint ?? "top-level tables are [agent], [[inputs.NAME]], [outputs.redis], [breaker], [buffer] and [status]")
+                            fix: hint ?? "top-level tables are [agent], [[inputs.NAME]], [outputs.redis], [breaker], [buffer], [status] and [query]")
             }
             if let value = root["agent"] {
                 if let table = value.table {
@@ -116,6 +117,15 @@ public struct ConfigLoader: Sendable {
                 var r = OptionReader(table: table, path: section, file: file, sink: sink, baseDirectory: base)
                 read(&r, &survive)
                 r.finish()
+            }
+            if let value = root["query"] {
+                if let table = value.table {
+                    var r = OptionReader(table: table, path: "query", file: file, sink: sink, baseDirectory: base)
+                    QueryConfig.read(&r, into: &query)
+                    r.finish()
+                } else {
+                    sink.report(file, "query", "expected a table, found \(OptionReader.typeName(value))", fix: "write [query] and its keys below it")
+                }
             }
             if let value = root["outputs"] {
                 if let table = value.table {
@@ -186,6 +196,7 @@ public struct ConfigLoader: Sendable {
         guard sink.items.isEmpty else { throw ConfigError(diagnostics: sink.items) }
         var config = Config(agent: agent, inputs: inputs, redis: redis, files: paths, warnings: sink.warnings + warnings)
         config.survive = survive
+        config.query = query
         return config
     }
 
@@ -267,6 +278,10 @@ public struct ConfigLoader: Sendable {
             read(&r, &survive)
             out.append((section, r.asked))
         }
+        var query = QueryConfig()
+        r = reader("query")
+        QueryConfig.read(&r, into: &query)
+        out.append(("query", r.asked))
         return out
     }
 

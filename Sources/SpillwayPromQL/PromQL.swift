@@ -102,78 +102,6 @@ public enum ArithmeticOp: String, Sendable {
     }
 }
 
-/// `NAME{matchers}`; the name, when given, is also a `__name__` matcher in `matchers`.
-public struct Selector: Sendable, Equatable {
-    public var matchers: [LabelMatcher]
-
-    public init(matchers: [LabelMatcher]) { self.matchers = matchers }
-
-    /// The metric name, when an `=` matcher on `__name__` gives it.
-    public var metricName: String? {
-        matchers.first { $0.name == "__name__" && $0.op == .equal }?.value
-    }
-
-    /// Whether a series with these labels (absent labels are empty, as in Prometheus) is selected.
-    public func matches(_ label: (String) -> String?) -> Bool {
-        matchers.allSatisfy { $0.matches(label($0.name) ?? "") }
-    }
-}
-
-public struct LabelMatcher: Sendable, Equatable {
-    public enum Op: String, Sendable {
-        case equal = "=", notEqual = "!=", matches = "=~", notMatches = "!~"
-    }
-
-    public var name: String
-    public var op: Op
-    public var value: String
-    private let regex: AnchoredRegex?
-
-    public init(_ name: String, _ op: Op, _ value: String) throws(ParseError) {
-        self.name = name
-        self.op = op
-        self.value = value
-        if op == .matches || op == .notMatches {
-            do {
-                regex = try AnchoredRegex(value)
-            } catch {
-                throw ParseError("invalid regular expression \"\(value)\" for label \(name)", at: 0)
-            }
-        } else {
-            regex = nil
-        }
-    }
-
-    /// Whether `v` (empty when the series has no such label) passes.
-    public func matches(_ v: String) -> Bool {
-        switch op {
-        case .equal: v == value
-        case .notEqual: v != value
-        case .matches: regex!.wholeMatch(v)
-        case .notMatches: !regex!.wholeMatch(v)
-        }
-    }
-
-    /// Whether an empty value passes (a matcher like `tag=""` or `tag!~".+"` selects series without the label).
-    public var matchesEmpty: Bool { matches("") }
-
-    public static func == (a: LabelMatcher, b: LabelMatcher) -> Bool {
-        a.name == b.name && a.op == b.op && a.value == b.value
-    }
-}
-
-/// A regular expression matched against a whole value, as PromQL's label matchers are.
-struct AnchoredRegex: @unchecked Sendable {
-    // Regex is a value type that is safe to share once built; it is only read after init.
-    private let regex: Regex<AnyRegexOutput>
-
-    init(_ pattern: String) throws {
-        regex = try Regex("^(?:" + pattern + ")$")
-    }
-
-    func wholeMatch(_ s: String) -> Bool { (try? regex.wholeMatch(in: s)) != nil }
-}
-
 struct Parser {
     let b: [UInt8]
     var i = 0
@@ -419,7 +347,7 @@ struct Parser {
 
     mutating func selector(name: String?, at start: Int) throws(ParseError) -> Selector {
         var matchers: [LabelMatcher] = []
-        if let name { matchers.append(try LabelMatcher("__name__", .equal, name)) }
+        if let name { matchers.append(try! LabelMatcher("__name__", .equal, name)) }
         try skipSpace()
         if try accept("{") {
             while true {
@@ -430,29 +358,29 @@ struct Parser {
                 i += label.utf8.count
                 try skipSpace()
                 let op: LabelMatcher.Op
-                if try accept("=~") { op = .matches } else if try accept("!~") { op = .notMatches } else if try accept("!=") { op = .notEqual } else if try accept("=") { op = .equal } else {
+                if try accept("=~") { op = .matchesRegex } else if try accept("!~") { op = .notMatchesRegex } else if try accept("!=") { op = .notEqual } else if try accept("=") { op = .equal } else {
                     throw unexpected("where =, !=, =~ or !~ was expected after \(label)")
                 }
                 try skipSpace()
                 let value = try stringLiteral()
-                do {
+                do throws(LabelMatcher.Invalid) {
                     matchers.append(try LabelMatcher(label, op, value))
                 } catch {
-                    throw ParseError(error.message, at: at)
+                    throw ParseError("invalid regular expression \"\(value)\" for label \(label)", at: at)
                 }
                 if try accept(",") { continue }
                 try expect("}", "to close the selector")
                 break
             }
         }
-        if name != nil, matchers.filter({ $0.name == "__name__" }).count > 1 {
+        if name != nil, matchers.filter({ $0.label == "__name__" }).count > 1 {
             throw ParseError("the metric name is given twice", at: start)
         }
         // As Prometheus: a selector must have a matcher that does not match the empty value.
-        guard matchers.contains(where: { !$0.matchesEmpty }) else {
+        guard matchers.contains(where: { !$0.matches(nil) }) else {
             throw ParseError("a selector needs a metric name or a label matcher that does not match the empty value", at: start)
         }
-        return Selector(matchers: matchers)
+        return Selector(matchers)
     }
 
     mutating func stringLiteral() throws(ParseError) -> String {

@@ -15,7 +15,7 @@ final class Fixed: SeriesSource {
 
     func samples(_ selector: Selector, from: Int64, to: Int64) throws -> [Series] {
         asked.append((from, to))
-        return series.filter { s in selector.matches { s.labels[$0] } }
+        return series.filter { s in selector.matches(s.labels) }
             .map { Series(labels: $0.labels, samples: $0.samples.filter { $0.t >= from && $0.t <= to }) }
     }
 
@@ -26,7 +26,7 @@ final class Fixed: SeriesSource {
 
     func labelSets(_ selectors: [Selector], from: Int64, to: Int64) throws -> [[String: String]] {
         series.filter { s in
-            (selectors.isEmpty || selectors.contains { $0.matches { s.labels[$0] } }) && s.samples.contains { $0.t >= from && $0.t <= to }
+            (selectors.isEmpty || selectors.contains { $0.matches(s.labels) }) && s.samples.contains { $0.t >= from && $0.t <= to }
         }.map(\.labels)
     }
 }
