@@ -4,7 +4,7 @@
 /// (`/api/v1/status/buildinfo`, `/api/v1/metadata`, `/api/v1/query_exemplars`). Errors have
 /// Prometheus's shape: `{"status":"error","errorType":"bad_data","error":"…"}` with 400 for a bad
 /// request or query, 422 when it cannot be evaluated, 503 when the source is unavailable.
-public struct PrometheusAPI {
+public struct PrometheusAPI: Sendable {
     public var evaluator: Evaluator
     /// Series `/api/v1/series` and the label endpoints list at most (as `limit` does).
     public var maxSeries: Int { evaluator.maxSeries }

@@ -50,7 +50,7 @@ public enum QueryValue: Sendable, Equatable {
 /// - a range function takes the samples in `(t - range, t]`; `rate` and `increase` extrapolate as
 ///   Prometheus does (counter resets included) and need two samples;
 /// - range functions and aggregations drop `__name__`; `by (…)` keeps only the labels it names.
-public struct Evaluator {
+public struct Evaluator: Sendable {
     public var lookback: Int64
     /// Series a query may select, and points per series (Prometheus's own limit is 11,000).
     public var maxSeries: Int

@@ -138,6 +138,8 @@ public enum QueryError: Error, Sendable, CustomStringConvertible {
     case tooManySeries(limit: Int)
     /// More points per series than `max_points`.
     case tooManyPoints(points: Int64, limit: Int)
+    /// More raw samples than a query may read (`spillway serve`).
+    case tooManySamples(limit: Int)
     /// A query that cannot be answered as asked (`from` after `to`, a step of 0).
     case invalid(String)
 
@@ -159,6 +161,8 @@ public enum QueryError: Error, Sendable, CustomStringConvertible {
             return "the query selects more than \(limit) series (max_series); narrow the selection or raise max_series"
         case .tooManyPoints(let points, let limit):
             return "the range holds \(points) points per series, more than \(limit) (max_points); use a larger step or a shorter range"
+        case .tooManySamples(let limit):
+            return "the query reads more than \(limit) samples; shorten the range or narrow the selector"
         case .invalid(let why):
             return why
         }

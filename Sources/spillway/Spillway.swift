@@ -21,7 +21,7 @@ struct Spillway: AsyncParsableCommand {
         commandName: "spillway",
         abstract: "A host telemetry agent: collects host metrics and log lines and writes them to Redis.",
         version: "\(version) (commit \(commit), built \(buildDate))",
-        subcommands: [Run.self, Once.self, Check.self, Status.self, Query.self, Plugins.self, ConfigSample.self],
+        subcommands: [Run.self, Once.self, Check.self, Status.self, Query.self, Serve.self, Plugins.self, ConfigSample.self],
         defaultSubcommand: nil
     )
 
