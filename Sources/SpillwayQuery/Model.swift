@@ -87,27 +87,32 @@ public struct RangeSeries: Sendable {
 }
 
 /// A range query: the series `selector` picks, aggregated with `aggregation` into buckets of
-/// `step` ms, aligned to the epoch, from the bucket holding `from` to the bucket holding `to` (both
-/// ms, inclusive; each bucket whole: `[start, start + step)`).
+/// `step` ms, aligned to `alignment` (0: the epoch), from the bucket holding `from` to the bucket
+/// holding `to` (both ms, inclusive; each bucket whole: `[start, start + step)`).
 public struct RangeQuery: Sendable {
     public var selector: Selector
     public var from: Int64
     public var to: Int64
     public var step: Int64
     public var aggregation: Aggregation
+    /// Buckets start at `alignment + k × step`. `spillway serve` uses 1, so that a bucket is
+    /// Prometheus's window `(t - step, t]` in whole milliseconds. Rollups are aligned to the epoch:
+    /// with another alignment the raw series is read.
+    public var alignment: Int64
 
-    public init(selector: Selector, from: Int64, to: Int64, step: Int64, aggregation: Aggregation) {
+    public init(selector: Selector, from: Int64, to: Int64, step: Int64, aggregation: Aggregation, alignment: Int64 = 0) {
         self.selector = selector
         self.from = from
         self.to = to
         self.step = step
         self.aggregation = aggregation
+        self.alignment = alignment
     }
 
     /// The first bucket's start.
-    public var firstBucket: Int64 { floorDiv(from, step) * step }
+    public var firstBucket: Int64 { alignment + floorDiv(from - alignment, step) * step }
     /// The last bucket's start.
-    public var lastBucket: Int64 { floorDiv(to, step) * step }
+    public var lastBucket: Int64 { alignment + floorDiv(to - alignment, step) * step }
     /// Buckets in the range: the most points a series can have.
     public var bucketCount: Int64 { (lastBucket - firstBucket) / step + 1 }
     /// The last millisecond the range reads.

@@ -78,8 +78,7 @@ public struct PrometheusSource: SeriesSource {
     }
 
     public func windows(_ selector: Selector, function: RangeFunction, start: Int64, end: Int64, step: Int64) throws -> [Series]? {
-        // Buckets are aligned to the epoch: windows ending at multiples of the step are buckets.
-        guard step > 0, start % step == 0, end % step == 0 else { return nil }
+        guard step > 0 else { return nil }
         let aggregation: Aggregation
         switch function {
         case .avgOverTime: aggregation = .avg
@@ -92,12 +91,12 @@ public struct PrometheusSource: SeriesSource {
         }
         var out: [Series] = []
         let ranges = try each(selector) { (s: Selector) throws(QueryError) in
-            try engine.range(RangeQuery(selector: s, from: start - step, to: end - 1, step: step, aggregation: aggregation), now: now).series
+            // Buckets aligned to 1 ms: [t - step + 1, t + 1) is the window (t - step, t].
+            try engine.range(RangeQuery(selector: s, from: start - step + 1, to: end, step: step, aggregation: aggregation, alignment: 1), now: now).series
         }
         for r in ranges {
             guard let labels = Self.prometheusLabels(r.series.labels), selector.matches(labels) else { continue }
-            // The bucket [t - step, t) answers the window ending at t.
-            out.append(Series(labels: labels, samples: r.points.map { Sample($0.timestamp + step, $0.value) }))
+            out.append(Series(labels: labels, samples: r.points.map { Sample($0.timestamp + step - 1, $0.value) }))
         }
         return out
     }

@@ -67,7 +67,7 @@ public final class QueryEngine {
     /// first bucket is no older than `now` minus the retention). Nil: the raw series. Never a
     /// rollup when the selector itself names `rollup`.
     public func rollup(for query: RangeQuery, now: Int64) -> RedisOutputConfig.Rollup? {
-        guard layout.format == .timeseries, !query.selector.mentions("rollup") else { return nil }
+        guard layout.format == .timeseries, query.alignment == 0, !query.selector.mentions("rollup") else { return nil }
         return layout.rollups
             .filter { r in
                 r.aggregation == query.aggregation.rollupSource && r.bucketMs <= query.step && query.step % r.bucketMs == 0
@@ -250,7 +250,8 @@ public final class QueryEngine {
         func command(_ key: String, overRollup: Bool) -> [String] {
             let aggregation = overRollup ? query.aggregation.overRollup : query.aggregation
             // LATEST: a rollup's newest bucket, still open, is computed from its raw samples.
-            return ["TS.RANGE", key, from, to, "LATEST", "AGGREGATION", aggregation.rawValue, step]
+            return ["TS.RANGE", key, from, to, "LATEST"] + (query.alignment == 0 ? [] : ["ALIGN", String(query.alignment)])
+                + ["AGGREGATION", aggregation.rawValue, step]
         }
         let readsRollup = rollupName != nil
         let keys = found.map { f in rollupName.map { f.series.key + ":" + $0 } ?? f.series.key }

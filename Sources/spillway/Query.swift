@@ -23,7 +23,7 @@ struct Query: ParsableCommand {
 
     /// Whether `arguments` (the process's, without the program) run a `query` command: its bad
     /// command lines exit 2, not ArgumentParser's 64.
-    static func owns(_ arguments: [String]) -> Bool { arguments.first == "query" }
+
 }
 
 /// What every query command takes.

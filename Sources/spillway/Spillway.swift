@@ -38,8 +38,8 @@ struct Spillway: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
-            // `query` says "bad arguments" with 2 (as a bad configuration), not ArgumentParser's 64.
-            if Query.owns(Array(CommandLine.arguments.dropFirst())), exitCode(for: error) == .validationFailure {
+            // `query` and `serve` say "bad arguments" with 2 (as a bad configuration), not ArgumentParser's 64.
+            if ["query", "serve"].contains(CommandLine.arguments.dropFirst().first ?? ""), exitCode(for: error) == .validationFailure {
                 FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
                 Foundation.exit(2)
             }

@@ -103,14 +103,19 @@ import Testing
     @Test(arguments: [true, false]) func rangeQueriesMatchTheirWindows(timeseries: Bool) throws {
         let rig = try Rig(timeseries: timeseries)
         let start = Self.data.start + 60_000, end = Self.data.end / 60_000 * 60_000
-        // A window as long as the step (Grafana's $__interval): buckets (the rollup, for timeseries).
+        // A window as long as the step (Grafana's $__interval): aggregated by Redis (TS.RANGE ALIGN) or
+        // in buckets of the stream's entries.
         let avg = try rig.ask("/api/v1/query_range", [("query", #"avg_over_time(cpu_usage_user{cpu="cpu0"}[1m])"#), ("start", Self.seconds(start)),
                                                        ("end", Self.seconds(end)), ("step", "60")], now: end)
         #expect(avg.status == 200 && (avg.json["data"] as? [String: Any])?["resultType"] as? String == "matrix")
         #expect(Self.result(avg.json).map { Self.metric($0) } == Dataset.hosts.map { ["cpu": "cpu0", "host": $0] })
         for r in Self.result(avg.json) {
             let raw = try rig.raw(host: Self.metric(r)["host"]!, cpu: "cpu0", field: "usage_user")
-            let want = expectedBuckets(raw, first: start - 60_000, end: end - 1, step: 60_000, "avg").map { ($0.0 + 60_000, $0.1) }
+            // Prometheus's window (t - 1m, t] at each step.
+            let want: [(Int64, Double)] = stride(from: start, through: end, by: 60_000).compactMap { t in
+                let w = raw.filter { $0.0 > t - 60_000 && $0.0 <= t }.map(\.1)
+                return w.isEmpty ? nil : (t, w.reduce(0, +) / Double(w.count))
+            }
             let got = (r["values"] as? [Any] ?? []).compactMap(Self.value)
             #expect(got.count == want.count && zip(got, want).allSatisfy { $0.0 == $1.0 && close($0.1, $1.1) }, "\(got) != \(want)")
         }
