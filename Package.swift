@@ -75,12 +75,15 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Label matchers and selectors (as PromQL has them), the PromQL subset `spillway serve` answers
+        // (parser and evaluator) and the Prometheus HTTP API's JSON: pure, no I/O.
+        .target(name: "SpillwayPromQL", swiftSettings: strict),
         // The read side (`spillway query`, and what `serve` will answer with): label selectors, series
         // discovery, latest values and aggregated ranges over both layouts, through RedisSink's
         // connection.
         .target(
             name: "SpillwayQuery",
-            dependencies: ["RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore"],
+            dependencies: ["RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayPromQL"],
             swiftSettings: strict
         ),
         // The commit and build date `make release` stamps into the binary (see BuildInfo.c).
@@ -88,7 +91,7 @@ let package = Package(
         .executableTarget(
             name: "spillway",
             dependencies: [
-                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool", "SpillwayQuery",
+                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool", "SpillwayQuery", "SpillwayPromQL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -123,6 +126,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .testTarget(name: "SpillwayPromQLTests", dependencies: ["SpillwayPromQL"], swiftSettings: strict),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SpillwayCoreTests", dependencies: ["SpillwayCore"], swiftSettings: strict),
         .testTarget(
@@ -139,7 +143,7 @@ let package = Package(
         ),
         .testTarget(
             name: "SpillwayQueryTests",
-            dependencies: ["SpillwayQuery", "RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport",
+            dependencies: ["SpillwayQuery", "SpillwayPromQL", "RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport",
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),

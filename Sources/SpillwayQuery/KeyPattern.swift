@@ -1,3 +1,4 @@
+import SpillwayPromQL
 import SpillwayCore
 
 /// Key templates read backwards: the SCAN pattern of the keys a template makes, and the labels a

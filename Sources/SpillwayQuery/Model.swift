@@ -1,3 +1,4 @@
+import SpillwayPromQL
 import RedisSink
 import SpillwayConfig
 import SpillwayCore
@@ -86,27 +87,32 @@ public struct RangeSeries: Sendable {
 }
 
 /// A range query: the series `selector` picks, aggregated with `aggregation` into buckets of
-/// `step` ms, aligned to the epoch, from the bucket holding `from` to the bucket holding `to` (both
-/// ms, inclusive; each bucket whole: `[start, start + step)`).
+/// `step` ms, aligned to `alignment` (0: the epoch), from the bucket holding `from` to the bucket
+/// holding `to` (both ms, inclusive; each bucket whole: `[start, start + step)`).
 public struct RangeQuery: Sendable {
     public var selector: Selector
     public var from: Int64
     public var to: Int64
     public var step: Int64
     public var aggregation: Aggregation
+    /// Buckets start at `alignment + k × step`. `spillway serve` uses 1, so that a bucket is
+    /// Prometheus's window `(t - step, t]` in whole milliseconds. Rollups are aligned to the epoch:
+    /// with another alignment the raw series is read.
+    public var alignment: Int64
 
-    public init(selector: Selector, from: Int64, to: Int64, step: Int64, aggregation: Aggregation) {
+    public init(selector: Selector, from: Int64, to: Int64, step: Int64, aggregation: Aggregation, alignment: Int64 = 0) {
         self.selector = selector
         self.from = from
         self.to = to
         self.step = step
         self.aggregation = aggregation
+        self.alignment = alignment
     }
 
     /// The first bucket's start.
-    public var firstBucket: Int64 { floorDiv(from, step) * step }
+    public var firstBucket: Int64 { alignment + floorDiv(from - alignment, step) * step }
     /// The last bucket's start.
-    public var lastBucket: Int64 { floorDiv(to, step) * step }
+    public var lastBucket: Int64 { alignment + floorDiv(to - alignment, step) * step }
     /// Buckets in the range: the most points a series can have.
     public var bucketCount: Int64 { (lastBucket - firstBucket) / step + 1 }
     /// The last millisecond the range reads.
@@ -137,6 +143,8 @@ public enum QueryError: Error, Sendable, CustomStringConvertible {
     case tooManySeries(limit: Int)
     /// More points per series than `max_points`.
     case tooManyPoints(points: Int64, limit: Int)
+    /// More raw samples than a query may read (`spillway serve`).
+    case tooManySamples(limit: Int)
     /// A query that cannot be answered as asked (`from` after `to`, a step of 0).
     case invalid(String)
 
@@ -158,6 +166,8 @@ public enum QueryError: Error, Sendable, CustomStringConvertible {
             return "the query selects more than \(limit) series (max_series); narrow the selection or raise max_series"
         case .tooManyPoints(let points, let limit):
             return "the range holds \(points) points per series, more than \(limit) (max_points); use a larger step or a shorter range"
+        case .tooManySamples(let limit):
+            return "the query reads more than \(limit) samples; shorten the range or narrow the selector"
         case .invalid(let why):
             return why
         }

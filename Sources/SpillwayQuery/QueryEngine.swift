@@ -1,3 +1,4 @@
+import SpillwayPromQL
 import RedisSink
 import SpillwayBatch
 import SpillwayConfig
@@ -66,7 +67,7 @@ public final class QueryEngine {
     /// first bucket is no older than `now` minus the retention). Nil: the raw series. Never a
     /// rollup when the selector itself names `rollup`.
     public func rollup(for query: RangeQuery, now: Int64) -> RedisOutputConfig.Rollup? {
-        guard layout.format == .timeseries, !query.selector.mentions("rollup") else { return nil }
+        guard layout.format == .timeseries, query.alignment == 0, !query.selector.mentions("rollup") else { return nil }
         return layout.rollups
             .filter { r in
                 r.aggregation == query.aggregation.rollupSource && r.bucketMs <= query.step && query.step % r.bucketMs == 0
@@ -249,7 +250,8 @@ public final class QueryEngine {
         func command(_ key: String, overRollup: Bool) -> [String] {
             let aggregation = overRollup ? query.aggregation.overRollup : query.aggregation
             // LATEST: a rollup's newest bucket, still open, is computed from its raw samples.
-            return ["TS.RANGE", key, from, to, "LATEST", "AGGREGATION", aggregation.rawValue, step]
+            return ["TS.RANGE", key, from, to, "LATEST"] + (query.alignment == 0 ? [] : ["ALIGN", String(query.alignment)])
+                + ["AGGREGATION", aggregation.rawValue, step]
         }
         let readsRollup = rollupName != nil
         let keys = found.map { f in rollupName.map { f.series.key + ":" + $0 } ?? f.series.key }
@@ -387,24 +389,40 @@ public final class QueryEngine {
     }
 
     func streamRange(_ query: RangeQuery) throws(QueryError) -> [RangeSeries] {
-        let keys = try streamKeys(query.selector)
-        guard !keys.isEmpty else { throw .noSeries(query.selector) }
-        var index: [Labels: Int] = [:]
-        var infos: [SeriesInfo] = []
         var buckets: [[Int64: Accumulator]] = []
         let first = query.firstBucket, step = query.step
-        let end = String(query.end)
+        let infos = try streamScan(query.selector, from: max(0, first), to: query.end) { (i: Int, ms: Int64, v: Double) throws(QueryError) in
+            if i == buckets.count { buckets.append([:]) }
+            buckets[i][first + floorDiv(ms - first, step) * step, default: Accumulator()].add(v)
+        }
+        // Nothing in the range: an error only when no series matches at all.
+        if infos.isEmpty, try streamLatest(query.selector).isEmpty { throw .noSeries(query.selector) }
+        return infos.indices.map { i in
+            let points = buckets[i].keys.sorted().map { Point(timestamp: $0, value: buckets[i][$0]!.value(query.aggregation)) }
+            return RangeSeries(series: infos[i], rollup: nil, sourceKey: infos[i].key, points: points)
+        }
+    }
+
+    /// Every numeric field value in `[from, to]` (ms) of the streams `selector` picks, in each
+    /// stream's order, handed to `add` with the index of its series (a tag set and field; series
+    /// are numbered as they are first met) and its time; returns the series. XRANGE in pages of
+    /// `pageSize`; more than `maxSeries` series fails.
+    func streamScan(_ selector: Selector, from: Int64, to: Int64,
+                    _ add: (Int, Int64, Double) throws(QueryError) -> Void) throws(QueryError) -> [SeriesInfo] {
+        let keys = try streamKeys(selector)
+        var index: [Labels: Int] = [:]
+        var infos: [SeriesInfo] = []
+        let end = String(to)
         for (key, keyLabels) in keys {
             // Per tag set met in this stream (its tags as one string) and field: the series' index,
             // or -1 when the selector leaves it out. An entry costs a string and two look-ups, not
             // a set of labels per field.
             var decided: [String: [String: Int]] = [:]
             var signature = ""
-            var start = String(max(0, first))
+            var start = String(from)
             while true {
                 let page = try Self.entries(try one(["XRANGE", key, start, end, "COUNT", String(limits.pageSize)]), command: "XRANGE")
                 for e in page {
-                    let bucket = first + floorDiv(e.ms - first, step) * step
                     signature.removeAll(keepingCapacity: true)
                     for (k, v) in e.tags { signature += k; signature += "\u{1}"; signature += v; signature += "\u{2}" }
                     var fields = decided[signature] ?? [:]
@@ -419,11 +437,10 @@ public final class QueryEngine {
                             labels["field"] = field
                             if let existing = index[labels] {
                                 i = existing
-                            } else if query.selector.matches(labels) {
+                            } else if selector.matches(labels) {
                                 i = infos.count
                                 index[labels] = i
                                 infos.append(SeriesInfo(key: key, labels: labels))
-                                buckets.append([:])
                                 if infos.count > limits.maxSeries { throw .tooManySeries(limit: limits.maxSeries) }
                             } else {
                                 i = -1
@@ -431,7 +448,7 @@ public final class QueryEngine {
                             fields[field] = i
                             changed = true
                         }
-                        if i >= 0 { buckets[i][bucket, default: Accumulator()].add(v) }
+                        if i >= 0 { try add(i, e.ms, v) }
                     }
                     if changed { decided[signature] = fields }
                 }
@@ -439,11 +456,49 @@ public final class QueryEngine {
                 start = "(" + last.id
             }
         }
-        // Nothing in the range: an error only when no series matches at all.
-        if infos.isEmpty, try streamLatest(query.selector).isEmpty { throw .noSeries(query.selector) }
-        return infos.indices.map { i in
-            let points = buckets[i].keys.sorted().map { Point(timestamp: $0, value: buckets[i][$0]!.value(query.aggregation)) }
-            return RangeSeries(series: infos[i], rollup: nil, sourceKey: infos[i].key, points: points)
+        return infos
+    }
+
+    // MARK: - Raw samples
+
+    /// The raw samples in `[from, to]` (ms) of each series `selector` picks (`spillway serve`
+    /// evaluates PromQL over them): timeseries, one TS.RANGE per series (pipelined; rollups are
+    /// not series here); streams, XRANGE in pages. Series without a sample there are left out, and
+    /// no series at all is not an error. More than `maxSamples` samples in all fails (`.tooManySamples`).
+    public func samples(_ selector: Selector, from: Int64, to: Int64, maxSamples: Int) throws(QueryError) -> [(series: SeriesInfo, samples: [(Int64, Double)])] {
+        guard from <= to else { return [] }
+        var total = 0
+        switch layout.format {
+        case .timeseries:
+            let found = try timeseriesFind(selector, withLatest: false)
+            let replies = try run(found.map { ["TS.RANGE", $0.series.key, String(max(0, from)), String(to), "COUNT", String(maxSamples + 1)] })
+            var out: [(series: SeriesInfo, samples: [(Int64, Double)])] = []
+            for (f, reply) in zip(found, replies) {
+                // A series deleted since it was found: nothing.
+                if case .error(let message) = reply {
+                    if message.contains("does not exist") { continue }
+                    throw .reply(command: "TS.RANGE \(f.series.key)", message: message)
+                }
+                guard let items = reply.array else { throw .unexpected(command: "TS.RANGE", what: "not an array of samples") }
+                total += items.count
+                if total > maxSamples { throw .tooManySamples(limit: maxSamples) }
+                var samples: [(Int64, Double)] = []
+                samples.reserveCapacity(items.count)
+                for item in items {
+                    if let s = try Self.sample(item, command: "TS.RANGE") { samples.append(s) }
+                }
+                if !samples.isEmpty { out.append((f.series, samples)) }
+            }
+            return out
+        case .stream:
+            var samples: [[(Int64, Double)]] = []
+            let infos = try streamScan(selector, from: max(0, from), to: to) { (i: Int, ms: Int64, v: Double) throws(QueryError) in
+                if i == samples.count { samples.append([]) }
+                total += 1
+                if total > maxSamples { throw .tooManySamples(limit: maxSamples) }
+                samples[i].append((ms, v))
+            }
+            return infos.indices.map { (infos[$0], samples[$0]) }
         }
     }
 }

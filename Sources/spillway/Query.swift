@@ -1,3 +1,4 @@
+import SpillwayPromQL
 import ArgumentParser
 import Foundation
 import SpillwayConfig
@@ -22,7 +23,7 @@ struct Query: ParsableCommand {
 
     /// Whether `arguments` (the process's, without the program) run a `query` command: its bad
     /// command lines exit 2, not ArgumentParser's 64.
-    static func owns(_ arguments: [String]) -> Bool { arguments.first == "query" }
+
 }
 
 /// What every query command takes.
@@ -62,11 +63,17 @@ struct QueryOptions: ParsableArguments {
         limits.maxSeries = maxSeries ?? c.query.maxSeries
         limits.maxPoints = maxPoints ?? c.query.maxPoints
         if let lookback { limits.lookbackMs = QueryTime.durationMs(lookback) ?? limits.lookbackMs }
+        return QueryEngine(redis: c.redis, layout: Self.layout(c), limits: limits)
+    }
+
+    /// Where the agent with configuration `c` writes: `[outputs.redis]` and the inputs' own keys
+    /// (each with the name its records get when its key has no `{name}`).
+    static func layout(_ c: Config) -> QueryLayout {
         let inputKeys = c.inputs.compactMap { i -> (key: KeyTemplate, name: String?)? in
             guard let key = i.key else { return nil }
             return (key, i.nameOverride ?? (i.input as? TailInput)?.options.parser.name)
         }
-        return QueryEngine(redis: c.redis, layout: QueryLayout(redis: c.redis, inputKeys: inputKeys), limits: limits)
+        return QueryLayout(redis: c.redis, inputKeys: inputKeys)
     }
 }
 

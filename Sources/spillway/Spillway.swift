@@ -21,7 +21,7 @@ struct Spillway: AsyncParsableCommand {
         commandName: "spillway",
         abstract: "A host telemetry agent: collects host metrics and log lines and writes them to Redis.",
         version: "\(version) (commit \(commit), built \(buildDate))",
-        subcommands: [Run.self, Once.self, Check.self, Status.self, Query.self, Plugins.self, ConfigSample.self],
+        subcommands: [Run.self, Once.self, Check.self, Status.self, Query.self, Serve.self, Plugins.self, ConfigSample.self],
         defaultSubcommand: nil
     )
 
@@ -38,8 +38,8 @@ struct Spillway: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
-            // `query` says "bad arguments" with 2 (as a bad configuration), not ArgumentParser's 64.
-            if Query.owns(Array(CommandLine.arguments.dropFirst())), exitCode(for: error) == .validationFailure {
+            // `query` and `serve` say "bad arguments" with 2 (as a bad configuration), not ArgumentParser's 64.
+            if ["query", "serve"].contains(CommandLine.arguments.dropFirst().first ?? ""), exitCode(for: error) == .validationFailure {
                 FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
                 Foundation.exit(2)
             }

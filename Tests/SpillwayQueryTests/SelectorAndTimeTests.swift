@@ -1,3 +1,4 @@
+import SpillwayPromQL
 import SpillwayCore
 @testable import SpillwayQuery
 import Testing

@@ -1,3 +1,4 @@
+import SpillwayPromQL
 import Foundation
 import RedisSink
 import SpillwayConfig

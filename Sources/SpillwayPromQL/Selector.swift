@@ -8,7 +8,7 @@ public typealias Labels = [String: String]
 /// A label a series does not have matches as the empty string (so `host=""` selects series without
 /// `host`, and `host!="web-1"` selects them too). Regular expressions are anchored at both ends
 /// (`web-.*` does not match `xweb-1`), as in Prometheus.
-public struct LabelMatcher: Sendable, CustomStringConvertible {
+public struct LabelMatcher: Sendable, Equatable, CustomStringConvertible {
     public enum Op: String, Sendable, CaseIterable {
         case equal = "="
         case notEqual = "!="
@@ -69,11 +69,15 @@ public struct LabelMatcher: Sendable, CustomStringConvertible {
 
     public var description: String { "\(label)\(op.rawValue)\(value)" }
 
+    public static func == (a: LabelMatcher, b: LabelMatcher) -> Bool {
+        a.label == b.label && a.op == b.op && a.value == b.value
+    }
+
     /// The RedisTimeSeries filter expression with the same meaning, when there is one: `=` and `!=`
     /// (RedisTimeSeries too reads `label=` as "has no such label" and `label!=v` as true for series
     /// without it), with a value its filter syntax cannot misread (no list parentheses, commas,
     /// quotes or blanks). Regular expressions have none: they are applied to the labels read back.
-    var timeSeriesFilter: String? {
+    public var timeSeriesFilter: String? {
         guard op == .equal || op == .notEqual else { return nil }
         let unsafe: Set<Character> = ["(", ")", ",", "\"", "'", "=", "!", " ", "\t", "\n", "\r", "\\"]
         guard !label.contains(where: { unsafe.contains($0) }), !value.contains(where: { unsafe.contains($0) }) else { return nil }
@@ -97,7 +101,7 @@ final class SharedRegex: Sendable {
 /// A series selector: every matcher must pass. `name` and `field` are labels like the others, so
 /// `spillway query latest cpu --field usage_user` is the selector `name="cpu", field="usage_user"`
 /// (and `cpu_usage_user{…}` in PromQL, once `serve` maps metric names to the two).
-public struct Selector: Sendable, CustomStringConvertible {
+public struct Selector: Sendable, Equatable, CustomStringConvertible {
     public var matchers: [LabelMatcher]
 
     public init(_ matchers: [LabelMatcher] = []) { self.matchers = matchers }
@@ -109,6 +113,9 @@ public struct Selector: Sendable, CustomStringConvertible {
         if let field { all.append(try! LabelMatcher("field", .equal, field)) }
         self.matchers = all + matchers
     }
+
+    /// The metric name (PromQL's `NAME{…}`), when an `=` matcher on `__name__` gives it.
+    public var metricName: String? { equality("__name__") }
 
     public func matches(_ labels: Labels) -> Bool {
         matchers.allSatisfy { $0.matches(labels[$0.label]) }
