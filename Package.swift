@@ -103,6 +103,7 @@ let package = Package(
         .executableTarget(
             name: "spillway-bench",
             dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayBatch", "RedisSink", "SpillwayAgent", "Spool", "SpillwayTestSupport",
+                           "SpillwayQuery", "SpillwayPromQL",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
