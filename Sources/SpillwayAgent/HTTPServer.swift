@@ -82,7 +82,8 @@ public struct HTTPServerResponse: Sendable {
 /// - at most `maxConnections` open connections: one more closes the oldest connection that has no
 ///   request being answered (so idle or slow clients cannot lock others out);
 /// - a connection that sends and takes nothing for `idleTimeout` is closed;
-/// - at most `maxConcurrent` requests answered at once; more get 503 at once; a request not answered
+/// - at most `maxConcurrent` requests answered at once, and handlers running (a timed-out one runs
+///   on until it returns); more get 503 at once; a request not answered
 ///   within `requestTimeout` gets 503 (its connection is closed after).
 /// Only GET and HEAD (and POST with `maxBodyBytes`) are answered; other methods get 405. A client that shuts down its side after
 /// its request (half-close) still gets the answer.
@@ -91,6 +92,8 @@ public final class HTTPServer: Sendable {
     /// Answers a request. Runs on the server's own threads (2), never on the event loop nor on
     /// Swift's cooperative pool, so it may block (and the pool being busy never delays an answer).
     public typealias Handler = @Sendable (HTTPServerRequest) -> HTTPServerResponse
+    /// The server's own answers (busy, timeout, a body refused, an internal error): status and message.
+    public typealias ErrorResponse = @Sendable (Int, String) -> HTTPServerResponse
 
     let group: MultiThreadedEventLoopGroup
     let workers: NIOThreadPool
@@ -101,6 +104,7 @@ public final class HTTPServer: Sendable {
     public init(host: String, port: Int, maxConnections: Int = 256, maxConcurrent: Int = 16,
                 idleTimeout: TimeAmount = .seconds(10), requestTimeout: TimeAmount = .seconds(5),
                 maxBodyBytes: Int = 0, workerThreads: Int = 2,
+                errorResponse: @escaping ErrorResponse = { HTTPServerResponse.text($0, $1 + "\n") },
                 handler: @escaping Handler) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let workers = NIOThreadPool(numberOfThreads: workerThreads)
@@ -122,7 +126,7 @@ public final class HTTPServer: Sendable {
                     limits.maxHeaderFieldCount = 100
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-                    let connection = Connection(registry: registry.value, workers: workers, maxBodyBytes: maxBodyBytes, handler: handler)
+                    let connection = Connection(registry: registry.value, workers: workers, maxBodyBytes: maxBodyBytes, errorResponse: errorResponse, handler: handler)
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idleTimeout))
                     try channel.pipeline.syncOperations.addHandler(connection)
                     registry.value.opened(connection, channel)
@@ -169,6 +173,8 @@ final class Connections {
     var open: [ObjectIdentifier: (sequence: Int, channel: any Channel, connection: Connection)] = [:]
     var sequence = 0
     var answering = 0
+    /// Handlers running on the worker threads (a timed-out request's handler until it returns).
+    var running = 0
 
     init(max: Int, maxConcurrent: Int, requestTimeout: TimeAmount) {
         self.max = max
@@ -204,6 +210,7 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
     let registry: Connections
     let workers: NIOThreadPool
     let handler: HTTPServer.Handler
+    let errorResponse: HTTPServer.ErrorResponse
     let maxBodyBytes: Int
     var request: (head: HTTPRequestHead, supported: Bool)?
     /// The form being read (POST with `maxBodyBytes`); nil past the bound.
@@ -212,8 +219,10 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
     /// The client shut down its side: close once the answer being made is written.
     var inputClosed = false
 
-    init(registry: Connections, workers: NIOThreadPool, maxBodyBytes: Int, handler: @escaping HTTPServer.Handler) {
+    init(registry: Connections, workers: NIOThreadPool, maxBodyBytes: Int, errorResponse: @escaping HTTPServer.ErrorResponse,
+         handler: @escaping HTTPServer.Handler) {
         self.registry = registry
+        self.errorResponse = errorResponse
         self.workers = workers
         self.maxBodyBytes = maxBodyBytes
         self.handler = handler
@@ -243,22 +252,25 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
             var form: Substring = ""
             if head.method == .POST {
                 guard let bytes = body else {
-                    respond(context: context, head: head, .text(413, "request body larger than \(maxBodyBytes) bytes\n"), close: true)
+                    respond(context: context, head: head, errorResponse(413, "request body larger than \(maxBodyBytes) bytes"), close: true)
                     return
                 }
                 let type = head.headers.first(name: "Content-Type")?.lowercased() ?? ""
                 guard bytes.isEmpty || type.hasPrefix("application/x-www-form-urlencoded") else {
-                    respond(context: context, head: head, .text(415, "a POST body must be application/x-www-form-urlencoded\n"))
+                    respond(context: context, head: head, errorResponse(415, "a POST body must be application/x-www-form-urlencoded"))
                     return
                 }
                 form = Substring(String(decoding: bytes, as: UTF8.self))
             }
             body = []
-            guard registry.answering < registry.maxConcurrent else {
-                respond(context: context, head: head, .text(503, "busy: too many requests at once\n"))
+            // Handlers still running count too (one whose request timed out keeps its thread until
+            // it returns): never more than `maxConcurrent` at work.
+            guard registry.answering < registry.maxConcurrent, registry.running < registry.maxConcurrent else {
+                respond(context: context, head: head, errorResponse(503, "busy: too many requests at once"))
                 return
             }
             registry.answering += 1
+            registry.running += 1
             busy = true
             let uri = head.uri
             let cut = uri.firstIndex(of: "?")
@@ -269,12 +281,13 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
             let bound = NIOLoopBound((self, context, Answer()), eventLoop: context.eventLoop)
             let timeout = context.eventLoop.scheduleTask(in: registry.requestTimeout) {
                 let (me, context, answer) = bound.value
-                me.finish(answer, context: context, head: head, .text(503, "timeout: the answer took too long\n"), close: true)
+                me.finish(answer, context: context, head: head, me.errorResponse(503, "timeout: the answer took too long"), close: true)
             }
             answer.whenComplete { result in
                 timeout.cancel()
                 let (me, context, answer) = bound.value
-                me.finish(answer, context: context, head: head, (try? result.get()) ?? .text(500, "internal error\n"), close: false)
+                me.registry.running -= 1
+                me.finish(answer, context: context, head: head, (try? result.get()) ?? me.errorResponse(500, "internal error"), close: false)
             }
         }
     }

@@ -122,7 +122,8 @@ public enum Samples {
   # warn_records = 100000        # WARNING above this backlog
   # critical_open = "5m"         # CRITICAL when the breaker is open longer
 
-# `spillway query` (series, latest, range) reads back from the Redis of [outputs.redis]; bounds of one query.
+# `spillway query` (series, latest, range) and `spillway serve` (the Prometheus query API) read back from
+# the Redis of [outputs.redis]; bounds of one query.
 [query]
   # max_series = 10000         # series one query may select
   # max_points = 11000         # buckets per series one range may hold

@@ -1,7 +1,8 @@
 /// The Prometheus HTTP API's read endpoints, with their JSON shapes, over a `SeriesSource`:
 /// `/api/v1/query`, `/api/v1/query_range`, `/api/v1/series`, `/api/v1/labels`,
 /// `/api/v1/label/<name>/values`, and the few Grafana asks for on the side
-/// (`/api/v1/status/buildinfo`, `/api/v1/metadata`, `/api/v1/query_exemplars`). Errors have
+/// (`/api/v1/status/buildinfo`, `/api/v1/metadata`, `/api/v1/query_exemplars`, `/api/v1/rules`,
+/// `/api/v1/alerts`). Errors have
 /// Prometheus's shape: `{"status":"error","errorType":"bad_data","error":"…"}` with 400 for a bad
 /// request or query, 422 when it cannot be evaluated, 503 when the source is unavailable.
 public struct PrometheusAPI: Sendable {
@@ -36,6 +37,9 @@ public struct PrometheusAPI: Sendable {
             case "/api/v1/status/buildinfo":
                 return success(#"{"version":"2.45.0","revision":"spillway","branch":"","buildUser":"","buildDate":"","goVersion":""}"#)
             case "/api/v1/metadata": return success("{}")
+            // Grafana's alerting view asks for the data source's rules and alerts: there are none.
+            case "/api/v1/rules": return success(#"{"groups":[]}"#)
+            case "/api/v1/alerts": return success(#"{"alerts":[]}"#)
             case "/api/v1/query_exemplars": return success("[]")
             default:
                 if path.hasPrefix("/api/v1/label/"), path.hasSuffix("/values") {
@@ -266,6 +270,12 @@ public struct PrometheusAPI: Sendable {
 
     func success(_ data: String) -> Response {
         Response(status: 200, body: Array(#"{"status":"success","data":\#(data)}"#.utf8))
+    }
+
+    /// Prometheus's error shape, for answers the HTTP server gives itself (a timeout, too many
+    /// requests at once, a body too large).
+    public static func error(status: Int, message: String) -> Response {
+        PrometheusAPI().failure(status, status == 503 ? "unavailable" : "bad_data", message)
     }
 
     func failure(_ status: Int, _ type: String, _ message: String) -> Response {

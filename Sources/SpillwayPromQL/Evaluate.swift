@@ -58,7 +58,7 @@ public struct Evaluator: Sendable {
     /// Raw samples a query may read in all.
     public var maxSamples: Int
 
-    public init(lookback: Int64 = 300_000, maxSeries: Int = 10_000, maxPoints: Int = 11_000, maxSamples: Int = 20_000_000) {
+    public init(lookback: Int64 = 300_000, maxSeries: Int = 10_000, maxPoints: Int = 11_000, maxSamples: Int = 2_000_000) {
         self.lookback = lookback
         self.maxSeries = maxSeries
         self.maxPoints = maxPoints
@@ -82,16 +82,25 @@ public struct Evaluator: Sendable {
         return try eval(expr, times: times, step: step, source: source, budget: &budget)
     }
 
+    /// As Prometheus: one series per label set (two could be left once a function drops __name__,
+    /// or when two metric-name splits name the same series).
+    static func unique(_ series: [Series]) throws -> QueryValue {
+        var seen: Set<[String: String]> = []
+        for s in series where !seen.insert(s.labels).inserted {
+            throw Failure("vector cannot contain metrics with the same labelset")
+        }
+        return .vector(series)
+    }
+
     func eval(_ expr: Expr, times: [Int64], step: Int64, source: some SeriesSource, budget: inout Int) throws -> QueryValue {
         switch expr {
-        case .number, .arithmetic:
-            let v = expr.constant ?? .nan
+        case .number(let v):
             return .scalar(times.map { Sample($0, v) })
         case .range:
             throw Failure("a range vector is only supported inside a range function")
         case .selector(let sel):
             let series = try read(sel, from: times[0] - lookback + 1, to: times[times.count - 1], source: source, budget: &budget)
-            return .vector(series.compactMap { s in
+            return try Self.unique(series.compactMap { s in
                 var points: [Sample] = []
                 var j = 0
                 for t in times {
@@ -105,10 +114,10 @@ public struct Evaluator: Sendable {
             if f != .rate, f != .increase, range == step, times.count > 1,
                let windows = try source.windows(sel, function: f, start: times[0], end: times[times.count - 1], step: step) {
                 guard windows.count <= maxSeries else { throw tooManySeries() }
-                return .vector(windows.filter { !$0.samples.isEmpty }.map { Series(labels: Self.droppingName($0.labels), samples: $0.samples) })
+                return try Self.unique(windows.filter { !$0.samples.isEmpty }.map { Series(labels: f == .lastOverTime ? $0.labels : Self.droppingName($0.labels), samples: $0.samples) })
             }
             let series = try read(sel, from: times[0] - range + 1, to: times[times.count - 1], source: source, budget: &budget)
-            return .vector(series.compactMap { s in
+            return try Self.unique(series.compactMap { s in
                 var points: [Sample] = []
                 var lo = 0, hi = 0
                 for t in times {
@@ -117,7 +126,7 @@ public struct Evaluator: Sendable {
                     while lo < hi, s.samples[lo].t <= t - range { lo += 1 }
                     if let v = Self.apply(f, s.samples[lo..<hi], windowStart: t - range, windowEnd: t) { points.append(Sample(t, v)) }
                 }
-                return points.isEmpty ? nil : Series(labels: Self.droppingName(s.labels), samples: points)
+                return points.isEmpty ? nil : Series(labels: f == .lastOverTime ? s.labels : Self.droppingName(s.labels), samples: points)
             })
         case .aggregation(let op, let by, let inner):
             guard case .vector(let series) = try eval(inner, times: times, step: step, source: source, budget: &budget) else {
@@ -161,7 +170,10 @@ public struct Evaluator: Sendable {
         case .lastOverTime: return last.v
         case .rate, .increase:
             guard w.count >= 2 else { return nil }
-            // Prometheus's extrapolatedRate (counter semantics).
+            // Prometheus 3's extrapolatedRate (counter semantics): the increase over the samples
+            // (counter resets added back), extrapolated to the window's edges when the first and
+            // last samples are within 1.1 average intervals of them, else by half an interval; at
+            // the start never past the counter's zero point.
             var result = last.v - first.v
             var previous = first.v
             for s in w.dropFirst() {
@@ -170,18 +182,17 @@ public struct Evaluator: Sendable {
             }
             let rangeSeconds = Double(windowEnd - windowStart) / 1000
             var durationToStart = Double(first.t - windowStart) / 1000
-            let durationToEnd = Double(windowEnd - last.t) / 1000
+            var durationToEnd = Double(windowEnd - last.t) / 1000
             let sampled = Double(last.t - first.t) / 1000
             let averageBetween = sampled / Double(w.count - 1)
+            let threshold = averageBetween * 1.1
+            if durationToStart >= threshold { durationToStart = averageBetween / 2 }
             if result > 0, first.v >= 0 {
                 let durationToZero = sampled * (first.v / result)
                 if durationToZero < durationToStart { durationToStart = durationToZero }
             }
-            let threshold = averageBetween * 1.1
-            var interval = sampled
-            interval += durationToStart < threshold ? durationToStart : averageBetween / 2
-            interval += durationToEnd < threshold ? durationToEnd : averageBetween / 2
-            result *= interval / sampled
+            if durationToEnd >= threshold { durationToEnd = averageBetween / 2 }
+            result *= (sampled + durationToStart + durationToEnd) / sampled
             return f == .rate ? result / rangeSeconds : result
         }
     }

@@ -49,7 +49,7 @@ public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
 
 /// A parsed query.
 public indirect enum Expr: Sendable, Equatable {
-    /// A number (a scalar in Prometheus's terms).
+    /// A number (a scalar in Prometheus's terms), or arithmetic between numbers, folded.
     case number(Double)
     /// An instant vector: the latest sample of each matching series.
     case selector(Selector)
@@ -59,17 +59,10 @@ public indirect enum Expr: Sendable, Equatable {
     case rangeFunction(RangeFunction, Selector, milliseconds: Int64)
     /// `sum by (a, b) (expr)`.
     case aggregation(AggregationOp, by: [String]?, Expr)
-    /// Arithmetic between numbers (`1+1`).
-    case arithmetic(ArithmeticOp, Expr, Expr)
 
-    /// The value of an expression made of numbers only.
+    /// The value of a number (arithmetic between numbers, `1+1`, is folded into one when parsed).
     public var constant: Double? {
-        switch self {
-        case .number(let v): v
-        case .arithmetic(let op, let a, let b):
-            if let x = a.constant, let y = b.constant { op.apply(x, y) } else { nil }
-        default: nil
-        }
+        if case .number(let v) = self { v } else { nil }
     }
 }
 
@@ -169,9 +162,8 @@ struct Parser {
     // MARK: grammar
 
     mutating func expression() throws(ParseError) -> Expr {
-        depth += 1
+        try enter()
         defer { depth -= 1 }
-        guard depth <= maxDepth else { throw ParseError("the query nests deeper than \(maxDepth) levels", at: i) }
         var left = try term()
         while true {
             try skipSpace()
@@ -186,30 +178,22 @@ struct Parser {
     }
 
     mutating func term() throws(ParseError) -> Expr {
-        var left = try power()
+        var left = try unary()
         while true {
             try skipSpace()
             let start = i
             let op: ArithmeticOp
             if try accept("*") { op = .multiply } else if try accept("/") { op = .divide } else if try accept("%") { op = .modulo } else { break }
-            let right = try power()
+            let right = try unary()
             left = try Self.arithmetic(op, left, right, at: start)
         }
         return left
     }
 
-    mutating func power() throws(ParseError) -> Expr {
-        let base = try unary()
-        try skipSpace()
-        let start = i
-        if try accept("^") {
-            let exponent = try power()
-            return try Self.arithmetic(.power, base, exponent, at: start)
-        }
-        return base
-    }
-
+    /// `-x`, `+x`: looser than `^`, as in Prometheus (`-2^2` is -4).
     mutating func unary() throws(ParseError) -> Expr {
+        try enter()
+        defer { depth -= 1 }
         try skipSpace()
         let start = i
         if try accept("-") {
@@ -217,14 +201,36 @@ struct Parser {
             return try Self.arithmetic(.subtract, .number(0), e, at: start)
         }
         if try accept("+") { return try unary() }
-        return try primary()
+        return try power()
     }
 
+    /// `a ^ b`, right-associative; the exponent may have a sign (`2 ^ -1`).
+    mutating func power() throws(ParseError) -> Expr {
+        let base = try primary()
+        try skipSpace()
+        let start = i
+        if try accept("^") {
+            try enter()
+            defer { depth -= 1 }
+            let exponent = try unary()
+            return try Self.arithmetic(.power, base, exponent, at: start)
+        }
+        return base
+    }
+
+    /// One level deeper (parentheses, signs, powers); past `maxDepth` the query is refused.
+    mutating func enter() throws(ParseError) {
+        depth += 1
+        guard depth <= maxDepth else { throw ParseError("the query nests deeper than \(maxDepth) levels", at: i) }
+    }
+
+    /// Arithmetic between numbers, folded into the number it gives (so a long chain costs no more
+    /// to evaluate than its length).
     static func arithmetic(_ op: ArithmeticOp, _ a: Expr, _ b: Expr, at: Int) throws(ParseError) -> Expr {
-        guard a.constant != nil, b.constant != nil else {
+        guard case .number(let x) = a, case .number(let y) = b else {
             throw ParseError("binary operator \"\(op.rawValue)\" is only supported between numbers, not between series", at: at)
         }
-        return .arithmetic(op, a, b)
+        return .number(op.apply(x, y))
     }
 
     mutating func rejectBinaryKeywordsAndComparisons() throws(ParseError) {

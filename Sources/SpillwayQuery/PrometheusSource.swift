@@ -33,7 +33,7 @@ public struct PrometheusSource: SeriesSource {
 
     /// What to ask the engine for: a selector per split of the metric name, with the matchers on
     /// the record's tags (those mean the same to the engine).
-    static func engineSelectors(_ s: Selector) -> [Selector] {
+    static func engineSelectors(_ s: Selector) throws -> [Selector] {
         let tags = s.matchers.filter { !["__name__", "name", "field", "rollup"].contains($0.label) }
         guard let metric = s.metricName else { return [Selector(tags)] }
         var out: [Selector] = []
@@ -43,8 +43,14 @@ public struct PrometheusSource: SeriesSource {
             if !name.isEmpty, !field.isEmpty { out.append(Selector(name: name, field: field, tags)) }
             i = metric.index(after: cut)
         }
+        // Each split is a look-up in Redis: a name of more parts is refused, not scanned for.
+        guard out.count <= maxSplits else {
+            throw Evaluator.Failure("the metric name \(metric) has more than \(maxSplits + 1) parts separated by _; no measurement and field make it")
+        }
         return out
     }
+
+    static let maxSplits = 12
 
     func failure(_ e: QueryError) -> any Error {
         if case .redis = e { return PrometheusAPI.Unavailable(e.description) }
@@ -54,7 +60,7 @@ public struct PrometheusSource: SeriesSource {
     /// The engine's answers for each of `selector`'s engine selectors, `.noSeries` being none.
     func each<T>(_ selector: Selector, _ body: (Selector) throws(QueryError) -> [T]) throws -> [T] {
         var out: [T] = []
-        for s in Self.engineSelectors(selector) {
+        for s in try Self.engineSelectors(selector) {
             do {
                 out += try body(s)
             } catch .noSeries {
@@ -67,12 +73,16 @@ public struct PrometheusSource: SeriesSource {
     }
 
     public func samples(_ selector: Selector, from: Int64, to: Int64) throws -> [Series] {
+        // One budget for every split: each is read with what the ones before it left.
         var left = maxSamples
         var out: [Series] = []
-        for (info, samples) in try each(selector, { (s: Selector) throws(QueryError) in try engine.samples(s, from: from, to: to, maxSamples: left) }) {
-            left -= samples.count
-            guard let labels = Self.prometheusLabels(info.labels), selector.matches(labels) else { continue }
-            out.append(Series(labels: labels, samples: samples.map { Sample($0.0, $0.1) }))
+        _ = try each(selector) { (s: Selector) throws(QueryError) -> [Int] in
+            for (info, samples) in try engine.samples(s, from: from, to: to, maxSamples: left) {
+                left -= samples.count
+                guard let labels = Self.prometheusLabels(info.labels), selector.matches(labels) else { continue }
+                out.append(Series(labels: labels, samples: samples.map { Sample($0.0, $0.1) }))
+            }
+            return []
         }
         return out
     }
@@ -91,8 +101,10 @@ public struct PrometheusSource: SeriesSource {
         }
         var out: [Series] = []
         let ranges = try each(selector) { (s: Selector) throws(QueryError) in
-            // Buckets aligned to 1 ms: [t - step + 1, t + 1) is the window (t - step, t].
-            try engine.range(RangeQuery(selector: s, from: start - step + 1, to: end, step: step, aggregation: aggregation, alignment: 1), now: now).series
+            // Buckets [t - step + 1, t + 1) for t = start, start + step, …: the windows (t - step, t].
+            let alignment = ((start + 1) % step + step) % step
+            return try engine.range(RangeQuery(selector: s, from: start - step + 1, to: end, step: step, aggregation: aggregation, alignment: alignment),
+                                    now: now).series
         }
         for r in ranges {
             guard let labels = Self.prometheusLabels(r.series.labels), selector.matches(labels) else { continue }

@@ -471,7 +471,20 @@ public final class QueryEngine {
         switch layout.format {
         case .timeseries:
             let found = try timeseriesFind(selector, withLatest: false)
-            let replies = try run(found.map { ["TS.RANGE", $0.series.key, String(max(0, from)), String(to), "COUNT", String(maxSamples + 1)] })
+            let window = [String(max(0, from)), String(to)]
+            // First how many samples each series holds there (one number each: Redis counts), so a
+            // query past the budget is refused before any sample is read.
+            let counts = try run(found.map { ["TS.RANGE", $0.series.key] + window + ["AGGREGATION", "count", String(max(1, to - max(0, from) + 1))] })
+            for (f, reply) in zip(found, counts) {
+                if case .error(let message) = reply {
+                    if message.contains("does not exist") { continue }
+                    throw .reply(command: "TS.RANGE \(f.series.key)", message: message)
+                }
+                for item in reply.array ?? [] { total += Int(try Self.sample(item, command: "TS.RANGE")?.1 ?? 0) }
+                if total > maxSamples { throw .tooManySamples(limit: maxSamples) }
+            }
+            total = 0
+            let replies = try run(found.map { ["TS.RANGE", $0.series.key] + window + ["COUNT", String(maxSamples + 1)] })
             var out: [(series: SeriesInfo, samples: [(Int64, Double)])] = []
             for (f, reply) in zip(found, replies) {
                 // A series deleted since it was found: nothing.

@@ -34,7 +34,7 @@ struct Serve: AsyncParsableCommand {
     var maxPoints: Int?
 
     @Option(name: .customLong("max-samples"), help: ArgumentHelp("Raw samples one query may read in all.", valueName: "n"))
-    var maxSamples = 20_000_000
+    var maxSamples = 2_000_000
 
     @Option(help: ArgumentHelp("How long a query may take before it is answered 503.", valueName: "duration"))
     var timeout = "30s"
@@ -68,7 +68,11 @@ struct Serve: AsyncParsableCommand {
         let server: HTTPServer
         do {
             server = try await HTTPServer(host: address.host, port: Int(address.port), maxConcurrent: 8,
-                                          requestTimeout: .milliseconds(timeoutMs), maxBodyBytes: 64 * 1024, workerThreads: 4) { request in
+                                          requestTimeout: .milliseconds(timeoutMs), maxBodyBytes: 64 * 1024, workerThreads: 4,
+                                          errorResponse: { status, message in
+                                              HTTPServerResponse(status: status, contentType: "application/json",
+                                                                 body: PrometheusAPI.error(status: status, message: message).body)
+                                          }) { request in
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 let response = pool.with { engine in
                     api.handle(path: request.path, parameters: request.parameters, now: now,

@@ -53,6 +53,8 @@ private func json(_ r: PrometheusAPI.Response) -> [String: Any] {
         #expect(v.text == #"{"status":"success","data":["cpu_usage_user","mem_used"]}"#)
         let h = api.handle(path: "/api/v1/label/host/values", parameters: [("match[]", "mem_used")], now: now, source: src)
         #expect(h.text == #"{"status":"success","data":["web-1"]}"#)
+        #expect(api.handle(path: "/api/v1/rules", parameters: [], now: now, source: src).text == #"{"status":"success","data":{"groups":[]}}"#)
+        #expect(PrometheusAPI.error(status: 503, message: "timeout").text == #"{"status":"error","errorType":"unavailable","error":"timeout"}"#)
         let limited = api.handle(path: "/api/v1/label/host/values", parameters: [("limit", "1")], now: now, source: src)
         #expect(limited.text == #"{"status":"success","data":["web-1"]}"#)
     }

@@ -67,7 +67,9 @@ private func vector(_ v: QueryValue) -> [Series] {
                                         ("count_over_time", 3), ("last_over_time", 2)]
         for (f, v) in want {
             let r = vector(try e.evaluate(try PromQL.parse("\(f)(m[30s])"), start: 30_000, end: 30_000, step: 0, source: src))
-            #expect(r == [Series(labels: ["host": "a"], samples: [Sample(30_000, v)])], "\(f)")
+            // last_over_time keeps the metric name, as in Prometheus; the others drop it.
+            let labels = f == "last_over_time" ? ["__name__": "m", "host": "a"] : ["host": "a"]
+            #expect(r == [Series(labels: labels, samples: [Sample(30_000, v)])], "\(f)")
         }
         let none = vector(try e.evaluate(try PromQL.parse("count_over_time(m[5s])"), start: 60_000, end: 60_000, step: 0, source: src))
         #expect(none.isEmpty)
@@ -85,6 +87,15 @@ private func vector(_ v: QueryValue) -> [Series] {
         let reset = Fixed([counter("c_total", host: "a", [(0, 0), (10, 10), (20, 20), (30, 5), (40, 15)])])
         let r = vector(try e.evaluate(try PromQL.parse("rate(c_total[40s])"), start: 40_000, end: 40_000, step: 0, source: reset))
         #expect(abs(r[0].samples[0].v - 25.0 * 40 / 30 / 40) < 1e-12)
+        // Far from the window's start (30 s, over 1.1 intervals): half an interval, then the zero
+        // point (10 s) does not shorten it: 30 × (30 + 5) / 30 = 35 (Prometheus 3).
+        let late = Fixed([counter("c_total", host: "a", [(30, 10), (40, 20), (50, 30), (60, 40)])])
+        #expect(vector(try e.evaluate(try PromQL.parse("increase(c_total[1m])"), start: 60_000, end: 60_000, step: 0, source: late))[0].samples == [Sample(60_000, 35)])
+        // A counter near zero: extrapolated back to its zero point (2 s before the first sample),
+        // not half an interval: 20 × (20 + 2) / 20 = 22, from 2, 12, 22 at 40..60 s in (20 s, 60 s].
+        let zero = Fixed([counter("c_total", host: "a", [(40, 2), (50, 12), (60, 22)])])
+        let z = vector(try e.evaluate(try PromQL.parse("increase(c_total[40s])"), start: 60_000, end: 60_000, step: 0, source: zero))
+        #expect(abs(z[0].samples[0].v - 22) < 1e-9, "\(z)")
         // One sample: no rate.
         #expect(vector(try e.evaluate(try PromQL.parse("rate(c_total[10s])"), start: 40_000, end: 40_000, step: 0, source: reset)).isEmpty)
     }
@@ -116,6 +127,18 @@ private func vector(_ v: QueryValue) -> [Series] {
         let raw = Fixed([Series(labels: ["__name__": "m"], samples: [Sample(30_000, 1), Sample(90_000, 3)])])
         let r2 = vector(try Evaluator().evaluate(try PromQL.parse("avg_over_time(m[1m])"), start: 60_000, end: 120_000, step: 60_000, source: raw))
         #expect(r2 == [Series(labels: [:], samples: [Sample(60_000, 1), Sample(120_000, 3)])])
+    }
+
+    @Test func aVectorHoldsEachLabelSetOnce() throws {
+        // Two metrics whose names a range function drops: the same labels twice.
+        let src = Fixed([Series(labels: ["__name__": "a_x", "host": "h"], samples: [Sample(1000, 1)]),
+                         Series(labels: ["__name__": "a_y", "host": "h"], samples: [Sample(1000, 2)])])
+        #expect(throws: Evaluator.Failure("vector cannot contain metrics with the same labelset")) {
+            try Evaluator().evaluate(try PromQL.parse(#"sum_over_time({host="h"}[1m])"#), start: 2000, end: 2000, step: 0, source: src)
+        }
+        // With the names kept, or summed into one, it is fine.
+        #expect(vector(try Evaluator().evaluate(try PromQL.parse(#"{host="h"}"#), start: 2000, end: 2000, step: 0, source: src)).count == 2)
+        #expect(vector(try Evaluator().evaluate(try PromQL.parse(#"sum({host="h"})"#), start: 2000, end: 2000, step: 0, source: src))[0].samples == [Sample(2000, 3)])
     }
 
     @Test func numbersAndLimits() throws {

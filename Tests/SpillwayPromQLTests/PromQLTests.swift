@@ -70,6 +70,11 @@ private func refused(_ q: String) -> ParseError? {
         #expect(try PromQL.parse("-1.5e3").constant == -1500)
         #expect(try PromQL.parse("0x10 % 5").constant == 1)
         #expect(try PromQL.parse("Inf").constant == .infinity)
+        // As Prometheus: a sign binds looser than ^, which is right-associative.
+        #expect(try PromQL.parse("-2^2").constant == -4)
+        #expect(try PromQL.parse("2^-1").constant == 0.5)
+        #expect(try PromQL.parse("2^3^2").constant == 512)
+        #expect(try PromQL.parse("-(2)^2").constant == -4)
     }
 
     @Test func durations() {
@@ -107,6 +112,8 @@ private func refused(_ q: String) -> ParseError? {
             ("", "unexpected end"),
             ("x y", "unexpected \"y\""),
             (String(repeating: "(", count: 40) + "x" + String(repeating: ")", count: 40), "nests deeper than 32"),
+            (String(repeating: "-", count: 10_000) + "1", "nests deeper than 32"),
+            (String(repeating: "2^", count: 5_000) + "1", "nests deeper than 32"),
             (String(repeating: "a", count: 20_000), "longer than 16384 bytes"),
         ]
         for (q, want) in cases {

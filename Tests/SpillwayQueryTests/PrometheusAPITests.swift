@@ -119,6 +119,21 @@ import Testing
             let got = (r["values"] as? [Any] ?? []).compactMap(Self.value)
             #expect(got.count == want.count && zip(got, want).allSatisfy { $0.0 == $1.0 && close($0.1, $1.1) }, "\(got) != \(want)")
         }
+        // The same with a start off the step's grid (Grafana aligns to the browser's time zone;
+        // promtool's default start has milliseconds): the windows still end at each step.
+        let odd = start + 35_250
+        let shifted = try rig.ask("/api/v1/query_range", [("query", #"avg_over_time(cpu_usage_user{cpu="cpu0"}[1m])"#), ("start", Self.seconds(odd)),
+                                                           ("end", Self.seconds(end)), ("step", "60")], now: end)
+        #expect(Self.result(shifted.json).count == 2)
+        for r in Self.result(shifted.json) {
+            let raw = try rig.raw(host: Self.metric(r)["host"]!, cpu: "cpu0", field: "usage_user")
+            let want: [(Int64, Double)] = stride(from: odd, through: end, by: 60_000).compactMap { t in
+                let w = raw.filter { $0.0 > t - 60_000 && $0.0 <= t }.map(\.1)
+                return w.isEmpty ? nil : (t, w.reduce(0, +) / Double(w.count))
+            }
+            let got = (r["values"] as? [Any] ?? []).compactMap(Self.value)
+            #expect(!want.isEmpty && got.count == want.count && zip(got, want).allSatisfy { $0.0 == $1.0 && close($0.1, $1.1) }, "\(got) != \(want)")
+        }
         // Any other window: the raw samples in (t - 30 s, t] at each step.
         let max = try rig.ask("/api/v1/query_range", [("query", #"max_over_time(cpu_usage_system{host="web-2"}[30s])"#), ("start", Self.seconds(start + 5_000)),
                                                        ("end", Self.seconds(end)), ("step", "45s")], now: end)
