@@ -82,12 +82,23 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Label matchers and selectors (as PromQL has them), the PromQL subset `spillway serve` answers
+        // (parser and evaluator) and the Prometheus HTTP API's JSON: pure, no I/O.
+        .target(name: "SpillwayPromQL", swiftSettings: strict),
+        // The read side (`spillway query`, and what `serve` will answer with): label selectors, series
+        // discovery, latest values and aggregated ranges over both layouts, through RedisSink's
+        // connection.
+        .target(
+            name: "SpillwayQuery",
+            dependencies: ["RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayPromQL"],
+            swiftSettings: strict
+        ),
         // The commit and build date `make release` stamps into the binary (see BuildInfo.c).
         .target(name: "SpillwayBuildInfo"),
         .executableTarget(
             name: "spillway",
             dependencies: [
-                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool", "SpillwayAggregate",
+                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool", "SpillwayQuery", "SpillwayPromQL", "SpillwayAggregate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -98,7 +109,8 @@ let package = Package(
         // `make bench`: prints our figure, the reference measured in the same run, and the ratio.
         .executableTarget(
             name: "spillway-bench",
-            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayBatch", "RedisSink", "SpillwayAgent", "Spool", "SpillwayTestSupport", "SpillwayAggregate",
+            dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayBatch", "RedisSink", "SpillwayAgent", "Spool", "SpillwayTestSupport",
+                           "SpillwayQuery", "SpillwayPromQL", "SpillwayAggregate",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
@@ -128,6 +140,7 @@ let package = Package(
                            .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .testTarget(name: "SpillwayPromQLTests", dependencies: ["SpillwayPromQL"], swiftSettings: strict),
         .testTarget(name: "ProcFSTests", dependencies: ["ProcFS"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(name: "SpillwayCoreTests", dependencies: ["SpillwayCore"], swiftSettings: strict),
         .testTarget(
@@ -140,6 +153,12 @@ let package = Package(
             name: "SpillwayInputsTests",
             dependencies: ["SpillwayInputs", "SpillwayConfig", "SpillwayCore", "ProcFS"],
             exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpillwayQueryTests",
+            dependencies: ["SpillwayQuery", "SpillwayPromQL", "RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

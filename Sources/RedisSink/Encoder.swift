@@ -100,18 +100,78 @@ public struct BatchEncoder: Sendable {
         }
     }
 
+    /// The arguments the records of one route, name and tag set share in a batch, taken from the
+    /// command of the first of a run of them and copied for the next: the XADD's head (`XADD key
+    /// [MINID|MAXLEN ~ n]`) and its tags (`tag_K v …`), with the key (not rendered again) and the
+    /// key's last ID (its mark, kept here through the run: no lookup per record; handed back to the
+    /// minter when the run ends).
+    struct StreamRun {
+        var route: Int
+        var name: String
+        /// Kept (retained), so the same storage means the same tags.
+        var tags: [Tag]
+        var fieldCount: Int
+        var head: [UInt8]
+        var headArguments: Int
+        var keyContents: Range<Int>
+        var tagBytes: [UInt8]
+        var tagArguments: Int
+        var key: [UInt8]
+        var lastID: StreamID?
+
+        func matches(_ r: borrowing Record, route: Int) -> Bool {
+            route == self.route && Self.sameShape(r, name: name, tags: tags, fieldCount: fieldCount)
+        }
+
+        /// The same name, number of fields, and tags in the same storage (tailed lines share their
+        /// file's tags; records that make their own tags never match).
+        static func sameShape(_ r: borrowing Record, name: String, tags: [Tag], fieldCount: Int) -> Bool {
+            guard r.tags.count == tags.count, r.fields.count == fieldCount, r.name == name else { return false }
+            let a = r.tags.withUnsafeBufferPointer { $0.baseAddress }
+            let b = tags.withUnsafeBufferPointer { $0.baseAddress }
+            return a == b
+        }
+    }
+
     mutating func encodeStreams(_ records: [QueuedRecord], now: Int64, lastIDInRedis: (([UInt8]) -> StreamID??)?) -> EncodedBatch {
         var batch = EncodedBatch(recordCount: records.count)
         // Sized like the last batch of this encoder, so a batch's storage grows at most once or twice.
         batch.reserve(bytes: streamBytesPerRecord * records.count, commands: records.count)
         var asked: Set<KeyBytes> = []
         let minID: String? = config.maxAge.map { age in "\(max(0, now - age) / 1_000_000)" }
+        let explicit = config.ids == .explicit
+        var run: StreamRun?
         // Through buffers: records, their fields and tags are read in place, not copied (no
         // retain and release per record, field and tag). The minter's lock is taken once a batch.
         ids.withMinter { minter in
         records.withUnsafeBufferPointer { records in routes.withUnsafeBufferPointer { routes in maxlenTexts.withUnsafeBufferPointer { maxlenTexts in
             for index in records.indices {
                 let route = records[index].route
+                let ms = UInt64(max(0, records[index].record.timestamp) / 1_000_000)
+                if run?.matches(records[index].record, route: route) == true {
+                    // The same key, head and tags as the record before: copied. (Read in place:
+                    // no copy of the run, so no retain of its arrays per record.)
+                    let id: StreamID? = run!.lastID.map { StreamIDMinter.next(after: $0, ms: ms) }
+                    run!.lastID = id
+                    let maxBytes = run!.head.count + run!.tagBytes.count + 2 * ArgumentWriter.maxNumberBytes + 1 + 9
+                        + ArgumentWriter.maxNumberBytes + Self.maxBytes(fieldsOf: records[index].record)
+                    let maxArguments = run!.headArguments + run!.tagArguments + 3 + 2 * records[index].record.fields.count
+                    let (headArguments, keyContents, tagArguments) = (run!.headArguments, run!.keyContents, run!.tagArguments)
+                    run!.head.withUnsafeBytes { head in run!.tagBytes.withUnsafeBytes { tags in
+                        batch.writeCommand(maxBytes: maxBytes, maxArguments: maxArguments, keyArgument: 1, role: .record(index)) { w in
+                            w.framed(head, count: headArguments, markedContents: keyContents)
+                            if let id { w.argument(id) } else { w.argument("*") }
+                            Self.writeFields(of: records[index].record, into: &w)
+                            w.framed(tags, count: tagArguments)
+                            w.argument("timestamp")
+                            w.argument(Int64(ms))
+                        }
+                    } }
+                    continue
+                }
+                // A new run: its key's mark back to the minter first.
+                if let r = run, let id = r.lastID { minter.setMark(key: r.key, id: id) }
+                run = nil
                 routes[route].key.render(records[index].record, into: &tmpKey)
                 // Records of a batch mostly share a key: a key not seeded yet is asked about once
                 // per batch (at the first record of each run of it), so a Redis that does not
@@ -123,30 +183,52 @@ public struct BatchEncoder: Sendable {
                         seededKeys.insert(KeyBytes(tmpKey))
                     }
                 }
-                let ms = UInt64(max(0, records[index].record.timestamp) / 1_000_000)
-                let id: StreamID? = config.ids == .explicit ? minter.mint(key: tmpKey, ms: ms) : nil
+                let id: StreamID? = explicit ? minter.mint(key: tmpKey, ms: ms) : nil
                 // The most the command can take, so it is written through pointers in one go.
                 let maxBytes = 4 + tmpKey.count + 7 + (minID?.utf8.count ?? ArgumentWriter.maxNumberBytes)
                     + 2 * ArgumentWriter.maxNumberBytes + 1 + 9 + ArgumentWriter.maxNumberBytes
-                    + Self.maxBytes(fieldsAndTagsOf: records[index].record)
+                    + Self.maxBytes(fieldsOf: records[index].record) + Self.maxBytes(tagsOf: records[index].record)
                 let maxArguments = 8 + 2 * (records[index].record.fields.count + records[index].record.tags.count)
                 let maxlen = routes[route].maxlen
+                var headArguments = 2
                 batch.writeCommand(maxBytes: maxBytes, maxArguments: maxArguments, keyArgument: 1, role: .record(index)) { w in
                     w.argument("XADD")
                     w.argument(tmpKey)
                     if let minID {
                         w.argument("MINID"); w.argument("~"); w.argument(minID)
+                        headArguments = 5
                     } else if maxlen > 0 {
                         w.argument("MAXLEN"); w.argument("~"); w.argument(maxlenTexts[route])
+                        headArguments = 5
                     }
                     if let id { w.argument(id) } else { w.argument("*") }
-                    Self.writeFieldsAndTags(of: records[index].record, into: &w)
+                    Self.writeFields(of: records[index].record, into: &w)
+                    Self.writeTags(of: records[index].record, into: &w)
                     w.argument("timestamp")
                     w.argument(Int64(ms))
                 }
-                if tmpKey != lastKey { swap(&tmpKey, &lastKey) }
+                // When the next record has this route, name and tags, it and those after it copy
+                // what this one shares.
+                let next = index + 1
+                guard next < records.count, records[next].route == route,
+                      StreamRun.sameShape(records[next].record, name: records[index].record.name, tags: records[index].record.tags,
+                                          fieldCount: records[index].record.fields.count) else {
+                    if tmpKey != lastKey { swap(&tmpKey, &lastKey) }
+                    tmpKey.removeAll(keepingCapacity: true)
+                    continue
+                }
+                let c = batch.commandCount - 1
+                let head = batch.framedArguments(c, 0..<headArguments, contentsOf: 1)
+                let firstTag = headArguments + 1 + 2 * records[index].record.fields.count
+                let tagArguments = 2 * records[index].record.tags.count
+                run = StreamRun(route: route, name: records[index].record.name, tags: records[index].record.tags,
+                                fieldCount: records[index].record.fields.count, head: Array(head.bytes), headArguments: headArguments,
+                                keyContents: head.contents!, tagBytes: Array(batch.framedArguments(c, firstTag..<(firstTag + tagArguments), contentsOf: -1).bytes),
+                                tagArguments: tagArguments, key: tmpKey, lastID: id)
+                swap(&tmpKey, &lastKey)
                 tmpKey.removeAll(keepingCapacity: true)
             }
+            if let r = run, let id = r.lastID { minter.setMark(key: r.key, id: id) }
         } } }
         }
         if !records.isEmpty {
@@ -155,26 +237,36 @@ public struct BatchEncoder: Sendable {
         return batch
     }
 
-    /// The most a record's fields and tags take as XADD arguments (`writeFieldsAndTags`).
-    static func maxBytes(fieldsAndTagsOf r: borrowing Record) -> Int {
+    /// The most a record's fields take as XADD arguments (`writeFields`).
+    static func maxBytes(fieldsOf r: borrowing Record) -> Int {
         var n = 0
         r.fields.withUnsafeBufferPointer { fields in
             for i in fields.indices { n += fields[i].key.utf8.count + ArgumentWriter.maxBytes(fields[i].value) }
         }
+        return n
+    }
+
+    /// The most a record's tags take as XADD arguments (`writeTags`).
+    static func maxBytes(tagsOf r: borrowing Record) -> Int {
+        var n = 0
         r.tags.withUnsafeBufferPointer { tags in
             for i in tags.indices { n += 4 + tags[i].key.utf8.count + tags[i].value.utf8.count }
         }
         return n
     }
 
-    /// An XADD's field-value pairs for a record: each field, then each tag as `tag_KEY`.
-    static func writeFieldsAndTags(of r: borrowing Record, into w: inout ArgumentWriter) {
+    /// An XADD's field-value pairs for a record's fields.
+    static func writeFields(of r: borrowing Record, into w: inout ArgumentWriter) {
         r.fields.withUnsafeBufferPointer { fields in
             for i in fields.indices {
                 w.argument(fields[i].key)
                 w.argument(fields[i].value)
             }
         }
+    }
+
+    /// An XADD's field-value pairs for a record's tags, as `tag_KEY`.
+    static func writeTags(of r: borrowing Record, into w: inout ArgumentWriter) {
         r.tags.withUnsafeBufferPointer { tags in
             for i in tags.indices {
                 w.part("tag_")

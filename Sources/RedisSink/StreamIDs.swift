@@ -78,6 +78,19 @@ public struct StreamIDMinter: Sendable {
         return Self.advance(&high[KeyBytes(key), default: StreamID(ms: 0, seq: 0)], to: ms)
     }
 
+    /// The ID after `last` for a record at `ms` (as `mint` gives), for a caller that keeps a key's
+    /// mark itself through a run of its records and hands it back with `setMark`.
+    public static func next(after last: StreamID, ms: UInt64) -> StreamID {
+        var l = last
+        return advance(&l, to: ms)
+    }
+
+    /// Sets the mark of `key` to `id`, an ID `next(after:ms:)` gave from its mark.
+    public mutating func setMark(key: [UInt8], id: StreamID) {
+        high[KeyBytes(key)] = id
+        dirty = true
+    }
+
     private static func advance(_ last: inout StreamID, to ms: UInt64) -> StreamID {
         last = ms <= last.ms ? StreamID(ms: last.ms, seq: last.seq + 1) : StreamID(ms: ms, seq: 0)
         return last

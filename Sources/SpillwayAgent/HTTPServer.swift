@@ -2,15 +2,28 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// A request as the handler sees it: the method, the path and the raw query (after `?`).
+/// A request as the handler sees it: the method, the path, the raw query (after `?`) and, for a
+/// POST of a form (`application/x-www-form-urlencoded`, on a server that takes bodies), the form.
 public struct HTTPServerRequest: Sendable {
     public var method: String
     public var path: String
     public var query: Substring
+    public var form: Substring = ""
 
-    /// The query's parameters, percent-decoded (`+` is a blank), in order.
+    public init(method: String, path: String, query: Substring, form: Substring = "") {
+        self.method = method
+        self.path = path
+        self.query = query
+        self.form = form
+    }
+
+    /// The query's parameters, then the form's, percent-decoded (`+` is a blank), in order.
     public var parameters: [(name: String, value: String)] {
-        query.split(separator: "&", omittingEmptySubsequences: true).map { pair in
+        Self.pairs(query) + Self.pairs(form)
+    }
+
+    static func pairs(_ text: Substring) -> [(name: String, value: String)] {
+        text.split(separator: "&", omittingEmptySubsequences: true).map { pair in
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             return (Self.decode(parts[0]), parts.count > 1 ? Self.decode(parts[1]) : "")
         }
@@ -63,19 +76,24 @@ public struct HTTPServerResponse: Sendable {
 /// (the connection registry relies on there being one), with every bound a public endpoint needs:
 /// - a request head (request line and headers) of at most `maxHeadBytes`; past it, 400 and the
 ///   connection is closed (the codec stops reading it, so a long head costs no memory);
-/// - request bodies are not kept (the endpoints take none): they are read and dropped;
+/// - request bodies are not kept (the endpoints take none): they are read and dropped; unless
+///   `maxBodyBytes` > 0 (`spillway serve`): then POST is answered too, and a form body of at most
+///   that many bytes is kept (413 past it);
 /// - at most `maxConnections` open connections: one more closes the oldest connection that has no
 ///   request being answered (so idle or slow clients cannot lock others out);
 /// - a connection that sends and takes nothing for `idleTimeout` is closed;
-/// - at most `maxConcurrent` requests answered at once; more get 503 at once; a request not answered
+/// - at most `maxConcurrent` requests answered at once, and handlers running (a timed-out one runs
+///   on until it returns); more get 503 at once; a request not answered
 ///   within `requestTimeout` gets 503 (its connection is closed after).
-/// Only GET and HEAD are answered; other methods get 405. A client that shuts down its side after
+/// Only GET and HEAD (and POST with `maxBodyBytes`) are answered; other methods get 405. A client that shuts down its side after
 /// its request (half-close) still gets the answer.
 public final class HTTPServer: Sendable {
     public static let maxHeadBytes = 8 * 1024
     /// Answers a request. Runs on the server's own threads (2), never on the event loop nor on
     /// Swift's cooperative pool, so it may block (and the pool being busy never delays an answer).
     public typealias Handler = @Sendable (HTTPServerRequest) -> HTTPServerResponse
+    /// The server's own answers (busy, timeout, a body refused, an internal error): status and message.
+    public typealias ErrorResponse = @Sendable (Int, String) -> HTTPServerResponse
 
     let group: MultiThreadedEventLoopGroup
     let workers: NIOThreadPool
@@ -85,9 +103,11 @@ public final class HTTPServer: Sendable {
     /// Binds `host:port` (a numeric IPv4 or IPv6 address) and serves until `close`.
     public init(host: String, port: Int, maxConnections: Int = 256, maxConcurrent: Int = 16,
                 idleTimeout: TimeAmount = .seconds(10), requestTimeout: TimeAmount = .seconds(5),
+                maxBodyBytes: Int = 0, workerThreads: Int = 2,
+                errorResponse: @escaping ErrorResponse = { HTTPServerResponse.text($0, $1 + "\n") },
                 handler: @escaping Handler) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let workers = NIOThreadPool(numberOfThreads: 2)
+        let workers = NIOThreadPool(numberOfThreads: workerThreads)
         workers.start()
         let loop = group.next()
         let registry = try await loop.submit {
@@ -106,7 +126,7 @@ public final class HTTPServer: Sendable {
                     limits.maxHeaderFieldCount = 100
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                         withEncoderConfiguration: .init(), withDecoderLimitConfiguration: limits)
-                    let connection = Connection(registry: registry.value, workers: workers, handler: handler)
+                    let connection = Connection(registry: registry.value, workers: workers, maxBodyBytes: maxBodyBytes, errorResponse: errorResponse, handler: handler)
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: idleTimeout))
                     try channel.pipeline.syncOperations.addHandler(connection)
                     registry.value.opened(connection, channel)
@@ -153,6 +173,8 @@ final class Connections {
     var open: [ObjectIdentifier: (sequence: Int, channel: any Channel, connection: Connection)] = [:]
     var sequence = 0
     var answering = 0
+    /// Handlers running on the worker threads (a timed-out request's handler until it returns).
+    var running = 0
 
     init(max: Int, maxConcurrent: Int, requestTimeout: TimeAmount) {
         self.max = max
@@ -188,51 +210,84 @@ final class Connection: ChannelInboundHandler, RemovableChannelHandler {
     let registry: Connections
     let workers: NIOThreadPool
     let handler: HTTPServer.Handler
+    let errorResponse: HTTPServer.ErrorResponse
+    let maxBodyBytes: Int
     var request: (head: HTTPRequestHead, supported: Bool)?
+    /// The form being read (POST with `maxBodyBytes`); nil past the bound.
+    var body: [UInt8]? = []
     var busy = false
     /// The client shut down its side: close once the answer being made is written.
     var inputClosed = false
 
-    init(registry: Connections, workers: NIOThreadPool, handler: @escaping HTTPServer.Handler) {
+    init(registry: Connections, workers: NIOThreadPool, maxBodyBytes: Int, errorResponse: @escaping HTTPServer.ErrorResponse,
+         handler: @escaping HTTPServer.Handler) {
         self.registry = registry
+        self.errorResponse = errorResponse
         self.workers = workers
+        self.maxBodyBytes = maxBodyBytes
         self.handler = handler
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head):
-            request = (head, head.method == .GET || head.method == .HEAD)
-        case .body:
-            break  // not kept
+            request = (head, head.method == .GET || head.method == .HEAD || (maxBodyBytes > 0 && head.method == .POST))
+            body = []
+        case .body(let part):
+            // Kept only for a POST the server takes, up to the bound; else read and dropped.
+            guard maxBodyBytes > 0, request?.head.method == .POST, body != nil else { break }
+            if body!.count + part.readableBytes > maxBodyBytes {
+                body = nil
+            } else {
+                body!.append(contentsOf: part.readableBytesView)
+            }
         case .end:
             guard let (head, supported) = request else { return }
             request = nil
             guard supported else {
-                respond(context: context, head: head, .text(405, "method not allowed: use GET\n", headers: [("Allow", "GET, HEAD")]))
+                let allowed = maxBodyBytes > 0 ? "GET, HEAD, POST" : "GET, HEAD"
+                respond(context: context, head: head, .text(405, "method not allowed: use \(maxBodyBytes > 0 ? "GET or POST" : "GET")\n", headers: [("Allow", allowed)]))
                 return
             }
-            guard registry.answering < registry.maxConcurrent else {
-                respond(context: context, head: head, .text(503, "busy: too many requests at once\n"))
+            var form: Substring = ""
+            if head.method == .POST {
+                guard let bytes = body else {
+                    respond(context: context, head: head, errorResponse(413, "request body larger than \(maxBodyBytes) bytes"), close: true)
+                    return
+                }
+                let type = head.headers.first(name: "Content-Type")?.lowercased() ?? ""
+                guard bytes.isEmpty || type.hasPrefix("application/x-www-form-urlencoded") else {
+                    respond(context: context, head: head, errorResponse(415, "a POST body must be application/x-www-form-urlencoded"))
+                    return
+                }
+                form = Substring(String(decoding: bytes, as: UTF8.self))
+            }
+            body = []
+            // Handlers still running count too (one whose request timed out keeps its thread until
+            // it returns): never more than `maxConcurrent` at work.
+            guard registry.answering < registry.maxConcurrent, registry.running < registry.maxConcurrent else {
+                respond(context: context, head: head, errorResponse(503, "busy: too many requests at once"))
                 return
             }
             registry.answering += 1
+            registry.running += 1
             busy = true
             let uri = head.uri
             let cut = uri.firstIndex(of: "?")
             let request = HTTPServerRequest(method: head.method.rawValue, path: String(uri[..<(cut ?? uri.endIndex)]),
-                                            query: cut.map { uri[uri.index(after: $0)...] } ?? "")
+                                            query: cut.map { uri[uri.index(after: $0)...] } ?? "", form: form)
             let handler = self.handler
             let answer = workers.runIfActive(eventLoop: context.eventLoop) { handler(request) }
             let bound = NIOLoopBound((self, context, Answer()), eventLoop: context.eventLoop)
             let timeout = context.eventLoop.scheduleTask(in: registry.requestTimeout) {
                 let (me, context, answer) = bound.value
-                me.finish(answer, context: context, head: head, .text(503, "timeout: the answer took too long\n"), close: true)
+                me.finish(answer, context: context, head: head, me.errorResponse(503, "timeout: the answer took too long"), close: true)
             }
             answer.whenComplete { result in
                 timeout.cancel()
                 let (me, context, answer) = bound.value
-                me.finish(answer, context: context, head: head, (try? result.get()) ?? .text(500, "internal error\n"), close: false)
+                me.registry.running -= 1
+                me.finish(answer, context: context, head: head, (try? result.get()) ?? me.errorResponse(500, "internal error"), close: false)
             }
         }
     }

@@ -138,6 +138,19 @@ public struct EncodedBatch: Sendable {
         return RESP.argumentRanges(b[first...], count: s.argc)
     }
 
+    /// Command `i`'s arguments `arguments` as written (each framed), and where argument
+    /// `contentsOf`'s contents are within those bytes (when it is one of them).
+    public func framedArguments(_ i: Int, _ arguments: Range<Int>, contentsOf a: Int) -> (bytes: ArraySlice<UInt8>, contents: Range<Int>?) {
+        let ranges = argumentRanges(i)
+        let s = entries[i].span
+        // An argument's framing starts right after the previous one's contents and CRLF.
+        func start(_ k: Int) -> Int { k == 0 ? s.byteStart + RESP.headerLength(s.argc) : ranges[k - 1].upperBound + 2 }
+        let from = start(arguments.lowerBound)
+        let to = arguments.isEmpty ? from : ranges[arguments.upperBound - 1].upperBound + 2
+        let contents = arguments.contains(a) ? (ranges[a].lowerBound - from)..<(ranges[a].upperBound - from) : nil
+        return (storage.bytes[from..<to], contents)
+    }
+
     /// Argument `a` of command `i`.
     public func argument(_ i: Int, _ a: Int) -> ArraySlice<UInt8> {
         if a == entries[i].keyArgument { return key(i) }

@@ -335,6 +335,23 @@ public struct ArgumentWriter {
 
     // MARK: whole arguments
 
+    /// `count` whole arguments already framed (`$n\r\n…\r\n` each, as a command written before
+    /// holds them), copied as they are. `markedContents`: where argument `mark`'s contents are in
+    /// `source`, when it is one of them.
+    public mutating func framed(_ source: UnsafeRawBufferPointer, count: Int, markedContents: Range<Int>? = nil) {
+        precondition(open < 0, "ArgumentWriter: an argument is being written in parts")
+        precondition(argumentCount + count <= maxArguments, "ArgumentWriter: more arguments than the room made")
+        precondition(byteCount + source.count <= room, "ArgumentWriter: more bytes than the room made")
+        if let m = markedContents, mark >= argumentCount, mark < argumentCount + count {
+            marked = (byteCount + m.lowerBound)..<(byteCount + m.upperBound)
+        }
+        if let s = source.baseAddress, source.count > 0 {
+            (bytes + byteCount).update(from: s.assumingMemoryBound(to: UInt8.self), count: source.count)
+        }
+        byteCount += source.count
+        argumentCount += count
+    }
+
     /// A whole argument of known contents: header, contents, CRLF, with no move.
     public mutating func argument(_ source: UnsafeRawBufferPointer) {
         precondition(open < 0, "ArgumentWriter: an argument is being written in parts")

@@ -31,14 +31,22 @@ extension EncodedBatch {
         // The most it can take (every number at 5 bytes), so it is written through a pointer with
         // no check per byte.
         var bound = 21 + bytes.count
+        var maxArgc = 0
         for e in entries {
             bound += 16 + 5 * e.span.argc
+            maxArgc = max(maxArgc, e.span.argc)
             if case .samples(let owners) = e.role { bound += 5 * owners.count }
         }
         if out.count < bound { out.append(contentsOf: repeatElement(0, count: bound - out.count)) }
-        // Where the previous command's arguments are (RESP included), and this one's: start, count.
-        var previous: [Int] = []
-        var current: [Int] = []
+        // Where the previous command's arguments are (RESP included), and this one's: (start,
+        // length) pairs, in two buffers that swap (no array bookkeeping per argument).
+        var previous = UnsafeMutableBufferPointer<Int>.allocate(capacity: 2 * maxArgc + 2)
+        var current = UnsafeMutableBufferPointer<Int>.allocate(capacity: 2 * maxArgc + 2)
+        defer {
+            previous.deallocate()
+            current.deallocate()
+        }
+        var previousArgc = 0
         return out.withUnsafeMutableBufferPointer { buffer -> Int in
             bytes.withUnsafeBufferPointer { resp -> Int in
                 var w = Writer(base: buffer.baseAddress!)
@@ -48,36 +56,39 @@ extension EncodedBatch {
                 w.varint(skippedFields)
                 w.varint(entries.count)
                 let base = resp.baseAddress!
-                for e in entries {
-                    switch e.role {
-                    case .record(let i):
-                        w.byte(0)
-                        w.varint(i)
-                    case .samples(let owners):
-                        w.byte(1)
-                        w.varint(owners.count)
-                        for o in owners { w.varint(o) }
-                    case .setup:
-                        w.byte(2)
-                    }
-                    w.varint(e.keyArgument)
-                    w.varint(e.span.argc)
-                    current.removeAll(keepingCapacity: true)
-                    var at = e.span.byteStart + RESP.headerLength(e.span.argc)
-                    for a in 0..<e.span.argc {
-                        let (header, contents) = RESP.bulkLengths(base + at)
-                        let n = header + contents + 2
-                        current.append(at)
-                        current.append(n)
-                        if 2 * a + 1 < previous.count, previous[2 * a + 1] == n, Self.same(base + at, base + previous[2 * a], n) {
-                            w.varint(0)
-                        } else {
-                            w.varint(contents + 1)
-                            w.bytes(base, from: at + header, count: contents)
+                entries.withUnsafeBufferPointer { entries in
+                    for k in entries.indices {
+                        switch entries[k].role {
+                        case .record(let i):
+                            w.byte(0)
+                            w.varint(i)
+                        case .samples(let owners):
+                            w.byte(1)
+                            w.varint(owners.count)
+                            for o in owners { w.varint(o) }
+                        case .setup:
+                            w.byte(2)
                         }
-                        at += n
+                        let span = entries[k].span
+                        w.varint(entries[k].keyArgument)
+                        w.varint(span.argc)
+                        var at = span.byteStart + RESP.headerLength(span.argc)
+                        for a in 0..<span.argc {
+                            let (header, contents) = RESP.bulkLengths(base + at)
+                            let n = header + contents + 2
+                            current[2 * a] = at
+                            current[2 * a + 1] = n
+                            if a < previousArgc, previous[2 * a + 1] == n, Self.same(base + at, base + previous[2 * a], n) {
+                                w.varint(0)
+                            } else {
+                                w.varint(contents + 1)
+                                w.bytes(base, from: at + header, count: contents)
+                            }
+                            at += n
+                        }
+                        swap(&previous, &current)
+                        previousArgc = span.argc
                     }
-                    swap(&previous, &current)
                 }
                 return w.count
             }

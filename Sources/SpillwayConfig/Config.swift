@@ -101,6 +101,8 @@ public struct Config: Sendable {
     /// declared), and, without the table, its defaults' problems (with it, they are errors of the
     /// configuration). `aggregate` refuses to start on them.
     public var aggregateProblems: [Diagnostic] = []
+    /// `[query]`: the bounds of `spillway query`.
+    public var query = QueryConfig()
     /// The files read, in order: the config file, then the drop-ins.
     public var files: [String]
     /// Things that work but are likely wrong (`check` prints them, `run` logs them).
@@ -142,5 +144,20 @@ public struct InputDescriptor: Sendable {
         var r = OptionReader(table: TOMLTable(), path: "inputs.\(name)[0]", file: file, sink: DiagnosticSink(), baseDirectory: "/")
         _ = ConfigLoader.readInstance(self, &r)
         return r.asked
+    }
+}
+
+/// `[query]`: what one `spillway query` may read.
+public struct QueryConfig: Sendable, Equatable {
+    /// `max_series`: series one query may select. Default 10000.
+    public var maxSeries = 10_000
+    /// `max_points`: points per series one range may return. Default 11000 (Prometheus's limit).
+    public var maxPoints = 11_000
+
+    public init() {}
+
+    static func read(_ r: inout OptionReader, into c: inout QueryConfig) {
+        c.maxSeries = r.int("max_series", default: c.maxSeries, range: 1...10_000_000)
+        c.maxPoints = r.int("max_points", default: c.maxPoints, range: 1...10_000_000)
     }
 }

@@ -10,7 +10,7 @@ public struct ConfigLoader: Sendable {
     public var defaultHostname: String
 
     /// Top-level tables this version understands.
-    static let topLevelKeys = ["agent", "inputs", "outputs", "breaker", "buffer", "status", "aggregate"]
+    static let topLevelKeys = ["agent", "inputs", "outputs", "breaker", "buffer", "status", "query", "aggregate"]
     /// Outputs this version has.
     static let outputNames = ["redis"]
 
@@ -69,6 +69,7 @@ public struct ConfigLoader: Sendable {
         var survive = SurviveConfig()
         var aggregate: AggregateConfig.Raw?
         var aggregateFile: SourceFile?
+        var query = QueryConfig()
         var warnings: [Diagnostic] = []
         for path in paths {
             guard let data = fm.contents(atPath: path) else {
@@ -97,7 +98,7 @@ public struct ConfigLoader: Sendable {
             for key in root.keys where !Self.topLevelKeys.contains(key) {
                 let hint = closestMatch(to: key, in: Self.topLevelKeys).map { "did you mean [\($0)]?" }
                 sink.report(file, key, "unknown table \"\(key)\"",
-                            fix: hint ?? "top-level tables are [agent], [[inputs.NAME]], [outputs.redis], [breaker], [buffer], [status] and [aggregate]")
+                            fix: hint ?? "top-level tables are [agent], [[inputs.NAME]], [outputs.redis], [breaker], [buffer], [status], [query] and [aggregate]")
             }
             if let value = root["agent"] {
                 if let table = value.table {
@@ -130,6 +131,15 @@ public struct ConfigLoader: Sendable {
                     aggregateFile = file
                 } else {
                     sink.report(file, "aggregate", "expected a table, found \(OptionReader.typeName(value))", fix: "write [aggregate] and its keys below it")
+                }
+            }
+            if let value = root["query"] {
+                if let table = value.table {
+                    var r = OptionReader(table: table, path: "query", file: file, sink: sink, baseDirectory: base)
+                    QueryConfig.read(&r, into: &query)
+                    r.finish()
+                } else {
+                    sink.report(file, "query", "expected a table, found \(OptionReader.typeName(value))", fix: "write [query] and its keys below it")
                 }
             }
             if let value = root["outputs"] {
@@ -212,6 +222,7 @@ public struct ConfigLoader: Sendable {
         config.survive = survive
         config.aggregate = aggregateConfig
         config.aggregateProblems = (aggregate == nil ? aggregateOwn : []) + aggregateAcross
+        config.query = query
         return config
     }
 
@@ -293,6 +304,10 @@ public struct ConfigLoader: Sendable {
             read(&r, &survive)
             out.append((section, r.asked))
         }
+        var query = QueryConfig()
+        r = reader("query")
+        QueryConfig.read(&r, into: &query)
+        out.append(("query", r.asked))
         r = reader("aggregate")
         _ = AggregateConfig.read(&r)
         out.append(("aggregate", r.asked))

@@ -122,6 +122,12 @@ public enum Samples {
   # warn_records = 100000        # WARNING above this backlog
   # critical_open = "5m"         # CRITICAL when the breaker is open longer
 
+# `spillway query` (series, latest, range) and `spillway serve` (the Prometheus query API) read back from
+# the Redis of [outputs.redis]; bounds of one query.
+[query]
+  # max_series = 10000         # series one query may select
+  # max_points = 11000         # buckets per series one range may hold
+
 # `spillway aggregate` (a separate worker; the agent ignores this table): per-bucket avg, min, max,
 # sum and count of every numeric field of the streams, written as RedisTimeSeries series
 # agg:{host}:{name}:{field}:{agg}:{bucket} in the Redis above (which needs the RedisTimeSeries module).

@@ -134,6 +134,9 @@ if only == nil || only == "write" || only == "write-stream" || only == "write-ti
 if only == nil || only == "spool" {
     try spoolBenchmarks(backlog: Int(env["BENCH_BACKLOG"] ?? "") ?? 5_000_000)
 }
+if only == nil || only == "query" {
+    try queryBenchmarks(rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 5)
+}
 if only == nil || only == "tail" {
     try tailBenchmarks(lines: Int(env["BENCH_LINES"] ?? "") ?? 1_000_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 3)
 }

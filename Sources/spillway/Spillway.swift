@@ -21,7 +21,7 @@ struct Spillway: AsyncParsableCommand {
         commandName: "spillway",
         abstract: "A host telemetry agent: collects host metrics and log lines and writes them to Redis.",
         version: "\(version) (commit \(commit), built \(buildDate))",
-        subcommands: [Run.self, Once.self, Check.self, Status.self, Plugins.self, ConfigSample.self, Aggregate.self],
+        subcommands: [Run.self, Once.self, Check.self, Status.self, Query.self, Serve.self, Aggregate.self, Plugins.self, ConfigSample.self],
         defaultSubcommand: nil
     )
 
@@ -38,6 +38,11 @@ struct Spillway: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
+            // `query` and `serve` say "bad arguments" with 2 (as a bad configuration), not ArgumentParser's 64.
+            if ["query", "serve"].contains(CommandLine.arguments.dropFirst().first ?? ""), exitCode(for: error) == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
             exit(withError: error)
         }
     }

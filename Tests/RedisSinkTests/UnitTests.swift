@@ -169,6 +169,51 @@ import Testing
         #expect(try EncodedBatch(serialized: batch.serialized()).bytes == batch.bytes)
     }
 
+    /// Records that share their tags' storage (tailed lines share their file's) are written by
+    /// copying the head and tags of the run's first command: the batch must be byte for byte what
+    /// writing each record in full gives, with the same keys, IDs and marks, across runs of two
+    /// keys, two routes, a record alone, MAXLEN and MINID, and two batches.
+    @Test func copiedRunsWriteWhatFullCommandsWrite() throws {
+        let fileA = [Tag("host", "h"), Tag("path", "/var/log/a.log")]
+        let fileB = [Tag("host", "h"), Tag("path", "/var/log/b.log")]
+        func lines(shared: Bool, batch: Int) -> [QueuedRecord] {
+            var out: [QueuedRecord] = []
+            for i in 0..<60 {
+                let tags = i % 20 < 12 ? fileA : fileB
+                // Unshared: a copy of the tags per record (the encoder then writes each in full).
+                let own = shared ? tags : tags.map { Tag($0.key, $0.value) }
+                var r = Record(name: i == 30 ? "other" : "tail", fields: [Field("message", .string("line \(batch)-\(i) " + String(repeating: "x", count: i)))],
+                               timestamp: (1_750_000_000_000 + Int64(batch * 100 + i / 3)) * 1_000_000)
+                r.adoptTags(own)
+                out.append(QueuedRecord(record: r, route: i >= 50 ? 1 : 0))
+            }
+            return out
+        }
+        for maxAge: Int64? in [nil, 3_600_000_000_000] {
+            var config = RedisOutputConfig()
+            config.maxAge = maxAge
+            func encoder() throws -> BatchEncoder {
+                BatchEncoder(config: config, routes: [Route(key: config.key, maxlen: 100_000), Route(key: try KeyTemplate("logs:{tag.path}"), maxlen: 0)],
+                             minter: try StreamIDMinter(path: nil))
+            }
+            var copied = try encoder()
+            var full = try encoder()
+            for b in 0..<2 {
+                let x = copied.encode(lines(shared: true, batch: b), now: 1_750_000_000_000_000_000)
+                let y = full.encode(lines(shared: false, batch: b), now: 1_750_000_000_000_000_000)
+                #expect(x.bytes == y.bytes)
+                #expect(x.commandCount == 60 && y.commandCount == 60)
+                #expect((0..<60).allSatisfy { x.key($0) == y.key($0) && x.argumentRanges($0) == y.argumentRanges($0) })
+                #expect(x.keyCounts == y.keyCounts)
+                #expect(try EncodedBatch(serialized: x.serialized()).bytes == x.bytes)
+            }
+            for key in ["metrics:h:tail", "metrics:h:other", "logs:/var/log/a.log", "logs:/var/log/b.log"] {
+                let a = copied.ids.withMinter { $0.last(Array(key.utf8)) }
+                #expect(a != nil && a == full.ids.withMinter { $0.last(Array(key.utf8)) }, "\(key)")
+            }
+        }
+    }
+
     @Test func aNewStreamKeyIsAskedAboutOncePerBatchUntilRedisAnswers() throws {
         var encoder = BatchEncoder(config: RedisOutputConfig(), routes: [Route(key: RedisOutputConfig().key, maxlen: 0)],
                                    minter: try StreamIDMinter(path: nil))

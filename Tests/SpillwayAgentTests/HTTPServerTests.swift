@@ -87,9 +87,10 @@ final class Seen: Sendable {
 
 @Suite(.serialized) struct HTTPServerBounds {
     func server(maxConnections: Int = 256, maxConcurrent: Int = 16, idle: Int64 = 10_000, requestTimeout: Int64 = 30_000,
-                seen: Seen = Seen(), hold: Bool = false) async throws -> HTTPServer {
+                seen: Seen = Seen(), hold: Bool = false, maxBodyBytes: Int = 0) async throws -> HTTPServer {
         try await HTTPServer(host: "127.0.0.1", port: 0, maxConnections: maxConnections, maxConcurrent: maxConcurrent,
-                             idleTimeout: .milliseconds(idle), requestTimeout: .milliseconds(requestTimeout)) { request in
+                             idleTimeout: .milliseconds(idle), requestTimeout: .milliseconds(requestTimeout), maxBodyBytes: maxBodyBytes,
+                             errorResponse: { .text($0, "error: " + $1 + "\n") }) { request in
             seen.requests.withLock { $0.append(request) }
             if hold {
                 seen.held.add(1, ordering: .relaxed)
@@ -227,6 +228,59 @@ final class Seen: Sendable {
         for c in held { #expect(c.response()?.status == 200) }
         held.forEach { $0.close() }
         third.close()
+        await s.close()
+    }
+
+    /// `spillway serve`'s server: POSTed forms are parameters (after the query string's); a body past
+    /// the bound is 413 (and the connection closed), another type 415; the answers the server gives
+    /// itself are the ones `errorResponse` makes.
+    @Test func formsArePostedWithinTheBound() async throws {
+        let seen = Seen()
+        let s = try await server(seen: seen, maxBodyBytes: 64)
+        let port = try #require(s.port)
+        let c = try #require(RawClient(port: port))
+        let form = "query=sum%28x%29&time=1+2"
+        c.send("POST /api/v1/query?a=b HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: \(form.utf8.count)\r\n\r\n\(form)")
+        let r1 = try #require(c.response())
+        #expect(r1.status == 200 && r1.body == "path=/api/v1/query params=[\"a:b\", \"query:sum(x)\", \"time:1 2\"]\n", "\(r1)")
+        c.send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nabc")
+        let r2 = try #require(c.response())
+        #expect(r2.status == 415 && r2.body.hasPrefix("error: a POST body must be application/x-www-form-urlencoded"), "\(r2)")
+        let big = String(repeating: "q", count: 65)
+        c.send("POST /x HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 65\r\n\r\n\(big)")
+        let r3 = try #require(c.response())
+        #expect(r3.status == 413 && r3.body == "error: request body larger than 64 bytes\n", "\(r3)")
+        #expect(c.closes(within: 2000))
+        c.close()
+        #expect(seen.requests.withLock { $0.count } == 1)
+        await s.close()
+    }
+
+    /// A handler still running after its request timed out holds its place: the bound counts it.
+    @Test func handlersStillRunningAfterATimeoutCountAgainstTheBound() async throws {
+        let seen = Seen()
+        let s = try await server(maxConcurrent: 1, requestTimeout: 200, seen: seen, hold: true)
+        let port = try #require(s.port)
+        let first = try #require(RawClient(port: port))
+        first.send("GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        #expect(first.response()?.status == 503)
+        let second = try #require(RawClient(port: port))
+        second.send("GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        let r = try #require(second.response())
+        #expect(r.status == 503 && r.body == "error: busy: too many requests at once\n", "\(r)")
+        seen.release.store(true, ordering: .relaxed)
+        // Once it returned, the next is answered.
+        var answered = false
+        for _ in 0..<100 where !answered {
+            try await Task.sleep(for: .milliseconds(20))
+            guard let c = RawClient(port: port) else { continue }
+            c.send("GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+            answered = c.response()?.status == 200
+            c.close()
+        }
+        #expect(answered)
+        first.close()
+        second.close()
         await s.close()
     }
 

@@ -375,21 +375,25 @@ public final class Tailer {
 
     /// Cuts the `count` bytes just read at `f.offset` into lines (see `LineSplitter`), and emits them.
     func consume(_ f: TrackedFile, count: Int, now: Int64) {
+        // The lines of one read are stamped with the time it was made (one clock read per read,
+        // not per line).
+        let wall = wallClockNanoseconds()
         buffer.withUnsafeBufferPointer { buf in
             // (`emit` does not touch `f.lines`.)
-            f.lines.feed(UnsafeBufferPointer(rebasing: buf[..<count])) { line in emit(f, line, now: now) }
+            f.lines.feed(UnsafeBufferPointer(rebasing: buf[..<count])) { line in emit(f, line, now: now, wall: wall) }
         }
     }
 
     /// Hands a line on as a record with its checkpoint (`line.end`).
-    func emit(_ f: TrackedFile, _ line: LineSplitter.Line, now: Int64) {
+    /// `wall`: the record's timestamp when the line has none of its own (now, by default).
+    func emit(_ f: TrackedFile, _ line: LineSplitter.Line, now: Int64, wall: Int64 = wallClockNanoseconds()) {
         // Empty lines carry nothing (as Telegraf's tail): skipped. (Their bytes count as read with the
         // next line of the file; after a restart they are skipped again.)
         if line.bytes.isEmpty, !line.truncated {
             if let last = out.last, last.checkpoint.identity == f.identity { out[out.count - 1].checkpoint = f.checkpoint(line.end) }
             return
         }
-        var record = options.parser.parse(line.bytes, truncated: line.truncated, now: wallClockNanoseconds())
+        var record = options.parser.parse(line.bytes, truncated: line.truncated, now: wall)
         if record.tags.isEmpty {
             // Mostly (no tag_keys): the file's tags, made once and shared by its lines.
             if f.tags == nil {
