@@ -52,6 +52,13 @@ let package = Package(
             dependencies: ["CHiredis", "CSSL", "SpillwayBatch", "SpillwayCore", "SpillwayConfig", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        // `spillway aggregate`: a consumer-group worker that reads the metrics streams and writes
+        // per-bucket avg/min/max/sum/count as RedisTimeSeries samples, exactly once in effect.
+        .target(
+            name: "SpillwayAggregate",
+            dependencies: ["RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         // The system libsqlite3 (Debian's libsqlite3-dev). Only Spool imports it.
         .systemLibrary(name: "CSQLite", path: "Sources/CSQLite", providers: [.apt(["libsqlite3-dev"])]),
         // The only code that touches SQLite: the spill buffer (schema and all SQL in one file).
@@ -91,7 +98,7 @@ let package = Package(
         .executableTarget(
             name: "spillway",
             dependencies: [
-                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool", "SpillwayQuery", "SpillwayPromQL",
+                "SpillwayBuildInfo", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayAgent", "RedisSink", "Spool", "SpillwayQuery", "SpillwayPromQL", "SpillwayAggregate",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -103,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "spillway-bench",
             dependencies: ["ProcFS", "SpillwayCore", "SpillwayConfig", "SpillwayInputs", "SpillwayBatch", "RedisSink", "SpillwayAgent", "Spool", "SpillwayTestSupport",
-                           "SpillwayQuery", "SpillwayPromQL",
+                           "SpillwayQuery", "SpillwayPromQL", "SpillwayAggregate",
                            .product(name: "Logging", package: "swift-log"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
             swiftSettings: strict
@@ -113,6 +120,12 @@ let package = Package(
         .testTarget(
             name: "RedisSinkTests",
             dependencies: ["RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SpillwayAggregateTests",
+            dependencies: ["SpillwayAggregate", "RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport",
+                           .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(name: "SpillwayBatchTests", dependencies: ["SpillwayBatch", "SpillwayCore"], swiftSettings: strict),

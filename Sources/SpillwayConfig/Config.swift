@@ -94,6 +94,13 @@ public struct Config: Sendable {
     public var redis: RedisOutputConfig
     /// `[breaker]`, `[buffer]`, `[status]`.
     public var survive = SurviveConfig()
+    /// `[aggregate]` (its defaults when the table is absent): what `spillway aggregate` does.
+    public var aggregate: AggregateConfig
+    /// What keeps `spillway aggregate` from working with this configuration: what `[outputs.redis]`
+    /// says (format = "timeseries", a stream key without {name}: `check` warns when `[aggregate]` is
+    /// declared), and, without the table, its defaults' problems (with it, they are errors of the
+    /// configuration). `aggregate` refuses to start on them.
+    public var aggregateProblems: [Diagnostic] = []
     /// `[query]`: the bounds of `spillway query`.
     public var query = QueryConfig()
     /// The files read, in order: the config file, then the drop-ins.
@@ -107,6 +114,7 @@ public struct Config: Sendable {
         self.redis = redis
         self.files = files
         self.warnings = warnings
+        self.aggregate = AggregateConfig(streamKey: redis.key, consumer: agent.hostname)
     }
 }
 

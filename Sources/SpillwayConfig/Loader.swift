@@ -10,7 +10,7 @@ public struct ConfigLoader: Sendable {
     public var defaultHostname: String
 
     /// Top-level tables this version understands.
-    static let topLevelKeys = ["agent", "inputs", "outputs", "breaker", "buffer", "status", "query"]
+    static let topLevelKeys = ["agent", "inputs", "outputs", "breaker", "buffer", "status", "query", "aggregate"]
     /// Outputs this version has.
     static let outputNames = ["redis"]
 
@@ -67,6 +67,8 @@ public struct ConfigLoader: Sendable {
         var redis = RedisOutputConfig()
         var redisFile: SourceFile?
         var survive = SurviveConfig()
+        var aggregate: AggregateConfig.Raw?
+        var aggregateFile: SourceFile?
         var query = QueryConfig()
         var warnings: [Diagnostic] = []
         for path in paths {
@@ -96,7 +98,7 @@ public struct ConfigLoader: Sendable {
             for key in root.keys where !Self.topLevelKeys.contains(key) {
                 let hint = closestMatch(to: key, in: Self.topLevelKeys).map { "did you mean [\($0)]?" }
                 sink.report(file, key, "unknown table \"\(key)\"",
-                            fix: hint ?? "top-level tables are [agent], [[inputs.NAME]], [outputs.redis], [breaker], [buffer], [status] and [query]")
+                            fix: hint ?? "top-level tables are [agent], [[inputs.NAME]], [outputs.redis], [breaker], [buffer], [status], [query] and [aggregate]")
             }
             if let value = root["agent"] {
                 if let table = value.table {
@@ -117,6 +119,19 @@ public struct ConfigLoader: Sendable {
                 var r = OptionReader(table: table, path: section, file: file, sink: sink, baseDirectory: base)
                 read(&r, &survive)
                 r.finish()
+            }
+            if let value = root["aggregate"] {
+                if let table = value.table {
+                    if let earlier = aggregateFile {
+                        sink.report(file, "aggregate", "[aggregate] is also declared in \(earlier.path)", fix: "declare it once")
+                    }
+                    var r = OptionReader(table: table, path: "aggregate", file: file, sink: sink, baseDirectory: base)
+                    aggregate = AggregateConfig.read(&r)
+                    r.finish()
+                    aggregateFile = file
+                } else {
+                    sink.report(file, "aggregate", "expected a table, found \(OptionReader.typeName(value))", fix: "write [aggregate] and its keys below it")
+                }
             }
             if let value = root["query"] {
                 if let table = value.table {
@@ -193,9 +208,20 @@ public struct ConfigLoader: Sendable {
                                        message: "no inputs are declared: the agent would collect nothing",
                                        fix: "add e.g. [[inputs.cpu]] to \(paths[0]) or a *.toml in \(dropIns)"))
         }
+        // [aggregate]: its defaults come from [outputs.redis] and [agent], as they stand after every file.
+        let redisKeyLocation = redisFile.map { f in
+            Diagnostic(file: f.path, line: f.line(of: "outputs.redis.key"), keyPath: f.line(of: "outputs.redis.key") == nil ? "outputs.redis" : "outputs.redis.key", message: "")
+        }
+        let (aggregateConfig, aggregateOwn, aggregateAcross) = AggregateConfig.resolve(aggregate, redis: redis, agent: agent, redisKeyLocation: redisKeyLocation)
+        if aggregate != nil {
+            sink.items += aggregateOwn
+            warnings += aggregateAcross
+        }
         guard sink.items.isEmpty else { throw ConfigError(diagnostics: sink.items) }
         var config = Config(agent: agent, inputs: inputs, redis: redis, files: paths, warnings: sink.warnings + warnings)
         config.survive = survive
+        config.aggregate = aggregateConfig
+        config.aggregateProblems = (aggregate == nil ? aggregateOwn : []) + aggregateAcross
         config.query = query
         return config
     }
@@ -282,6 +308,9 @@ public struct ConfigLoader: Sendable {
         r = reader("query")
         QueryConfig.read(&r, into: &query)
         out.append(("query", r.asked))
+        r = reader("aggregate")
+        _ = AggregateConfig.read(&r)
+        out.append(("aggregate", r.asked))
         return out
     }
 

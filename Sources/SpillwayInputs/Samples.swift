@@ -128,6 +128,16 @@ public enum Samples {
   # max_series = 10000         # series one query may select
   # max_points = 11000         # buckets per series one range may hold
 
+# `spillway aggregate` (a separate worker; the agent ignores this table): per-bucket avg, min, max,
+# sum and count of every numeric field of the streams, written as RedisTimeSeries series
+# agg:{host}:{name}:{field}:{agg}:{bucket} in the Redis above (which needs the RedisTimeSeries module).
+[aggregate]
+  # buckets = ["1m", "1h"]       # or "1m:30d": a bucket and the retention of its series
+  # grace = "30s"                # a bucket is written this long after its end
+  # group = "spillway-aggregate" # the consumer group the workers share
+  # consumer = "web-1"           # this worker's name (default: [agent] hostname; or --consumer)
+  # claim_idle = "1m"            # entries pending this long with a dead worker are claimed
+
 """#
 
     /// plugins.d/*.toml, by file name.

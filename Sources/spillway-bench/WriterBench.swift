@@ -78,9 +78,9 @@ struct WriterCPU {
     }
 }
 
-/// Writes `records` XADDs like the writer's (the bench records, explicit IDs one ms apart), in the
-/// Redis protocol, to a file for `redis-cli --pipe`.
-func writePipeFile(_ path: String, records: Int) throws {
+/// Writes `records` XADDs like the writer's (the bench records, explicit IDs one ms apart from
+/// `firstMs`), in the Redis protocol, to a file for `redis-cli --pipe`.
+func writePipeFile(_ path: String, records: Int, firstMs: Int64 = 1_700_000_000_001, maxlen: Int = 100_000) throws {
     guard let out = FileHandle(forWritingAtPath: path) ?? {
         _ = FileManager.default.createFile(atPath: path, contents: nil)
         return FileHandle(forWritingAtPath: path)
@@ -93,9 +93,9 @@ func writePipeFile(_ path: String, records: Int) throws {
         chunk.append(contentsOf: "\r\n".utf8)
     }
     for i in 0..<records {
-        let ms = 1_700_000_000_001 + Int64(i)
+        let ms = firstMs + Int64(i)
         chunk.append(contentsOf: "*36\r\n".utf8)
-        for a in ["XADD", "metrics:bench-host:cpu", "MAXLEN", "~", "100000", "\(ms)-0"] { arg(a) }
+        for a in ["XADD", "metrics:bench-host:cpu", "MAXLEN", "~", "\(maxlen)", "\(ms)-0"] { arg(a) }
         for (j, f) in benchFields.enumerated() { arg(f); arg(LineProtocol.formatDouble(Double((i + j) % 1000) / 8)) }
         for a in ["tag_cpu", "cpu\(i % 64)", "tag_dc", "eu-1", "tag_host", "bench-host", "timestamp", "\(ms)"] { arg(a) }
         if chunk.count > 1 << 20 {

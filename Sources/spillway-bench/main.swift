@@ -140,3 +140,6 @@ if only == nil || only == "query" {
 if only == nil || only == "tail" {
     try tailBenchmarks(lines: Int(env["BENCH_LINES"] ?? "") ?? 1_000_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 3)
 }
+if only == nil || only == "aggregate" {
+    try aggregateBenchmark(entries: Int(env["BENCH_AGG_ENTRIES"] ?? "") ?? 200_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 1)
+}

@@ -21,7 +21,7 @@ struct Spillway: AsyncParsableCommand {
         commandName: "spillway",
         abstract: "A host telemetry agent: collects host metrics and log lines and writes them to Redis.",
         version: "\(version) (commit \(commit), built \(buildDate))",
-        subcommands: [Run.self, Once.self, Check.self, Status.self, Query.self, Serve.self, Plugins.self, ConfigSample.self],
+        subcommands: [Run.self, Once.self, Check.self, Status.self, Query.self, Serve.self, Aggregate.self, Plugins.self, ConfigSample.self],
         defaultSubcommand: nil
     )
 
@@ -245,6 +245,13 @@ struct Check: AsyncParsableCommand {
             out += "       tls: ca_file=\(t.caFile ?? "(the system's CAs)") server_name=\(t.serverName ?? "(the url's host)")"
             if let c = t.certFile { out += " cert_file=\(c) key_file=\(t.keyFile ?? "")" }
             out += t.insecureSkipVerify ? " verify=off\n" : " verify=on\n"
+        }
+        if config.aggregate.declared {
+            let g = config.aggregate
+            out += "aggregate: streams=\(g.streams) stream_key=\(g.streamKey.text) buckets=\(g.buckets.map { $0.retentionMs > 0 ? "\($0.text):\(Units.formatDuration($0.retentionMs * 1_000_000))" : $0.text }.joined(separator: ","))"
+            out += " grace=\(Units.formatDuration(g.graceMs * 1_000_000)) group=\(g.group) consumer=\(g.consumer) key=\(g.key.text)\n"
+            out += "       retention=\(Units.formatDuration(g.retentionMs * 1_000_000)) claim_idle=\(Units.formatDuration(g.claimIdleMs * 1_000_000)) count=\(g.count) batch=\(g.batch)"
+            out += " max_open_buckets=\(g.maxOpenBuckets) keep=\(Units.formatDuration(g.keepMs * 1_000_000)) scan_interval=\(Units.formatDuration(g.scanIntervalMs * 1_000_000)) poll_interval=\(Units.formatDuration(g.pollIntervalMs * 1_000_000))\n"
         }
         for i in config.inputs {
             let continuous = InputRegistry.all.contains { $0.name == i.plugin && !$0.scheduled }
