@@ -333,7 +333,8 @@ public struct PrometheusAPI: Sendable {
         return "\(v)"
     }
 
-    static func string(_ s: String, into out: inout String) {
+    /// `s` as a JSON string: quoted, with `"`, `\\` and control characters escaped.
+    public static func string(_ s: String, into out: inout String) {
         out += "\""
         for u in s.unicodeScalars {
             switch u {

@@ -100,25 +100,11 @@ enum QueryOutput {
         }
     }
 
+    /// A string in JSON, quoted and escaped (the same escaping as `serve`'s answers).
     static func json(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    let hex = String(u.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
+        var out = ""
+        PrometheusAPI.string(s, into: &out)
+        return out
     }
 
     /// RFC 4180: a field with a comma, quote or line break is quoted, quotes doubled.

@@ -76,6 +76,15 @@ import Testing
         ms % 1000 == 0 ? String(ms / 1000) : String(format: "%.3f", Double(ms) / 1000)
     }
 
+    /// The average of `raw` in each minute's window (t - 1m, t], t = from, from + 1m, … to: the test's
+    /// own avg_over_time(…[1m]).
+    static func windowAverages(_ raw: [(Int64, Double)], from: Int64, to: Int64) -> [(Int64, Double)] {
+        stride(from: from, through: to, by: 60_000).compactMap { t in
+            let w = raw.filter { $0.0 > t - 60_000 && $0.0 <= t }.map(\.1)
+            return w.isEmpty ? nil : (t, w.reduce(0, +) / Double(w.count))
+        }
+    }
+
     @Test(arguments: [true, false]) func instantQueriesTakeEachSeriesNewestSample(timeseries: Bool) throws {
         let rig = try Rig(timeseries: timeseries)
         let at = Self.data.end + 5_000
@@ -112,10 +121,7 @@ import Testing
         for r in Self.result(avg.json) {
             let raw = try rig.raw(host: Self.metric(r)["host"]!, cpu: "cpu0", field: "usage_user")
             // Prometheus's window (t - 1m, t] at each step.
-            let want: [(Int64, Double)] = stride(from: start, through: end, by: 60_000).compactMap { t in
-                let w = raw.filter { $0.0 > t - 60_000 && $0.0 <= t }.map(\.1)
-                return w.isEmpty ? nil : (t, w.reduce(0, +) / Double(w.count))
-            }
+            let want = Self.windowAverages(raw, from: start, to: end)
             let got = (r["values"] as? [Any] ?? []).compactMap(Self.value)
             #expect(got.count == want.count && zip(got, want).allSatisfy { $0.0 == $1.0 && close($0.1, $1.1) }, "\(got) != \(want)")
         }
@@ -127,10 +133,7 @@ import Testing
         #expect(Self.result(shifted.json).count == 2)
         for r in Self.result(shifted.json) {
             let raw = try rig.raw(host: Self.metric(r)["host"]!, cpu: "cpu0", field: "usage_user")
-            let want: [(Int64, Double)] = stride(from: odd, through: end, by: 60_000).compactMap { t in
-                let w = raw.filter { $0.0 > t - 60_000 && $0.0 <= t }.map(\.1)
-                return w.isEmpty ? nil : (t, w.reduce(0, +) / Double(w.count))
-            }
+            let want = Self.windowAverages(raw, from: odd, to: end)
             let got = (r["values"] as? [Any] ?? []).compactMap(Self.value)
             #expect(!want.isEmpty && got.count == want.count && zip(got, want).allSatisfy { $0.0 == $1.0 && close($0.1, $1.1) }, "\(got) != \(want)")
         }
