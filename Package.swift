@@ -125,7 +125,7 @@ let package = Package(
         .testTarget(
             name: "SpillwayAggregateTests",
             dependencies: ["SpillwayAggregate", "RedisSink", "SpillwayBatch", "SpillwayConfig", "SpillwayCore", "SpillwayTestSupport",
-                           .product(name: "Logging", package: "swift-log")],
+                           "SpillwayQuery", "SpillwayPromQL", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(name: "SpillwayBatchTests", dependencies: ["SpillwayBatch", "SpillwayCore"], swiftSettings: strict),

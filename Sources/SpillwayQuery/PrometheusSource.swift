@@ -21,21 +21,27 @@ public struct PrometheusSource: SeriesSource {
         self.maxSamples = maxSamples
     }
 
-    /// The Prometheus labels of a series with the engine's labels; nil for a rollup series.
+    /// The Prometheus labels of a series with the engine's labels: `NAME_FIELD`, or for a rollup
+    /// or an aggregate of `spillway aggregate` `NAME_FIELD:ROLLUP` (`cpu_usage_user:avg_1h`, as
+    /// Prometheus names recording rules' series), without the labels that say so.
     public static func prometheusLabels(_ labels: Labels) -> Labels? {
-        guard labels["rollup"] == nil, let name = labels["name"], let field = labels["field"] else { return nil }
+        guard let name = labels["name"], let field = labels["field"] else { return nil }
         var out = labels
-        out["name"] = nil
-        out["field"] = nil
-        out["__name__"] = name + "_" + field
+        for l in ["name", "field", "rollup", "agg", "bucket", "bucket_ms", "spillway"] { out[l] = nil }
+        out["__name__"] = name + "_" + field + (labels["rollup"].map { ":" + $0 } ?? "")
         return out
     }
 
     /// What to ask the engine for: a selector per split of the metric name, with the matchers on
     /// the record's tags (those mean the same to the engine).
     static func engineSelectors(_ s: Selector) throws -> [Selector] {
-        let tags = s.matchers.filter { !["__name__", "name", "field", "rollup"].contains($0.label) }
-        guard let metric = s.metricName else { return [Selector(tags)] }
+        var tags = s.matchers.filter { !["__name__", "name", "field", "rollup", "agg", "bucket", "bucket_ms", "spillway"].contains($0.label) }
+        guard var metric = s.metricName else { return [Selector(tags)] }
+        // `NAME_FIELD:ROLLUP`: that rollup (or aggregate) of NAME_FIELD.
+        if let colon = metric.firstIndex(of: ":") {
+            tags.append(try LabelMatcher("rollup", .equal, String(metric[metric.index(after: colon)...])))
+            metric = String(metric[..<colon])
+        }
         var out: [Selector] = []
         var i = metric.startIndex
         while let cut = metric[i...].firstIndex(of: "_") {
@@ -118,6 +124,23 @@ public struct PrometheusSource: SeriesSource {
     public func labelSets(_ selectors: [Selector], from: Int64, to: Int64) throws -> [[String: String]] {
         var seen: Set<Labels> = []
         var out: [Labels] = []
+        // Without a selector, the aggregates `spillway aggregate` wrote are listed too (when the
+        // Redis has RedisTimeSeries; else there are none).
+        if selectors.isEmpty, engine.layout.format == .stream {
+            do throws(QueryError) {
+                let aggregates = Selector([try! LabelMatcher("spillway", .equal, "aggregate"), try! LabelMatcher("rollup", .notEqual, "")])
+                for latest in try engine.latest(aggregates) {
+                    guard let labels = Self.prometheusLabels(latest.series.labels), seen.insert(labels).inserted else { continue }
+                    out.append(labels)
+                }
+            } catch .noSeries {
+            } catch .reply(_, let message) where message.lowercased().contains("unknown command") {
+            } catch .tooManySeries {
+                // More than max_series aggregates: not listed (each is still read by its name).
+            } catch {
+                throw failure(error)
+            }
+        }
         for selector in selectors.isEmpty ? [Selector()] : selectors {
             // Through the newest samples: a stream field holding text (a log line's message) is
             // not a series Prometheus could chart, and is not listed.

@@ -34,7 +34,7 @@ public final class QueryEngine {
     /// Throws `.noSeries` when there is none.
     public func series(_ selector: Selector) throws(QueryError) -> [SeriesInfo] {
         let found: [SeriesInfo]
-        switch layout.format {
+        switch format(for: selector) {
         case .timeseries: found = try timeseriesFind(selector, withLatest: false).map(\.series)
         case .stream: found = try streamLatest(selector).map(\.series)
         }
@@ -47,7 +47,7 @@ public final class QueryEngine {
     /// Series without a sample are left out. Throws `.noSeries` when no series matches.
     public func latest(_ selector: Selector) throws(QueryError) -> [LatestSample] {
         var out: [LatestSample] = []
-        switch layout.format {
+        switch format(for: selector) {
         case .timeseries:
             let found = try timeseriesFind(selector, withLatest: true)
             guard !found.isEmpty else { throw .noSeries(selector) }
@@ -59,6 +59,13 @@ public final class QueryEngine {
             guard !out.isEmpty else { throw .noSeries(selector) }
         }
         return out.sorted { SeriesInfo.ordered($0.series, $1.series) }
+    }
+
+    /// Where the series `selector` picks are: the layout's format, except that a selector naming
+    /// `rollup` (`rollup=avg_1h`) over streams picks the aggregates `spillway aggregate` wrote,
+    /// RedisTimeSeries series that carry the `rollup` label as rollups do.
+    func format(for selector: Selector) -> RedisOutputConfig.Format {
+        layout.format == .stream && selector.mentions("rollup") ? .timeseries : layout.format
     }
 
     /// The rollup a timeseries range reads: among `[outputs.redis] rollups` of the query's
@@ -88,7 +95,7 @@ public final class QueryEngine {
         }
         guard query.bucketCount <= Int64(limits.maxPoints) else { throw .tooManyPoints(points: query.bucketCount, limit: limits.maxPoints) }
         let series: [RangeSeries]
-        switch layout.format {
+        switch format(for: query.selector) {
         case .timeseries: series = try timeseriesRange(query, now: now)
         case .stream: series = try streamRange(query)
         }
@@ -468,7 +475,7 @@ public final class QueryEngine {
     public func samples(_ selector: Selector, from: Int64, to: Int64, maxSamples: Int) throws(QueryError) -> [(series: SeriesInfo, samples: [(Int64, Double)])] {
         guard from <= to else { return [] }
         var total = 0
-        switch layout.format {
+        switch format(for: selector) {
         case .timeseries:
             let found = try timeseriesFind(selector, withLatest: false)
             let window = [String(max(0, from)), String(to)]
