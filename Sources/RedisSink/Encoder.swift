@@ -310,8 +310,9 @@ public struct BatchEncoder: Sendable {
         c.append("LABELS")
         c.append("name"); c.append(r.name)
         c.append("field"); c.append(field)
-        for t in r.tags where t.key != "name" && t.key != "field" {
-            c.append(t.key); c.append(t.value)
+        // A tag named like a label of ours (diskio's device `name`) is labelled `tag_name`.
+        for t in r.tags {
+            c.append(t.key == "name" || t.key == "field" ? "tag_" + t.key : t.key); c.append(t.value)
         }
     }
 

@@ -28,7 +28,7 @@ public struct SeriesKeys: Sendable {
     public let template: AggregateKeyTemplate
 
     /// Labels every aggregate series has besides the record's tags: a tag of one of these names is
-    /// left out of the labels (it stays in the key).
+    /// labelled `tag_NAME` (diskio's device `name`: `tag_name`), as the timeseries writer does.
     public static let reservedLabels: Set<String> = ["name", "field", "agg", "bucket", "bucket_ms", "rollup", "spillway"]
 
     public init(template: AggregateKeyTemplate) { self.template = template }
@@ -56,8 +56,8 @@ public struct SeriesKeys: Sendable {
         if !tags.contains(where: { $0.key == "host" }), !host.isEmpty {
             c.append("host"); c.append(host)
         }
-        for t in tags where !Self.reservedLabels.contains(t.key) && !t.value.isEmpty {
-            c.append(t.key); c.append(t.value)
+        for t in tags where !t.value.isEmpty {
+            c.append(Self.reservedLabels.contains(t.key) ? "tag_" + t.key : t.key); c.append(t.value)
         }
     }
 }

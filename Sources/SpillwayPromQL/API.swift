@@ -98,6 +98,9 @@ public struct PrometheusAPI: Sendable {
         let start = try Self.time(try required("start", p), "start")
         let end = try Self.time(try required("end", p), "end")
         let stepText = try required("step", p)
+        if let n = Double(stepText), n <= 0 {
+            throw BadRequest("zero or negative query resolution step widths are not accepted. Try a positive integer")
+        }
         guard let step = PromQL.duration(stepText) else {
             throw BadRequest("invalid parameter \"step\": cannot parse \"\(stepText)\" to a valid duration")
         }

@@ -29,6 +29,11 @@ public struct PrometheusSource: SeriesSource {
         var out = labels
         for l in ["name", "field", "rollup", "agg", "bucket", "bucket_ms", "spillway"] { out[l] = nil }
         out["__name__"] = name + "_" + field + (labels["rollup"].map { ":" + $0 } ?? "")
+        // A tag named like one of those (diskio's device `name`) is `tag_name` below: here, where
+        // the measurement and field are in `__name__`, it is `name` again (as Telegraf shows it).
+        for l in ["name", "field", "rollup", "agg", "bucket", "bucket_ms", "spillway"] {
+            if let v = out.removeValue(forKey: "tag_" + l) { out[l] = v }
+        }
         return out
     }
 

@@ -65,7 +65,8 @@ public final class QueryEngine {
     /// `rollup` (`rollup=avg_1h`) over streams picks the aggregates `spillway aggregate` wrote,
     /// RedisTimeSeries series that carry the `rollup` label as rollups do.
     func format(for selector: Selector) -> RedisOutputConfig.Format {
-        layout.format == .stream && selector.mentions("rollup") ? .timeseries : layout.format
+        // (`rollup=`, which selects series without one, is the streams.)
+        layout.format == .stream && selector.matchers.contains { $0.label == "rollup" && !$0.matches(nil) } ? .timeseries : layout.format
     }
 
     /// The rollup a timeseries range reads: among `[outputs.redis] rollups` of the query's
@@ -255,6 +256,7 @@ public final class QueryEngine {
         let rollupName = rollup.map { "\($0.aggregation)_\($0.bucketText)" }
         let from = String(max(0, query.firstBucket)), to = String(query.end), step = String(query.step)
         func command(_ key: String, overRollup: Bool) -> [String] {
+            // (Over a rollup of the same aggregation: counts add up, the others are taken again.)
             let aggregation = overRollup ? query.aggregation.overRollup : query.aggregation
             // LATEST: a rollup's newest bucket, still open, is computed from its raw samples.
             return ["TS.RANGE", key, from, to, "LATEST"] + (query.alignment == 0 ? [] : ["ALIGN", String(query.alignment)])
@@ -262,7 +264,11 @@ public final class QueryEngine {
         }
         let readsRollup = rollupName != nil
         let keys = found.map { f in rollupName.map { f.series.key + ":" + $0 } ?? f.series.key }
-        var replies = try run(keys.map { command($0, overRollup: readsRollup) })
+        // A series the selector picked by its rollup label (a rollup, or an aggregate of `spillway
+        // aggregate`) of the query's aggregation is read as a rollup too: `--agg count` over
+        // `count_1m` adds the counts up.
+        let ofThisAggregation = found.map { $0.series.labels["rollup"]?.hasPrefix(query.aggregation.rawValue + "_") == true }
+        var replies = try run(keys.indices.map { command(keys[$0], overRollup: readsRollup || ofThisAggregation[$0]) })
         var sources = keys
         var rollups: [String?] = Array(repeating: rollupName, count: found.count)
         // A series without the rollup (made before the rollup was configured): read raw.
@@ -355,10 +361,12 @@ public final class QueryEngine {
         return out
     }
 
-    /// A series' labels in a stream: the key's, the entry's tags over them, and the field.
+    /// A series' labels in a stream: the key's, the entry's tags over them, and the field. A tag
+    /// named like one of the read side's labels (diskio's device `name`) is `tag_name`, as the
+    /// timeseries writer labels it.
     static func entryLabels(_ keyLabels: Labels, _ e: Entry) -> Labels {
         var labels = keyLabels
-        for (k, v) in e.tags { labels[k] = v }
+        for (k, v) in e.tags { labels[k == "name" || k == "field" || k == "rollup" ? "tag_" + k : k] = v }
         return labels
     }
 

@@ -37,6 +37,17 @@ import Testing
         let raw = try engine.range(RangeQuery(selector: Selector(name: "cpu", field: "usage_user", [try LabelMatcher("host", .equal, "web-1")]),
                                               from: stored.first!.0, to: stored.last!.0, step: 10_000, aggregation: .avg), now: start + 600_000)
         #expect(raw.series.allSatisfy { $0.sourceKey == "metrics:web-1:cpu" } && !raw.series.isEmpty)
+        // `rollup=` selects series without a rollup: the streams.
+        let streams = try engine.range(RangeQuery(selector: Selector(name: "cpu", field: "usage_user", [try LabelMatcher("rollup", .equal, ""), try LabelMatcher("host", .equal, "web-1")]),
+                                                  from: stored.first!.0, to: stored.last!.0, step: 10_000, aggregation: .avg), now: start + 600_000)
+        #expect(!streams.series.isEmpty && streams.series.allSatisfy { $0.sourceKey == "metrics:web-1:cpu" })
+        // --agg count over a count aggregate adds its counts up (as over a count rollup).
+        let countKey = "agg:web-1:cpu:usage_user:count:10s:cpu=cpu0:dc=eu-1"
+        let counts: [Double] = (try client.call(["TS.RANGE", countKey, "-", "+"]).array ?? []).compactMap { $0.array?[1].string.flatMap(Double.init) }
+        let counted = try engine.range(RangeQuery(selector: Selector(name: "cpu", field: "usage_user", [try LabelMatcher("rollup", .equal, "count_10s"),
+                                                                                                      try LabelMatcher("host", .equal, "web-1"), try LabelMatcher("cpu", .equal, "cpu0")]),
+                                                  from: stored.first!.0, to: stored.last!.0, step: 20_000, aggregation: .count), now: start + 600_000)
+        #expect(counted.series.first?.points.map(\.value).reduce(0, +) == counts.reduce(0, +) && counts.reduce(0, +) > Double(counts.count), "\(counted.series) \(counts)")
         // serve: cpu_usage_user:avg_10s, listed with the series.
         let api = PrometheusAPI()
         let now = stored.last!.0 + 1000

@@ -190,7 +190,7 @@ import Testing
         keys.appendLabels(stream, tags: [Tag("agg", "x"), Tag("cpu", "cpu0")], field: "u", agg: .sum, bucket: bucket, to: &c)
         #expect(String(decoding: c.bytes, as: UTF8.self).split(separator: "\r\n").enumerated().filter { $0.offset % 2 == 1 }.map(\.element)
                 == ["LABELS", "name", "cpu", "field", "u", "agg", "sum", "bucket", "1m", "bucket_ms", "60000", "rollup", "sum_1m",
-                    "spillway", "aggregate", "host", "web-1", "cpu", "cpu0"])
+                    "spillway", "aggregate", "host", "web-1", "tag_agg", "x", "cpu", "cpu0"])
     }
 
     @Test func templateErrors() {

@@ -72,6 +72,7 @@ private func json(_ r: PrometheusAPI.Response) -> [String: Any] {
         check("/api/v1/query_range", [("query", "x"), ("start", "0"), ("end", "20"), ("step", "1ms")], 400, "bad_data", "exceeded maximum resolution of 11000 points", source: src)
         check("/api/v1/query_range", [("query", "x"), ("start", "10"), ("end", "0"), ("step", "1")], 400, "bad_data", "end timestamp must not be before start time", source: src)
         check("/api/v1/query_range", [("query", "x"), ("start", "0"), ("end", "10"), ("step", "abc")], 400, "bad_data", "valid duration", source: src)
+        check("/api/v1/query_range", [("query", "x"), ("start", "0"), ("end", "10"), ("step", "0")], 400, "bad_data", "zero or negative query resolution step widths are not accepted", source: src)
         check("/api/v1/series", [], 400, "bad_data", "no match[] parameter provided", source: src)
         check("/api/v1/series", [("match[]", "rate(x[5m])")], 400, "bad_data", "not a series selector", source: src)
         check("/api/v1/label/a-b/values", [], 400, "bad_data", "invalid label name", source: src)
