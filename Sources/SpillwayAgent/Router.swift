@@ -31,6 +31,9 @@ struct Router<Sender: RouterSender> {
     var breaker: CircuitBreaker
     var lastSave: Int64 = 0
     var stateDirty = true
+    /// Whether a batch was delivered since this router began: the first delivery saves the state
+    /// at once, so that `status` shows it without waiting for the 5 s save.
+    var deliveredOnce = false
     var replayBudgetAt: Int64 = 0
     var fullLogged = false
     var lastLoggedError: String?
@@ -332,6 +335,10 @@ struct Router<Sender: RouterSender> {
             } else {
                 $0.lastSuccessAt = clock.wallNow()
             }
+        }
+        if error == nil, !deliveredOnce {
+            deliveredOnce = true
+            stateDirty = true
         }
         noteRejections()
         guard feedBreaker else { return }

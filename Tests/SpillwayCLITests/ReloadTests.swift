@@ -151,8 +151,11 @@ import Testing
     kill(pid, SIGHUP)
     usleep(30_000)
     kill(pid, SIGHUP)
-    let doc = try agent.waitFor(10) { number($0, "counters.written") >= 2 }
-    #expect(number(doc, "counters.written") >= 2)
+    // The state is saved at the first delivery, then every 5 s: 20 s leaves room for a loaded CI.
+    let doc = try agent.waitFor(20) { number($0, "counters.written") >= 2 }
+    #expect(number(doc, "counters.written") >= 2, "\(doc)\n\(agent.logText)")
+    let entries = Int(try server.cli(["XLEN", "metrics:h:mem"]).trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+    #expect(entries >= 1, "\(agent.logText)")
     #expect(agent.stop() == 0, "\(agent.logText)")
 }
 
