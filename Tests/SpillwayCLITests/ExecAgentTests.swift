@@ -65,7 +65,7 @@ private func script(_ dir: URL, _ name: String, _ body: String) throws -> String
         #expect(entries.count >= 5)
         let first = try server.cli(["--raw", "XRANGE", "metrics:h:ticker", "-", "+", "COUNT", "1"])
         #expect(first.contains("n\n1\n") && first.contains("mode\ntest") && first.contains("tag_src\nsh"), "\(first)")
-        let doc = try agent.waitFor(10) { number($0, "counters.input_errors") >= 1 }
+        let doc = try agent.waitFor(20) { number($0, "counters.input_errors") >= 1 }
         #expect(number(doc, "counters.input_errors") == 1, "\(doc)")
         #expect(agent.stop() == 0)
         #expect(stillAlive(started).isEmpty, "left running after the agent stopped: \(started.filter(alive))")
@@ -174,7 +174,7 @@ private func script(_ dir: URL, _ name: String, _ body: String) throws -> String
         try agent.start()
         let entries = try waitForEntries(server, "metrics:h:probe", count: 3)
         #expect(entries.count >= 3)
-        let doc = try agent.waitFor(10) { number($0, "counters.input_errors") >= 3 }
+        let doc = try agent.waitFor(20) { number($0, "counters.input_errors") >= 3 }
         #expect(number(doc, "counters.input_errors") >= 3)
         #expect(agent.stop() == 0)
         #expect(try server.cli(["EXISTS", "metrics:h:failing"]).trimmingCharacters(in: .whitespacesAndNewlines) == "0")

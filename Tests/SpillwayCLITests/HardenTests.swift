@@ -71,7 +71,7 @@ func tailingAgent(redisPort: Int, app: String, inputs: String = "") throws -> Ag
         let first = try AgentProcess(redisPort: port)
         try first.start()
         let pid = first.process!.processIdentifier
-        _ = try first.waitFor(10) { ($0["agent"] as? [String: Any])?["running"] as? Bool == true }
+        _ = try first.waitFor(20) { ($0["agent"] as? [String: Any])?["running"] as? Bool == true }
 
         let started = Date()
         let second = try spillway(["run", "--config", first.config.path])
@@ -208,7 +208,7 @@ func tailingAgent(redisPort: Int, app: String, inputs: String = "") throws -> Ag
         let agent = try tailingAgent(redisPort: server.port, app: app)
         try agent.start()
         defer { if agent.process != nil { agent.sigkill() } }
-        let waiting = try agent.waitFor(10) { number($0, "backlog.records") == 20 && (value($0, "breaker.state") as? String) == "open" }
+        let waiting = try agent.waitFor(20) { number($0, "backlog.records") == 20 && (value($0, "breaker.state") as? String) == "open" }
         #expect(number(waiting, "backlog.records") == 20, "\(waiting)")
         #expect(number(waiting, "counters.rejected") == 0, "\(waiting)")
         #expect(value(waiting, "last_error.kind") as? String == "auth", "\(waiting)")
@@ -227,13 +227,13 @@ func tailingAgent(redisPort: Int, app: String, inputs: String = "") throws -> Ag
         // Now an ACL that forbids XADD (NOPERM): the new lines wait; granted again, they arrive.
         #expect(try server.cli(["ACL", "SETUSER", "default", "-xadd"]) == "OK")
         appendLines(app, from: 20, count: 10)
-        let denied = try agent.waitFor(10) { number($0, "backlog.records") == 10 }
+        let denied = try agent.waitFor(20) { number($0, "backlog.records") == 10 }
         #expect(number(denied, "backlog.records") == 10 && number(denied, "counters.rejected") == 0, "\(denied)")
         #expect(try agent.check().0 == 2)
         #expect(try server.cli(["ACL", "SETUSER", "default", "+xadd"]) == "OK")
         let all = (0..<30).map { "line-\(String(format: "%08d", $0)) " + String(repeating: "x", count: 96) }
         expectSameLines(try waitForMessages(server, "metrics:h:log", prefix: "line-", count: 30, seconds: 20), all)
-        let done = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "closed" && number($0, "backlog.records") == 0 }
+        let done = try agent.waitFor(20) { (value($0, "breaker.state") as? String) == "closed" && number($0, "backlog.records") == 0 }
         #expect(number(done, "counters.rejected") == 0 && number(done, "counters.dropped") == 0, "\(done)")
         #expect(agent.logText.split(separator: "\n").filter { $0.contains("Redis refused this agent's credentials or ACL") && $0.contains(": works again") }.count == 2,
                 "\(agent.logText)")

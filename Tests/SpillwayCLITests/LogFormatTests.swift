@@ -60,7 +60,7 @@ import Testing
         let agent = try AgentProcess(redisPort: server.port, inputs: "[[inputs.mem]]\n[[inputs.system]]",
                                      agentExtra: "log_format = \"\(format)\"\nproc_root = \"\(odd.replacingOccurrences(of: "\"", with: "\\\""))\"")
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "counters.input_errors") >= 1 }
+        _ = try agent.waitFor(20) { number($0, "counters.input_errors") >= 1 }
         #expect(agent.stop() == 0)
         let lines = agent.logText.split(separator: "\n").map(String.init)
         #expect(lines.count >= 4, "\(agent.logText)")

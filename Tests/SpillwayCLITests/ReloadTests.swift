@@ -55,7 +55,7 @@ import Testing
 
         let expected = (0..<(rounds * perRound)).map { "line-\(String(format: "%08d", $0)) " + String(repeating: "x", count: 96) }
         expectSameLines(try waitForMessages(server, "metrics:h:log", prefix: "line-", count: expected.count, seconds: 60), expected)
-        let doc = try agent.waitFor(10) { number($0, "backlog.records") == 0 }
+        let doc = try agent.waitFor(20) { number($0, "backlog.records") == 0 }
         #expect(agent.stop() == 0)
 
         let log = agent.logText
@@ -82,14 +82,14 @@ import Testing
         let agent = try AgentProcess(redisPort: server.port)
         try agent.start()
         let pid = try #require(agent.process?.processIdentifier)
-        _ = try agent.waitFor(10) { number($0, "counters.written") >= 2 }
+        _ = try agent.waitFor(20) { number($0, "counters.written") >= 2 }
         let text = try String(contentsOf: agent.config, encoding: .utf8)
         try text.replacingOccurrences(of: agent.dataDir.path, with: agent.dataDir.path + "-moved").write(to: agent.config, atomically: true, encoding: .utf8)
         kill(pid, SIGHUP)
         let deadline = Date().addingTimeInterval(10)
         while !agent.logText.contains("reload refused"), Date() < deadline { usleep(50_000) }
         let before = number(try agent.status(), "counters.written")
-        _ = try agent.waitFor(10) { number($0, "counters.written") > before + 2 }
+        _ = try agent.waitFor(20) { number($0, "counters.written") > before + 2 }
         #expect(agent.stop() == 0)
         #expect(agent.logText.contains("data_dir changed from \(agent.dataDir.path) to \(agent.dataDir.path)-moved"), "\(agent.logText)")
         #expect(!FileManager.default.fileExists(atPath: agent.dataDir.path + "-moved"))
@@ -166,7 +166,7 @@ import Testing
     defer { server.stop(); server.removeFiles() }
     let agent = try AgentProcess(redisPort: server.port)
     try agent.start()
-    _ = try agent.waitFor(10) { number($0, "counters.written") >= 2 }
+    _ = try agent.waitFor(20) { number($0, "counters.written") >= 2 }
     try (String(contentsOf: agent.config, encoding: .utf8) + "\n[[inputs.sytem]]\n").write(to: agent.config, atomically: true, encoding: .utf8)
     kill(try #require(agent.process?.processIdentifier), SIGHUP)
     let deadline = Date().addingTimeInterval(10)

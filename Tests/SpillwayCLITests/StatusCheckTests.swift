@@ -99,7 +99,7 @@ func allBytes(under dir: URL) -> String {
         defer { server.stop(); server.removeFiles() }
         let agent = try AgentProcess(redisPort: server.port)
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "counters.written") > 0 }
+        _ = try agent.waitFor(20) { number($0, "counters.written") > 0 }
         let (ok, okLine) = try agent.check()
         #expect(ok == 0 && okLine.hasPrefix("SPILLWAY OK - breaker closed, backlog ") && okLine.contains(" records | backlog="), "\(okLine)")
         #expect(agent.stop() == 0)
@@ -135,7 +135,7 @@ func allBytes(under dir: URL) -> String {
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port)
         try agent.start()
-        _ = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" }
+        _ = try agent.waitFor(20) { (value($0, "breaker.state") as? String) == "open" }
         let (code, line) = try agent.check()
         #expect(code == 1 && line.hasPrefix("SPILLWAY WARNING - breaker open for ") && line.contains("; backlog ") && !line.contains("; breaker "), "\(line)")
         #expect(agent.stop() == 0)
@@ -152,7 +152,7 @@ func allBytes(under dir: URL) -> String {
         #expect(try server.cli(["CONFIG", "SET", "requirepass", "s3cret"]) == "OK")
         let agent = try AgentProcess(redisPort: server.port)
         try agent.start()
-        let failing = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" && value($0, "last_error.kind") as? String == "auth" }
+        let failing = try agent.waitFor(20) { (value($0, "breaker.state") as? String) == "open" && value($0, "last_error.kind") as? String == "auth" }
         #expect(value(failing, "last_error.kind") as? String == "auth", "\(failing)")
         let (code, line) = try agent.check()
         #expect(code == 2 && line.hasPrefix("SPILLWAY CRITICAL - Redis refuses authentication: ") && line.contains("; breaker open for "), "\(line)")
@@ -172,7 +172,7 @@ func allBytes(under dir: URL) -> String {
         chmod(agent.dir.path, 0o755)
         chmod(agent.config.path, 0o644)
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "backlog.records") > 0 }
+        _ = try agent.waitFor(20) { number($0, "backlog.records") > 0 }
         func asNobody(_ args: [String]) throws -> Result {
             try spillway(["--reuid=nobody", "--regid=nogroup", "--clear-groups", spillwayBin] + args, executable: "/usr/bin/setpriv")
         }
@@ -191,13 +191,13 @@ func allBytes(under dir: URL) -> String {
         _ = try server.cli(["SET", "metrics:h:mem", "not a stream"])
         let agent = try AgentProcess(redisPort: server.port)
         try agent.start()
-        let doc = try agent.waitFor(10) { number($0, "counters.rejected") > 0 }
+        let doc = try agent.waitFor(20) { number($0, "counters.rejected") > 0 }
         let rejected = number(doc, "counters.rejected")
         #expect(rejected > 0, "\(doc)")
         let (code, line) = try agent.check()
         #expect(code == 2 && line.hasPrefix("SPILLWAY CRITICAL - ") && line.contains(" records rejected by Redis in this run"), "\(line)")
         // status lists them by key, with Redis's reply.
-        let listed = try agent.waitFor(10) { ((value($0, "rejected.keys") as? [[String: Any]])?.first?["records"] as? NSNumber)?.int64Value ?? 0 > 0 }
+        let listed = try agent.waitFor(20) { ((value($0, "rejected.keys") as? [[String: Any]])?.first?["records"] as? NSNumber)?.int64Value ?? 0 > 0 }
         let keys = value(listed, "rejected.keys") as? [[String: Any]] ?? []
         #expect(keys.first?["key"] as? String == "metrics:h:mem", "\(listed)")
         #expect((keys.first?["reply"] as? String)?.hasPrefix("WRONGTYPE") == true, "\(listed)")
@@ -293,7 +293,7 @@ func allBytes(under dir: URL) -> String {
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port)
         try agent.start()
-        let outage = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" && number($0, "backlog.records") > 4 }
+        let outage = try agent.waitFor(20) { (value($0, "breaker.state") as? String) == "open" && number($0, "backlog.records") > 4 }
         let first = value(outage, "last_error.first_failure_at") as? String ?? ""
         let at = value(outage, "last_error.at") as? String ?? ""
         #expect(!first.isEmpty && first <= at, "\(outage)")

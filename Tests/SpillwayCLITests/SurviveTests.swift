@@ -131,7 +131,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port, extra: "[status]\nwarn_records = 5\n")
         try agent.start()
-        let outage = try agent.waitFor(10) { number($0, "backlog.records") > 10 && (value($0, "breaker.state") as? String) == "open" }
+        let outage = try agent.waitFor(20) { number($0, "backlog.records") > 10 && (value($0, "breaker.state") as? String) == "open" }
         #expect(value(outage, "breaker.state") as? String == "open")
         #expect(value(outage, "agent.running") as? Bool == true)
         #expect(number(outage, "counters.spilled") > 0 && number(outage, "counters.written") == 0)
@@ -166,7 +166,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port)
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "backlog.records") >= 20 }
+        _ = try agent.waitFor(20) { number($0, "backlog.records") >= 20 }
         agent.sigkill()
         let left = try agent.status()
         let backlog = number(left, "backlog.records")
@@ -194,7 +194,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         let deadline = Date().addingTimeInterval(10)
         while !agent.logText.contains("the spill buffer could not be read; it was moved aside"), Date() < deadline { usleep(50_000) }
         #expect(agent.logText.contains("the spill buffer could not be read; it was moved aside"))
-        _ = try agent.waitFor(10) { number($0, "counters.written") > 5 }
+        _ = try agent.waitFor(20) { number($0, "counters.written") > 5 }
         #expect(agent.stop() == 0)
         let names = try FileManager.default.contentsOfDirectory(atPath: agent.dataDir.path)
         #expect(names.contains { $0.hasPrefix("buffer.sqlite.corrupt-") }, "\(names)")
@@ -206,9 +206,9 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         defer { server.stop(); server.removeFiles() }
         let agent = try AgentProcess(redisPort: server.port)
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "counters.written") > 5 }
+        _ = try agent.waitFor(20) { number($0, "counters.written") > 5 }
         try server.cli(["CONFIG", "SET", "maxmemory", "1"])
-        let tripped = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" && number($0, "backlog.records") > 5 }
+        let tripped = try agent.waitFor(20) { (value($0, "breaker.state") as? String) == "open" && number($0, "backlog.records") > 5 }
         #expect(value(tripped, "breaker.state") as? String == "open")
         #expect((value(tripped, "last_error.message") as? String)?.hasPrefix("OOM") == true, "\(tripped)")
         try server.cli(["CONFIG", "SET", "maxmemory", "0"])
@@ -239,7 +239,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         defer { server.stop(); server.removeFiles() }
         let agent = try AgentProcess(redisPort: server.port)
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "counters.written") > 10 }
+        _ = try agent.waitFor(20) { number($0, "counters.written") > 10 }
         // Redis stops answering for 1.5 s: pipelines time out (500 ms) with their outcome unknown.
         #expect(try server.cli(["CLIENT", "PAUSE", "1500", "ALL"]) == "OK")
         usleep(1_600_000)
@@ -261,7 +261,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port)
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "backlog.records") >= 30 }
+        _ = try agent.waitFor(20) { number($0, "backlog.records") >= 30 }
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         let killedAtMs = Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
@@ -290,7 +290,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port)
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "backlog.records") >= 10 }
+        _ = try agent.waitFor(20) { number($0, "backlog.records") >= 10 }
         #expect(agent.stop() == 0)
         let doc = try agent.status()
         #expect(number(doc, "counters.collected") > 0)
@@ -313,7 +313,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port)
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "backlog.batches") >= 6 }
+        _ = try agent.waitFor(20) { number($0, "backlog.batches") >= 6 }
         #expect(agent.stop() == 0)
         let kept = try agent.status()
         let p = Process()
@@ -361,7 +361,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         try agent.start()
         // Running (its lock held) and started (its state saved by the writer, so its signal handling
         // is in place: the lock is taken before).
-        let running = try agent.waitFor(10) { value($0, "agent.running") as? Bool == true && value($0, "agent.updated_at") is String }
+        let running = try agent.waitFor(20) { value($0, "agent.running") as? Bool == true && value($0, "agent.updated_at") is String }
         #expect(value(running, "agent.running") as? Bool == true && value(running, "agent.updated_at") is String, "\(running)")
         let start = Date()
         #expect(agent.stop() == 0)
@@ -378,7 +378,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         try String(contentsOfFile: "/proc/meminfo", encoding: .utf8).write(to: root.appendingPathComponent("meminfo"), atomically: true, encoding: .utf8)
         let agent = try AgentProcess(redisPort: server.port, inputs: "[[inputs.mem]]\n[[inputs.system]]\n", agentExtra: "proc_root = \"\(root.path)\"")
         try agent.start()
-        let doc = try agent.waitFor(10) { number($0, "counters.input_errors") >= 3 && number($0, "counters.written") >= 3 }
+        let doc = try agent.waitFor(20) { number($0, "counters.input_errors") >= 3 && number($0, "counters.written") >= 3 }
         #expect(number(doc, "counters.input_errors") >= 3, "\(doc)")
         #expect(number(doc, "counters.written") >= 3)
         #expect(agent.stop() == 0)
@@ -390,7 +390,7 @@ func assertExactlyOnceInOrder(_ server: RedisServer, _ key: String, gapFree: Boo
         let port = try RedisServer.freePort()
         let agent = try AgentProcess(redisPort: port, extra: "[status]\ncritical_open = \"1s\"\n")
         try agent.start()
-        _ = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" && (value($0, "breaker.since_seconds") as? Double ?? 0) > 1.5 }
+        _ = try agent.waitFor(20) { (value($0, "breaker.state") as? String) == "open" && (value($0, "breaker.since_seconds") as? Double ?? 0) > 1.5 }
         let (code, line) = try agent.check()
         #expect(code == 2 && line.hasPrefix("SPILLWAY CRITICAL - breaker open for"), "\(line)")
         #expect(agent.stop() == 0)

@@ -64,7 +64,7 @@ func rotationAgent(_ server: RedisServer, exact: Bool = false) throws -> (AgentP
         defer { try? FileManager.default.removeItem(at: agent.dir) }
         try agent.start()
         defer { if agent.process != nil { agent.sigkill() } }
-        _ = try agent.waitFor(10) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
+        _ = try agent.waitFor(20) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
         let w = LogWriter(path: app, prefix: "c", perSecond: 300)
         w.start()
         usleep(700_000)
@@ -137,7 +137,7 @@ func rotationAgent(_ server: RedisServer, exact: Bool = false) throws -> (AgentP
         defer { try? FileManager.default.removeItem(at: agent.dir) }
         try agent.start()
         defer { if agent.process != nil { agent.sigkill() } }
-        _ = try agent.waitFor(10) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
+        _ = try agent.waitFor(20) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
         let w = LogWriter(path: app, prefix: "r", perSecond: 300)
         w.start()
         usleep(700_000)

@@ -132,7 +132,7 @@ func tailInput(_ files: [String], _ extra: String = "") -> String {
         symlink(a, current)
         let agent = try AgentProcess(redisPort: server.port, inputs: tailInput([app, current]))
         try agent.start()
-        _ = try agent.waitFor(10) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
+        _ = try agent.waitFor(20) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
         let w1 = LogWriter(path: app, prefix: "app")
         let w2 = LogWriter(path: a, prefix: "cur")
         w1.start()
@@ -183,7 +183,7 @@ func tailInput(_ files: [String], _ extra: String = "") -> String {
         try (String(contentsOf: agent.config, encoding: .utf8) + "\n" + tailInput([app])).write(to: agent.config, atomically: true, encoding: .utf8)
         _ = FileManager.default.createFile(atPath: app, contents: nil)
         try agent.start()
-        _ = try agent.waitFor(10) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
+        _ = try agent.waitFor(20) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
         let w = LogWriter(path: app, prefix: "k", perSecond: 500)
         w.start()
         usleep(1_000_000)
@@ -222,12 +222,12 @@ func tailInput(_ files: [String], _ extra: String = "") -> String {
         _ = FileManager.default.createFile(atPath: app, contents: nil)
         try (String(contentsOf: agent.config, encoding: .utf8) + "\n" + tailInput([app])).write(to: agent.config, atomically: true, encoding: .utf8)
         try agent.start()
-        _ = try agent.waitFor(10) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
+        _ = try agent.waitFor(20) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
         let w = LogWriter(path: app, prefix: "r", perSecond: 300)
         w.start()
         usleep(1_000_000)
         server.crash()
-        let during = try agent.waitFor(10) { (value($0, "breaker.state") as? String) == "open" && number($0, "backlog_lines") > 0 }
+        let during = try agent.waitFor(20) { (value($0, "breaker.state") as? String) == "open" && number($0, "backlog_lines") > 0 }
         #expect(number(during, "backlog_lines") > 0, "\(during)")
         usleep(1_000_000)
         server = try RedisServer(port: port, dir: redisDir, args: aof)
@@ -248,7 +248,7 @@ func tailInput(_ files: [String], _ extra: String = "") -> String {
         try (String(contentsOf: agent.config, encoding: .utf8) + "\n" + tailInput([logs.path + "/**/*.log"], "max_open_files = 16"))
             .write(to: agent.config, atomically: true, encoding: .utf8)
         try agent.start()
-        _ = try agent.waitFor(10) { number($0, "counters.collected") >= 0 && (value($0, "agent.running") as? Bool) == true }
+        _ = try agent.waitFor(20) { number($0, "counters.collected") >= 0 && (value($0, "agent.running") as? Bool) == true }
         let t = logs.appendingPathComponent("t.log").path
         let w = LogWriter(path: t, prefix: "t")
         for _ in 0..<50 { w.writeLine() }
@@ -284,10 +284,10 @@ func tailInput(_ files: [String], _ extra: String = "") -> String {
         _ = FileManager.default.createFile(atPath: app, contents: nil)
         try (String(contentsOf: agent.config, encoding: .utf8) + "\n" + tailInput([app])).write(to: agent.config, atomically: true, encoding: .utf8)
         try agent.start()
-        _ = try agent.waitFor(10) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
+        _ = try agent.waitFor(20) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
         let w = LogWriter(path: app, prefix: "p")
         for _ in 0..<20_000 { w.writeLine() }
-        let waiting = try agent.waitFor(10) { doc in
+        let waiting = try agent.waitFor(20) { doc in
             ((doc["files"] as? [[String: Any]])?.first?["lag_bytes"] as? NSNumber)?.int64Value ?? 0 > 100_000
         }
         let lag = ((waiting["files"] as? [[String: Any]])?.first?["lag_bytes"] as? NSNumber)?.int64Value ?? 0
@@ -327,7 +327,7 @@ func tailInput(_ files: [String], _ extra: String = "") -> String {
             timestamp_format = "unix_ms"
             """).write(to: agent.config, atomically: true, encoding: .utf8)
         try agent.start()
-        _ = try agent.waitFor(10) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
+        _ = try agent.waitFor(20) { ($0["files"] as? [Any])?.count ?? 0 >= 1 }
         let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         let base: Int64 = 1_700_000_000_000
         for i in 0..<30 {
