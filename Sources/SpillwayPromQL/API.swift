@@ -53,7 +53,7 @@ public struct PrometheusAPI: Sendable {
         } catch let e as ParseError {
             return failure(400, "bad_data", "invalid parameter \"query\": \(e)")
         } catch let e as Evaluator.Failure {
-            return failure(e.description.hasPrefix("exceeded maximum resolution") ? 400 : 422, e.description.hasPrefix("exceeded maximum resolution") ? "bad_data" : "execution", e.description)
+            return failure(e.badData ? 400 : 422, e.badData ? "bad_data" : "execution", e.description)
         } catch let e as Unavailable {
             return failure(503, "unavailable", e.description)
         } catch {

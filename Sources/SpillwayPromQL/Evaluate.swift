@@ -67,7 +67,13 @@ public struct Evaluator: Sendable {
 
     public struct Failure: Error, Sendable, CustomStringConvertible, Equatable {
         public var description: String
-        public init(_ d: String) { description = d }
+        /// The query asked for what cannot be answered as asked (400 `bad_data`), rather than
+        /// failing at work (422 `execution`).
+        public var badData: Bool
+        public init(_ d: String, badData: Bool = false) {
+            description = d
+            self.badData = badData
+        }
     }
 
     public func evaluate(_ expr: Expr, start: Int64, end: Int64, step: Int64, source: some SeriesSource) throws -> QueryValue {
@@ -75,7 +81,7 @@ public struct Evaluator: Sendable {
         guard step > 0 || start == end else { throw Failure("zero or negative query resolution step widths are not accepted. Try a positive integer") }
         let steps = start == end ? 1 : (end - start) / step + 1
         guard steps <= Int64(maxPoints) else {
-            throw Failure("exceeded maximum resolution of \(maxPoints) points per timeseries. Try decreasing the query resolution (?step=XX)")
+            throw Failure("exceeded maximum resolution of \(maxPoints) points per timeseries. Try decreasing the query resolution (?step=XX)", badData: true)
         }
         let times = (0..<steps).map { start + $0 * max(step, 1) }
         var budget = maxSamples

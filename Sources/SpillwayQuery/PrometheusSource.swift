@@ -56,7 +56,7 @@ public struct PrometheusSource: SeriesSource {
         }
         // Each split is a look-up in Redis: a name of more parts is refused, not scanned for.
         guard out.count <= maxSplits else {
-            throw Evaluator.Failure("the metric name \(metric) has more than \(maxSplits + 1) parts separated by _; no measurement and field make it")
+            throw Evaluator.Failure("the metric name \(metric) has more than \(maxSplits + 1) parts separated by _; no measurement and field make it", badData: true)
         }
         return out
     }

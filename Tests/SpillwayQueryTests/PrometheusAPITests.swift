@@ -191,5 +191,11 @@ import Testing
         #expect(down.status == 503 && down.json["errorType"] as? String == "unavailable", "\(down.json)")
         let unknown = try rig.ask("/api/v1/query", [("query", "no_such_metric")], now: now)
         #expect(unknown.status == 200 && Self.result(unknown.json).isEmpty)
+        // A metric name of more parts than are looked up is the query's fault: 400, as a bad query.
+        let long = try rig.ask("/api/v1/query", [("query", (0...13).map { "p\($0)" }.joined(separator: "_"))], now: now)
+        #expect(long.status == 400 && long.json["errorType"] as? String == "bad_data", "\(long.json)")
+        #expect((long.json["error"] as? String)?.contains("more than 13 parts") == true, "\(long.json)")
+        let thirteen = try rig.ask("/api/v1/query", [("query", (0...12).map { "p\($0)" }.joined(separator: "_"))], now: now)
+        #expect(thirteen.status == 200 && Self.result(thirteen.json).isEmpty, "\(thirteen.json)")
     }
 }
