@@ -98,12 +98,7 @@ public final class QueryEngine {
         let series: [RangeSeries]
         switch format(for: query.selector) {
         case .timeseries: series = try timeseriesRange(query, now: now)
-        case .stream:
-            if let bucket = aggregateBucket(for: query, now: now) {
-                series = try streamRange(query, aggregates: bucket)
-            } else {
-                series = try streamRange(query)
-            }
+        case .stream: series = try streamRange(query)
         }
         return RangeResult(query: query, series: series.sorted { SeriesInfo.ordered($0.series, $1.series) })
     }
@@ -427,10 +422,9 @@ public final class QueryEngine {
     /// stream's order, handed to `add` with the index of its series (a tag set and field; series
     /// are numbered as they are first met) and its time; returns the series. XRANGE in pages of
     /// `pageSize`; more than `maxSeries` series fails.
-    func streamScan(_ selector: Selector, from: Int64, to: Int64, keys given: [(key: String, labels: Labels)]? = nil, starts: [String: Int64] = [:],
+    func streamScan(_ selector: Selector, from: Int64, to: Int64,
                     _ add: (Int, Int64, Double) throws(QueryError) -> Void) throws(QueryError) -> [SeriesInfo] {
-        let keys: [(key: String, labels: Labels)]
-        if let given { keys = given } else { keys = try streamKeys(selector) }
+        let keys = try streamKeys(selector)
         var index: [Labels: Int] = [:]
         var infos: [SeriesInfo] = []
         let end = String(to)
@@ -440,10 +434,7 @@ public final class QueryEngine {
             // a set of labels per field.
             var decided: [String: [String: Int]] = [:]
             var signature = ""
-            // (A stream whose start is past the range is not read.)
-            let first = max(from, starts[key] ?? from)
-            if first > to { continue }
-            var start = String(first)
+            var start = String(from)
             while true {
                 let page = try Self.entries(try one(["XRANGE", key, start, end, "COUNT", String(limits.pageSize)]), command: "XRANGE")
                 for e in page {
