@@ -125,7 +125,9 @@ public struct PrometheusSource: SeriesSource {
     }
 
     /// The series that exist now (RedisTimeSeries: those in its index; streams: those among each
-    /// stream's newest entries, see `QueryLimits.lookbackMs`); `from` and `to` are not used.
+    /// stream's newest entries, see `QueryLimits.lookbackMs`) whose newest sample is at or after
+    /// `from` (so a host gone before the window is not listed; `to` is not used: a series is not
+    /// left out for samples after it).
     public func labelSets(_ selectors: [Selector], from: Int64, to: Int64) throws -> [[String: String]] {
         var seen: Set<Labels> = []
         var out: [Labels] = []
@@ -135,7 +137,7 @@ public struct PrometheusSource: SeriesSource {
             do throws(QueryError) {
                 let aggregates = Selector([try! LabelMatcher("spillway", .equal, "aggregate"), try! LabelMatcher("rollup", .notEqual, "")])
                 for latest in try engine.latest(aggregates) {
-                    guard let labels = Self.prometheusLabels(latest.series.labels), seen.insert(labels).inserted else { continue }
+                    guard latest.timestamp >= from, let labels = Self.prometheusLabels(latest.series.labels), seen.insert(labels).inserted else { continue }
                     out.append(labels)
                 }
             } catch .noSeries {
@@ -150,7 +152,7 @@ public struct PrometheusSource: SeriesSource {
             // Through the newest samples: a stream field holding text (a log line's message) is
             // not a series Prometheus could chart, and is not listed.
             for latest in try each(selector, { (s: Selector) throws(QueryError) in try engine.latest(s) }) {
-                guard case .number = latest.value, let labels = Self.prometheusLabels(latest.series.labels), selector.matches(labels),
+                guard case .number = latest.value, latest.timestamp >= from, let labels = Self.prometheusLabels(latest.series.labels), selector.matches(labels),
                       seen.insert(labels).inserted else { continue }
                 out.append(labels)
             }
