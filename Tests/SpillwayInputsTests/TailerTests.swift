@@ -103,6 +103,26 @@ final class TailHarness {
         #expect(h2.messages == h2.expected("old", 0..<3))
     }
 
+    /// A file read from its end at the first start and not opened since (nothing new in it), then
+    /// truncated and written again to the very same size: its new lines are read (it was modified,
+    /// so its first bytes are compared). It used to wait for the file to grow again.
+    @Test func aFileRewrittenToTheSameSizeBeforeItWasOpenedIsReadFromItsStart() throws {
+        let h = try TailHarness()
+        try h.write("a.log", h.lines("a", 0..<5))
+        // Its last change an hour ago: the rewrite below cannot share its modification time.
+        var old = [timespec(tv_sec: time(nil) - 3600, tv_nsec: 0), timespec(tv_sec: time(nil) - 3600, tv_nsec: 0)]
+        #expect(utimensat(AT_FDCWD, h.path("a.log"), &old, 0) == 0)
+        let t = h.tailer(h.options(["*.log"]), firstStart: true)
+        h.poll(t, times: 2)
+        #expect(h.messages.isEmpty)
+        let before = try FileManager.default.attributesOfItem(atPath: h.path("a.log"))[.size] as? Int
+        _ = truncate(h.path("a.log"), 0)
+        try h.append("a.log", h.lines("b", 0..<5))
+        #expect(try FileManager.default.attributesOfItem(atPath: h.path("a.log"))[.size] as? Int == before)
+        h.poll(t, times: 2)
+        #expect(h.messages == h.expected("b", 0..<5), "\(h.notices)")
+    }
+
     @Test func restartResumesFromTheCommittedOffsetAndInodeReuseStartsOver() throws {
         let h = try TailHarness()
         try h.write("a.log", h.lines("x", 0..<5))

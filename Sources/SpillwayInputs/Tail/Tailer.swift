@@ -264,8 +264,11 @@ public final class Tailer {
         // (Let go earlier in this poll: its inode was found holding another file.)
         guard files[f.identity] === f else { return }
         if f.fd < 0 {
-            // Closed for the open-file bound: open only when there is something to read.
-            if !f.rotatedAway, let st = statPath(f.currentPath), identityOf(st) == f.identity, Int64(st.st_size) == f.offset {
+            // Closed for the open-file bound (or not opened yet: found at the first start, read
+            // from its end): open only when there is something to read, or when it was modified
+            // (truncated and written again to the same size: its first bytes are compared then).
+            if !f.rotatedAway, let st = statPath(f.currentPath), identityOf(st) == f.identity, Int64(st.st_size) == f.offset,
+               mtimeOf(st) == f.mtime {
                 maybeFlushPartial(f, now: now)
                 return
             }
