@@ -155,7 +155,7 @@ public enum QueryError: Error, Sendable, CustomStringConvertible {
         case .reply(let command, let message):
             var line = "Redis refused \(command): \(message)"
             if command.hasPrefix("TS."), message.lowercased().contains("unknown command") {
-                line += " (the RedisTimeSeries module is not loaded there; format = \"timeseries\" needs it)"
+                line += " (the RedisTimeSeries module is not loaded there; format = \"timeseries\" and the aggregates of spillway aggregate need it)"
             }
             return line
         case .unexpected(let command, let what):

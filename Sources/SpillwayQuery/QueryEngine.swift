@@ -270,7 +270,8 @@ public final class QueryEngine {
         let ofThisAggregation = found.map { $0.series.labels["rollup"]?.hasPrefix(query.aggregation.rawValue + "_") == true }
         var replies = try run(keys.indices.map { command(keys[$0], overRollup: readsRollup || ofThisAggregation[$0]) })
         var sources = keys
-        var rollups: [String?] = Array(repeating: rollupName, count: found.count)
+        // (A series picked by its rollup label is that rollup, or that aggregate.)
+        var rollups: [String?] = found.map { f in rollupName ?? f.series.labels["rollup"].flatMap { $0.isEmpty ? nil : $0 } }
         // A series without the rollup (made before the rollup was configured): read raw.
         if readsRollup {
             let missing = replies.indices.filter { if case .error(let m) = replies[$0] { m.contains("does not exist") } else { false } }

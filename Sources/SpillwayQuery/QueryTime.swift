@@ -3,15 +3,15 @@ import SpillwayCore
 /// Times as the query commands take and print them, in milliseconds since the epoch (the unit of
 /// stream entry IDs and RedisTimeSeries timestamps).
 public enum QueryTime {
-    /// Reads a time: `now`; a duration before now, `-1h` or `now-1h` (`now+5m` after it); an RFC 3339
+    /// Reads a time: `now`; a duration before now, `-1h` or `now-1h` (`now+5m` or `+5m` after it); an RFC 3339
     /// time, `2025-06-01T12:00:00Z`, `2025-06-01T14:00:00.250+02:00` (a space instead of `T` too);
     /// or epoch seconds, `1748779200` or `1748779200.25` (13 digits or more: milliseconds,
     /// `1748779200250`). Nil when it is none of those.
     public static func parse(_ text: String, now: Int64) -> Int64? {
         let t = text
         if t == "now" { return now }
-        if t.hasPrefix("now-") || t.hasPrefix("now+") || t.hasPrefix("-") {
-            let sign: Int64 = t.hasPrefix("now+") ? 1 : -1
+        if t.hasPrefix("now-") || t.hasPrefix("now+") || t.hasPrefix("-") || t.hasPrefix("+") {
+            let sign: Int64 = t.hasPrefix("now+") || t.hasPrefix("+") ? 1 : -1
             let rest = t.hasPrefix("now") ? t.dropFirst(4) : t.dropFirst()
             guard let d = durationMs(String(rest)) else { return nil }
             let (r, overflow) = now.addingReportingOverflow(sign * d)
@@ -21,9 +21,13 @@ public enum QueryTime {
         return parseRFC3339(t)
     }
 
-    /// A duration in milliseconds (`Units.parseDuration`'s syntax: `500ms`, `1m`, `1h30m`, `7d`),
-    /// or nil (also below 1 ms).
+    /// A duration in milliseconds (`Units.parseDuration`'s syntax: `500ms`, `1m`, `1h30m`, `7d`; a
+    /// plain number is seconds, `10` or `1.5`, as Prometheus takes a step), or nil.
     public static func durationMs(_ text: String) -> Int64? {
+        if !text.isEmpty, text.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E }), text.utf8.filter({ $0 == 0x2E }).count <= 1,
+           text.first != ".", text.last != ".", let seconds = Double(text), seconds < 1e12 {
+            return Int64((seconds * 1000).rounded())
+        }
         guard let ns = Units.parseDuration(text) else { return nil }
         return ns / 1_000_000
     }

@@ -182,13 +182,14 @@ struct QueryRange: ParsableCommand {
     var field: String
 
     // Unconditional: `--from -1h` is a value, not an option.
-    @Option(parsing: .unconditional, help: ArgumentHelp("Start: -1h, now-30m, RFC 3339, or epoch seconds.", valueName: "time"))
+    @Option(parsing: .unconditional, help: ArgumentHelp("Start: -1h, now-30m (now+5m, +5m after now), RFC 3339, or epoch seconds.", valueName: "time"))
     var from: String
 
     @Option(parsing: .unconditional, help: ArgumentHelp("End, as --from.", valueName: "time"))
     var to = "now"
 
-    @Option(help: ArgumentHelp("Bucket length (e.g. 10s, 1m, 1h).", valueName: "duration"))
+    // Unconditional: `--step -10s` reaches the check that refuses it.
+    @Option(parsing: .unconditional, help: ArgumentHelp("Bucket length (e.g. 10s, 1m, 1h; a plain number is seconds).", valueName: "duration"))
     var step = "1m"
 
     @Option(help: ArgumentHelp("avg, min, max, sum, count or last.", valueName: "aggregation"))

@@ -31,7 +31,7 @@ import Testing
         let selector = Selector(name: "cpu", field: "usage_user", [try LabelMatcher("rollup", .equal, "avg_10s"), try LabelMatcher("host", .equal, "web-1"),
                                                                   try LabelMatcher("cpu", .equal, "cpu0")])
         let r = try engine.range(RangeQuery(selector: selector, from: stored.first!.0, to: stored.last!.0, step: 10_000, aggregation: .avg), now: start + 600_000)
-        #expect(r.series.count == 1 && r.series.first?.sourceKey == key)
+        #expect(r.series.count == 1 && r.series.first?.sourceKey == key && r.series.first?.rollup == "avg_10s", "\(r.series.map { "\($0.sourceKey) \($0.rollup ?? "nil")" })")
         #expect(r.series.first?.points.map { [Double($0.timestamp), $0.value] } == stored.map { [Double($0.0), $0.1] })
         // Without the rollup matcher: the stream's own entries, as before.
         let raw = try engine.range(RangeQuery(selector: Selector(name: "cpu", field: "usage_user", [try LabelMatcher("host", .equal, "web-1")]),

@@ -74,9 +74,16 @@ import Testing
         #expect(QueryTime.parse("1750000000", now: now) == 1_750_000_000_000)
         #expect(QueryTime.parse("1750000000.25", now: now) == 1_750_000_000_250)
         #expect(QueryTime.parse("1750000000123", now: now) == 1_750_000_000_123)
-        for bad in ["yesterday", "", "-1x", "2025-02-30T00:00:00Z", "2025-06-15T15:06:40", "2025-06-15", "1.2.3", "now-", "12:00"] {
+        #expect(QueryTime.parse("+1h", now: now) == now + 3_600_000)
+        #expect(QueryTime.parse("-90", now: now) == now - 90_000)
+        for bad in ["yesterday", "", "-1x", "2025-02-30T00:00:00Z", "2025-06-15T15:06:40", "2025-06-15", "1.2.3", "now-", "12:00", "+", "-1.", "+.5"] {
             #expect(QueryTime.parse(bad, now: now) == nil, "\(bad)")
         }
+        // Durations: a plain number is seconds (as Prometheus's step).
+        #expect(QueryTime.durationMs("10") == 10_000)
+        #expect(QueryTime.durationMs("1.5") == 1_500)
+        #expect(QueryTime.durationMs("90s") == 90_000)
+        for bad in ["", ".", "1.", ".5", "1.2.3", "-10", "-10s", "10x", "1e3"] { #expect(QueryTime.durationMs(bad) == nil, "\(bad)") }
     }
 
     @Test func formatsRFC3339InUTCAndReadsItBack() {
