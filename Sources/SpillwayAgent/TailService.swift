@@ -140,7 +140,8 @@ public final class TailService: Service, Sendable {
                     stats.setLags(at: instance.location, tailer.lags().map { TailLag(at: instance.location, path: $0.path, bytes: $0.bytes) })
                 }
             }
-            if spent < options.pollInterval {
+            // A file left with bytes past its read budget: read on at once.
+            if spent < options.pollInterval, !tailer.behind {
                 if queue.sleep(options.pollInterval - spent), isStopping { break }
             }
         }

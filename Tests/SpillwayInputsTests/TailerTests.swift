@@ -123,6 +123,30 @@ final class TailHarness {
         #expect(h.messages == h.expected("b", 0..<5), "\(h.notices)")
     }
 
+    /// A file holding more than one poll's read budget: the poll says it is behind (the tail input
+    /// then polls again at once instead of after its interval), until the file is read to its end.
+    @Test func aPollLeavingBytesPastItsBudgetIsBehind() throws {
+        let h = try TailHarness()
+        let pad = String(repeating: "x", count: 100)
+        let count = Tailer.readBudget / 100 + 5_000
+        try h.write("big.log", (0..<count).map { "l\($0) \(pad)\n" }.joined())
+        try h.write("small.log", h.lines("s", 0..<3))
+        let t = h.tailer(h.options(["*.log"]))
+        h.poll(t)
+        #expect(t.behind)
+        #expect(h.delivered.count < count + 3 && h.messages.contains("s0"))
+        var polls = 1
+        while t.behind, polls < 10 {
+            h.poll(t, step: 1_000_000)
+            polls += 1
+        }
+        #expect(!t.behind && polls == 2, "\(polls) polls")
+        #expect(h.delivered.count == count + 3)
+        try h.append("small.log", h.lines("s", 3..<4))
+        h.poll(t)
+        #expect(!t.behind && h.messages.last == "s3")
+    }
+
     @Test func restartResumesFromTheCommittedOffsetAndInodeReuseStartsOver() throws {
         let h = try TailHarness()
         try h.write("a.log", h.lines("x", 0..<5))

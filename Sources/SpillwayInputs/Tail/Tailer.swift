@@ -140,6 +140,10 @@ public final class Tailer {
     var nextSeq = 0
     /// Lines emitted so far.
     public private(set) var emitted = 0
+    /// Whether the last poll left a file with bytes it did not read because its read budget ran out:
+    /// the next poll should come at once, not after the poll interval (else a file written faster
+    /// than one budget per interval, 40 MiB/s, would fall behind, and a backlog is read at that pace).
+    public private(set) var behind = false
 
     /// Bytes read from one file in one poll at most (others get their turn).
     static let readBudget = 4 << 20
@@ -168,6 +172,7 @@ public final class Tailer {
             discover(now: now)
         }
         checkPaths(now: now)
+        behind = false
         // Per `path`: the files no longer at it (rotated away, copies) first, oldest first; the file
         // at it only once they are all read to their end, so lines keep their order across rotations.
         var byPath: [String: [TrackedFile]] = [:]
@@ -302,6 +307,7 @@ public final class Tailer {
             consume(f, count: n, now: now)
         }
         if grew { f.lastChange = now }
+        if f.offset < f.size, budget <= 0 { behind = true }
         if f.offset >= f.size {
             // A copy does not grow: its last line is complete as it is (once its path leads elsewhere).
             if f.isCopy, f.lines.hasPartial, statPath(f.path).map(identityOf) != f.identity, let rest = f.lines.takePartial() {
