@@ -336,7 +336,8 @@ struct Router<Sender: RouterSender> {
                 $0.lastSuccessAt = clock.wallNow()
             }
         }
-        if error == nil, !deliveredOnce {
+        // (Records written or replayed: a batch of duplicates or refused records is not one.)
+        if counters.written > 0, !deliveredOnce {
             deliveredOnce = true
             stateDirty = true
         }

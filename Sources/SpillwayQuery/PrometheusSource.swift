@@ -125,9 +125,17 @@ public struct PrometheusSource: SeriesSource {
     }
 
     /// The series that exist now (RedisTimeSeries: those in its index; streams: those among each
-    /// stream's newest entries, see `QueryLimits.lookbackMs`) whose newest sample is at or after
-    /// `from` (so a host gone before the window is not listed; `to` is not used: a series is not
-    /// left out for samples after it).
+    /// stream's newest entries, see `QueryLimits.lookbackMs`) that a query from `from` can chart
+    /// (`listed`): so a host gone before the window is not offered; `to` is not used.
+    /// Whether a series whose newest sample is `latest` is listed for a window from `from`: its
+    /// newest sample is no older than the 5-minute lookback before `from` (a query charts it from
+    /// there). An aggregate's sample is stamped at its bucket's start and written once the bucket
+    /// closed (its end plus the grace), so its bucket counts as twice its length.
+    static func listed(_ latest: LatestSample, from: Int64) -> Bool {
+        let bucket = latest.series.labels["bucket_ms"].flatMap { Int64($0) } ?? 0
+        return latest.timestamp + 2 * bucket >= from - 300_000
+    }
+
     public func labelSets(_ selectors: [Selector], from: Int64, to: Int64) throws -> [[String: String]] {
         var seen: Set<Labels> = []
         var out: [Labels] = []
@@ -137,7 +145,7 @@ public struct PrometheusSource: SeriesSource {
             do throws(QueryError) {
                 let aggregates = Selector([try! LabelMatcher("spillway", .equal, "aggregate"), try! LabelMatcher("rollup", .notEqual, "")])
                 for latest in try engine.latest(aggregates) {
-                    guard latest.timestamp >= from, let labels = Self.prometheusLabels(latest.series.labels), seen.insert(labels).inserted else { continue }
+                    guard Self.listed(latest, from: from), let labels = Self.prometheusLabels(latest.series.labels), seen.insert(labels).inserted else { continue }
                     out.append(labels)
                 }
             } catch .noSeries {
@@ -152,7 +160,7 @@ public struct PrometheusSource: SeriesSource {
             // Through the newest samples: a stream field holding text (a log line's message) is
             // not a series Prometheus could chart, and is not listed.
             for latest in try each(selector, { (s: Selector) throws(QueryError) in try engine.latest(s) }) {
-                guard case .number = latest.value, latest.timestamp >= from, let labels = Self.prometheusLabels(latest.series.labels), selector.matches(labels),
+                guard case .number = latest.value, Self.listed(latest, from: from), let labels = Self.prometheusLabels(latest.series.labels), selector.matches(labels),
                       seen.insert(labels).inserted else { continue }
                 out.append(labels)
             }

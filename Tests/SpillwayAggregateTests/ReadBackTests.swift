@@ -55,6 +55,16 @@ import Testing
         let names = api.handle(path: "/api/v1/label/__name__/values", parameters: [], now: now, source: source)
         let list = (try JSONSerialization.jsonObject(with: Data(names.body)) as? [String: Any])?["data"] as? [String] ?? []
         #expect(list.contains("cpu_usage_user") && list.contains("cpu_usage_user:avg_10s") && list.contains("mem_used:max_1s"), "\(list)")
+        // Listed for a window from `start` while a query from there charts them: an aggregate's
+        // sample is stamped at its bucket's start and written after its end, so its bucket counts
+        // twice (10 s buckets: 20 s past the 5-minute lookback).
+        func listedSince(_ ms: Int64) -> [String] {
+            let r = api.handle(path: "/api/v1/label/__name__/values", parameters: [("start", "\(Double(ms) / 1000)")], now: now, source: source)
+            return (try? JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Any])?["data"] as? [String] ?? []
+        }
+        let newest = stored.last!.0
+        #expect(listedSince(newest + 300_000 + 19_000).contains("cpu_usage_user:avg_10s"))
+        #expect(!listedSince(newest + 300_000 + 21_000).contains("cpu_usage_user:avg_10s"))
         let q = api.handle(path: "/api/v1/query", parameters: [("query", #"cpu_usage_user:avg_10s{host="web-1",cpu="cpu0"}"#), ("time", "\(Double(now) / 1000)")],
                            now: now, source: source)
         #expect(q.status == 200)

@@ -178,15 +178,15 @@ import Testing
         #expect(labels.json["data"] as? [String] == ["__name__", "cpu", "host"])
         let hosts = try rig.ask("/api/v1/label/host/values", [], now: now)
         #expect(hosts.json["data"] as? [String] == Dataset.hosts)
-        // `start`: a series whose newest sample is older is not listed (app's last record is
-        // 1,200 s in, cpu's 1,790 s).
+        // `start`: a series whose newest sample is older than the 5-minute lookback before it is
+        // not listed (app's last record is 1,200 s in, cpu's 1,790 s).
         func namesSince(_ seconds: Int64) throws -> [String]? {
             try rig.ask("/api/v1/label/__name__/values", [("start", String(Double(Self.data.start) / 1000 + Double(seconds)))], now: now).json["data"] as? [String]
         }
-        #expect(try namesSince(1200) == ["app_level", "cpu_usage_system", "cpu_usage_user"])
-        #expect(try namesSince(1201) == ["cpu_usage_system", "cpu_usage_user"])
-        #expect(try namesSince(1791) == [])
-        let gone = try rig.ask("/api/v1/series", [("match[]", "app_level"), ("start", String(Double(Self.data.start) / 1000 + 1300))], now: now)
+        #expect(try namesSince(1500) == ["app_level", "cpu_usage_system", "cpu_usage_user"])
+        #expect(try namesSince(1501) == ["cpu_usage_system", "cpu_usage_user"])
+        #expect(try namesSince(2091) == [])
+        let gone = try rig.ask("/api/v1/series", [("match[]", "app_level"), ("start", String(Double(Self.data.start) / 1000 + 1600))], now: now)
         #expect(gone.status == 200 && (gone.json["data"] as? [Any])?.isEmpty == true, "\(gone.json)")
     }
 
