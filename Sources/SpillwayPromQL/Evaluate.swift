@@ -58,7 +58,10 @@ public struct Evaluator: Sendable {
     /// Raw samples a query may read in all.
     public var maxSamples: Int
 
-    public init(lookback: Int64 = 300_000, maxSeries: Int = 10_000, maxPoints: Int = 11_000, maxSamples: Int = 2_000_000) {
+    /// Prometheus's default lookback: 5 minutes (ms).
+    public static let defaultLookback: Int64 = 300_000
+
+    public init(lookback: Int64 = Evaluator.defaultLookback, maxSeries: Int = 10_000, maxPoints: Int = 11_000, maxSamples: Int = 2_000_000) {
         self.lookback = lookback
         self.maxSeries = maxSeries
         self.maxPoints = maxPoints

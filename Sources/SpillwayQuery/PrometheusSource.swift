@@ -124,18 +124,18 @@ public struct PrometheusSource: SeriesSource {
         return out
     }
 
-    /// The series that exist now (RedisTimeSeries: those in its index; streams: those among each
-    /// stream's newest entries, see `QueryLimits.lookbackMs`) that a query from `from` can chart
-    /// (`listed`): so a host gone before the window is not offered; `to` is not used.
     /// Whether a series whose newest sample is `latest` is listed for a window from `from`: its
     /// newest sample is no older than the 5-minute lookback before `from` (a query charts it from
     /// there). An aggregate's sample is stamped at its bucket's start and written once the bucket
     /// closed (its end plus the grace), so its bucket counts as twice its length.
     static func listed(_ latest: LatestSample, from: Int64) -> Bool {
         let bucket = latest.series.labels["bucket_ms"].flatMap { Int64($0) } ?? 0
-        return latest.timestamp + 2 * bucket >= from - 300_000
+        return latest.timestamp + 2 * bucket >= from - Evaluator.defaultLookback
     }
 
+    /// The series that exist now (RedisTimeSeries: those in its index; streams: those among each
+    /// stream's newest entries, see `QueryLimits.lookbackMs`) that a query from `from` can chart
+    /// (`listed`): so a host gone before the window is not offered; `to` is not used.
     public func labelSets(_ selectors: [Selector], from: Int64, to: Int64) throws -> [[String: String]] {
         var seen: Set<Labels> = []
         var out: [Labels] = []

@@ -24,28 +24,30 @@ public enum QueryTime {
     /// A duration in milliseconds (`Units.parseDuration`'s syntax: `500ms`, `1m`, `1h30m`, `7d`; a
     /// plain number is seconds, `10` or `1.5`, as Prometheus takes a step), or nil.
     public static func durationMs(_ text: String) -> Int64? {
-        if !text.isEmpty, text.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E }), text.utf8.filter({ $0 == 0x2E }).count <= 1,
-           text.first != ".", text.last != ".", let seconds = Double(text), seconds < 1e12 {
+        if decimal(text) != nil, let seconds = Double(text), seconds < 1e12 {
             return Int64((seconds * 1000).rounded())
         }
         guard let ns = Units.parseDuration(text) else { return nil }
         return ns / 1_000_000
     }
 
-    static func parseEpoch(_ t: String) -> Int64? {
+    /// `digits` or `digits.digits` (ASCII), split at the point; nil for anything else.
+    static func decimal(_ t: String) -> (whole: Substring, fraction: Substring?)? {
         let parts = t.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count <= 2, let whole = parts.first, !whole.isEmpty, whole.allSatisfy(\.isASCII), whole.allSatisfy(\.isNumber) else { return nil }
-        if parts.count == 2 {
-            guard !parts[1].isEmpty, parts[1].allSatisfy(\.isASCII), parts[1].allSatisfy(\.isNumber) else { return nil }
-        }
+        guard parts.count <= 2, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { $0.isASCII && $0.isNumber } }) else { return nil }
+        return (parts[0], parts.count == 2 ? parts[1] : nil)
+    }
+
+    static func parseEpoch(_ t: String) -> Int64? {
+        guard let (whole, fraction) = decimal(t) else { return nil }
         if whole.count >= 13 {
-            guard parts.count == 1, let ms = Int64(whole) else { return nil }
+            guard fraction == nil, let ms = Int64(whole) else { return nil }
             return ms
         }
         guard let seconds = Int64(whole) else { return nil }
         var ms = seconds * 1000
-        if parts.count == 2 {
-            let frac = (parts[1] + "000").prefix(3)
+        if let fraction {
+            let frac = (fraction + "000").prefix(3)
             ms += Int64(frac) ?? 0
         }
         return ms

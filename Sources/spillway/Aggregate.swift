@@ -26,13 +26,9 @@ struct Aggregate: AsyncParsableCommand {
     @Option(name: .long, help: ArgumentHelp("This worker's name in the group (default: [aggregate] consumer, else [agent] hostname). Give each worker its own.", valueName: "name"))
     var consumer: String?
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel: String = "info"
+    @OptionGroup var logging: LogOptions
 
     func run() async throws {
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")
-        }
         if let consumer, consumer.isEmpty { throw ValidationError("--consumer: the name is empty") }
         let config = try options.load()
         if !config.aggregateProblems.isEmpty { throw failWithProblems(config.aggregateProblems) }
@@ -40,9 +36,7 @@ struct Aggregate: AsyncParsableCommand {
             FileHandle.standardError.write(Data("spillway: TLS cannot work: \(why)\n".utf8))
             throw ExitCode(2)
         }
-        LogFormat.shared.current = LogFormat.Kind(rawValue: config.agent.logFormat) ?? .text
-        LoggingSystem.bootstrap { _ in LineLogHandler(level: level) }
-        let logger = Logger(label: "spillway")
+        let logger = logging.bootstrap(format: config.agent.logFormat)
         // The agent's warnings (no inputs, key templates) are not this command's concern.
         for w in config.warnings where w.keyPath.hasPrefix("outputs.redis") || w.keyPath.hasPrefix("aggregate") { logger.warning("\(w)") }
         let stop = StopSignal()

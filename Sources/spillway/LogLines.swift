@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import Logging
 import SpillwayCore
@@ -124,5 +125,26 @@ struct LineLogHandler: LogHandler {
     static func textMessage(_ m: String) -> String {
         guard m.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else { return m }
         return Quoting.escaped(m, quotes: false)
+    }
+}
+
+/// `--log-level`, as `run`, `aggregate` and `serve` take it, and the logging they set up with it.
+struct LogOptions: ParsableArguments {
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String = "info"
+
+    func validate() throws {
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")
+        }
+    }
+
+    /// Lines on stderr (`LineLogHandler`) in `format` (`[agent] log_format`) at this level; once per
+    /// process. Returns the logger.
+    func bootstrap(format: String) -> Logger {
+        LogFormat.shared.current = LogFormat.Kind(rawValue: format) ?? .text
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { _ in LineLogHandler(level: level) }
+        return Logger(label: "spillway")
     }
 }

@@ -39,8 +39,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: ArgumentHelp("How long a query may take before it is answered 503.", valueName: "duration"))
     var timeout = "30s"
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel = "info"
+    @OptionGroup var logging: LogOptions
 
     func validate() throws {
         if case .failure(let e) = HTTPListen.parse(listen) { throw ValidationError("--listen: \(e)") }
@@ -48,19 +47,13 @@ struct Serve: AsyncParsableCommand {
         if let maxPoints, maxPoints < 1 { throw ValidationError("--max-points must be at least 1") }
         if maxSamples < 1 { throw ValidationError("--max-samples must be at least 1") }
         guard let t = QueryTime.durationMs(timeout), t > 0 else { throw ValidationError("--timeout \"\(timeout)\" is not a duration (e.g. 30s)") }
-        guard Logger.Level(rawValue: logLevel) != nil else {
-            throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")
-        }
     }
 
     func run() async throws {
         let c = try config.load()
         guard case .success(let address) = HTTPListen.parse(listen) else { throw ExitCode(2) }
         // Logged as the agent and the aggregate workers log ([agent] log_format).
-        LogFormat.shared.current = LogFormat.Kind(rawValue: c.agent.logFormat) ?? .text
-        let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { _ in LineLogHandler(level: level) }
-        let logger = Logger(label: "spillway")
+        let logger = logging.bootstrap(format: c.agent.logFormat)
         var limits = QueryLimits()
         limits.maxSeries = maxSeries ?? c.query.maxSeries
         limits.maxPoints = maxPoints ?? c.query.maxPoints

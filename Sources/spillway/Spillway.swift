@@ -282,18 +282,12 @@ struct Run: AsyncParsableCommand {
 
     @OptionGroup var options: ConfigOptions
 
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
-    var logLevel: String = "info"
+    @OptionGroup var logging: LogOptions
 
     func run() async throws {
-        guard let level = Logger.Level(rawValue: logLevel) else {
-            throw ValidationError("--log-level \(logLevel): use trace, debug, info, notice, warning, error or critical")
-        }
         let config = try options.load()
         pinMallocMmapThreshold()
-        LogFormat.shared.current = LogFormat.Kind(rawValue: config.agent.logFormat) ?? .text
-        LoggingSystem.bootstrap { _ in LineLogHandler(level: level) }
-        let logger = Logger(label: "spillway")
+        let logger = logging.bootstrap(format: config.agent.logFormat)
         _ = AgentRun.id  // this run starts now
         for w in config.warnings + Preflight.warnings(config) { logger.warning("\(w)") }
         let dataDirectory = DataDirectory.resolve(explicit: config.agent.dataDir, environment: ProcessInfo.processInfo.environment)
