@@ -341,6 +341,9 @@ public final class AggregateWorker {
             }
         }
         // (An error reply, e.g. COMMAND not allowed by the ACL: the commands themselves will tell.)
+        let mark = try pipeline([RedisCommand(["EVAL", Scripts.markBuckets, "2", config.statePrefix + "buckets", config.statePrefix + "since:"]
+                                                  + config.buckets.map { String($0.ms) })], "EVAL markBuckets")[0]
+        if case .error(let message) = mark { throw .reply(message, command: "EVAL markBuckets") }
         checked = true
     }
 

@@ -90,4 +90,30 @@ enum Scripts {
         end
         return deleted
         """
+
+    /// Records, at a worker's start, since when the group's entries are bucketed at each of its
+    /// bucket lengths (what `spillway query range` needs before it reads an aggregate instead of the
+    /// entries). KEYS: the group's bucket list (`…:buckets`, the lengths in ms, comma-separated, as
+    /// the last worker started wrote them), the prefix of its per-length markers (`…:since:`).
+    /// ARGV: this worker's lengths (ms). A length new to the group (not in the list, or its marker
+    /// gone) is marked with now (Redis's clock): entries acknowledged before were not bucketed at it.
+    /// With no list at all (the group's first worker) every length is marked 0: the group reads
+    /// each stream from its start (XGROUP CREATE … 0), so every entry is bucketed at them. Then
+    /// the list is this worker's.
+    static let markBuckets = """
+        local t = redis.call('TIME')
+        local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+        local old = redis.call('GET', KEYS[1])
+        local had = {}
+        if old then for ms in string.gmatch(old, '[^,]+') do had[ms] = true end end
+        for _, ms in ipairs(ARGV) do
+          if not old then
+            redis.call('SET', KEYS[2] .. ms, '0', 'NX')
+          elseif not had[ms] or redis.call('EXISTS', KEYS[2] .. ms) == 0 then
+            redis.call('SET', KEYS[2] .. ms, now)
+          end
+        end
+        redis.call('SET', KEYS[1], table.concat(ARGV, ','))
+        return 1
+        """
 }

@@ -84,6 +84,17 @@ public struct RangeSeries: Sendable {
     public var sourceKey: String
     /// One per bucket that holds samples, in time order (buckets without samples are left out).
     public var points: [Point]
+    /// Over streams with aggregates: the points before this time come from the aggregates
+    /// (`rollup` names them, `sourceKey` their keys), those from it on from the stream.
+    public var streamFrom: Int64?
+
+    public init(series: SeriesInfo, rollup: String?, sourceKey: String, points: [Point], streamFrom: Int64? = nil) {
+        self.series = series
+        self.rollup = rollup
+        self.sourceKey = sourceKey
+        self.points = points
+        self.streamFrom = streamFrom
+    }
 }
 
 /// A range query: the series `selector` picks, aggregated with `aggregation` into buckets of
@@ -212,6 +223,9 @@ public struct QueryLayout: Sendable {
     /// Inputs' own templates first (they are more specific), then the output's; no duplicates.
     public var templates: [Template]
     public var rollups: [RedisOutputConfig.Rollup]
+    /// Over streams, the aggregates `spillway aggregate` writes (`[aggregate]`, when the
+    /// configuration declares it): `range` reads the buckets they hold final from them.
+    public var aggregates: AggregateConfig?
 
     public init(format: RedisOutputConfig.Format, templates: [Template], rollups: [RedisOutputConfig.Rollup]) {
         self.format = format
@@ -223,9 +237,10 @@ public struct QueryLayout: Sendable {
 
     /// From `[outputs.redis]` and the inputs' own `key` templates (each with the name its records
     /// get when the template has no `{name}`: the input's `name_override`, or nil).
-    public init(redis: RedisOutputConfig, inputKeys: [(key: KeyTemplate, name: String?)]) {
+    public init(redis: RedisOutputConfig, inputKeys: [(key: KeyTemplate, name: String?)], aggregates: AggregateConfig? = nil) {
         let own = inputKeys.map { Template($0.key, fixedName: $0.key.parts.contains(.name) ? nil : $0.name) }
         self.init(format: redis.format, templates: own + [Template(redis.key)], rollups: redis.rollups)
+        self.aggregates = redis.format == .stream ? aggregates : nil
     }
 }
 

@@ -98,7 +98,9 @@ public final class QueryEngine {
         let series: [RangeSeries]
         switch format(for: query.selector) {
         case .timeseries: series = try timeseriesRange(query, now: now)
-        case .stream: series = try streamRange(query)
+        case .stream:
+            let buckets = aggregateBuckets(for: query, now: now)
+            series = try buckets.isEmpty ? streamRange(query) : streamRange(query, aggregates: buckets)
         }
         return RangeResult(query: query, series: series.sorted { SeriesInfo.ordered($0.series, $1.series) })
     }
@@ -300,11 +302,14 @@ public final class QueryEngine {
 
     // MARK: - Streams
 
-    /// A stream entry: its ID, its time (the ID's milliseconds), its tags (`tag_KEY` fields) and its
+    /// A stream entry: its ID, the ID's milliseconds, its time, its tags (`tag_KEY` fields) and its
     /// other fields (`timestamp` left out).
     struct Entry {
         var id: String
         var ms: Int64
+        /// The record's time: its last `timestamp` field (the agent writes it last, after a record's
+        /// own field of that name), else the ID's milliseconds; as `spillway aggregate` reads it.
+        var time: Int64
         var tags: [(String, String)]
         var fields: [(String, String)]
     }
@@ -318,18 +323,22 @@ public final class QueryEngine {
                   let ms = id.split(separator: "-").first.flatMap({ Int64($0) }) else {
                 throw .unexpected(command: command, what: "an entry is not [id, fields]")
             }
-            var entry = Entry(id: id, ms: ms, tags: [], fields: [])
+            var entry = Entry(id: id, ms: ms, time: ms, tags: [], fields: [])
+            var timestamp: String?
             var i = 0
             while i + 1 < pairs.count {
                 if let k = pairs[i].string, let v = pairs[i + 1].string {
                     if k.hasPrefix("tag_") {
                         entry.tags.append((String(k.dropFirst(4)), v))
-                    } else if k != "timestamp" {
+                    } else if k == "timestamp" {
+                        timestamp = v
+                    } else {
                         entry.fields.append((k, v))
                     }
                 }
                 i += 2
             }
+            if let t = timestamp.flatMap({ Int64($0) }) { entry.time = t }
             out.append(entry)
         }
         return out
@@ -423,9 +432,12 @@ public final class QueryEngine {
     /// stream's order, handed to `add` with the index of its series (a tag set and field; series
     /// are numbered as they are first met) and its time; returns the series. XRANGE in pages of
     /// `pageSize`; more than `maxSeries` series fails.
-    func streamScan(_ selector: Selector, from: Int64, to: Int64,
+    /// With `cut` (a range split with the aggregates, see AggregateCoverage.swift): read from the
+    /// cut's ID, and only entries whose `timestamp` is at or after it are counted.
+    func streamScan(_ selector: Selector, from: Int64, to: Int64, keys given: [(key: String, labels: Labels)]? = nil, cut: Int64? = nil,
                     _ add: (Int, Int64, Double) throws(QueryError) -> Void) throws(QueryError) -> [SeriesInfo] {
-        let keys = try streamKeys(selector)
+        let keys: [(key: String, labels: Labels)]
+        if let given { keys = given } else { keys = try streamKeys(selector) }
         var index: [Labels: Int] = [:]
         var infos: [SeriesInfo] = []
         let end = String(to)
@@ -435,10 +447,13 @@ public final class QueryEngine {
             // a set of labels per field.
             var decided: [String: [String: Int]] = [:]
             var signature = ""
-            var start = String(from)
+            let first = max(from, cut ?? from)
+            if first > to { continue }
+            var start = String(first)
             while true {
                 let page = try Self.entries(try one(["XRANGE", key, start, end, "COUNT", String(limits.pageSize)]), command: "XRANGE")
                 for e in page {
+                    if let cut, e.time < cut { continue }
                     signature.removeAll(keepingCapacity: true)
                     for (k, v) in e.tags { signature += k; signature += "\u{1}"; signature += v; signature += "\u{2}" }
                     var fields = decided[signature] ?? [:]

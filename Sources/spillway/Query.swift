@@ -67,13 +67,13 @@ struct QueryOptions: ParsableArguments {
     }
 
     /// Where the agent with configuration `c` writes: `[outputs.redis]` and the inputs' own keys
-    /// (each with the name its records get when its key has no `{name}`).
+    /// (each with the name its records get when its key has no `{name}`), and `[aggregate]` when declared.
     static func layout(_ c: Config) -> QueryLayout {
         let inputKeys = c.inputs.compactMap { i -> (key: KeyTemplate, name: String?)? in
             guard let key = i.key else { return nil }
             return (key, i.nameOverride ?? (i.input as? TailInput)?.options.parser.name)
         }
-        return QueryLayout(redis: c.redis, inputKeys: inputKeys)
+        return QueryLayout(redis: c.redis, inputKeys: inputKeys, aggregates: c.aggregate.declared ? c.aggregate : nil)
     }
 }
 
@@ -171,7 +171,9 @@ struct QueryRange: ParsableCommand {
             aggregation whose bucket divides the step and whose retention covers the range, else the \
             raw series (TS.RANGE … LATEST AGGREGATION; --json names the key read). Streams: XRANGE in \
             pages of 1000 entries, aggregated here by entry time (the ID's milliseconds); text \
-            values are skipped. Buckets without samples are left out.
+            values are skipped; with [aggregate] in the configuration, the steps spillway aggregate \
+            holds final are read from its aggregates (--json: rollup, source, stream_from). Buckets \
+            without samples are left out.
             """
     )
 

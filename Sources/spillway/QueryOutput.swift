@@ -46,7 +46,7 @@ enum QueryOutput {
         case .json:
             var out = "{\"from\": \(q.firstBucket), \"to\": \(q.lastBucket), \"step\": \(q.step), \"aggregation\": \(json(q.aggregation.rawValue)), \"series\": ["
             out += result.series.map { s in
-                "\n  {" + head(s.series) + ", \"key\": \(json(s.series.key)), \"source\": \(json(s.sourceKey)), \"rollup\": \(s.rollup.map(json) ?? "null"), \"points\": ["
+                "\n  {" + head(s.series) + ", \"key\": \(json(s.series.key)), \"source\": \(json(s.sourceKey)), \"rollup\": \(s.rollup.map(json) ?? "null"), \"stream_from\": \(s.streamFrom.map(String.init) ?? "null"), \"points\": ["
                     + s.points.map { "[\($0.timestamp), \(json(.number($0.value)))]" }.joined(separator: ", ") + "]}"
             }.joined(separator: ",")
             return out + (result.series.isEmpty ? "]}\n" : "\n]}\n")

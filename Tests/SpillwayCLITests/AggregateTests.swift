@@ -202,6 +202,28 @@ func aggregatesSettled(_ client: RESPClient, _ streams: [String], group: String 
         print("aggregate kill test: \(offline.entries) entries in \(streams.count) streams, \(offline.expected.count) aggregate series; a held \(heldByA) when killed and read \(a.counter("reread")) again; b held \(heldByB), claimed \(a.counter("claimed") + b2.counter("claimed")); fenced \(a.counter("fenced") + b2.counter("fenced"))")
         #expect(offline.entries > 500, "\(offline.entries) entries")
         #expect(try offline.differences(client: client, tolerance: 1e-9) == [])
+
+        // `query range` with this [aggregate]: the settled buckets from the aggregates, the same
+        // figures as the streams alone (`--where rollup=`; mem's used is whole bytes, so sums and
+        // averages are exact either way).
+        func range(_ agg: String, _ extra: [String]) throws -> [[String: Any]] {
+            let r = try spillway(["query", "range", "mem", "--field", "used", "--from", "-10m", "--step", "5s", "--agg", agg, "--json", "--config", config.path] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return (try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])?["series"] as? [[String: Any]] ?? []
+        }
+        for agg in ["avg", "max", "count"] {
+            let mixed = try range(agg, []), streamsAlone = try range(agg, ["--where", "rollup="])
+            #expect(!mixed.isEmpty && mixed.count == streamsAlone.count)
+            for (m, s) in zip(mixed, streamsAlone) {
+                #expect((m["points"] as? [[Double]]) == (s["points"] as? [[Double]]), "\(agg): \(m) \(s)")
+                #expect(m["rollup"] as? String == (agg == "avg" ? "sum_5s+count_5s" : "\(agg)_5s") && m["stream_from"] is NSNumber, "\(m)")
+                #expect(s["rollup"] is NSNull && s["stream_from"] is NSNull, "\(s)")
+                // Most of the run is settled: more points from the aggregates than from the stream.
+                let cut = (m["stream_from"] as? NSNumber)?.doubleValue ?? 0
+                let points = m["points"] as? [[Double]] ?? []
+                #expect(points.filter { $0[0] < cut }.count > points.filter { $0[0] >= cut }.count, "\(m)")
+            }
+        }
     }
 
     @Test func checkShowsTheAggregateSettings() throws {
