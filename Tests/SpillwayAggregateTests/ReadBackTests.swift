@@ -97,15 +97,28 @@ import Testing
             + s.points.map { "\($0.timestamp)=\($0.value)" }.joined(separator: " ") }
     }
 
-    @Test func finalBucketsComeFromTheAggregatesAndTheRestFromTheStream() throws {
+    /// A redis-stack server holding 30 s of entries from 80 s ago (120 per series, every 250 ms),
+    /// read, aggregated and written by one worker (every bucket final).
+    func aggregated30s() throws -> (RedisServer, Int64, AggregateConfig, RedisOutputConfig, RESPClient) {
         let server = try RedisServer(stack: true)
-        defer { server.stop(); server.removeFiles() }
-        let start = pastStart(80)
+        do {
+            let start = pastStart(80)
+            try writeRecords(port: server.port, sampleRecords(startMs: start, stepMs: 250, perSeries: 120))
+            let (c, redis) = try aggregateConfig(port: server.port)
+            let client = try RESPClient(port: server.port)
+            try drive([makeWorker(c, redis)], client, allStreams)
+            return (server, start, c, redis, client)
+        } catch {
+            server.stop()
+            server.removeFiles()
+            throw error
+        }
+    }
+
+    @Test func finalBucketsComeFromTheAggregatesAndTheRestFromTheStream() throws {
         // 30 s of entries, aggregated and written (every bucket final)…
-        try writeRecords(port: server.port, sampleRecords(startMs: start, stepMs: 250, perSeries: 120))
-        let (c, redis) = try aggregateConfig(port: server.port)
-        let client = try RESPClient(port: server.port)
-        try drive([makeWorker(c, redis)], client, allStreams)
+        let (server, start, c, redis, client) = try aggregated30s()
+        defer { server.stop(); server.removeFiles() }
         // …then 20 s more, not read by the group yet.
         try writeRecords(port: server.port, sampleRecords(startMs: start + 30_000, stepMs: 250, perSeries: 80, seed: 2))
         var declared = c
@@ -170,13 +183,8 @@ import Testing
     /// a bucket length added to the group later is used only for ranges after it was added, and a
     /// stream the group does not read yet means the streams alone.
     @Test func anEntryWhoseIDIsNotItsTimeIsCountedOnce() throws {
-        let server = try RedisServer(stack: true)
+        let (server, start, c, redis, client) = try aggregated30s()
         defer { server.stop(); server.removeFiles() }
-        let start = pastStart(80)
-        try writeRecords(port: server.port, sampleRecords(startMs: start, stepMs: 250, perSeries: 120))
-        let (c, redis) = try aggregateConfig(port: server.port)
-        let client = try RESPClient(port: server.port)
-        try drive([makeWorker(c, redis)], client, allStreams)
         // The group's first worker: its lengths cover every entry (the group reads from the start).
         #expect(try client.call(["MGET", "spillway:agg:spillway-aggregate:since:1000", "spillway:agg:spillway-aggregate:since:10000"]).array?.map(\.string) == ["0", "0"])
         // 20 s more, then an entry timed 5 s in with an ID past them all.
