@@ -103,6 +103,9 @@ public final class AggregateWorker {
     let keys: SeriesKeys
     let dueKey: String
     let bucketPrefix: String
+    /// The group's bucket lengths, and the prefix of its per-length markers (`Scripts.markBuckets`).
+    let bucketsKey: String
+    let sincePrefix: String
     let runID: String
 
     /// Streams read, in the order they are read in turn.
@@ -126,6 +129,10 @@ public final class AggregateWorker {
     private var nextAccSweep: Int64 = 0
     private var lastEvictionLog: Int64 = 0
     private var checked = false
+    /// Whether `markBuckets` ran (once, after the first scan).
+    private var marked = false
+    /// Whether every group this worker's scans asked for was created by it (none existed before).
+    private var createdEveryGroup = true
     private var unmatched: Set<String> = []
     private var pausedSince: Int64?
 
@@ -152,6 +159,8 @@ public final class AggregateWorker {
         keys = SeriesKeys(template: config.key)
         dueKey = config.statePrefix + "due"
         bucketPrefix = config.statePrefix + "b:"
+        bucketsKey = config.statePrefix + "buckets"
+        sincePrefix = config.statePrefix + "since:"
         var rng = SystemRandomNumberGenerator()
         runID = String(rng.next() as UInt64, radix: 36)
     }
@@ -257,6 +266,7 @@ public final class AggregateWorker {
             try scan()
             nextScan = t + config.scanIntervalMs * 1_000_000
         }
+        if !marked { try markBuckets() }
         if !reread.isEmpty { try rereadPending() }
         if t >= nextClaim {
             let more = try claim()
@@ -341,9 +351,6 @@ public final class AggregateWorker {
             }
         }
         // (An error reply, e.g. COMMAND not allowed by the ACL: the commands themselves will tell.)
-        let mark = try pipeline([RedisCommand(["EVAL", Scripts.markBuckets, "2", config.statePrefix + "buckets", config.statePrefix + "since:"]
-                                                  + config.buckets.map { String($0.ms) })], "EVAL markBuckets")[0]
-        if case .error(let message) = mark { throw .reply(message, command: "EVAL markBuckets") }
         checked = true
     }
 
@@ -396,11 +403,21 @@ public final class AggregateWorker {
         counters.streams = streams.count
     }
 
+    /// Since when the group buckets at each of this worker's lengths (`Scripts.markBuckets`), once,
+    /// after the first scan and before anything is read.
+    func markBuckets() throws(AggregateError) {
+        let reply = try pipeline([RedisCommand(["EVAL", Scripts.markBuckets, "2", bucketsKey, sincePrefix, createdEveryGroup ? "1" : "0"]
+                                                   + config.buckets.map(\.text))], "EVAL markBuckets")[0]
+        if case .error(let message) = reply { throw .reply(message, command: "EVAL markBuckets") }
+        marked = true
+    }
+
     /// XGROUP CREATE key group 0 MKSTREAM for each (an existing group is kept); a key that cannot
     /// have it is forgotten.
     func createGroups(_ list: [String]) throws(AggregateError) {
         let replies = try pipeline(list.map { RedisCommand(["XGROUP", "CREATE", $0, config.group, "0", "MKSTREAM"]) }, "XGROUP CREATE")
         for (key, reply) in zip(list, replies) {
+            if case .error(let message) = reply, message.hasPrefix("BUSYGROUP") { createdEveryGroup = false }
             guard case .error(let message) = reply, !message.hasPrefix("BUSYGROUP") else { continue }
             if ReplyErrorKind.classify(message) != .permanent { throw .reply(message, command: "XGROUP CREATE \(key)") }
             logger.warning("stream not read: its group cannot be created", metadata: ["redis.key": "\(key)", "error": "\(message)"])
@@ -526,6 +543,9 @@ public final class AggregateWorker {
             acc.used = useCounter
             touched.append((key, acc))
         }
+        c.append(bucketsKey)
+        c.append(sincePrefix)
+        for b in config.buckets { c.append(b.text) }
         return (c, touched)
     }
 

@@ -24,7 +24,10 @@ enum Scripts {
     /// so a bucket still receiving entries after its close (a backlog read, a late batch) is written
     /// once they stop, not after each read. A hash made for a bucket that has closed already gets
     /// `lookup` (its figures may have been written, and its state since expired: the writer then
-    /// reads them back to merge). Last, XACK.
+    /// reads them back to merge). Then, for each bucket length of the group (`…:buckets`, ARGV after
+    /// the buckets' values: that key, the markers' prefix `…:since:`, this worker's lengths) that
+    /// this worker does not bucket at, its marker moves to now: entries acknowledged here are not in
+    /// that length's aggregates (a rolling restart that adds a length). Last, XACK.
     static let commit = """
         local group, consumer = ARGV[1], ARGV[2]
         local settle = tonumber(ARGV[3])
@@ -66,6 +69,14 @@ enum Scripts {
           redis.call('ZADD', KEYS[2], 'GT', due, h)
           a = a + 4
         end
+        local list = redis.call('GET', ARGV[a])
+        if list then
+          local mine = {}
+          for i = a + 2, #ARGV do mine[ARGV[i]] = true end
+          for b in string.gmatch(list, '[^,]+') do
+            if not mine[b] then redis.call('SET', ARGV[a + 1] .. b, string.format('%d', now)) end
+          end
+        end
         for i = 5, 4 + n, 500 do
           redis.call('XACK', KEYS[1], group, unpack(ARGV, i, math.min(4 + n, i + 499)))
         end
@@ -91,29 +102,41 @@ enum Scripts {
         return deleted
         """
 
-    /// Records, at a worker's start, since when the group's entries are bucketed at each of its
-    /// bucket lengths (what `spillway query range` needs before it reads an aggregate instead of the
-    /// entries). KEYS: the group's bucket list (`…:buckets`, the lengths in ms, comma-separated, as
-    /// the last worker started wrote them), the prefix of its per-length markers (`…:since:`).
-    /// ARGV: this worker's lengths (ms). A length new to the group (not in the list, or its marker
-    /// gone) is marked with now (Redis's clock): entries acknowledged before were not bucketed at it.
-    /// With no list at all (the group's first worker) every length is marked 0: the group reads
-    /// each stream from its start (XGROUP CREATE … 0), so every entry is bucketed at them. Then
-    /// the list is this worker's.
+    /// Records, after a worker's first scan, since when the group's entries are bucketed at each
+    /// of its bucket lengths (what `spillway query range` needs before it reads an aggregate
+    /// instead of the entries). KEYS: the group's bucket list (`…:buckets`, the lengths as written,
+    /// comma-separated, of the worker started last), the prefix of the per-length markers
+    /// (`…:since:`). ARGV: "1" when this worker's first scan created the group on every stream it
+    /// found (so the group reads every stream from its start), else "0"; then this worker's lengths.
+    /// - No list (the group's first worker, or the list lost): each length is marked 0 (every entry
+    ///   is bucketed at it) when the scan created every group, else now.
+    /// - A length not in the list, or without its marker: marked now (entries acknowledged before
+    ///   were not bucketed at it).
+    /// - A length in the list that this worker lacks: its marker is deleted (no longer bucketed at).
+    /// Then the list is this worker's. (Workers still running without a length move its marker to
+    /// now at each commit: see `commit`.)
     static let markBuckets = """
         local t = redis.call('TIME')
         local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
         local old = redis.call('GET', KEYS[1])
+        local mine = {}
+        for i = 2, #ARGV do mine[ARGV[i]] = true end
         local had = {}
-        if old then for ms in string.gmatch(old, '[^,]+') do had[ms] = true end end
-        for _, ms in ipairs(ARGV) do
-          if not old then
-            redis.call('SET', KEYS[2] .. ms, '0', 'NX')
-          elseif not had[ms] or redis.call('EXISTS', KEYS[2] .. ms) == 0 then
-            redis.call('SET', KEYS[2] .. ms, now)
+        if old then
+          for b in string.gmatch(old, '[^,]+') do
+            had[b] = true
+            if not mine[b] then redis.call('DEL', KEYS[2] .. b) end
           end
         end
-        redis.call('SET', KEYS[1], table.concat(ARGV, ','))
+        for i = 2, #ARGV do
+          local b = ARGV[i]
+          if not old then
+            if ARGV[1] == '1' then redis.call('SET', KEYS[2] .. b, '0', 'NX') else redis.call('SET', KEYS[2] .. b, now) end
+          elseif not had[b] or redis.call('EXISTS', KEYS[2] .. b) == 0 then
+            redis.call('SET', KEYS[2] .. b, now)
+          end
+        end
+        redis.call('SET', KEYS[1], table.concat(ARGV, ',', 2))
         return 1
         """
 }

@@ -2,6 +2,7 @@ import RedisSink
 import SpillwayConfig
 import SpillwayPromQL
 import SpillwayCore
+import SpillwayBatch
 
 /// `range` over streams, when `[aggregate]` is declared: the steps `spillway aggregate` holds final
 /// are read from its RedisTimeSeries series (as a timeseries range reads a rollup), the later ones
@@ -24,10 +25,13 @@ import SpillwayCore
 ///   yet read whose time is up to `grace` before its ID still counts from the stream;
 /// - and before every bucket of those streams whose figures wait in the due set (read with
 ///   ZSCAN: a member there from the scan's start to its end is seen);
-/// - and aggregates are read only from the time the group buckets at that length (`…:since:MS`,
-///   written by the first worker that had it: 0 for the lengths the group started with, since
-///   it reads every stream from its start), so a length added to `buckets` later is used only for
-///   ranges after it was added.
+/// - and aggregates are read only from the time the group buckets at that length
+///   (`…:since:LENGTH`, see the worker's `Scripts.markBuckets`: 0 when the group's first worker
+///   created every group, as it reads every stream from its start; else when the first worker
+///   with that length started, moved on by each commit of a worker still running without it),
+///   else a shorter length is tried.
+/// Two aggregate series with the same labels, or two stream series told apart only by a tag with
+/// an empty value (the aggregates leave those out): the streams alone.
 /// An entry acknowledged after the cut was read whose time is before the cut (more than `grace`
 /// late) is counted by neither part until the worker has written its bucket again: late data
 /// shows late, it is never doubled.
@@ -55,8 +59,8 @@ extension QueryEngine {
     func streamRange(_ query: RangeQuery, aggregates candidates: [AggregateConfig.Bucket]) throws(QueryError) -> [RangeSeries] {
         guard let config = layout.aggregates, !candidates.isEmpty else { return try streamRange(query) }
         let first = query.firstBucket
-        // The longest length the group buckets at since the range's start (`…:since:MS`).
-        let since = try one(["MGET"] + candidates.map { config.statePrefix + "since:\($0.ms)" }).array ?? []
+        // The longest length the group buckets at since the range's start (`…:since:LENGTH`).
+        let since = try one(["MGET"] + candidates.map { config.statePrefix + "since:" + $0.text }).array ?? []
         guard let at = candidates.indices.first(where: { i in
             guard i < since.count, let t = since[i].string.flatMap({ Int64($0) }) else { return false }
             return t == 0 || first >= t + config.graceMs
@@ -78,11 +82,14 @@ extension QueryEngine {
         case .max: [(.max, .max)]
         case .last: []
         }
-        var read: [AggregatePart] = []
+        let read: [AggregatePart]
         do {
-            for (stored, combined) in parts {
-                read.append(try aggregatePart(query, rollup: rollup(stored), combine: combined, before: cut))
+            guard let r = try aggregateParts(query, parts.map { (rollup($0.0), $0.1) }, before: cut) else {
+                // Two aggregate series for one series (an `[aggregate] key` changed while the old
+                // series are kept): which holds what is not known, so the streams alone.
+                return try streamRange(query)
             }
+            read = r
         } catch .reply(_, let message) where message.lowercased().contains("unknown command") {
             // No RedisTimeSeries in this Redis: no aggregates to read.
             return try streamRange(query)
@@ -96,7 +103,11 @@ extension QueryEngine {
         var out: [Labels: RangeSeries] = [:]
         for (i, info) in infos.enumerated() {
             let points = buckets[i].keys.sorted().map { Point(timestamp: $0, value: buckets[i][$0]!.value(query.aggregation)) }
-            out[Self.withoutEmpty(info.labels)] = RangeSeries(series: info, rollup: nil, sourceKey: info.key, points: points, streamFrom: cut)
+            let id = Self.withoutEmpty(info.labels)
+            // Two series of the streams that differ only by a tag with an empty value, which the
+            // aggregates do not tell apart: the streams alone.
+            guard out[id] == nil else { return try streamRange(query) }
+            out[id] = RangeSeries(series: info, rollup: nil, sourceKey: info.key, points: points, streamFrom: cut)
         }
         // The aggregates' points before the cut (the first part's series: avg needs both).
         guard let head = read.first else { return Array(out.values) }
@@ -121,10 +132,13 @@ extension QueryEngine {
                 s.sourceKey = keysRead + "," + s.sourceKey
                 out[id] = s
             } else {
-                // (No entry of it since the cut, or its stream is gone: the aggregates are all.)
+                // (No entry of it in the streams since the cut: the aggregates are all. Its key
+                // is the aggregate's.)
                 out[id] = RangeSeries(series: SeriesInfo(key: part.key, labels: labels), rollup: name, sourceKey: keysRead, points: points, streamFrom: cut)
             }
         }
+        // Nothing at all: the streams alone say whether any series matches.
+        if out.isEmpty { return try streamRange(query) }
         return Array(out.values)
     }
 
@@ -148,32 +162,60 @@ extension QueryEngine {
         labels.filter { !$0.value.isEmpty }
     }
 
-    /// One aggregation's series (`rollup` = `sum_1m`), each read from the range's first step up to
-    /// the cut and combined into steps with `combine`.
-    func aggregatePart(_ query: RangeQuery, rollup: String, combine: Aggregation, before cut: Int64) throws(QueryError) -> AggregatePart {
+    /// Each part's aggregate series (`rollup` = `sum_1m`, combined into steps with its
+    /// aggregation), read from the range's first step up to the cut, all in one MULTI/EXEC: a
+    /// bucket a worker writes again meanwhile (its five figures in one MULTI/EXEC too) is read
+    /// before or after, never half (an average from one version's sum and another's count). Nil
+    /// when two aggregate series have the same labels.
+    func aggregateParts(_ query: RangeQuery, _ parts: [(rollup: String, combine: Aggregation)], before cut: Int64) throws(QueryError) -> [AggregatePart]? {
         // The query's own matchers apply to the stream's labels: a matcher on a tag named like an
         // aggregate's own label (`agg`) is checked on the labels read back, not in Redis.
         let own: Set<String> = ["agg", "bucket", "bucket_ms", "spillway"]
         let pushed = query.selector.matchers.filter { !own.contains($0.label) }
-        let selector = Selector(pushed + [try! LabelMatcher("rollup", .equal, rollup), try! LabelMatcher("spillway", .equal, "aggregate")])
-        let found = try timeseriesFind(selector, withLatest: false).filter { query.selector.matches(Self.plain($0.series.labels)) }
-        let replies = try run(found.map {
-            ["TS.RANGE", $0.series.key, String(max(0, query.firstBucket)), String(cut - 1), "AGGREGATION", combine.rawValue, String(query.step)]
-        })
-        var part = AggregatePart()
-        for (f, reply) in zip(found, replies) {
-            if case .error(let message) = reply {
-                if message.contains("does not exist") { continue }
-                throw .reply(command: "TS.RANGE \(f.series.key)", message: message)
-            }
-            guard let samples = reply.array else { throw .unexpected(command: "TS.RANGE", what: "not an array of samples") }
-            var points: [Int64: Double] = [:]
-            for s in samples {
-                if let (t, v) = try Self.sample(s, command: "TS.RANGE") { points[t] = v }
-            }
-            part.points[Self.plain(f.series.labels)] = (f.series.key, points)
+        var found: [[SeriesInfo]] = []
+        for part in parts {
+            let selector = Selector(pushed + [try! LabelMatcher("rollup", .equal, part.rollup), try! LabelMatcher("spillway", .equal, "aggregate")])
+            found.append(try timeseriesFind(selector, withLatest: false).map(\.series).filter { query.selector.matches(Self.plain($0.labels)) })
         }
-        return part
+        var commands: [RedisCommand] = [RedisCommand(["MULTI"])]
+        for (part, series) in zip(parts, found) {
+            for f in series {
+                commands.append(RedisCommand(["TS.RANGE", f.key, String(max(0, query.firstBucket)), String(cut - 1), "AGGREGATION", part.combine.rawValue, String(query.step)]))
+            }
+        }
+        commands.append(RedisCommand(["EXEC"]))
+        let (replies, error) = connection.pipeline(commands)
+        if let error { throw .redis(error) }
+        guard replies.count == commands.count, let results = replies.last?.array, results.count == commands.count - 2 else {
+            // An error queuing a command (EXECABORT) names it in its reply.
+            if let bad = replies.first(where: { if case .error = $0 { true } else { false } }), case .error(let message) = bad {
+                throw .reply(command: "TS.RANGE", message: message)
+            }
+            throw .unexpected(command: "EXEC", what: "not one reply per TS.RANGE")
+        }
+        var out: [AggregatePart] = []
+        var at = 0
+        for series in found {
+            var part = AggregatePart()
+            for f in series {
+                let reply = results[at]
+                at += 1
+                if case .error(let message) = reply {
+                    if message.contains("does not exist") { continue }
+                    throw .reply(command: "TS.RANGE \(f.key)", message: message)
+                }
+                guard let samples = reply.array else { throw .unexpected(command: "TS.RANGE", what: "not an array of samples") }
+                var points: [Int64: Double] = [:]
+                for s in samples {
+                    if let (t, v) = try Self.sample(s, command: "TS.RANGE") { points[t] = v }
+                }
+                let labels = Self.plain(f.labels)
+                if part.points[labels] != nil { return nil }
+                part.points[labels] = (f.key, points)
+            }
+            out.append(part)
+        }
+        return out
     }
 
     /// The start of the first step of the range read from the streams (see the rule above); nil
@@ -199,8 +241,8 @@ extension QueryEngine {
                 }
                 guard fields["name"]?.string == config.group, let last = fields["last-delivered-id"]?.string.flatMap(Self.idMs) else { continue }
                 found = true
-                // (An entry not delivered yet has a larger ID: at least the next millisecond's.)
-                unacknowledged = min(unacknowledged, last + 1)
+                // (An entry not delivered yet has a larger ID: in this millisecond or a later one.)
+                unacknowledged = min(unacknowledged, last)
                 if case .integer(let n) = fields["pending"], n > 0 { pendingOf.append(stream) }
             }
             if !found { return nil }

@@ -37,9 +37,10 @@ public enum SampleValue: Sendable, Hashable {
     case number(Double)
     case text(String)
 
-    /// A stream field's value: a number when it reads as one.
+    /// A stream field's value: a number when it is a finite decimal number (as the agent writes
+    /// integers and floats, and as `spillway aggregate` counts them), else text.
     static func parse(_ s: String) -> SampleValue {
-        if let d = parseNumber(s) { return .number(d) }
+        if let d = finiteDecimal(s.utf8) { return .number(d) }
         return .text(s)
     }
 }

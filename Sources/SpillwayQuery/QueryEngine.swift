@@ -459,7 +459,7 @@ public final class QueryEngine {
                     var fields = decided[signature] ?? [:]
                     var changed = false
                     for (field, value) in e.fields {
-                        guard let v = parseNumber(value) else { continue }
+                        guard let v = finiteDecimal(value.utf8) else { continue }
                         let i: Int
                         if let known = fields[field] {
                             i = known

@@ -177,6 +177,21 @@ import Testing
 
     func floorDiv20(_ t: Int64) -> Int64 { t - ((t % 20_000) + 20_000) % 20_000 }
 
+    /// A group that existed before its first worker of this version (or whose list was lost):
+    /// entries it acknowledged may not be in the aggregates, so its lengths count from now.
+    @Test func aGroupThatExistedBeforeCountsFromNow() throws {
+        let server = try RedisServer(stack: true)
+        defer { server.stop(); server.removeFiles() }
+        let start = pastStart(80)
+        try writeRecords(port: server.port, sampleRecords(startMs: start, stepMs: 1000, perSeries: 5))
+        let client = try RESPClient(port: server.port)
+        #expect(try client.call(["XGROUP", "CREATE", "metrics:web-1:cpu", "spillway-aggregate", "0"]).string == "OK")
+        let (c, redis) = try aggregateConfig(port: server.port)
+        _ = try makeWorker(c, redis).round()
+        let marks = try client.call(["MGET", "spillway:agg:spillway-aggregate:since:1s", "spillway:agg:spillway-aggregate:since:10s"]).array?.compactMap { $0.string.flatMap { Int64($0) } } ?? []
+        #expect(marks.count == 2 && marks.allSatisfy { $0 >= start + 80_000 - 5_000 }, "\(marks)")
+    }
+
     /// An entry whose ID is not its time (a raised ID, `ids = "auto"` after an outage, a record given
     /// a new ID after an OOM refusal): the worker buckets it by its `timestamp`, so the stream part
     /// counts only entries timed at or after the cut, and no entry is ever counted twice. Also:
@@ -186,12 +201,17 @@ import Testing
         let (server, start, c, redis, client) = try aggregated30s()
         defer { server.stop(); server.removeFiles() }
         // The group's first worker: its lengths cover every entry (the group reads from the start).
-        #expect(try client.call(["MGET", "spillway:agg:spillway-aggregate:since:1000", "spillway:agg:spillway-aggregate:since:10000"]).array?.map(\.string) == ["0", "0"])
+        #expect(try client.call(["MGET", "spillway:agg:spillway-aggregate:since:1s", "spillway:agg:spillway-aggregate:since:10s"]).array?.map(\.string) == ["0", "0"])
+        #expect(try client.call(["GET", "spillway:agg:spillway-aggregate:buckets"]).string == "1s,10s")
         // 20 s more, then an entry timed 5 s in with an ID past them all.
         try writeRecords(port: server.port, sampleRecords(startMs: start + 30_000, stepMs: 250, perSeries: 80, seed: 2))
         let late = ["XADD", "metrics:web-1:cpu", "\(start + 50_500)-0", "usage_user", "1000", "usage_idle", "0", "ticks", "1",
                     "tag_cpu", "cpu0", "tag_dc", "eu-1", "tag_host", "web-1", "timestamp", String(start + 5_000)]
         #expect(try client.call(late).string == "\(start + 50_500)-0")
+        // And the only entry of a tag set, as late: after the workers read it, a series only the
+        // aggregates hold.
+        _ = try client.call(["XADD", "metrics:web-1:cpu", "\(start + 50_600)-0", "usage_user", "7", "tag_cpu", "cpu9", "tag_dc", "eu-1", "tag_host", "web-1",
+                             "timestamp", String(start + 6_000)])
         var declared = c
         declared.declared = true
         let withAggregates = QueryEngine(redis: redis, layout: QueryLayout(redis: redis, inputKeys: [], aggregates: declared), limits: QueryLimits())
@@ -222,6 +242,12 @@ import Testing
         let sum = try streamsOnly.range(RangeQuery(selector: Selector(name: "cpu", field: "usage_user", cpu0), from: start, to: start + 9_999, step: 10_000, aggregation: .sum),
                                         now: now).series.first?.points.first?.value ?? 0
         #expect(avg?.points.first?.value == (sum + 1000) / 41 && avgPlain?.points.first?.value == sum / 40, "\(String(describing: avg)) \(sum)")
+        let cpu9 = RangeQuery(selector: Selector(name: "cpu", field: "usage_user", [try LabelMatcher("cpu", .equal, "cpu9")]), from: start, to: start + 59_999,
+                              step: 10_000, aggregation: .sum)
+        let only = try withAggregates.range(cpu9, now: now).series
+        #expect(only.count == 1 && only.first?.points == [Point(timestamp: start, value: 7)] && only.first?.series.key.hasPrefix("agg:web-1:cpu:usage_user:sum:10s") == true
+                && only.first?.series.labels == ["name": "cpu", "field": "usage_user", "host": "web-1", "cpu": "cpu9", "dc": "eu-1"], "\(only.map { "\($0.series) \($0.points)" })")
+        #expect(try streamsOnly.range(cpu9, now: now).series.first?.points == [Point(timestamp: start + 50_000, value: 7)])
         // serve, for windows that are the aggregates' buckets ((t - 10s, t] with t + 1ms on the
         // 10 s): the same split.
         let api = PrometheusAPI()
@@ -235,16 +261,32 @@ import Testing
 
         // A worker with a length the group did not have: marked from now, so a range from before
         // reads the longest length marked before it (10s, not 20s).
+        let running = makeWorker(c, redis)
+        _ = try running.round()
         var longer = c
         longer.buckets.append(AggregateConfig.Bucket(ms: 20_000, text: "20s", retentionMs: 0))
         _ = try makeWorker(longer, redis).round()
-        let marked = try client.call(["GET", "spillway:agg:spillway-aggregate:since:20000"]).string.flatMap { Int64($0) } ?? 0
+        func since(_ bucket: String) throws -> Int64? { try client.call(["GET", "spillway:agg:spillway-aggregate:since:" + bucket]).string.flatMap { Int64($0) } }
+        let marked = try since("20s") ?? 0
         #expect(marked >= start + 80_000 - 5_000, "\(marked) \(start)")
-        #expect(try client.call(["GET", "spillway:agg:spillway-aggregate:since:10000"]).string == "0")
+        #expect(try since("10s") == 0 && client.call(["GET", "spillway:agg:spillway-aggregate:buckets"]).string == "1s,10s,20s")
         declared.buckets = longer.buckets
         let withLonger = QueryEngine(redis: redis, layout: QueryLayout(redis: redis, inputKeys: [], aggregates: declared), limits: QueryLimits())
         let by20 = try counts(withLonger, step: 20_000)
         #expect(by20?.rollup == "count_10s" && total(by20) == 201, "\(String(describing: by20))")
+        // A worker still running without 20s (a rolling restart) moves its mark on at each commit…
+        usleep(20_000)
+        try writeRecords(port: server.port, sampleRecords(startMs: start + 51_000, stepMs: 250, perSeries: 4, seed: 3))
+        for _ in 0..<50 where try since("20s") == marked { _ = try running.round(); usleep(10_000) }
+        #expect(try since("20s") ?? 0 > marked)
+        // …a worker started without it deletes it…
+        _ = try makeWorker(c, redis).round()
+        #expect(try since("20s") == nil && since("10s") == 0)
+        // …and a length written anew (10000ms for 10s) is a new length.
+        var renamed = c
+        renamed.buckets[1].text = "10000ms"
+        _ = try makeWorker(renamed, redis).round()
+        #expect(try since("10000ms") ?? 0 > marked && since("10s") == nil && since("1s") == 0)
 
         // A stream of cpu the group has not read yet: no aggregates at all.
         _ = try client.call(["XADD", "metrics:web-3:cpu", "\(start + 40_000)-0", "usage_user", "1", "tag_cpu", "cpu0", "tag_host", "web-3", "timestamp", String(start + 40_000)])
