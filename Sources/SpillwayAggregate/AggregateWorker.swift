@@ -376,6 +376,8 @@ public final class AggregateWorker {
             calls += 1
         } while scanCursor != "0" && calls < 1_000_000 && !stopSignal.isStopped
         let complete = scanCursor == "0"
+        // (A scan cut short may have missed streams whose group exists already.)
+        if !complete { createdEveryGroup = false }
         var added: [String] = []
         for key in seen.sorted() where info[key] == nil {
             guard let si = StreamInfo(key: key, template: config.streamKey) else {
@@ -850,6 +852,8 @@ public final class AggregateWorker {
             commands.append(RedisCommand(["ZREM", dueKey, s.member]))
         }
         for m in unknown { commands.append(RedisCommand(["ZREM", dueKey, m])) }
+        // (Lengths of the group this worker lacks: see `Scripts.bumpLacking`.)
+        commands.append(RedisCommand(["EVAL", Scripts.bumpLacking, "2", bucketsKey, sincePrefix] + config.buckets.map(\.text)))
         commands.append(RedisCommand(["EXEC"]))
         let result = try pipeline(commands, "MULTI/EXEC")
         switch result.last! {

@@ -53,6 +53,7 @@ enum Scripts {
         if #stale > 0 then
           return redis.error_reply('STALE ' .. table.concat(stale, ' '))
         end
+        local list = redis.call('GET', ARGV[5 + n + 4 * (#KEYS - 2)])
         local t = redis.call('TIME')
         local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
         a = 5 + n
@@ -69,7 +70,6 @@ enum Scripts {
           redis.call('ZADD', KEYS[2], 'GT', due, h)
           a = a + 4
         end
-        local list = redis.call('GET', ARGV[a])
         if list then
           local mine = {}
           for i = a + 2, #ARGV do mine[ARGV[i]] = true end
@@ -100,6 +100,28 @@ enum Scripts {
           end
         end
         return deleted
+        """
+
+    /// Moves to now the marker of each bucket length of the group (`…:buckets`) that this worker
+    /// does not have (by name): run in the MULTI that writes due buckets, since a worker writes a
+    /// due bucket of any length under its own name for that length (a length it lacks, or names
+    /// otherwise, as `10s` for `10000ms`), so the group's series of that name miss it. KEYS: the
+    /// list, the markers' prefix. ARGV: this worker's lengths.
+    static let bumpLacking = """
+        local list = redis.call('GET', KEYS[1])
+        if not list then return 0 end
+        local mine = {}
+        for i = 1, #ARGV do mine[ARGV[i]] = true end
+        local t = redis.call('TIME')
+        local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+        local moved = 0
+        for b in string.gmatch(list, '[^,]+') do
+          if not mine[b] then
+            redis.call('SET', KEYS[2] .. b, now)
+            moved = moved + 1
+          end
+        end
+        return moved
         """
 
     /// Records, after a worker's first scan, since when the group's entries are bucketed at each

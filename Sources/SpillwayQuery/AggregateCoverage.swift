@@ -163,59 +163,99 @@ extension QueryEngine {
     }
 
     /// Each part's aggregate series (`rollup` = `sum_1m`, combined into steps with its
-    /// aggregation), read from the range's first step up to the cut, all in one MULTI/EXEC: a
-    /// bucket a worker writes again meanwhile (its five figures in one MULTI/EXEC too) is read
-    /// before or after, never half (an average from one version's sum and another's count). Nil
-    /// when two aggregate series have the same labels.
+    /// aggregation), read from the range's first step up to the cut. With two parts (avg: sums and
+    /// counts), a series' sum and count are read in one MULTI/EXEC (pages of `pageSize` commands,
+    /// so Redis is never held long): a bucket a worker writes again meanwhile (its figures in one
+    /// MULTI/EXEC too) is read before or after, never half. Nil when two aggregate series have the
+    /// same labels.
     func aggregateParts(_ query: RangeQuery, _ parts: [(rollup: String, combine: Aggregation)], before cut: Int64) throws(QueryError) -> [AggregatePart]? {
         // The query's own matchers apply to the stream's labels: a matcher on a tag named like an
         // aggregate's own label (`agg`) is checked on the labels read back, not in Redis.
         let own: Set<String> = ["agg", "bucket", "bucket_ms", "spillway"]
         let pushed = query.selector.matchers.filter { !own.contains($0.label) }
-        var found: [[SeriesInfo]] = []
+        // Per part, its series by labels (as the stream gives them).
+        var found: [[Labels: SeriesInfo]] = []
         for part in parts {
             let selector = Selector(pushed + [try! LabelMatcher("rollup", .equal, part.rollup), try! LabelMatcher("spillway", .equal, "aggregate")])
-            found.append(try timeseriesFind(selector, withLatest: false).map(\.series).filter { query.selector.matches(Self.plain($0.labels)) })
-        }
-        var commands: [RedisCommand] = [RedisCommand(["MULTI"])]
-        for (part, series) in zip(parts, found) {
-            for f in series {
-                commands.append(RedisCommand(["TS.RANGE", f.key, String(max(0, query.firstBucket)), String(cut - 1), "AGGREGATION", part.combine.rawValue, String(query.step)]))
+            var byLabels: [Labels: SeriesInfo] = [:]
+            for f in try timeseriesFind(selector, withLatest: false) {
+                let labels = Self.plain(f.series.labels)
+                guard query.selector.matches(labels) else { continue }
+                if byLabels[labels] != nil { return nil }
+                byLabels[labels] = f.series
             }
+            found.append(byLabels)
         }
-        commands.append(RedisCommand(["EXEC"]))
-        let (replies, error) = connection.pipeline(commands)
-        if let error { throw .redis(error) }
-        guard replies.count == commands.count, let results = replies.last?.array, results.count == commands.count - 2 else {
-            // An error queuing a command (EXECABORT) names it in its reply.
-            if let bad = replies.first(where: { if case .error = $0 { true } else { false } }), case .error(let message) = bad {
-                throw .reply(command: "TS.RANGE", message: message)
+        // The reads: the first part's series in turn, each with the other parts' series of its
+        // labels next to it (a series of a later part alone has nothing to go with).
+        var reads: [(part: Int, labels: Labels, key: String)] = []
+        var groups: [Range<Int>] = []
+        for labels in found.first?.keys ?? [:].keys {
+            let from = reads.count
+            for (p, series) in found.enumerated() {
+                if let f = series[labels] { reads.append((p, labels, f.key)) }
             }
-            throw .unexpected(command: "EXEC", what: "not one reply per TS.RANGE")
+            groups.append(from..<reads.count)
         }
-        var out: [AggregatePart] = []
-        var at = 0
-        for series in found {
-            var part = AggregatePart()
-            for f in series {
-                let reply = results[at]
-                at += 1
-                if case .error(let message) = reply {
-                    if message.contains("does not exist") { continue }
-                    throw .reply(command: "TS.RANGE \(f.key)", message: message)
+        let window = [String(max(0, query.firstBucket)), String(cut - 1)]
+        func command(_ r: (part: Int, labels: Labels, key: String)) -> [String] {
+            ["TS.RANGE", r.key] + window + ["AGGREGATION", parts[r.part].combine.rawValue, String(query.step)]
+        }
+        var replies: [RedisReply] = []
+        if parts.count == 1 {
+            replies = try run(reads.map(command))
+        } else {
+            // Pages of whole groups, each page one transaction.
+            var page: [Range<Int>] = []
+            func flush() throws(QueryError) {
+                guard let first = page.first, let last = page.last else { return }
+                replies += try transaction(reads[first.lowerBound..<last.upperBound].map(command))
+                page.removeAll()
+            }
+            var size = 0
+            for g in groups {
+                if size + g.count > max(limits.pageSize, parts.count), !page.isEmpty {
+                    try flush()
+                    size = 0
                 }
-                guard let samples = reply.array else { throw .unexpected(command: "TS.RANGE", what: "not an array of samples") }
-                var points: [Int64: Double] = [:]
-                for s in samples {
-                    if let (t, v) = try Self.sample(s, command: "TS.RANGE") { points[t] = v }
-                }
-                let labels = Self.plain(f.labels)
-                if part.points[labels] != nil { return nil }
-                part.points[labels] = (f.key, points)
+                page.append(g)
+                size += g.count
             }
-            out.append(part)
+            try flush()
+        }
+        var out = Array(repeating: AggregatePart(), count: parts.count)
+        for (r, reply) in zip(reads, replies) {
+            if case .error(let message) = reply {
+                if message.contains("does not exist") { continue }
+                throw .reply(command: "TS.RANGE \(r.key)", message: message)
+            }
+            guard let samples = reply.array else { throw .unexpected(command: "TS.RANGE", what: "not an array of samples") }
+            var points: [Int64: Double] = [:]
+            for s in samples {
+                if let (t, v) = try Self.sample(s, command: "TS.RANGE") { points[t] = v }
+            }
+            out[r.part].points[r.labels] = (r.key, points)
         }
         return out
+    }
+
+    /// `commands` in one MULTI/EXEC: their replies (error replies among them). A Redis that
+    /// refuses MULTI (an ACL without it) gets them as a plain pipeline.
+    func transaction(_ commands: [[String]]) throws(QueryError) -> [RedisReply] {
+        let (replies, error) = connection.pipeline([RedisCommand(["MULTI"])] + commands.map { RedisCommand($0) } + [RedisCommand(["EXEC"])])
+        if let error { throw .redis(error) }
+        if case .error = replies.first {
+            // MULTI refused: the commands ran one by one, and EXEC said "without MULTI".
+            return Array(replies.dropFirst().dropLast())
+        }
+        guard replies.count == commands.count + 2, let results = replies.last?.array, results.count == commands.count else {
+            // A command refused when queued (EXECABORT): its own error names it.
+            if let bad = replies.dropFirst().first(where: { if case .error = $0 { true } else { false } }), case .error(let message) = bad {
+                throw .reply(command: commands.first?.first ?? "MULTI", message: message)
+            }
+            throw .unexpected(command: "EXEC", what: "not one reply per command")
+        }
+        return results
     }
 
     /// The start of the first step of the range read from the streams (see the rule above); nil

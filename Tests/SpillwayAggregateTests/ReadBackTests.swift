@@ -285,8 +285,23 @@ import Testing
         // …and a length written anew (10000ms for 10s) is a new length.
         var renamed = c
         renamed.buckets[1].text = "10000ms"
-        _ = try makeWorker(renamed, redis).round()
+        let renamedWorker = makeWorker(renamed, redis)
+        _ = try renamedWorker.round()
         #expect(try since("10000ms") ?? 0 > marked && since("10s") == nil && since("1s") == 0)
+        // A worker that writes a due bucket under another name (10s) moves that length's mark
+        // (10000ms) on too: the group's 10000ms series miss that bucket.
+        try writeRecords(port: server.port, sampleRecords(startMs: start + 52_000, stepMs: 250, perSeries: 4, seed: 4))
+        for _ in 0..<100 where try !read(client, allStreams) { _ = try renamedWorker.round(); usleep(10_000) }
+        #expect(try read(client, allStreams))
+        let waiting = try client.call(["ZCARD", "spillway:agg:spillway-aggregate:due"]).int ?? 0
+        #expect(waiting > 0)
+        usleep(1_200_000)
+        let beforeWrite = try since("10000ms") ?? 0
+        usleep(20_000)
+        let finalizedBefore = running.counters.finalized
+        _ = try running.round()
+        let afterWrite = try since("10000ms") ?? 0
+        #expect(running.counters.finalized > finalizedBefore && afterWrite > beforeWrite, "\(running.counters) \(afterWrite) \(beforeWrite)")
 
         // A stream of cpu the group has not read yet: no aggregates at all.
         _ = try client.call(["XADD", "metrics:web-3:cpu", "\(start + 40_000)-0", "usage_user", "1", "tag_cpu", "cpu0", "tag_host", "web-3", "timestamp", String(start + 40_000)])
