@@ -101,8 +101,8 @@ public final class AggregateWorker {
     let logger: Logger
     let stopSignal: StopSignal
     let keys: SeriesKeys
+    /// The group's state keys (`AggregateConfig`'s, kept: they are used at every round).
     let dueKey: String
-    let bucketPrefix: String
     /// The group's bucket lengths, and the prefix of its per-length markers (`Scripts.markBuckets`).
     let bucketsKey: String
     let sincePrefix: String
@@ -157,10 +157,9 @@ public final class AggregateWorker {
         self.logger = logger
         stopSignal = stop
         keys = SeriesKeys(template: config.key)
-        dueKey = config.statePrefix + "due"
-        bucketPrefix = config.statePrefix + "b:"
-        bucketsKey = config.statePrefix + "buckets"
-        sincePrefix = config.statePrefix + "since:"
+        dueKey = config.dueKey
+        bucketsKey = config.bucketsKey
+        sincePrefix = config.sincePrefix
         var rng = SystemRandomNumberGenerator()
         runID = String(rng.next() as UInt64, radix: 36)
     }
@@ -357,7 +356,7 @@ public final class AggregateWorker {
     // MARK: - Streams
 
     func hashKey(_ stream: String, _ bucket: AggregateConfig.Bucket, _ start: Int64) -> String {
-        "\(bucketPrefix)\(bucket.ms):\(start):\(stream)"
+        config.bucketStateKey(bucketMs: bucket.ms, start: start, stream: stream)
     }
 
     /// SCAN for the streams of the pattern: new ones get the group (created at the stream's
@@ -760,13 +759,10 @@ public final class AggregateWorker {
 
     /// Where a state hash key points: bucket, start, stream.
     func parseMember(_ member: String) -> (bucket: AggregateConfig.Bucket, start: Int64, stream: String)? {
-        guard member.hasPrefix(bucketPrefix) else { return nil }
-        let rest = member.dropFirst(bucketPrefix.count)
-        let parts = rest.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3, let ms = Int64(parts[0]), ms > 0, let start = Int64(parts[1]) else { return nil }
+        guard let (ms, start, stream) = config.parseBucketStateKey(member) else { return nil }
         let bucket = config.buckets.first { $0.ms == ms }
             ?? AggregateConfig.Bucket(ms: ms, text: Units.formatDuration(ms * 1_000_000), retentionMs: config.retentionMs)
-        return (bucket, start, String(parts[2]))
+        return (bucket, start, stream)
     }
 
     /// Writes the figures of buckets that are due (some of them: a chunk from a random place, so

@@ -28,7 +28,7 @@ enum Scripts {
     /// the buckets' values: that key, the markers' prefix `…:since:`, this worker's lengths) that
     /// this worker does not bucket at, its marker moves to now: entries acknowledged here are not in
     /// that length's aggregates (a rolling restart that adds a length). Last, XACK.
-    static let commit = """
+    static let commit = bumpLackingFunction + """
         local group, consumer = ARGV[1], ARGV[2]
         local settle = tonumber(ARGV[3])
         local n = tonumber(ARGV[4])
@@ -70,13 +70,7 @@ enum Scripts {
           redis.call('ZADD', KEYS[2], 'GT', due, h)
           a = a + 4
         end
-        if list then
-          local mine = {}
-          for i = a + 2, #ARGV do mine[ARGV[i]] = true end
-          for b in string.gmatch(list, '[^,]+') do
-            if not mine[b] then redis.call('SET', ARGV[a + 1] .. b, string.format('%d', now)) end
-          end
-        end
+        bump_lacking(list, ARGV[a + 1], a + 2, string.format('%d', now))
         for i = 5, 4 + n, 500 do
           redis.call('XACK', KEYS[1], group, unpack(ARGV, i, math.min(4 + n, i + 499)))
         end
@@ -107,21 +101,30 @@ enum Scripts {
     /// due bucket of any length under its own name for that length (a length it lacks, or names
     /// otherwise, as `10s` for `10000ms`), so the group's series of that name miss it. KEYS: the
     /// list, the markers' prefix. ARGV: this worker's lengths.
-    static let bumpLacking = """
-        local list = redis.call('GET', KEYS[1])
-        if not list then return 0 end
-        local mine = {}
-        for i = 1, #ARGV do mine[ARGV[i]] = true end
+    static let bumpLacking = bumpLackingFunction + """
         local t = redis.call('TIME')
         local now = string.format('%d', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-        local moved = 0
-        for b in string.gmatch(list, '[^,]+') do
-          if not mine[b] then
-            redis.call('SET', KEYS[2] .. b, now)
-            moved = moved + 1
+        return bump_lacking(redis.call('GET', KEYS[1]), KEYS[2], 1, now)
+        """
+
+    /// Lua, the start of `commit` and `bumpLacking`: `bump_lacking(list, prefix, first, now)` sets
+    /// the marker (`prefix .. name`) of each name in the comma-separated `list` (nil: none) that is
+    /// not among ARGV[first…] (this worker's lengths) to `now`; returns how many it set.
+    static let bumpLackingFunction = """
+        local function bump_lacking(list, prefix, first, now)
+          if not list then return 0 end
+          local mine = {}
+          for i = first, #ARGV do mine[ARGV[i]] = true end
+          local moved = 0
+          for b in string.gmatch(list, '[^,]+') do
+            if not mine[b] then
+              redis.call('SET', prefix .. b, now)
+              moved = moved + 1
+            end
           end
+          return moved
         end
-        return moved
+
         """
 
     /// Records, after a worker's first scan, since when the group's entries are bucketed at each

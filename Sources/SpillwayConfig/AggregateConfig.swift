@@ -166,8 +166,32 @@ public struct AggregateConfig: Sendable, Equatable {
         return out
     }
 
-    /// The state keys of a group: `spillway:agg:GROUP:`.
+    /// The state keys of a group: `spillway:agg:GROUP:` (the workers write them, `spillway query`
+    /// reads them; docs/redis-layouts.md lists them).
     public var statePrefix: String { "spillway:agg:\(group):" }
+    /// The due set: buckets whose figures are not written yet.
+    public var dueKey: String { statePrefix + "due" }
+    /// The bucket lengths of the worker started last, and the prefix of the per-length markers
+    /// (`…:since:<bucket>`: since when the group buckets at that length).
+    public var bucketsKey: String { statePrefix + "buckets" }
+    public var sincePrefix: String { statePrefix + "since:" }
+
+    /// The start of the state keys of a length's buckets: `…:b:<bucket_ms>:`.
+    public func bucketStatePrefix(bucketMs: Int64) -> String { statePrefix + "b:\(bucketMs):" }
+
+    /// A bucket's state hash (also its member in the due set): `…:b:<bucket_ms>:<start>:<stream>`.
+    public func bucketStateKey(bucketMs: Int64, start: Int64, stream: String) -> String {
+        bucketStatePrefix(bucketMs: bucketMs) + "\(start):\(stream)"
+    }
+
+    /// A bucket's state key read back; nil when it is not one of this group's.
+    public func parseBucketStateKey(_ key: String) -> (bucketMs: Int64, start: Int64, stream: String)? {
+        let prefix = statePrefix + "b:"
+        guard key.hasPrefix(prefix) else { return nil }
+        let parts = key.dropFirst(prefix.count).split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, let ms = Int64(parts[0]), ms > 0, let start = Int64(parts[1]) else { return nil }
+        return (ms, start, String(parts[2]))
+    }
 
     /// What `[aggregate]` holds as read, before the other tables are known (the defaults of
     /// `stream_key`, `streams` and `consumer` come from `[outputs.redis]` and `[agent]`).

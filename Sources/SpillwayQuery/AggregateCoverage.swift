@@ -28,7 +28,8 @@ import SpillwayBatch
 /// - and aggregates are read only from the time the group buckets at that length
 ///   (`…:since:LENGTH`, see the worker's `Scripts.markBuckets`: 0 when the group's first worker
 ///   created every group, as it reads every stream from its start; else when the first worker
-///   with that length started, moved on by each commit of a worker still running without it),
+///   with that length started, moved on by each commit and each bucket write of a worker
+///   still running without it),
 ///   else a shorter length is tried.
 /// Two aggregate series with the same labels, or two stream series told apart only by a tag with
 /// an empty value (the aggregates leave those out): the streams alone.
@@ -60,7 +61,7 @@ extension QueryEngine {
         guard let config = layout.aggregates, !candidates.isEmpty else { return try streamRange(query) }
         let first = query.firstBucket
         // The longest length the group buckets at since the range's start (`…:since:LENGTH`).
-        let since = try one(["MGET"] + candidates.map { config.statePrefix + "since:" + $0.text }).array ?? []
+        let since = try one(["MGET"] + candidates.map { config.sincePrefix + $0.text }).array ?? []
         guard let at = candidates.indices.first(where: { i in
             guard i < since.count, let t = since[i].string.flatMap({ Int64($0) }) else { return false }
             return t == 0 || first >= t + config.graceMs
@@ -148,13 +149,17 @@ extension QueryEngine {
     /// (the stream's reader renames only `name`, `field` and `rollup`, as the worker does too).
     static func plain(_ labels: Labels) -> Labels {
         var out = labels
-        for l in ["agg", "bucket", "bucket_ms", "spillway"] {
+        for l in aggregateOnlyLabels {
             out[l] = nil
             if let v = out.removeValue(forKey: "tag_" + l) { out[l] = v }
         }
         out["rollup"] = nil
         return out
     }
+
+    /// The labels aggregate series have and the stream's series do not (besides `rollup`, which
+    /// rollups share).
+    static let aggregateOnlyLabels = ["agg", "bucket", "bucket_ms", "spillway"]
 
     /// Labels without empty values: a series' identity across the two parts (the worker leaves out
     /// tags with an empty value; the stream's reader keeps them).
@@ -171,8 +176,7 @@ extension QueryEngine {
     func aggregateParts(_ query: RangeQuery, _ parts: [(rollup: String, combine: Aggregation)], before cut: Int64) throws(QueryError) -> [AggregatePart]? {
         // The query's own matchers apply to the stream's labels: a matcher on a tag named like an
         // aggregate's own label (`agg`) is checked on the labels read back, not in Redis.
-        let own: Set<String> = ["agg", "bucket", "bucket_ms", "spillway"]
-        let pushed = query.selector.matchers.filter { !own.contains($0.label) }
+        let pushed = query.selector.matchers.filter { !Self.aggregateOnlyLabels.contains($0.label) }
         // Per part, its series by labels (as the stream gives them).
         var found: [[Labels: SeriesInfo]] = []
         for part in parts {
@@ -298,21 +302,19 @@ extension QueryEngine {
         var notFinal = floorDiv(unacknowledged - config.graceMs, bucket.ms) * bucket.ms
         // The buckets of these streams whose figures wait in the due set (members
         // `spillway:agg:GROUP:b:LENGTH:START:STREAM`).
-        let dueKey = config.statePrefix + "due", prefix = config.statePrefix + "b:\(bucket.ms):"
         let wanted = Set(streams)
         var cursor = "0"
         var calls = 0
         repeat {
-            let reply = try one(["ZSCAN", dueKey, cursor, "MATCH", KeyTemplate.escapeGlob(prefix) + "*", "COUNT", String(limits.pageSize)])
+            let reply = try one(["ZSCAN", config.dueKey, cursor, "MATCH", KeyTemplate.escapeGlob(config.bucketStatePrefix(bucketMs: bucket.ms)) + "*",
+                                 "COUNT", String(limits.pageSize)])
             guard let parts = reply.array, parts.count == 2, let next = parts[0].string, let items = parts[1].array else {
                 throw .unexpected(command: "ZSCAN", what: "not [cursor, members]")
             }
             // Members and scores in turn.
             for m in stride(from: 0, to: items.count, by: 2) {
-                guard let member = items[m].string, member.hasPrefix(prefix) else { continue }
-                let rest = member.dropFirst(prefix.count)
-                guard let colon = rest.firstIndex(of: ":"), let start = Int64(rest[..<colon]),
-                      wanted.contains(String(rest[rest.index(after: colon)...])) else { continue }
+                guard let (ms, start, stream) = items[m].string.flatMap(config.parseBucketStateKey), ms == bucket.ms,
+                      wanted.contains(stream) else { continue }
                 notFinal = min(notFinal, start)
             }
             cursor = next

@@ -320,7 +320,7 @@ public final class QueryEngine {
         out.reserveCapacity(items.count)
         for item in items {
             guard let e = item.array, e.count == 2, let id = e[0].string, let pairs = e[1].array,
-                  let ms = id.split(separator: "-").first.flatMap({ Int64($0) }) else {
+                  let ms = Self.idMs(id) else {
                 throw .unexpected(command: command, what: "an entry is not [id, fields]")
             }
             var entry = Entry(id: id, ms: ms, time: ms, tags: [], fields: [])
