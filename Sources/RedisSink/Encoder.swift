@@ -16,16 +16,27 @@ public struct Route: Sendable, Equatable {
 
 /// A record waiting to be written, with the index of its route.
 public struct QueuedRecord: Sendable {
+    /// The record; for a tailed line of format `raw`, less its `message` field, which `message`
+    /// holds (see `fullRecord`).
     public var record: Record
     public var route: Int
     /// For a tailed line: how far its file has been read once this line is delivered.
     public var checkpoint: FileCheckpoint?
+    /// A tailed line's text: the record's first field, `message`, kept apart (no String per line).
+    public var message: LineText?
 
-    public init(record: Record, route: Int, checkpoint: FileCheckpoint? = nil) {
+    public init(record: Record, route: Int, checkpoint: FileCheckpoint? = nil, message: LineText? = nil) {
         self.record = record
         self.route = route
         self.checkpoint = checkpoint
+        self.message = message
     }
+
+    /// The record with its message.
+    public var fullRecord: Record { record.with(message: message) }
+
+    /// Its fields, `message` included.
+    public var fieldCount: Int { record.fields.count + (message == nil ? 0 : 1) }
 }
 
 /// Turns records into commands for the configured layout. Owns the stream ID minter and the set of
@@ -119,14 +130,15 @@ public struct BatchEncoder: Sendable {
         var key: [UInt8]
         var lastID: StreamID?
 
-        func matches(_ r: borrowing Record, route: Int) -> Bool {
-            route == self.route && Self.sameShape(r, name: name, tags: tags, fieldCount: fieldCount)
+        func matches(_ q: borrowing QueuedRecord, route: Int) -> Bool {
+            route == self.route && Self.sameShape(q, name: name, tags: tags, fieldCount: fieldCount)
         }
 
         /// The same name, number of fields, and tags in the same storage (tailed lines share their
         /// file's tags; records that make their own tags never match).
-        static func sameShape(_ r: borrowing Record, name: String, tags: [Tag], fieldCount: Int) -> Bool {
-            guard r.tags.count == tags.count, r.fields.count == fieldCount, r.name == name else { return false }
+        static func sameShape(_ q: borrowing QueuedRecord, name: String, tags: [Tag], fieldCount: Int) -> Bool {
+            let r = q.record
+            guard r.tags.count == tags.count, q.fieldCount == fieldCount, r.name == name else { return false }
             let a = r.tags.withUnsafeBufferPointer { $0.baseAddress }
             let b = tags.withUnsafeBufferPointer { $0.baseAddress }
             return a == b
@@ -148,20 +160,20 @@ public struct BatchEncoder: Sendable {
             for index in records.indices {
                 let route = records[index].route
                 let ms = UInt64(max(0, records[index].record.timestamp) / 1_000_000)
-                if run?.matches(records[index].record, route: route) == true {
+                if run?.matches(records[index], route: route) == true {
                     // The same key, head and tags as the record before: copied. (Read in place:
                     // no copy of the run, so no retain of its arrays per record.)
                     let id: StreamID? = run!.lastID.map { StreamIDMinter.next(after: $0, ms: ms) }
                     run!.lastID = id
                     let maxBytes = run!.head.count + run!.tagBytes.count + 2 * ArgumentWriter.maxNumberBytes + 1 + 9
-                        + ArgumentWriter.maxNumberBytes + Self.maxBytes(fieldsOf: records[index].record)
-                    let maxArguments = run!.headArguments + run!.tagArguments + 3 + 2 * records[index].record.fields.count
+                        + ArgumentWriter.maxNumberBytes + Self.maxBytes(fieldsOf: records[index])
+                    let maxArguments = run!.headArguments + run!.tagArguments + 3 + 2 * records[index].fieldCount
                     let (headArguments, keyContents, tagArguments) = (run!.headArguments, run!.keyContents, run!.tagArguments)
                     run!.head.withUnsafeBytes { head in run!.tagBytes.withUnsafeBytes { tags in
                         batch.writeCommand(maxBytes: maxBytes, maxArguments: maxArguments, keyArgument: 1, role: .record(index)) { w in
                             w.framed(head, count: headArguments, markedContents: keyContents)
                             if let id { w.argument(id) } else { w.argument("*") }
-                            Self.writeFields(of: records[index].record, into: &w)
+                            Self.writeFields(of: records[index], into: &w)
                             w.framed(tags, count: tagArguments)
                             w.argument("timestamp")
                             w.argument(Int64(ms))
@@ -187,8 +199,8 @@ public struct BatchEncoder: Sendable {
                 // The most the command can take, so it is written through pointers in one go.
                 let maxBytes = 4 + tmpKey.count + 7 + (minID?.utf8.count ?? ArgumentWriter.maxNumberBytes)
                     + 2 * ArgumentWriter.maxNumberBytes + 1 + 9 + ArgumentWriter.maxNumberBytes
-                    + Self.maxBytes(fieldsOf: records[index].record) + Self.maxBytes(tagsOf: records[index].record)
-                let maxArguments = 8 + 2 * (records[index].record.fields.count + records[index].record.tags.count)
+                    + Self.maxBytes(fieldsOf: records[index]) + Self.maxBytes(tagsOf: records[index].record)
+                let maxArguments = 8 + 2 * (records[index].fieldCount + records[index].record.tags.count)
                 let maxlen = routes[route].maxlen
                 var headArguments = 2
                 batch.writeCommand(maxBytes: maxBytes, maxArguments: maxArguments, keyArgument: 1, role: .record(index)) { w in
@@ -202,7 +214,7 @@ public struct BatchEncoder: Sendable {
                         headArguments = 5
                     }
                     if let id { w.argument(id) } else { w.argument("*") }
-                    Self.writeFields(of: records[index].record, into: &w)
+                    Self.writeFields(of: records[index], into: &w)
                     Self.writeTags(of: records[index].record, into: &w)
                     w.argument("timestamp")
                     w.argument(Int64(ms))
@@ -211,18 +223,18 @@ public struct BatchEncoder: Sendable {
                 // what this one shares.
                 let next = index + 1
                 guard next < records.count, records[next].route == route,
-                      StreamRun.sameShape(records[next].record, name: records[index].record.name, tags: records[index].record.tags,
-                                          fieldCount: records[index].record.fields.count) else {
+                      StreamRun.sameShape(records[next], name: records[index].record.name, tags: records[index].record.tags,
+                                          fieldCount: records[index].fieldCount) else {
                     if tmpKey != lastKey { swap(&tmpKey, &lastKey) }
                     tmpKey.removeAll(keepingCapacity: true)
                     continue
                 }
                 let c = batch.commandCount - 1
                 let head = batch.framedArguments(c, 0..<headArguments, contentsOf: 1)
-                let firstTag = headArguments + 1 + 2 * records[index].record.fields.count
+                let firstTag = headArguments + 1 + 2 * records[index].fieldCount
                 let tagArguments = 2 * records[index].record.tags.count
                 run = StreamRun(route: route, name: records[index].record.name, tags: records[index].record.tags,
-                                fieldCount: records[index].record.fields.count, head: Array(head.bytes), headArguments: headArguments,
+                                fieldCount: records[index].fieldCount, head: Array(head.bytes), headArguments: headArguments,
                                 keyContents: head.contents!, tagBytes: Array(batch.framedArguments(c, firstTag..<(firstTag + tagArguments), contentsOf: -1).bytes),
                                 tagArguments: tagArguments, key: tmpKey, lastID: id)
                 swap(&tmpKey, &lastKey)
@@ -238,9 +250,9 @@ public struct BatchEncoder: Sendable {
     }
 
     /// The most a record's fields take as XADD arguments (`writeFields`).
-    static func maxBytes(fieldsOf r: borrowing Record) -> Int {
-        var n = 0
-        r.fields.withUnsafeBufferPointer { fields in
+    static func maxBytes(fieldsOf q: borrowing QueuedRecord) -> Int {
+        var n = q.message.map { 7 + Int($0.count) } ?? 0
+        q.record.fields.withUnsafeBufferPointer { fields in
             for i in fields.indices { n += fields[i].key.utf8.count + ArgumentWriter.maxBytes(fields[i].value) }
         }
         return n
@@ -255,9 +267,13 @@ public struct BatchEncoder: Sendable {
         return n
     }
 
-    /// An XADD's field-value pairs for a record's fields.
-    static func writeFields(of r: borrowing Record, into w: inout ArgumentWriter) {
-        r.fields.withUnsafeBufferPointer { fields in
+    /// An XADD's field-value pairs for a record's fields (a line's message first).
+    static func writeFields(of q: borrowing QueuedRecord, into w: inout ArgumentWriter) {
+        if let message = q.message {
+            w.argument("message")
+            w.argument(message.bytes)
+        }
+        q.record.fields.withUnsafeBufferPointer { fields in
             for i in fields.indices {
                 w.argument(fields[i].key)
                 w.argument(fields[i].value)
@@ -348,7 +364,7 @@ public struct BatchEncoder: Sendable {
         var suffix: [UInt8] = []
         var stamp: [UInt8] = []
         for (index, q) in records.enumerated() {
-            let r = q.record
+            let r = q.fullRecord
             base.removeAll(keepingCapacity: true)
             fieldAt.removeAll(keepingCapacity: true)
             routes[q.route].key.render(r, fieldAt: &fieldAt, into: &base)

@@ -81,8 +81,9 @@ public final class RecordQueue: @unchecked Sendable {
     }
 
     /// Approximate memory of a record: its strings plus a fixed overhead.
-    static func approximateBytes(_ r: Record) -> Int {
-        var n = 96 + r.name.utf8.count
+    static func approximateBytes(_ q: borrowing QueuedRecord) -> Int {
+        let r = q.record
+        var n = 96 + r.name.utf8.count + Int(q.message?.count ?? 0)
         for t in r.tags { n += 32 + t.key.utf8.count + t.value.utf8.count }
         for f in r.fields {
             n += 32 + f.key.utf8.count
@@ -98,7 +99,7 @@ public final class RecordQueue: @unchecked Sendable {
     public func pushLines(_ records: consuming [QueuedRecord], shouldStop: () -> Bool) -> Bool {
         var sizes: [Int] = []
         sizes.reserveCapacity(records.count)
-        for i in records.indices { sizes.append(Self.approximateBytes(records[i].record)) }
+        for i in records.indices { sizes.append(Self.approximateBytes(records[i])) }
         let bytes = sizes.reduce(0, +)
         lock.lock()
         defer { lock.unlock() }

@@ -111,11 +111,11 @@ public final class TailService: Service, Sendable {
                 // reverse copies each one, retaining and releasing every string and array in it).
                 lines.withUnsafeMutableBufferPointer { $0.reverse() }
                 while var line = lines.popLast() {
-                    if let nameOverride { line.record.name = nameOverride }
-                    records.append(QueuedRecord(record: line.record, route: route, checkpoint: line.checkpoint))
+                    if let nameOverride { line.base.name = nameOverride }
+                    records.append(QueuedRecord(record: line.base, route: route, checkpoint: line.checkpoint, message: line.message))
                 }
                 if self.logger.logLevel <= .debug {
-                    for q in records { log.debug("record", metadata: ["record.line": "\(LineProtocol.encode([q.record]).dropLast())"]) }
+                    for q in records { log.debug("record", metadata: ["record.line": "\(LineProtocol.encode([q.fullRecord]).dropLast())"]) }
                 }
                 return self.queue.pushLines(consume records) { self.isStopping }
             },

@@ -53,6 +53,23 @@ public struct Record: Sendable, Hashable {
         }
     }
 
+    /// A record whose tags are `sortedTags` as they are, sharing their storage: they must be sorted
+    /// by key with unique keys (a tailed file's tags, made once with `setTag`; not checked here).
+    public init(name: String, sortedTags: [Tag], fields: [Field], timestamp: Int64) {
+        self.name = name
+        self.tags = sortedTags
+        self.fields = fields
+        self.timestamp = timestamp
+    }
+
+    /// This record with `message` (a tailed line's text, held apart) as its first field.
+    public func with(message: LineText?) -> Record {
+        guard let message else { return self }
+        var r = self
+        r.fields.insert(Field("message", .string(message.string)), at: 0)
+        return r
+    }
+
     static func isStrictlySorted(_ tags: [Tag]) -> Bool {
         var i = 1
         while i < tags.count {

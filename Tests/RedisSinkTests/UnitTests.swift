@@ -172,22 +172,50 @@ import Testing
     /// Records that share their tags' storage (tailed lines share their file's) are written by
     /// copying the head and tags of the run's first command: the batch must be byte for byte what
     /// writing each record in full gives, with the same keys, IDs and marks, across runs of two
-    /// keys, two routes, a record alone, MAXLEN and MINID, and two batches.
+    /// keys, two routes, a record alone, MAXLEN and MINID, and two batches. So must lines whose
+    /// message is held apart in a chunk (format `raw`), truncated ones (a field after the message)
+    /// among them.
     @Test func copiedRunsWriteWhatFullCommandsWrite() throws {
         let fileA = [Tag("host", "h"), Tag("path", "/var/log/a.log")]
         let fileB = [Tag("host", "h"), Tag("path", "/var/log/b.log")]
-        func lines(shared: Bool, batch: Int) -> [QueuedRecord] {
+        func lines(shared: Bool, batch: Int, apart: Bool = false) -> [QueuedRecord] {
             var out: [QueuedRecord] = []
+            var chunks = LineChunkWriter(capacity: 256)
             for i in 0..<60 {
                 let tags = i % 20 < 12 ? fileA : fileB
                 // Unshared: a copy of the tags per record (the encoder then writes each in full).
                 let own = shared ? tags : tags.map { Tag($0.key, $0.value) }
-                var r = Record(name: i == 30 ? "other" : "tail", fields: [Field("message", .string("line \(batch)-\(i) " + String(repeating: "x", count: i)))],
+                let message = "line \(batch)-\(i) é " + String(repeating: "x", count: i)
+                var fields = [Field("message", .string(message))]
+                if i % 7 == 3 { fields.append(Field("truncated", .bool(true))) }
+                var text: LineText?
+                if apart {
+                    text = message.utf8CString.withUnsafeBytes { chunks.append(UnsafeRawBufferPointer(rebasing: $0.dropLast())) }
+                    fields.removeFirst()
+                }
+                var r = Record(name: i == 30 ? "other" : "tail", fields: fields,
                                timestamp: (1_750_000_000_000 + Int64(batch * 100 + i / 3)) * 1_000_000)
                 r.adoptTags(own)
-                out.append(QueuedRecord(record: r, route: i >= 50 ? 1 : 0))
+                out.append(QueuedRecord(record: r, route: i >= 50 ? 1 : 0, message: text))
             }
             return out
+        }
+        for format in [RedisOutputConfig.Format.stream, .timeseries] {
+            var config = RedisOutputConfig()
+            config.format = format
+            func encoder() throws -> BatchEncoder {
+                BatchEncoder(config: config, routes: [Route(key: config.key, maxlen: 100_000), Route(key: try KeyTemplate("logs:{tag.path}"), maxlen: 0)],
+                             minter: try StreamIDMinter(path: nil))
+            }
+            var apart = try encoder()
+            var full = try encoder()
+            for b in 0..<2 {
+                let x = apart.encode(lines(shared: true, batch: b, apart: true), now: 1_750_000_000_000_000_000)
+                let y = full.encode(lines(shared: true, batch: b), now: 1_750_000_000_000_000_000)
+                #expect(x.bytes == y.bytes && x.commandCount == y.commandCount, "\(format)")
+                #expect(x.skippedFields == y.skippedFields && x.recordCount == 60)
+                if format == .stream { #expect(x.commandCount == 60 && x.bytes.count > 60 * 100) }
+            }
         }
         for maxAge: Int64? in [nil, 3_600_000_000_000] {
             var config = RedisOutputConfig()

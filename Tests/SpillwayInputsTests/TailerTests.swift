@@ -258,6 +258,35 @@ final class TailHarness {
         #expect(h.delivered.allSatisfy { $0.record.tag("path") == h.path("current.log") })
     }
 
+    /// Lines of format `raw` keep their text in shared chunks: every line reads back as the String
+    /// of its bytes would (invalid UTF-8 repaired to U+FFFD, other text unchanged), across many
+    /// chunks and with a line longer than a chunk, and after the tailer went on to later lines.
+    @Test func rawLinesReadBackAsTheirStrings() throws {
+        let h = try TailHarness()
+        var bytes: [UInt8] = []
+        var expected: [String] = []
+        for i in 0..<3000 {
+            let line: [UInt8] = switch i % 5 {
+            case 0: Array("plain ascii line \(i) ".utf8) + Array(repeating: UInt8(ascii: "a"), count: i % 90)
+            case 1: Array("accents é ü 漢字 \(i)".utf8)
+            case 2: Array("bad \(i) ".utf8) + [0xFF, 0xC3, 0x28, 0xE2, 0x82] + Array(" end".utf8)
+            case 3: i == 1503 ? Array(repeating: UInt8(ascii: "z"), count: 100_000) : Array("x\(i)".utf8)
+            default: Array("tab\tand \u{7f} \(i)".utf8)
+            }
+            bytes += line + [10]
+            expected.append(String(decoding: line, as: UTF8.self))
+        }
+        try Data(bytes).write(to: h.dir.appendingPathComponent("a.log"))
+        let t = h.tailer(h.options(["a.log"]) { $0.maxLineBytes = 200_000; $0.fromBeginning = true }, firstStart: true)
+        h.poll(t, times: 3)
+        #expect(h.messages.count == 3000)
+        #expect(h.messages == expected)
+        // The bytes written to Redis are the chunk's: repaired there, not only when read back.
+        #expect(zip(h.delivered, expected).allSatisfy { $0.message.map { Array($0.bytes) } == Array($1.utf8) })
+        #expect(h.delivered.allSatisfy { $0.message != nil && $0.record.fields.count == 1 })
+        #expect(expected[2].contains("\u{FFFD}") && h.messages[1503].utf8.count == 100_000)
+    }
+
     @Test func longLinesAreCutAndPartialLinesWait() throws {
         let h = try TailHarness()
         let long = String(repeating: "L", count: 100_000)

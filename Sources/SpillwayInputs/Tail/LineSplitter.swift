@@ -11,9 +11,10 @@ import Glibc
 /// (Not `ExecProcess.LineSplitter`, which drops a long line whole and counts lines instead.)
 struct LineSplitter {
     /// A line, and where it ends in the file.
-    struct Line: Equatable {
-        /// Its bytes: at most `maxLineBytes`, without its newline, nor a CR before it.
-        var bytes: ArraySlice<UInt8>
+    struct Line {
+        /// Its bytes: at most `maxLineBytes`, without its newline, nor a CR before it. Valid only
+        /// during the call the line is given to (they are in the read buffer or in `partial`).
+        var bytes: UnsafeBufferPointer<UInt8>
         /// It was longer than `maxLineBytes` (cut there).
         var truncated: Bool
         /// The offset just past it: past its newline, or, for a partial line taken as it is, the end
@@ -58,10 +59,12 @@ struct LineSplitter {
             if partial.isEmpty {
                 let length = end - start
                 let cut = min(length, maxLineBytes)
-                line(Self.line(Array(bytes[start..<(start + cut)])[...], truncated: length > maxLineBytes, end: lineEnd))
+                // In place in the caller's bytes: no copy per line.
+                line(Self.line(UnsafeBufferPointer(rebasing: bytes[start..<(start + cut)]), truncated: length > maxLineBytes, end: lineEnd))
             } else {
                 appendPartial(bytes[start..<end])
-                line(Self.line(partial[...], truncated: partialTruncated, end: lineEnd))
+                let truncated = partialTruncated
+                partial.withUnsafeBufferPointer { line(Self.line($0, truncated: truncated, end: lineEnd)) }
                 partial.removeAll(keepingCapacity: partial.capacity <= 4096)
                 partialTruncated = false
             }
@@ -77,14 +80,18 @@ struct LineSplitter {
     }
 
     /// The line without its newline taken as it is (its file does not grow, or has not for
-    /// `partial_timeout`), ending at `offset`; what is fed next starts a new line. Nil when none is held.
-    mutating func takePartial() -> Line? {
-        guard !partial.isEmpty else { return nil }
-        let rest = Self.line(partial[...], truncated: partialTruncated, end: offset)
+    /// `partial_timeout`), ending at `offset`, given to `line`; what is fed next starts a new line.
+    /// False (and `line` not called) when none is held.
+    @discardableResult
+    mutating func takePartial(_ line: (Line) -> Void) -> Bool {
+        guard !partial.isEmpty else { return false }
+        let held = partial
+        let truncated = partialTruncated
         partial = []
         partialTruncated = false
         lineStart = offset
-        return rest
+        held.withUnsafeBufferPointer { line(Self.line($0, truncated: truncated, end: offset)) }
+        return true
     }
 
     /// Forgets the line held and starts again at `offset`, at the start of a line (the file was
@@ -107,9 +114,9 @@ struct LineSplitter {
     }
 
     /// A line of `bytes` (already cut), without the CR that ends it in a CRLF file.
-    private static func line(_ bytes: ArraySlice<UInt8>, truncated: Bool, end: Int64) -> Line {
+    private static func line(_ bytes: UnsafeBufferPointer<UInt8>, truncated: Bool, end: Int64) -> Line {
         var bytes = bytes
-        if bytes.last == 13 { bytes = bytes.dropLast() }
+        if bytes.last == 13 { bytes = UnsafeBufferPointer(rebasing: bytes.dropLast()) }
         return Line(bytes: bytes, truncated: truncated, end: end)
     }
 }

@@ -5,8 +5,13 @@ import Glibc
 
 /// A line read from a tailed file, and how far its file is read once it is delivered.
 public struct TailLine: Sendable {
-    public var record: Record
+    /// The record, but for its `message` field when `message` holds it (a line of format `raw`).
+    public var base: Record
+    public var message: LineText?
     public var checkpoint: FileCheckpoint
+
+    /// The whole record, with its message.
+    public var record: Record { base.with(message: message) }
 }
 
 /// What the tailer needs from the agent.
@@ -126,6 +131,8 @@ public final class Tailer {
     var openCount = 0
     var buffer = [UInt8](repeating: 0, count: 1 << 16)
     var out: [TailLine] = []
+    /// Where lines of format `raw` keep their text.
+    var chunks = LineChunkWriter()
     var stopped = false
     /// Files that could not be opened (logged once each).
     var unopenable: Set<FileIdentity> = []
@@ -310,8 +317,8 @@ public final class Tailer {
         if f.offset < f.size, budget <= 0 { behind = true }
         if f.offset >= f.size {
             // A copy does not grow: its last line is complete as it is (once its path leads elsewhere).
-            if f.isCopy, f.lines.hasPartial, statPath(f.path).map(identityOf) != f.identity, let rest = f.lines.takePartial() {
-                emit(f, rest, now: now)
+            if f.isCopy, f.lines.hasPartial, statPath(f.path).map(identityOf) != f.identity {
+                f.lines.takePartial { emit(f, $0, now: now) }
             }
             maybeFlushPartial(f, now: now)
             if f.rotatedAway, now - f.lastChange >= options.rotateWait { release(f) }
@@ -337,15 +344,14 @@ public final class Tailer {
     }
 
     func maybeFlushPartial(_ f: TrackedFile, now: Int64) {
-        guard f.lines.hasPartial, now - f.lastChange >= options.partialTimeout, let rest = f.lines.takePartial() else { return }
-        emit(f, rest, now: now)
+        guard f.lines.hasPartial, now - f.lastChange >= options.partialTimeout else { return }
+        f.lines.takePartial { emit(f, $0, now: now) }
     }
 
     /// Lets a file go: read to its end (its last partial line emitted), closed.
     func release(_ f: TrackedFile) {
-        if let rest = f.lines.takePartial() {
-            emit(f, rest, now: f.lastChange)
-        }
+        let lastChange = f.lastChange
+        f.lines.takePartial { emit(f, $0, now: lastChange) }
         closeFile(f)
         files[f.identity] = nil
         released[f.identity] = f.seen
@@ -364,9 +370,7 @@ public final class Tailer {
             read(c, now: now)
             // A copy does not grow: its last line is complete as it is, and before the new lines.
             if c.offset >= c.size {
-                if let rest = c.lines.takePartial() {
-                    emit(c, rest, now: now)
-                }
+                c.lines.takePartial { emit(c, $0, now: now) }
                 if c.rotatedAway { release(c) }
             }
             // Nothing left to read there: remember it as read, so a pattern matching it never takes
@@ -402,23 +406,43 @@ public final class Tailer {
             if let last = out.last, last.checkpoint.identity == f.identity { out[out.count - 1].checkpoint = f.checkpoint(line.end) }
             return
         }
-        var record = options.parser.parse(line.bytes, truncated: line.truncated, now: wall)
-        if record.tags.isEmpty {
-            // Mostly (no tag_keys): the file's tags, made once and shared by its lines.
-            if f.tags == nil {
-                var tagged = Record(name: "", tags: [], fields: [], timestamp: 0)
-                tagged.addTagIfAbsent("path", f.path)
-                tagged.addTagsIfAbsent(env.commonTags)
-                f.tags = tagged.tags
+        if options.parser.format == .raw {
+            // The line's text goes into the chunk, and the record shares its file's tags: nothing
+            // is allocated per line. (Bytes that are not UTF-8 are repaired as a String would.)
+            let raw = UnsafeRawBufferPointer(line.bytes)
+            let text: LineText
+            if isValidUTF8(raw) {
+                text = chunks.append(raw)
+            } else {
+                var repaired = String(decoding: line.bytes, as: UTF8.self)
+                text = repaired.withUTF8 { chunks.append(UnsafeRawBufferPointer($0)) }
             }
-            record.adoptTags(f.tags!)
+            let record = Record(name: options.parser.name, sortedTags: fileTags(f),
+                                fields: line.truncated ? [Field("truncated", .bool(true))] : [], timestamp: wall)
+            out.append(TailLine(base: record, message: text, checkpoint: f.checkpoint(line.end)))
         } else {
-            record.addTagIfAbsent("path", f.path)
-            record.addTagsIfAbsent(env.commonTags)
+            var record = options.parser.parse(Array(line.bytes)[...], truncated: line.truncated, now: wall)
+            if record.tags.isEmpty {
+                // Mostly (no tag_keys): the file's tags, made once and shared by its lines.
+                record.adoptTags(fileTags(f))
+            } else {
+                record.addTagIfAbsent("path", f.path)
+                record.addTagsIfAbsent(env.commonTags)
+            }
+            out.append(TailLine(base: record, message: nil, checkpoint: f.checkpoint(line.end)))
         }
-        out.append(TailLine(record: record, checkpoint: f.checkpoint(line.end)))
         emitted += 1
         if out.count >= Self.deliverChunk { flush() }
+    }
+
+    /// The tags of a file's lines that have none of their own: `path` and the common tags, made once.
+    func fileTags(_ f: TrackedFile) -> [Tag] {
+        if let tags = f.tags { return tags }
+        var tagged = Record(name: "", tags: [], fields: [], timestamp: 0)
+        tagged.addTagIfAbsent("path", f.path)
+        tagged.addTagsIfAbsent(env.commonTags)
+        f.tags = tagged.tags
+        return tagged.tags
     }
 
     func flush() {
