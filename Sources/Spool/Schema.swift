@@ -138,8 +138,8 @@ enum Schema {
 
     // MARK: connection settings, checks and transactions
 
-    /// 64 KiB pages (see `Spool.open`).
-    static let largePages = "PRAGMA page_size=65536"
+    /// 4 KiB pages (see `Spool.open`).
+    static let smallPages = "PRAGMA page_size=4096"
     static let walJournal = "PRAGMA journal_mode=WAL"
     static let synchronousNormal = "PRAGMA synchronous=NORMAL"
     static let synchronousFull = "PRAGMA synchronous=FULL"

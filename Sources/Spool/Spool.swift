@@ -18,7 +18,7 @@ public struct SpoolOptions: Sendable, Equatable {
     public var whenFull: WhenFull = .dropOldest
     /// `PRAGMA synchronous`: NORMAL (default) or FULL.
     public var synchronousFull = false
-    /// `PRAGMA max_page_count` (64 KiB pages): a hard cap at which SQLite answers SQLITE_FULL, as a
+    /// `PRAGMA max_page_count` (4 KiB pages in a new buffer): a hard cap at which SQLite answers SQLITE_FULL, as a
     /// full disk does. Nil: no cap. (Tests use it to drive the full-disk path.)
     public var maxPageCount: Int?
     /// Bytes an append always leaves free on the buffer's file system (see `DiskRoom`).

@@ -393,11 +393,11 @@ extension Buffer {
 }
 
 @Suite struct FullDisk {
-    /// A buffer capped at 40 pages of 64 KiB (2.5 MiB): SQLite answers SQLITE_FULL past it, as on a
+    /// A buffer capped at 640 pages of 4 KiB (2.5 MiB): SQLite answers SQLITE_FULL past it, as on a
     /// full disk.
     static func smallSpool(_ dir: String) throws -> Spool {
         var options = SpoolOptions()
-        options.maxPageCount = 40
+        options.maxPageCount = 640
         return try Spool(directory: dir, options: options)
     }
 
@@ -516,8 +516,9 @@ func lineBatch(_ n: Int, inode: UInt64, offset: Int64, firstMs: Int = 1) -> Enco
 
     @Test func aFullDiskMakesLinesWaitWithoutLoss() throws {
         var options = SpoolOptions()
-        // The schema's 13 tables take a page each; room for a few batches past them.
-        options.maxPageCount = 16
+        // The schema's 13 tables take a page each; room for a few batches past them (48 pages of
+        // 4 KiB).
+        options.maxPageCount = 13 + 48
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let spool = try Spool(directory: dir, options: options)
