@@ -130,16 +130,15 @@ public struct BatchEncoder: Sendable {
         var key: [UInt8]
         var lastID: StreamID?
 
-        func matches(_ q: borrowing QueuedRecord, route: Int) -> Bool {
+        func matches(_ q: UnsafePointer<QueuedRecord>, route: Int) -> Bool {
             route == self.route && Self.sameShape(q, name: name, tags: tags, fieldCount: fieldCount)
         }
 
         /// The same name, number of fields, and tags in the same storage (tailed lines share their
         /// file's tags; records that make their own tags never match).
-        static func sameShape(_ q: borrowing QueuedRecord, name: String, tags: [Tag], fieldCount: Int) -> Bool {
-            let r = q.record
-            guard r.tags.count == tags.count, q.fieldCount == fieldCount, r.name == name else { return false }
-            let a = r.tags.withUnsafeBufferPointer { $0.baseAddress }
+        static func sameShape(_ q: UnsafePointer<QueuedRecord>, name: String, tags: [Tag], fieldCount: Int) -> Bool {
+            guard q.pointee.record.tags.count == tags.count, q.pointee.fieldCount == fieldCount, q.pointee.record.name == name else { return false }
+            let a = q.pointee.record.tags.withUnsafeBufferPointer { $0.baseAddress }
             let b = tags.withUnsafeBufferPointer { $0.baseAddress }
             return a == b
         }
@@ -160,20 +159,22 @@ public struct BatchEncoder: Sendable {
             for index in records.indices {
                 let route = records[index].route
                 let ms = UInt64(max(0, records[index].record.timestamp) / 1_000_000)
-                if run?.matches(records[index], route: route) == true {
+                // (Records are read through a pointer: no copy, so no retain and release of their parts.)
+                let q = records.baseAddress! + index
+                if run?.matches(q, route: route) == true {
                     // The same key, head and tags as the record before: copied. (Read in place:
                     // no copy of the run, so no retain of its arrays per record.)
                     let id: StreamID? = run!.lastID.map { StreamIDMinter.next(after: $0, ms: ms) }
                     run!.lastID = id
                     let maxBytes = run!.head.count + run!.tagBytes.count + 2 * ArgumentWriter.maxNumberBytes + 1 + 9
-                        + ArgumentWriter.maxNumberBytes + Self.maxBytes(fieldsOf: records[index])
+                        + ArgumentWriter.maxNumberBytes + Self.maxBytes(fieldsOf: q)
                     let maxArguments = run!.headArguments + run!.tagArguments + 3 + 2 * records[index].fieldCount
                     let (headArguments, keyContents, tagArguments) = (run!.headArguments, run!.keyContents, run!.tagArguments)
                     run!.head.withUnsafeBytes { head in run!.tagBytes.withUnsafeBytes { tags in
                         batch.writeCommand(maxBytes: maxBytes, maxArguments: maxArguments, keyArgument: 1, role: .record(index)) { w in
                             w.framed(head, count: headArguments, markedContents: keyContents)
                             if let id { w.argument(id) } else { w.argument("*") }
-                            Self.writeFields(of: records[index], into: &w)
+                            Self.writeFields(of: q, into: &w)
                             w.framed(tags, count: tagArguments)
                             w.argument("timestamp")
                             w.argument(Int64(ms))
@@ -199,7 +200,7 @@ public struct BatchEncoder: Sendable {
                 // The most the command can take, so it is written through pointers in one go.
                 let maxBytes = 4 + tmpKey.count + 7 + (minID?.utf8.count ?? ArgumentWriter.maxNumberBytes)
                     + 2 * ArgumentWriter.maxNumberBytes + 1 + 9 + ArgumentWriter.maxNumberBytes
-                    + Self.maxBytes(fieldsOf: records[index]) + Self.maxBytes(tagsOf: records[index].record)
+                    + Self.maxBytes(fieldsOf: q) + Self.maxBytes(tagsOf: records[index].record)
                 let maxArguments = 8 + 2 * (records[index].fieldCount + records[index].record.tags.count)
                 let maxlen = routes[route].maxlen
                 var headArguments = 2
@@ -214,7 +215,7 @@ public struct BatchEncoder: Sendable {
                         headArguments = 5
                     }
                     if let id { w.argument(id) } else { w.argument("*") }
-                    Self.writeFields(of: records[index], into: &w)
+                    Self.writeFields(of: q, into: &w)
                     Self.writeTags(of: records[index].record, into: &w)
                     w.argument("timestamp")
                     w.argument(Int64(ms))
@@ -223,7 +224,7 @@ public struct BatchEncoder: Sendable {
                 // what this one shares.
                 let next = index + 1
                 guard next < records.count, records[next].route == route,
-                      StreamRun.sameShape(records[next], name: records[index].record.name, tags: records[index].record.tags,
+                      StreamRun.sameShape(records.baseAddress! + next, name: records[index].record.name, tags: records[index].record.tags,
                                           fieldCount: records[index].fieldCount) else {
                     if tmpKey != lastKey { swap(&tmpKey, &lastKey) }
                     tmpKey.removeAll(keepingCapacity: true)
@@ -250,9 +251,9 @@ public struct BatchEncoder: Sendable {
     }
 
     /// The most a record's fields take as XADD arguments (`writeFields`).
-    static func maxBytes(fieldsOf q: borrowing QueuedRecord) -> Int {
-        var n = q.message.map { 7 + Int($0.count) } ?? 0
-        q.record.fields.withUnsafeBufferPointer { fields in
+    static func maxBytes(fieldsOf q: UnsafePointer<QueuedRecord>) -> Int {
+        var n = q.pointee.message == nil ? 0 : 7 + Int(q.pointee.message.unsafelyUnwrapped.count)
+        q.pointee.record.fields.withUnsafeBufferPointer { fields in
             for i in fields.indices { n += fields[i].key.utf8.count + ArgumentWriter.maxBytes(fields[i].value) }
         }
         return n
@@ -268,12 +269,12 @@ public struct BatchEncoder: Sendable {
     }
 
     /// An XADD's field-value pairs for a record's fields (a line's message first).
-    static func writeFields(of q: borrowing QueuedRecord, into w: inout ArgumentWriter) {
-        if let message = q.message {
+    static func writeFields(of q: UnsafePointer<QueuedRecord>, into w: inout ArgumentWriter) {
+        if q.pointee.message != nil {
             w.argument("message")
-            w.argument(message.bytes)
+            w.argument(q.pointee.message.unsafelyUnwrapped.bytes)
         }
-        q.record.fields.withUnsafeBufferPointer { fields in
+        q.pointee.record.fields.withUnsafeBufferPointer { fields in
             for i in fields.indices {
                 w.argument(fields[i].key)
                 w.argument(fields[i].value)

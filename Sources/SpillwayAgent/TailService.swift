@@ -110,9 +110,11 @@ public final class TailService: Service, Sendable {
                 // Reversed through a buffer pointer: its swaps move the lines (the collection's own
                 // reverse copies each one, retaining and releasing every string and array in it).
                 lines.withUnsafeMutableBufferPointer { $0.reverse() }
-                while var line = lines.popLast() {
-                    if let nameOverride { line.base.name = nameOverride }
-                    records.append(QueuedRecord(record: line.base, route: route, checkpoint: line.checkpoint, message: line.message))
+                while let line = lines.popLast() {
+                    // (The line's last use: its parts are moved into the record, not copied.)
+                    var q = QueuedRecord(record: line.base, route: route, checkpoint: line.checkpoint, message: line.message)
+                    if let nameOverride { q.record.name = nameOverride }
+                    records.append(q)
                 }
                 if self.logger.logLevel <= .debug {
                     for q in records { log.debug("record", metadata: ["record.line": "\(LineProtocol.encode([q.fullRecord]).dropLast())"]) }

@@ -182,16 +182,21 @@ public struct EncodedBatch: Sendable {
     public var keyCounts: [KeyBytes: Int64] {
         var counts: [KeyBytes: Int64] = [:]
         var run: ArraySlice<UInt8> = []
+        var runEntry = 0
         var runLength: Int64 = 0
         for i in 0..<commandCount {
             switch entries[i].role {
             case .record:
-                let key = key(i)
-                if runLength > 0, key.elementsEqual(run) {
+                // Compared in place, as bytes (memcmp), with the run's first key.
+                if runLength > 0, entries[i].keyCount == entries[runEntry].keyCount,
+                   storage.bytes.withUnsafeBufferPointer({ b in
+                       memcmp(b.baseAddress! + entries[i].keyStart, b.baseAddress! + entries[runEntry].keyStart, entries[i].keyCount) == 0
+                   }) {
                     runLength += 1
                 } else {
                     if runLength > 0 { counts[KeyBytes(Array(run)), default: 0] += runLength }
-                    run = key
+                    run = key(i)
+                    runEntry = i
                     runLength = 1
                 }
             case .samples(let owners):
