@@ -104,21 +104,18 @@ public final class TailService: Service, Sendable {
             },
             forgetOffsets: { identities in try? spool.forgetOffsets(identities) },
             deliver: { lines in
-                // Moved out of the tailer's array and into the queue, not copied.
-                var records: [QueuedRecord] = []
-                records.reserveCapacity(lines.count)
-                // Reversed through a buffer pointer: its swaps move the lines (the collection's own
-                // reverse copies each one, retaining and releasing every string and array in it).
-                lines.withUnsafeMutableBufferPointer { $0.reverse() }
-                while let line = lines.popLast() {
-                    // (The line's last use: its parts are moved into the record, not copied.)
-                    var q = QueuedRecord(record: line.base, route: route, checkpoint: line.checkpoint, message: line.message)
-                    if let nameOverride { q.record.name = nameOverride }
-                    records.append(q)
+                // Their route and name set in place, then the whole array moved into the queue:
+                // no line is copied (a copy retains its tags, checkpoint and chunk, and its
+                // release releases them again).
+                for i in lines.indices {
+                    lines[i].route = route
+                    if let nameOverride { lines[i].record.name = nameOverride }
                 }
                 if self.logger.logLevel <= .debug {
-                    for q in records { log.debug("record", metadata: ["record.line": "\(LineProtocol.encode([q.fullRecord]).dropLast())"]) }
+                    for q in lines { log.debug("record", metadata: ["record.line": "\(LineProtocol.encode([q.fullRecord]).dropLast())"]) }
                 }
+                var records: [QueuedRecord] = []
+                swap(&records, &lines)
                 return self.queue.pushLines(consume records) { self.isStopping }
             },
             log: { message, path in log.notice("\(message)", metadata: ["tail.path": "\(path)"]) },

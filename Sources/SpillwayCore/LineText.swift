@@ -40,26 +40,29 @@ public struct LineText: Sendable {
     public var string: String { String(decoding: bytes, as: UTF8.self) }
 }
 
-/// Appends lines' text to chunks, a new chunk when the current one is full.
+/// Appends lines' text to chunks of `capacity` bytes, a new chunk when the current one is full (the
+/// first at the first line).
 public struct LineChunkWriter {
-    private var chunk: LineChunk
+    private var chunk: LineChunk?
     private var used = 0
+    let capacity: Int
 
     public init(capacity: Int = LineChunk.defaultCapacity) {
-        chunk = LineChunk(capacity: capacity)
+        self.capacity = capacity
     }
 
     /// Copies `bytes` (UTF-8) into a chunk.
     public mutating func append(_ bytes: UnsafeRawBufferPointer) -> LineText {
         let n = bytes.count
-        if used + n > chunk.capacity {
-            chunk = LineChunk(capacity: max(LineChunk.defaultCapacity, n))
+        if chunk == nil || used + n > chunk.unsafelyUnwrapped.capacity {
+            chunk = LineChunk(capacity: max(capacity, n))
             used = 0
         }
+        let target = chunk.unsafelyUnwrapped
         if n > 0, let source = bytes.baseAddress {
-            (chunk.base + used).update(from: source.assumingMemoryBound(to: UInt8.self), count: n)
+            (target.base + used).update(from: source.assumingMemoryBound(to: UInt8.self), count: n)
         }
-        let text = LineText(chunk: chunk, start: used, count: n)
+        let text = LineText(chunk: target, start: used, count: n)
         used += n
         return text
     }

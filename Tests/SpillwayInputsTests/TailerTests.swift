@@ -3,10 +3,24 @@ import SpillwayCore
 @testable import SpillwayInputs
 import Testing
 
+/// A line as the tailer handed it on: the whole record (its message put back in), its checkpoint,
+/// and its message as the chunk holds it (format `raw`).
+struct DeliveredLine {
+    var record: Record
+    var checkpoint: FileCheckpoint
+    var message: LineText?
+
+    init(_ q: QueuedRecord) {
+        record = q.fullRecord
+        checkpoint = q.checkpoint!
+        message = q.message
+    }
+}
+
 /// A tailer over real files in a temp dir, with an environment that records what it is handed.
 final class TailHarness {
     let dir: URL
-    var delivered: [TailLine] = []
+    var delivered: [DeliveredLine] = []
     var registered: [FileCheckpoint] = []
     var saved: [FileCheckpoint] = []
     var forgotten: [FileIdentity] = []
@@ -38,7 +52,12 @@ final class TailHarness {
             registerFirstStart: { [unowned self] in registered += $0 },
             saveOffsets: { [unowned self] in saved += $0 },
             forgetOffsets: { [unowned self] in forgotten += $0 },
-            deliver: { [unowned self] in delivered += $0; $0.removeAll(); return true },
+            deliver: { [unowned self] in
+                #expect($0.allSatisfy { $0.route == 0 && $0.checkpoint != nil })
+                delivered += $0.map(DeliveredLine.init)
+                $0.removeAll()
+                return true
+            },
             log: { [unowned self] message, _ in notices.append(message) },
             commonTags: [Tag("host", "h")]))
     }

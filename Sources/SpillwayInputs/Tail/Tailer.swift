@@ -3,17 +3,6 @@ import SpillwayCore
 import Glibc
 #endif
 
-/// A line read from a tailed file, and how far its file is read once it is delivered.
-public struct TailLine: Sendable {
-    /// The record, but for its `message` field when `message` holds it (a line of format `raw`).
-    public var base: Record
-    public var message: LineText?
-    public var checkpoint: FileCheckpoint
-
-    /// The whole record, with its message.
-    public var record: Record { base.with(message: message) }
-}
-
 /// What the tailer needs from the agent.
 public struct TailEnvironment {
     /// Committed offsets from earlier runs (all files of all tail inputs).
@@ -27,8 +16,9 @@ public struct TailEnvironment {
     public var saveOffsets: ([FileCheckpoint]) -> Void
     public var forgetOffsets: ([FileIdentity]) -> Void
     /// Hands lines on, taking them out of the array (moved, not copied); waits while there is no
-    /// room (backpressure). False: stop now.
-    public var deliver: (inout [TailLine]) -> Bool
+    /// room (backpressure). False: stop now. Each line is a record with its checkpoint (and, for
+    /// format `raw`, its message apart: see `QueuedRecord`), of route 0 (the agent sets the route).
+    public var deliver: (inout [QueuedRecord]) -> Bool
     /// Logs a notice (rotation, truncation, unreadable files) about the file at a path (its path
     /// as `files` matched it).
     public var log: (_ message: String, _ path: String) -> Void
@@ -37,7 +27,7 @@ public struct TailEnvironment {
 
     public init(offsets: [FileCheckpoint], firstStart: Bool, registerFirstStart: @escaping ([FileCheckpoint]) -> Void,
                 saveOffsets: @escaping ([FileCheckpoint]) -> Void, forgetOffsets: @escaping ([FileIdentity]) -> Void,
-                deliver: @escaping (inout [TailLine]) -> Bool, log: @escaping (_ message: String, _ path: String) -> Void, commonTags: [Tag]) {
+                deliver: @escaping (inout [QueuedRecord]) -> Bool, log: @escaping (_ message: String, _ path: String) -> Void, commonTags: [Tag]) {
         self.offsets = offsets
         self.firstStart = firstStart
         self.registerFirstStart = registerFirstStart
@@ -130,7 +120,7 @@ public final class Tailer {
     var started = false
     var openCount = 0
     var buffer = [UInt8](repeating: 0, count: 1 << 16)
-    var out: [TailLine] = []
+    var out: [QueuedRecord] = []
     /// Where lines of format `raw` keep their text.
     var chunks = LineChunkWriter()
     var stopped = false
@@ -391,10 +381,52 @@ public final class Tailer {
         // The lines of one read are stamped with the time it was made (one clock read per read,
         // not per line).
         let wall = wallClockNanoseconds()
-        buffer.withUnsafeBufferPointer { buf in
-            // (`emit` does not touch `f.lines`.)
-            f.lines.feed(UnsafeBufferPointer(rebasing: buf[..<count])) { line in emit(f, line, now: now, wall: wall) }
+        guard options.parser.format == .raw else {
+            buffer.withUnsafeBufferPointer { buf in
+                // (`emit` does not touch `f.lines`.)
+                f.lines.feed(UnsafeBufferPointer(rebasing: buf[..<count])) { line in emit(f, line, now: now, wall: wall) }
+            }
+            return
         }
+        // Format `raw`, the hot path: what `emit` does, with what is the same for every line of this
+        // read (the file's tags, its checkpoint but for the offset) taken once, and the lines and
+        // chunks in locals (no access to this object's or the file's properties per line).
+        let tags = fileTags(f)
+        let name = options.parser.name
+        let identity = f.identity
+        let size = f.size
+        var checkpoint = f.checkpoint(f.offset)
+        var out: [QueuedRecord] = []
+        var chunks = LineChunkWriter()
+        swap(&out, &self.out)
+        swap(&chunks, &self.chunks)
+        var lines = 0
+        buffer.withUnsafeBufferPointer { buf in
+            f.lines.feed(UnsafeBufferPointer(rebasing: buf[..<count])) { line in
+                checkpoint.offset = line.end
+                checkpoint.size = max(size, line.end)
+                if line.bytes.isEmpty, !line.truncated {
+                    if let last = out.indices.last, out[last].checkpoint?.identity == identity { out[last].checkpoint = checkpoint }
+                    return
+                }
+                let raw = UnsafeRawBufferPointer(line.bytes)
+                let text: LineText
+                if isValidUTF8(raw) {
+                    text = chunks.append(raw)
+                } else {
+                    var repaired = String(decoding: line.bytes, as: UTF8.self)
+                    text = repaired.withUTF8 { chunks.append(UnsafeRawBufferPointer($0)) }
+                }
+                out.append(QueuedRecord(record: Record(name: name, sortedTags: tags, fields: line.truncated ? [Field("truncated", .bool(true))] : [],
+                                                       timestamp: wall),
+                                        route: 0, checkpoint: checkpoint, message: text))
+                lines += 1
+                if out.count >= Self.deliverChunk { deliver(&out) }
+            }
+        }
+        swap(&out, &self.out)
+        swap(&chunks, &self.chunks)
+        emitted += lines
     }
 
     /// Hands a line on as a record with its checkpoint (`line.end`).
@@ -403,7 +435,7 @@ public final class Tailer {
         // Empty lines carry nothing (as Telegraf's tail): skipped. (Their bytes count as read with the
         // next line of the file; after a restart they are skipped again.)
         if line.bytes.isEmpty, !line.truncated {
-            if let last = out.last, last.checkpoint.identity == f.identity { out[out.count - 1].checkpoint = f.checkpoint(line.end) }
+            if let last = out.indices.last, out[last].checkpoint?.identity == f.identity { out[last].checkpoint = f.checkpoint(line.end) }
             return
         }
         if options.parser.format == .raw {
@@ -419,7 +451,7 @@ public final class Tailer {
             }
             let record = Record(name: options.parser.name, sortedTags: fileTags(f),
                                 fields: line.truncated ? [Field("truncated", .bool(true))] : [], timestamp: wall)
-            out.append(TailLine(base: record, message: text, checkpoint: f.checkpoint(line.end)))
+            out.append(QueuedRecord(record: record, route: 0, checkpoint: f.checkpoint(line.end), message: text))
         } else {
             var record = options.parser.parse(Array(line.bytes)[...], truncated: line.truncated, now: wall)
             if record.tags.isEmpty {
@@ -429,7 +461,7 @@ public final class Tailer {
                 record.addTagIfAbsent("path", f.path)
                 record.addTagsIfAbsent(env.commonTags)
             }
-            out.append(TailLine(base: record, message: nil, checkpoint: f.checkpoint(line.end)))
+            out.append(QueuedRecord(record: record, route: 0, checkpoint: f.checkpoint(line.end)))
         }
         emitted += 1
         if out.count >= Self.deliverChunk { flush() }
@@ -446,8 +478,15 @@ public final class Tailer {
     }
 
     func flush() {
-        guard !out.isEmpty, !stopped else { return }
-        if !env.deliver(&out) { stopped = true }
-        out.removeAll(keepingCapacity: true)
+        deliver(&out)
+    }
+
+    /// Hands `lines` on (unless stopped) and empties it.
+    func deliver(_ lines: inout [QueuedRecord]) {
+        guard !lines.isEmpty, !stopped else { return }
+        if !env.deliver(&lines) { stopped = true }
+        lines.removeAll(keepingCapacity: true)
+        // (The agent takes the array's storage with the lines: room for the next chunk at once.)
+        lines.reserveCapacity(Self.deliverChunk)
     }
 }
