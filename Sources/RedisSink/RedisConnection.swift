@@ -276,6 +276,12 @@ public final class RedisConnection {
                 }
                 if raw != nil { break }
                 // Not a whole reply yet: read more.
+                // The pipeline's time runs out only while replies are awaited: checked before each
+                // read (not per reply: a clock read per reply costs more than parsing it).
+                if monotonicNanoseconds() - ticket.start > options.timeout {
+                    close()
+                    return (replies, .timeout("pipeline of \(count) commands took longer than \(Units.formatDuration(options.timeout)) (\(replies.count) replies read)"))
+                }
                 do throws(RedisError) {
                     let n = try t.read(into: input)
                     guard redisReaderFeed(r, input.baseAddress!.assumingMemoryBound(to: CChar.self), n) == REDIS_OK else {
@@ -291,10 +297,6 @@ public final class RedisConnection {
             replies.append(detail == .full ? Self.convert(reply) : Self.errorsOnly(reply))
             spillway_arena_reset(arena)
             unread -= 1
-            if monotonicNanoseconds() - ticket.start > options.timeout, replies.count < count {
-                close()
-                return (replies, .timeout("pipeline of \(count) commands took longer than \(Units.formatDuration(options.timeout)) (\(replies.count) replies read)"))
-            }
         }
         return (replies, nil)
     }

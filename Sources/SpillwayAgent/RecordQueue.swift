@@ -125,13 +125,22 @@ public final class RecordQueue: @unchecked Sendable {
     /// Waits until `batchSize` records wait, the monotonic `deadline` (ns) passes, or the queue is
     /// closed; then takes up to `batchSize` of them, oldest first.
     public func take(deadline: Int64) -> [QueuedRecord] {
+        var out: [QueuedRecord] = []
+        take(deadline: deadline, into: &out)
+        return out
+    }
+
+    /// The same, into `out` (emptied first, its storage kept: a batch's array is over 128 KiB, so
+    /// a new one per batch would be mapped and unmapped each time, and an unmapping interrupts
+    /// every core to flush its TLB).
+    public func take(deadline: Int64, into out: inout [QueuedRecord]) {
+        out.removeAll(keepingCapacity: true)
         lock.lock()
         defer { lock.unlock() }
         while total < batchSize, !closed {
             if !lock.wait(untilMonotonic: deadline) { break }
         }
         let n = min(batchSize, total)
-        var out: [QueuedRecord] = []
         out.reserveCapacity(n)
         // Entries are moved out, not copied (a copy would retain every string of the record, and
         // the removal release them again).
@@ -147,7 +156,6 @@ public final class RecordQueue: @unchecked Sendable {
         if lines.isEmpty { lineBytes = 0 }
         // Line producers wait for room.
         if n > 0 { lock.broadcast() }
-        return out
     }
 
     /// Tailed lines let go at a stop (their offsets not committed): they are read again from their

@@ -182,8 +182,10 @@ public final class WriterService: Service, Sendable {
         var waitingSince: Int64?
         var waits = 0
         var episodes = Episodes()
+        // One array for every batch (see `RecordQueue.take(deadline:into:)`).
+        var records: [QueuedRecord] = []
         while true {
-            let records = queue.take(deadline: nextFlush)
+            queue.take(deadline: nextFlush, into: &records)
             let now = monotonicNanoseconds()
             if now >= nextFlush { nextFlush = now + flushInterval }
             // Records Redis refused go out again (with new IDs) with the next batch, or alone.
