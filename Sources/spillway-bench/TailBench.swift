@@ -112,9 +112,11 @@ func median(_ values: [Double]) -> Double {
     return sorted.isEmpty ? 0 : sorted[(sorted.count - 1) / 2]
 }
 
-/// `rounds` rounds; in each, the agent's run and the references are measured back to back, so a
-/// change in the machine's speed between rounds (this is a shared VM) moves both. Each round's
-/// ratio is our rate over the reference measured right after it; the summary gives the medians.
+/// `rounds` rounds; in each, the agent's runs and the references are measured back to back, so a
+/// change in the machine's speed between rounds (this is a shared VM) moves both. Within a round the
+/// speed drifts too (by a third within seconds, seen here), so each run of ours sits between two runs
+/// of redis-benchmark -c 50 and its ratio is to their mean: -c 50, 1 file, -c 50, -c 1, 100 files,
+/// -c 50. The summary gives the medians.
 func tailBenchmarks(lines: Int, rounds: Int) throws {
     let server = try RedisServer()
     defer { server.stop(); server.removeFiles() }
@@ -128,32 +130,44 @@ func tailBenchmarks(lines: Int, rounds: Int) throws {
     let xadd = ["XADD", "metrics:bench-host:log", "MAXLEN", "~", "100000", "*", "message", benchLogLine(12345),
                 "tag_host", "bench-host", "tag_path", "/tmp/spillway-tail-bench/logs/app-0.log", "timestamp", "1700000000123"]
     print("tail: \(lines) lines of 120 bytes, end to end (file → queue → encode → write-ahead buffer → Redis stream), MAXLEN ~ 100000;")
-    print("  \(rounds) rounds, each: 1 file, redis-benchmark XADD -P 64 -c 50 and -c 1, 100 files (ratios to the same round's references)")
+    print("  \(rounds) rounds, each: redis-benchmark XADD -P 64 -c 50, 1 file, -c 50, -c 1, 100 files, -c 50 (each of our runs")
+    print("  against the mean of the -c 50 runs around it, and against -c 1)")
     var r1: [Double] = [], r100: [Double] = [], r1c1: [Double] = [], r100c1: [Double] = [], cpu1: [Double] = [], cpu100: [Double] = []
     var rssAll: [Double] = []
+    /// redis-benchmark with `clients`, on an empty server, and the Redis CPU it took.
+    func reference(clients: Int) throws -> (rate: Double, redisCPU: Double) {
+        try server.cli(["FLUSHALL"])
+        let before = try redisCPUSeconds(server)
+        let rate = try redisBenchmark(port: server.port, requests: lines, clients: clients, command: xadd)
+        return (rate, try redisCPUSeconds(server) - before)
+    }
+    /// The agent on `logs`, on an empty server, and the Redis CPU it took.
+    func ours(_ logs: URL) throws -> (run: (rate: Double, cpuPerLine: Double, rss: [Double]), redisCPU: Double) {
+        try server.cli(["FLUSHALL"])
+        let before = try redisCPUSeconds(server)
+        let run = try tailThroughAgent(server: server, logs: logs, lines: lines)
+        return (run, try redisCPUSeconds(server) - before)
+    }
     for round in 1...rounds {
-        let redis0 = try redisCPUSeconds(server)
-        let one = try tailThroughAgent(server: server, logs: oneFile, lines: lines)
-        let redis1 = try redisCPUSeconds(server)
+        let refA = try reference(clients: 50)
+        let (one, oneRedis) = try ours(oneFile)
+        let refB = try reference(clients: 50)
+        let ref1 = try reference(clients: 1)
+        let (hundred, hundredRedis) = try ours(hundredFiles)
+        let refC = try reference(clients: 50)
         try server.cli(["FLUSHALL"])
-        let redis2 = try redisCPUSeconds(server)
-        let ref50 = try redisBenchmark(port: server.port, requests: lines, clients: 50, command: xadd)
-        let redis3 = try redisCPUSeconds(server)
-        print(String(format: "  round %d: Redis CPU per XADD: %.2f µs for the agent's (busy %.0f%%), %.2f µs for redis-benchmark -c 50's (busy %.0f%%)", round,
-                     (redis1 - redis0) * 1e6 / Double(lines), (redis1 - redis0) * one.rate / Double(lines) * 100,
-                     (redis3 - redis2) * 1e6 / Double(lines), (redis3 - redis2) * ref50 / Double(lines) * 100))
-        try server.cli(["FLUSHALL"])
-        let ref1 = try redisBenchmark(port: server.port, requests: lines, clients: 1, command: xadd)
-        try server.cli(["FLUSHALL"])
-        let hundred = try tailThroughAgent(server: server, logs: hundredFiles, lines: lines)
-        try server.cli(["FLUSHALL"])
-        r1.append(one.rate / ref50); r100.append(hundred.rate / ref50)
-        r1c1.append(one.rate / ref1); r100c1.append(hundred.rate / ref1)
+        let ref50One = (refA.rate + refB.rate) / 2, ref50Hundred = (refB.rate + refC.rate) / 2
+        print(String(format: "  round %d: Redis CPU per XADD: %.2f µs for the agent's 1 file (busy %.0f%%), %.2f for its 100 files (busy %.0f%%), %.2f for redis-benchmark -c 50's (busy %.0f%%)",
+                     round, oneRedis * 1e6 / Double(lines), oneRedis * one.rate / Double(lines) * 100,
+                     hundredRedis * 1e6 / Double(lines), hundredRedis * hundred.rate / Double(lines) * 100,
+                     refB.redisCPU * 1e6 / Double(lines), refB.redisCPU * refB.rate / Double(lines) * 100))
+        r1.append(one.rate / ref50One); r100.append(hundred.rate / ref50Hundred)
+        r1c1.append(one.rate / ref1.rate); r100c1.append(hundred.rate / ref1.rate)
         cpu1.append(one.cpuPerLine / 1000); cpu100.append(hundred.cpuPerLine / 1000)
         rssAll += one.rss + hundred.rss
-        print(String(format: "  round %d: 1 file %7.0f lines/s (%.2f µs CPU/line), 100 files %7.0f (%.2f µs); -c 50 %7.0f, -c 1 %7.0f; ratios to -c 50: %.2f, %.2f; to -c 1: %.2f, %.2f",
-                     round, one.rate, one.cpuPerLine / 1000, hundred.rate, hundred.cpuPerLine / 1000, ref50, ref1,
-                     one.rate / ref50, hundred.rate / ref50, one.rate / ref1, hundred.rate / ref1))
+        print(String(format: "  round %d: -c 50 %7.0f, 1 file %7.0f lines/s (%.2f µs CPU/line), -c 50 %7.0f, -c 1 %7.0f, 100 files %7.0f (%.2f µs), -c 50 %7.0f; ratios to -c 50: %.2f, %.2f; to -c 1: %.2f, %.2f",
+                     round, refA.rate, one.rate, one.cpuPerLine / 1000, refB.rate, ref1.rate, hundred.rate, hundred.cpuPerLine / 1000, refC.rate,
+                     one.rate / ref50One, hundred.rate / ref50Hundred, one.rate / ref1.rate, hundred.rate / ref1.rate))
         print("    RSS MiB at each tenth, 1 file: " + one.rss.map { String(format: "%.1f", $0) }.joined(separator: " ")
               + "; 100 files: " + hundred.rss.map { String(format: "%.1f", $0) }.joined(separator: " "))
     }
@@ -164,8 +178,8 @@ func tailBenchmarks(lines: Int, rounds: Int) throws {
     try tailOverTLS(logs: oneFile, lines: lines, rounds: rounds, xadd: xadd)
 }
 
-/// The same, 1 file, over TLS (a redis-server with a TLS port, certificates made by openssl), next
-/// to redis-benchmark --tls with the same XADD.
+/// The same, 1 file, over TLS (a redis-server with a TLS port, certificates made by openssl), between
+/// two runs of redis-benchmark --tls with the same XADD (the ratio is to their mean).
 func tailOverTLS(logs: URL, lines: Int, rounds: Int, xadd: [String]) throws {
     let certs = try TestCertificates()
     defer { certs.remove() }
@@ -176,16 +190,19 @@ func tailOverTLS(logs: URL, lines: Int, rounds: Int, xadd: [String]) throws {
     print("tail over TLS: \(lines) lines, 1 file, rediss:// (TLS 1.3), against redis-benchmark --tls -P 64 -c 50 on the same server")
     var ratios: [Double] = [], cpu: [Double] = [], rssAll: [Double] = []
     for round in 1...rounds {
+        let before = try redisBenchmark(port: tlsPort, requests: lines, clients: 50, command: xadd, extra: tlsArgs)
+        try server.cli(["FLUSHALL"])
         let ours = try tailThroughAgent(server: server, logs: logs, lines: lines, url: "rediss://127.0.0.1:\(tlsPort)/0",
                                         redisExtra: "tls_ca_file = \"\(certs.ca)\"")
         try server.cli(["FLUSHALL"])
-        let ref = try redisBenchmark(port: tlsPort, requests: lines, clients: 50, command: xadd, extra: tlsArgs)
+        let after = try redisBenchmark(port: tlsPort, requests: lines, clients: 50, command: xadd, extra: tlsArgs)
         try server.cli(["FLUSHALL"])
+        let ref = (before + after) / 2
         ratios.append(ours.rate / ref)
         cpu.append(ours.cpuPerLine / 1000)
         rssAll += ours.rss
-        print(String(format: "  round %d: %7.0f lines/s (%.2f µs CPU/line); redis-benchmark --tls -c 50 %7.0f; ratio %.2f",
-                     round, ours.rate, ours.cpuPerLine / 1000, ref, ours.rate / ref))
+        print(String(format: "  round %d: redis-benchmark --tls -c 50 %7.0f, ours %7.0f lines/s (%.2f µs CPU/line), redis-benchmark %7.0f; ratio %.2f",
+                     round, before, ours.rate, ours.cpuPerLine / 1000, after, ours.rate / ref))
     }
     print(String(format: "  median ratio over TLS: %.2f; CPU per line %.2f µs; RSS %.1f to %.1f MiB", median(ratios), median(cpu),
                  rssAll.min() ?? 0, rssAll.max() ?? 0))

@@ -138,7 +138,7 @@ if only == nil || only == "query" {
     try queryBenchmarks(rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 5)
 }
 if only == nil || only == "tail" {
-    try tailBenchmarks(lines: Int(env["BENCH_LINES"] ?? "") ?? 1_000_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 3)
+    try tailBenchmarks(lines: Int(env["BENCH_LINES"] ?? "") ?? 1_000_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 5)
 }
 if only == nil || only == "aggregate" {
     try aggregateBenchmark(entries: Int(env["BENCH_AGG_ENTRIES"] ?? "") ?? 200_000, rounds: Int(env["BENCH_ROUNDS"] ?? "") ?? 1)
