@@ -80,10 +80,11 @@ public final class RecordQueue: @unchecked Sendable {
         }
     }
 
-    /// Approximate memory of a record: its strings plus a fixed overhead.
+    /// Approximate memory of a record: its strings plus a fixed overhead; a line's message as 4/3
+    /// of its bytes (the most its chunks can hold per byte: see `LineChunkWriter`).
     static func approximateBytes(_ q: borrowing QueuedRecord) -> Int {
         let r = q.record
-        var n = 96 + r.name.utf8.count + Int(q.message?.count ?? 0)
+        var n = 96 + r.name.utf8.count + Int(q.message?.count ?? 0) * 4 / 3
         for t in r.tags { n += 32 + t.key.utf8.count + t.value.utf8.count }
         for f in r.fields {
             n += 32 + f.key.utf8.count

@@ -4,13 +4,13 @@
 /// Written only past the bytes of lines already handed on, and read only where lines were written,
 /// so its filler and its readers never touch the same bytes.
 public final class LineChunk: @unchecked Sendable {
-    public let base: UnsafeMutablePointer<UInt8>
-    public let capacity: Int
+    let base: UnsafeMutablePointer<UInt8>
+    let capacity: Int
 
-    /// A chunk holds this much (or one longer line alone).
+    /// A chunk holds this much; a line over a quarter of it gets a chunk of its own size.
     public static let defaultCapacity = 64 << 10
 
-    public init(capacity: Int) {
+    init(capacity: Int) {
         self.capacity = max(1, capacity)
         base = UnsafeMutablePointer<UInt8>.allocate(capacity: self.capacity)
     }
@@ -41,7 +41,10 @@ public struct LineText: Sendable {
 }
 
 /// Appends lines' text to chunks of `capacity` bytes, a new chunk when the current one is full (the
-/// first at the first line).
+/// first at the first line). A line longer than a quarter of that gets a chunk of its own, freed with
+/// it: so a chunk is at least three quarters full when the next one starts, and the memory lines
+/// hold is at most 4/3 of their bytes (with the current chunk's room, and the part of the oldest
+/// chunk whose lines are gone).
 public struct LineChunkWriter {
     private var chunk: LineChunk?
     private var used = 0
@@ -54,17 +57,37 @@ public struct LineChunkWriter {
     /// Copies `bytes` (UTF-8) into a chunk.
     public mutating func append(_ bytes: UnsafeRawBufferPointer) -> LineText {
         let n = bytes.count
+        if n > capacity / 4 {
+            let own = LineChunk(capacity: n)
+            if n > 0, let source = bytes.baseAddress {
+                own.base.initialize(from: source.assumingMemoryBound(to: UInt8.self), count: n)
+            }
+            return LineText(chunk: own, start: 0, count: n)
+        }
         if chunk == nil || used + n > chunk.unsafelyUnwrapped.capacity {
-            chunk = LineChunk(capacity: max(capacity, n))
+            chunk = LineChunk(capacity: capacity)
             used = 0
         }
         let target = chunk.unsafelyUnwrapped
         if n > 0, let source = bytes.baseAddress {
-            (target.base + used).update(from: source.assumingMemoryBound(to: UInt8.self), count: n)
+            // Bytes no line has had yet: initialized here, once.
+            (target.base + used).initialize(from: source.assumingMemoryBound(to: UInt8.self), count: n)
         }
         let text = LineText(chunk: target, start: used, count: n)
         used += n
         return text
+    }
+
+    /// The chunk lines are being added to (tests).
+    var current: LineChunk? { chunk }
+
+    /// Copies a line's bytes into a chunk as text: as they are when they are UTF-8, else repaired
+    /// as a String would keep them (each ill-formed sequence becomes U+FFFD).
+    public mutating func append(text bytes: UnsafeBufferPointer<UInt8>) -> LineText {
+        let raw = UnsafeRawBufferPointer(bytes)
+        if isValidUTF8(raw) { return append(raw) }
+        var repaired = String(decoding: bytes, as: UTF8.self)
+        return repaired.withUTF8 { append(UnsafeRawBufferPointer($0)) }
     }
 }
 

@@ -24,8 +24,12 @@ extension Spool {
         // again, as zeros, through the WAL (as many bytes as the batch deleted). FAST zeroes only
         // within pages written anyway: deletes stay a few pages, even on a nearly full disk.
         try db.exec(Schema.secureDeleteFast)
-        // Checkpoints are the `Checkpointer`'s; this one runs only past 256 MB of WAL (a bound).
-        try db.exec(Schema.walAutocheckpoint(pages: Self.walBoundPages))
+        // Checkpoints are the `Checkpointer`'s; this one runs only past 256 MiB of WAL (a bound),
+        // counted in the file's own pages (4 KiB, or 64 KiB in a buffer made before).
+        let size = try db.prepare(Schema.pageSize)
+        let pageSize = try size.step() ? max(512, size.int64(0)) : 4096
+        _ = size.reset()
+        try db.exec(Schema.walAutocheckpoint(pages: Int(Self.walBoundBytes / pageSize)))
         if let pages = options.maxPageCount { try db.exec(Schema.maxPageCount(pages)) }
         let check = try db.prepare(Schema.quickCheck)
         guard try check.step(), check.string(0) == "ok" else {

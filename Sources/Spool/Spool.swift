@@ -147,8 +147,8 @@ public final class Spool: @unchecked Sendable {
     private func estimateRoom(_ bytes: Int64) -> Bool {
         guard let free = freeAfterCheckpoint() else { return true }
         // Overflow pages carry 4 bytes of link each; plus the rows' own pages (batches, batch_keys,
-        // tail_offsets).
-        let pages = (bytes + pageSize - 5) / (pageSize - 4) + 3
+        // tail_offsets, and the freelist's): 192 KiB, at least 3 pages.
+        let pages = (bytes + pageSize - 5) / (pageSize - 4) + max(3, (192 << 10) / pageSize)
         let growth = max(0, pages - pragma(freelistCount))
         return free - (pages + growth) * pageSize >= disk.headroom
     }
@@ -157,8 +157,8 @@ public final class Spool: @unchecked Sendable {
 
     /// The WAL is checkpointed this often, off the appending thread.
     static let checkpointInterval: Int64 = 200_000_000
-    /// Past this many WAL pages (64 KiB) the appending connection checkpoints itself.
-    static let walBoundPages = 4096
+    /// Past this much WAL the appending connection checkpoints itself.
+    static let walBoundBytes: Int64 = 256 << 20
     private var checkpointer: Checkpointer?
 
     static func readIDs(_ db: SQLiteDatabase) throws(SQLiteError) -> Deque<Int64> {

@@ -200,15 +200,18 @@ import Testing
             }
             return out
         }
-        for format in [RedisOutputConfig.Format.stream, .timeseries] {
-            var config = RedisOutputConfig()
-            config.format = format
+        /// Two encoders of `config` with the default route and one per file.
+        func encoders(_ config: RedisOutputConfig) throws -> (BatchEncoder, BatchEncoder) {
             func encoder() throws -> BatchEncoder {
                 BatchEncoder(config: config, routes: [Route(key: config.key, maxlen: 100_000), Route(key: try KeyTemplate("logs:{tag.path}"), maxlen: 0)],
                              minter: try StreamIDMinter(path: nil))
             }
-            var apart = try encoder()
-            var full = try encoder()
+            return (try encoder(), try encoder())
+        }
+        for format in [RedisOutputConfig.Format.stream, .timeseries] {
+            var config = RedisOutputConfig()
+            config.format = format
+            var (apart, full) = try encoders(config)
             for b in 0..<2 {
                 let x = apart.encode(lines(shared: true, batch: b, apart: true), now: 1_750_000_000_000_000_000)
                 let y = full.encode(lines(shared: true, batch: b), now: 1_750_000_000_000_000_000)
@@ -220,12 +223,7 @@ import Testing
         for maxAge: Int64? in [nil, 3_600_000_000_000] {
             var config = RedisOutputConfig()
             config.maxAge = maxAge
-            func encoder() throws -> BatchEncoder {
-                BatchEncoder(config: config, routes: [Route(key: config.key, maxlen: 100_000), Route(key: try KeyTemplate("logs:{tag.path}"), maxlen: 0)],
-                             minter: try StreamIDMinter(path: nil))
-            }
-            var copied = try encoder()
-            var full = try encoder()
+            var (copied, full) = try encoders(config)
             for b in 0..<2 {
                 let x = copied.encode(lines(shared: true, batch: b), now: 1_750_000_000_000_000_000)
                 let y = full.encode(lines(shared: false, batch: b), now: 1_750_000_000_000_000_000)

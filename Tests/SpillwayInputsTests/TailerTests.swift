@@ -322,6 +322,9 @@ final class TailHarness {
         try h.append("a.log", "-rest\n\r\n\n")
         h.poll(t)
         #expect(h.messages.last == "-rest" && h.messages.count == 5)
+        // The empty lines after it (one of them a lone CR) moved its checkpoint to the end of the file.
+        let size = try FileManager.default.attributesOfItem(atPath: h.path("a.log"))[.size] as! Int
+        #expect(h.delivered.last?.checkpoint.offset == Int64(size) && size == 6 + 100_001 + 5 + 4 + 9)
     }
 
     @Test func moreFilesThanDescriptors() throws {

@@ -1,7 +1,7 @@
 import Foundation
 import SpillwayBatch
 import SpillwayCore
-import Spool
+@testable import Spool
 import Testing
 
 func tempDir() -> String {
@@ -174,6 +174,36 @@ func batch(_ n: Int, key: String = "metrics:h:cpu", firstMs: Int = 1) -> Encoded
         #expect(spool.totals.batches == 60 && spool.totals.records == 60_000)
         // Reopened, everything is there.
         #expect(try Spool(directory: dir).totals.records == 60_000)
+    }
+
+    /// A new buffer has 4 KiB pages, and its own checkpoint bound is 256 MiB of them.
+    @Test func newBuffersHaveSmallPagesAndA256MiBCheckpointBound() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let spool = try Spool(directory: dir)
+        #expect(try pragma(spool.db, "PRAGMA page_size") == 4096)
+        #expect(try pragma(spool.db, "PRAGMA wal_autocheckpoint") == 65_536)
+    }
+
+    /// A buffer made with 64 KiB pages (as earlier versions made it) keeps them: its checkpoint
+    /// bound is still 256 MiB (4,096 of its pages), and batches go in and come back out in order.
+    @Test func aBufferWith64KiBPagesKeepsThemAndWorks() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let old = try SQLiteDatabase(path: dir + "/buffer.sqlite")
+        try old.exec("PRAGMA page_size=65536")
+        try old.exec("PRAGMA journal_mode=WAL")
+        try old.exec("CREATE TABLE made_before (x)")
+        old.close()
+        let spool = try Spool(directory: dir)
+        #expect(try pragma(spool.db, "PRAGMA page_size") == 65_536)
+        #expect(try pragma(spool.db, "PRAGMA wal_autocheckpoint") == 4096)
+        for i in 0..<3 { #expect(try spool.append(batch(1000, firstMs: i * 1000 + 1), now: Int64(i)).stored) }
+        let (batches, bad) = try spool.oldestBatches(limit: 3)
+        #expect(bad.isEmpty && batches.map { $0.batch.commands[0].command.strings[5] } == ["1-0", "1001-0", "2001-0"])
+        #expect(batches.allSatisfy { $0.batch.bytes == batch(1000, firstMs: Int($0.batch.commands[0].command.strings[5].dropLast(2))!).bytes })
+        try spool.acknowledge(id: batches[0].id, records: 1000)
+        #expect(spool.totals.batches == 2 && spool.totals.records == 2000)
     }
 
     @Test func appendsInOrderAndDeletesOnlyWhenAcknowledged() throws {
@@ -573,4 +603,11 @@ func lineBatch(_ n: Int, inode: UInt64, offset: Int64, firstMs: Int = 1) -> Enco
         #expect(try spool.offsets().map(\.offset) == [33])
         #expect(try spool.oldestBatches(limit: 1).batches.first?.batch.recordCount == 10)
     }
+}
+
+/// A pragma's value on `db`.
+func pragma(_ db: SQLiteDatabase, _ sql: String) throws -> Int64 {
+    let s = try db.prepare(sql)
+    guard try s.step() else { return -1 }
+    return s.int64(0)
 }

@@ -409,14 +409,7 @@ public final class Tailer {
                     if let last = out.indices.last, out[last].checkpoint?.identity == identity { out[last].checkpoint = checkpoint }
                     return
                 }
-                let raw = UnsafeRawBufferPointer(line.bytes)
-                let text: LineText
-                if isValidUTF8(raw) {
-                    text = chunks.append(raw)
-                } else {
-                    var repaired = String(decoding: line.bytes, as: UTF8.self)
-                    text = repaired.withUTF8 { chunks.append(UnsafeRawBufferPointer($0)) }
-                }
+                let text = chunks.append(text: line.bytes)
                 out.append(QueuedRecord(record: Record(name: name, sortedTags: tags, fields: line.truncated ? [Field("truncated", .bool(true))] : [],
                                                        timestamp: wall),
                                         route: 0, checkpoint: checkpoint, message: text))
@@ -440,15 +433,8 @@ public final class Tailer {
         }
         if options.parser.format == .raw {
             // The line's text goes into the chunk, and the record shares its file's tags: nothing
-            // is allocated per line. (Bytes that are not UTF-8 are repaired as a String would.)
-            let raw = UnsafeRawBufferPointer(line.bytes)
-            let text: LineText
-            if isValidUTF8(raw) {
-                text = chunks.append(raw)
-            } else {
-                var repaired = String(decoding: line.bytes, as: UTF8.self)
-                text = repaired.withUTF8 { chunks.append(UnsafeRawBufferPointer($0)) }
-            }
+            // is allocated per line.
+            let text = chunks.append(text: line.bytes)
             let record = Record(name: options.parser.name, sortedTags: fileTags(f),
                                 fields: line.truncated ? [Field("truncated", .bool(true))] : [], timestamp: wall)
             out.append(QueuedRecord(record: record, route: 0, checkpoint: f.checkpoint(line.end), message: text))
