@@ -276,9 +276,11 @@ public final class RedisConnection {
                 }
                 if raw != nil { break }
                 // Not a whole reply yet: read more.
-                // The pipeline's time runs out only while replies are awaited: checked before each
-                // read (not per reply: a clock read per reply costs more than parsing it).
-                if monotonicNanoseconds() - ticket.start > options.timeout {
+                // The pipeline's time runs out only while replies are awaited: checked, once a
+                // reply came, before each read (not per reply: a clock read per reply costs more
+                // than parsing it; the first reply is waited for, as before, up to the socket's
+                // own timeout).
+                if !replies.isEmpty, monotonicNanoseconds() - ticket.start > options.timeout {
                     close()
                     return (replies, .timeout("pipeline of \(count) commands took longer than \(Units.formatDuration(options.timeout)) (\(replies.count) replies read)"))
                 }

@@ -108,14 +108,18 @@ final class TLSServer {
     }
 }
 
-/// A fake Redis on a unix socket that answers PING, then writes `replies` in two parts cut at
-/// `cut` (with a pause between), whatever it is sent.
+/// A fake Redis on a unix socket that answers PING, then writes `replies` in parts cut at `cuts`
+/// (`pause` µs between them), whatever it is sent.
 final class SplitServer: @unchecked Sendable {
     let path: String
     let listener: Int32
     let thread: Thread
 
-    init(replies: [UInt8], cut: Int) throws {
+    convenience init(replies: [UInt8], cut: Int) throws {
+        try self.init(replies: replies, cuts: [cut], pause: 2000)
+    }
+
+    init(replies: [UInt8], cuts: [Int], pause: UInt32) throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("spillway-split-\(UUID().uuidString).sock").path
         self.path = path
         var addr = sockaddr_un()
@@ -143,11 +147,13 @@ final class SplitServer: @unchecked Sendable {
             // The PING of the connection's setup.
             guard recv(c, &buf, buf.count, 0) > 0 else { return }
             _ = "+PONG\r\n".withCString { send(c, $0, 7, Int32(MSG_NOSIGNAL)) }
-            // The commands (read until they stop coming), then the replies in two parts.
+            // The commands (read until they stop coming), then the replies in parts.
             guard recv(c, &buf, buf.count, 0) > 0 else { return }
-            replies[..<cut].withUnsafeBytes { _ = send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            usleep(2000)
-            replies[cut...].withUnsafeBytes { _ = send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            let bounds = [0] + cuts + [replies.count]
+            for k in 0..<(bounds.count - 1) {
+                if k > 0 { usleep(pause) }
+                replies[bounds[k]..<bounds[k + 1]].withUnsafeBytes { _ = send(c, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
             usleep(20_000)
         }
         thread.start()
@@ -177,6 +183,20 @@ final class SplitServer: @unchecked Sendable {
             let (replies, error) = c.pipeline(Array(repeating: RedisCommand(["ECHO", "x"]), count: expected.count))
             #expect(error == nil && replies == expected, "cut at \(cut): \(replies) \(String(describing: error))")
         }
+    }
+
+    /// A server that trickles replies, each well within the socket's timeout, runs out the
+    /// pipeline's: the replies read so far, then a timeout that says so (checked before each read
+    /// once a reply came).
+    @Test func aPipelineThatTricklesRunsOutOfTime() throws {
+        let wire = Array(String(repeating: ":1\r\n", count: 8).utf8)
+        let server = try SplitServer(replies: wire, cuts: (1..<8).map { $0 * 4 }, pause: 120_000)
+        var options = RedisConnectionOptions(endpoint: try RedisEndpoint.parse("unix://\(server.path)"))
+        options.timeout = 300_000_000
+        let c = RedisConnection(options: options)
+        let (replies, error) = c.pipeline(Array(repeating: RedisCommand(["INCR", "k"]), count: 8))
+        #expect(replies.count >= 2 && replies.count < 8 && replies.allSatisfy { $0 == .integer(1) }, "\(replies)")
+        #expect("\(String(describing: error))".contains("pipeline of 8 commands took longer than"), "\(String(describing: error))")
     }
 
     /// A reply that is not RESP: a protocol error, the connection dropped, never a crash.
