@@ -31,7 +31,8 @@ public struct RedisConnectionOptions: Sendable, Equatable {
     public var endpoint: RedisEndpoint
     /// Time allowed to connect, nanoseconds.
     public var connectTimeout: Int64 = 2_000_000_000
-    /// Time allowed for a whole pipeline (all writes and all replies), nanoseconds.
+    /// Time allowed for a pipeline, nanoseconds: each write and each read waits at most this long,
+    /// and replies still to come this long after the send fail it (once its first reply came).
     public var timeout: Int64 = 5_000_000_000
     /// TCP keepalive on the socket.
     public var keepalive: Bool = true
