@@ -366,6 +366,43 @@ final class TailHarness {
         #expect(h.forgotten == [gone.identity])
     }
 
+    /// After a restart, a rotated copy already read to its end is resumed (held open for
+    /// `rotate_wait`). A `cp app.log app.log.2` over it rewrites it in place (same inode) with the
+    /// followed file's lines: that is a copy of app.log's content, not the old file truncated, and
+    /// its lines are read once, from app.log's offset on (found by a trial: they were read again).
+    @Test func aResumedCopyRewrittenInPlaceIsNotReadAgain() throws {
+        let h = try TailHarness()
+        try h.write("app.log", h.lines("a", 0..<10))
+        let o = h.options(["app.log"])
+        let t = h.tailer(o)
+        h.poll(t)
+        try FileManager.default.moveItem(atPath: h.path("app.log"), toPath: h.path("app.log.2"))
+        try h.write("app.log", h.lines("b", 0..<5))
+        h.poll(t, times: 4)
+        #expect(h.messages == h.expected("a", 0..<10) + h.expected("b", 0..<5))
+        let committed = Array(Dictionary(h.delivered.map { ($0.checkpoint.identity, $0.checkpoint) } + h.saved.map { ($0.identity, $0) },
+                                         uniquingKeysWith: { $1 }).values)
+        t.close()
+        // The agent starts again: the old copy is resumed (its offset is its end).
+        h.delivered = []
+        let t2 = h.tailer(o, offsets: committed)
+        h.poll(t2, step: 100_000_000)
+        #expect(h.notices.contains { $0.contains("resuming") })
+        try h.append("app.log", h.lines("b", 5..<10))
+        h.poll(t2, step: 100_000_000)
+        // copytruncate by hand, the copy over the old one: `cp` keeps its inode.
+        let copy = try FileHandle(forWritingTo: h.dir.appendingPathComponent("app.log.2"))
+        try copy.truncate(atOffset: 0)
+        copy.write(Data(h.lines("b", 0..<10).utf8))
+        try copy.close()
+        let original = try FileHandle(forWritingTo: h.dir.appendingPathComponent("app.log"))
+        try original.truncate(atOffset: 0)
+        try original.close()
+        try h.append("app.log", h.lines("c", 0..<3))
+        h.poll(t2, times: 6)
+        #expect(h.messages == h.expected("b", 5..<10) + h.expected("c", 0..<3))
+    }
+
     @Test func jsonLinesWithTagsAndTime() throws {
         let h = try TailHarness()
         try h.write("drift.jsonl", #"{"tenant":"acme","ts":"2023-11-14T22:13:20Z","drift":0.2}"# + "\nnot json\n")

@@ -284,6 +284,16 @@ public final class Tailer {
         let size = Int64(st.st_size)
         f.mtime = mtimeOf(st)
         if size < f.offset || (size > 0 && !fingerprintHolds(f)) {
+            if f.rotatedAway {
+                // No longer at its path and rewritten in place (`cp` over an old copy keeps its
+                // inode): it holds other content now, not more of the file it was followed for.
+                // Let go; the copy is found for what it is by the file whose content it holds
+                // (its truncation finds the copy next to it), or by the next discovery.
+                release(f)
+                released[f.identity] = nil
+                lastGlob = nil
+                return
+            }
             truncated(f, size: size, now: now)
             // The rest of the old content (from the copy) comes first.
             if olderContentWaits(f) { return }
