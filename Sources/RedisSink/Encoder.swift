@@ -143,7 +143,7 @@ public struct BatchEncoder: Sendable {
                     run!.lastID = id
                     let maxBytes = run!.head.count + run!.tagBytes.count + 2 * ArgumentWriter.maxNumberBytes + 1 + 9
                         + ArgumentWriter.maxNumberBytes + Self.maxBytes(fieldsOf: q)
-                    let maxArguments = run!.headArguments + run!.tagArguments + 3 + 2 * records[index].fieldCount
+                    let maxArguments = run!.headArguments + run!.tagArguments + 3 + 2 * q.pointee.fieldCount
                     let (headArguments, keyContents, tagArguments) = (run!.headArguments, run!.keyContents, run!.tagArguments)
                     run!.head.withUnsafeBytes { head in run!.tagBytes.withUnsafeBytes { tags in
                         batch.writeCommand(maxBytes: maxBytes, maxArguments: maxArguments, keyArgument: 1, role: .record(index)) { w in
@@ -176,7 +176,7 @@ public struct BatchEncoder: Sendable {
                 let maxBytes = 4 + tmpKey.count + 7 + (minID?.utf8.count ?? ArgumentWriter.maxNumberBytes)
                     + 2 * ArgumentWriter.maxNumberBytes + 1 + 9 + ArgumentWriter.maxNumberBytes
                     + Self.maxBytes(fieldsOf: q) + Self.maxBytes(tagsOf: records[index].record)
-                let maxArguments = 8 + 2 * (records[index].fieldCount + records[index].record.tags.count)
+                let maxArguments = 8 + 2 * (q.pointee.fieldCount + q.pointee.record.tags.count)
                 let maxlen = routes[route].maxlen
                 var headArguments = 2
                 batch.writeCommand(maxBytes: maxBytes, maxArguments: maxArguments, keyArgument: 1, role: .record(index)) { w in

@@ -26,10 +26,7 @@ extension Spool {
         try db.exec(Schema.secureDeleteFast)
         // Checkpoints are the `Checkpointer`'s; this one runs only past 256 MiB of WAL (a bound),
         // counted in the file's own pages (4 KiB, or 64 KiB in a buffer made before).
-        let size = try db.prepare(Schema.pageSize)
-        let pageSize = try size.step() ? max(512, size.int64(0)) : 4096
-        _ = size.reset()
-        try db.exec(Schema.walAutocheckpoint(pages: Int(Self.walBoundBytes / pageSize)))
+        try db.exec(Schema.walAutocheckpoint(pages: Int(Self.walBoundBytes / pageSize(of: db))))
         if let pages = options.maxPageCount { try db.exec(Schema.maxPageCount(pages)) }
         let check = try db.prepare(Schema.quickCheck)
         guard try check.step(), check.string(0) == "ok" else {
@@ -42,5 +39,12 @@ extension Spool {
         }
         try db.exec(Schema.setVersion)
         return db
+    }
+
+    /// The file's page size in bytes (at least 512).
+    static func pageSize(of db: SQLiteDatabase) throws(SQLiteError) -> Int64 {
+        let size = try db.prepare(Schema.pageSize)
+        defer { _ = size.reset() }
+        return try size.step() ? max(512, size.int64(0)) : 4096
     }
 }

@@ -97,9 +97,7 @@ public final class Spool: @unchecked Sendable {
         db = database
         movedAside = moved
         disk = DiskRoom(directory: directory, headroom: options.headroom, reserveSize: options.reserveSize)
-        let ps = try db.prepare(Schema.pageSize)
-        _ = try ps.step()
-        pageSize = max(512, ps.int64(0))
+        pageSize = try Self.pageSize(of: db)
         pageCount = try db.prepare(Schema.pageCount)
         freelistCount = try db.prepare(Schema.freelistCount)
         insertBatch = try db.prepare(Schema.insertBatch)

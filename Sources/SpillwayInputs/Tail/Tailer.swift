@@ -416,13 +416,10 @@ public final class Tailer {
                 checkpoint.offset = line.end
                 checkpoint.size = max(size, line.end)
                 if line.bytes.isEmpty, !line.truncated {
-                    if let last = out.indices.last, out[last].checkpoint?.identity == identity { out[last].checkpoint = checkpoint }
+                    Self.skipEmpty(&out, identity, checkpoint)
                     return
                 }
-                let text = chunks.append(text: line.bytes)
-                out.append(QueuedRecord(record: Record(name: name, sortedTags: tags, fields: line.truncated ? [Field("truncated", .bool(true))] : [],
-                                                       timestamp: wall),
-                                        route: 0, checkpoint: checkpoint, message: text))
+                out.append(Self.rawLine(line, chunks: &chunks, name: name, tags: tags, wall: wall, checkpoint: checkpoint))
                 lines += 1
                 if out.count >= Self.deliverChunk { deliver(&out) }
             }
@@ -438,16 +435,12 @@ public final class Tailer {
         // Empty lines carry nothing (as Telegraf's tail): skipped. (Their bytes count as read with the
         // next line of the file; after a restart they are skipped again.)
         if line.bytes.isEmpty, !line.truncated {
-            if let last = out.indices.last, out[last].checkpoint?.identity == f.identity { out[last].checkpoint = f.checkpoint(line.end) }
+            Self.skipEmpty(&out, f.identity, f.checkpoint(line.end))
             return
         }
         if options.parser.format == .raw {
-            // The line's text goes into the chunk, and the record shares its file's tags: nothing
-            // is allocated per line.
-            let text = chunks.append(text: line.bytes)
-            let record = Record(name: options.parser.name, sortedTags: fileTags(f),
-                                fields: line.truncated ? [Field("truncated", .bool(true))] : [], timestamp: wall)
-            out.append(QueuedRecord(record: record, route: 0, checkpoint: f.checkpoint(line.end), message: text))
+            out.append(Self.rawLine(line, chunks: &chunks, name: options.parser.name, tags: fileTags(f), wall: wall,
+                                    checkpoint: f.checkpoint(line.end)))
         } else {
             var record = options.parser.parse(Array(line.bytes)[...], truncated: line.truncated, now: wall)
             if record.tags.isEmpty {
@@ -461,6 +454,20 @@ public final class Tailer {
         }
         emitted += 1
         if out.count >= Self.deliverChunk { flush() }
+    }
+
+    /// An empty line carries nothing: the file's last line waiting in `out`, if any, takes its
+    /// checkpoint (the empty line's bytes count as read with it).
+    static func skipEmpty(_ out: inout [QueuedRecord], _ identity: FileIdentity, _ checkpoint: @autoclosure () -> FileCheckpoint) {
+        if let last = out.indices.last, out[last].checkpoint?.identity == identity { out[last].checkpoint = checkpoint() }
+    }
+
+    /// A line of format `raw`: its text goes into a chunk, and the record shares its file's tags
+    /// (nothing allocated per line but for a truncated line's field).
+    static func rawLine(_ line: LineSplitter.Line, chunks: inout LineChunkWriter, name: String, tags: [Tag], wall: Int64,
+                        checkpoint: FileCheckpoint) -> QueuedRecord {
+        QueuedRecord(record: Record(name: name, sortedTags: tags, fields: line.truncated ? [Field("truncated", .bool(true))] : [], timestamp: wall),
+                     route: 0, checkpoint: checkpoint, message: chunks.append(text: line.bytes))
     }
 
     /// The tags of a file's lines that have none of their own: `path` and the common tags, made once.
